@@ -1,0 +1,215 @@
+// Loading a sidecar configuration: YAML → schema → validated, compiled runtime data. Every problem is
+// collected with its file and line; nothing is half-applied.
+import { createHash, createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { SpiffeId, SpiffeIdError, TrustDomain } from "../identity/spiffeid.js";
+import { BundleSet, X509Bundle } from "../identity/x509bundle.js";
+import { derFromPem } from "../identity/x509cert.js";
+import { SvidVerifier } from "../identity/x509svid.js";
+import type { IdentityMatcher } from "../policy/matcher.js";
+import type { Policy, Rule } from "../policy/model.js";
+import { configSchema, type RawConfig } from "./schema.js";
+import { ConfigError, type ConfigIssue, type ConfigPath, YamlSource } from "./source.js";
+import { type HostPort, parseDuration, parseHostPort } from "./units.js";
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly listen: HostPort;
+  readonly upstream: HostPort;
+  readonly policy: Policy;
+  readonly handshakeTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+}
+
+export interface OwnIdentity {
+  readonly id: SpiffeId;
+  readonly certChainPem: string;
+  readonly keyPem: string;
+  readonly notAfter: number;
+}
+
+export interface SidecarConfig {
+  readonly file: string;
+  /** Content hash of the file and every file it names; logged with each decision. */
+  readonly version: string;
+  readonly identity: OwnIdentity;
+  readonly bundles: BundleSet;
+  readonly listeners: readonly ListenerConfig[];
+  readonly drainTimeoutMs: number;
+  readonly maxChainLength: number;
+  readonly logLevel: RawConfig["log"]["level"];
+}
+
+/** Collects issues while compiling; throws them all at the end. */
+class Compiler {
+  readonly issues: ConfigIssue[] = [];
+  private readonly hash = createHash("sha256");
+
+  constructor(readonly src: YamlSource) {
+    this.hash.update(src.text);
+  }
+
+  error(path: ConfigPath, message: string, key?: string): void {
+    this.issues.push(this.src.issue(path, message, key));
+  }
+
+  /** Reads a file named by the config, relative to the config file. */
+  readFile(path: ConfigPath, name: string): string | undefined {
+    const full = resolve(dirname(this.src.file), name);
+    try {
+      const text = readFileSync(full, "utf8");
+      this.hash.update(text);
+      return text;
+    } catch (e) {
+      this.error(path, `cannot read ${full}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  version(): string {
+    return this.hash.digest("hex").slice(0, 16);
+  }
+}
+
+export function loadConfig(file: string, now: number = Date.now()): SidecarConfig {
+  const src = YamlSource.read(file);
+  const parsed = configSchema.safeParse(src.toJS());
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.flatMap((i) =>
+        i.code === "unrecognized_keys"
+          ? i.keys.map((k) => src.issue(i.path, "unknown key", k))
+          : [src.issue(i.path, i.message)],
+      ),
+    );
+  }
+  const raw = parsed.data;
+  const c = new Compiler(src);
+  const bundles = compileBundles(c, raw);
+  const identity = compileIdentity(c, raw, bundles, now);
+  const policies = new Map<string, Omit<Policy, "version">>();
+  for (const [name, p] of Object.entries(raw.policies)) policies.set(name, compilePolicy(c, name, p));
+  const listeners = compileListeners(c, raw, policies);
+  if (c.issues.length > 0) throw new ConfigError(c.issues);
+  const version = c.version();
+  return {
+    file,
+    version,
+    identity: identity!,
+    bundles,
+    listeners: listeners.map((l) => ({ ...l, policy: { ...l.policy, version } })),
+    drainTimeoutMs: parseDuration(raw.drain_timeout)!,
+    maxChainLength: raw.limits.max_chain_length,
+    logLevel: raw.log.level,
+  };
+}
+
+function compileBundles(c: Compiler, raw: RawConfig): BundleSet {
+  const out: X509Bundle[] = [];
+  for (const [name, td] of Object.entries(raw.trust_domains)) {
+    let trustDomain: TrustDomain;
+    try {
+      trustDomain = TrustDomain.parse(name);
+    } catch (e) {
+      c.error(["trust_domains"], (e as Error).message, name);
+      continue;
+    }
+    const path = ["trust_domains", name, "bundle"];
+    const pem = c.readFile(path, td.bundle);
+    if (pem === undefined) continue;
+    try {
+      out.push(X509Bundle.fromPem(trustDomain, pem, td.bundle));
+    } catch (e) {
+      c.error(path, (e as Error).message);
+    }
+  }
+  return new BundleSet(out);
+}
+
+function compileIdentity(c: Compiler, raw: RawConfig, bundles: BundleSet, now: number): OwnIdentity | undefined {
+  const certPem = c.readFile(["identity", "cert"], raw.identity.cert);
+  const keyPem = c.readFile(["identity", "key"], raw.identity.key);
+  if (certPem === undefined || keyPem === undefined) return undefined;
+  let chain: Buffer[];
+  try {
+    chain = derFromPem(certPem, raw.identity.cert);
+  } catch (e) {
+    c.error(["identity", "cert"], (e as Error).message);
+    return undefined;
+  }
+  // The sidecar's own certificate must itself be a valid SVID; its chain is checked when its trust
+  // domain is among the configured bundles.
+  const result = new SvidVerifier(bundles).verify(chain, now);
+  if (!result.ok && result.rule !== "untrusted_domain") {
+    c.error(["identity", "cert"], `not a usable X509-SVID: ${result.message} (${result.rule})`);
+    return undefined;
+  }
+  const leaf = result.ok ? result.svid.leaf : result.leaf!;
+  try {
+    if (!leaf.x509.checkPrivateKey(createPrivateKey(keyPem))) {
+      c.error(["identity", "key"], "private key does not match the certificate");
+      return undefined;
+    }
+  } catch (e) {
+    c.error(["identity", "key"], `unreadable private key: ${(e as Error).message}`);
+    return undefined;
+  }
+  return { id: result.ok ? result.svid.id : result.id!, certChainPem: certPem, keyPem, notAfter: leaf.notAfter };
+}
+
+function compileMatcher(c: Compiler, path: ConfigPath, m: { id?: string; trust_domain?: string; path_prefix?: string }): IdentityMatcher | undefined {
+  try {
+    if (m.id !== undefined) {
+      const id = SpiffeId.parse(m.id);
+      if (id.path === "") throw new Error(`${m.id} has no path; use trust_domain to match a whole trust domain`);
+      return { kind: "id", id };
+    }
+    if (m.trust_domain !== undefined) return { kind: "trust_domain", trustDomain: TrustDomain.parse(m.trust_domain) };
+    return { kind: "path_prefix", prefix: SpiffeId.parse(m.path_prefix!) };
+  } catch (e) {
+    c.error(path, e instanceof SpiffeIdError ? `${e.message} (rule ${e.rule})` : (e as Error).message);
+    return undefined;
+  }
+}
+
+function compilePolicy(c: Compiler, name: string, p: RawConfig["policies"][string]): Omit<Policy, "version"> {
+  const seen = new Set<string>();
+  const rules: Rule[] = [];
+  p.rules.forEach((r, i) => {
+    const path = ["policies", name, "rules", i];
+    if (seen.has(r.name)) c.error([...path, "name"], `duplicate rule name ${r.name}`);
+    seen.add(r.name);
+    const match = r.match.map((m, j) => compileMatcher(c, [...path, "match", j], m));
+    if (match.every((m) => m !== undefined)) rules.push({ name: r.name, action: r.action, match: match as IdentityMatcher[] });
+  });
+  return { name, default: p.default, rules };
+}
+
+function compileListeners(c: Compiler, raw: RawConfig, policies: Map<string, Omit<Policy, "version">>) {
+  const names = new Set<string>();
+  const addrs = new Set<string>();
+  const out: Array<Omit<ListenerConfig, "policy"> & { policy: Omit<Policy, "version"> }> = [];
+  raw.listeners.forEach((l, i) => {
+    const path = ["listeners", i];
+    if (names.has(l.name)) c.error([...path, "name"], `duplicate listener name ${l.name}`);
+    names.add(l.name);
+    const listen = parseHostPort(l.listen)!;
+    if (listen.port !== 0 && addrs.has(l.listen)) c.error([...path, "listen"], `address ${l.listen} is used by another listener`);
+    addrs.add(l.listen);
+    const policy = policies.get(l.policy);
+    if (!policy) {
+      c.error([...path, "policy"], `unknown policy ${l.policy}; defined: ${[...policies.keys()].join(", ") || "none"}`);
+      return;
+    }
+    out.push({
+      name: l.name,
+      listen,
+      upstream: parseHostPort(l.upstream)!,
+      policy,
+      handshakeTimeoutMs: parseDuration(l.handshake_timeout)!,
+      connectTimeoutMs: parseDuration(l.connect_timeout)!,
+    });
+  });
+  return out;
+}

@@ -1,0 +1,103 @@
+// Reading a YAML file with positions kept, so every error can name file, line and column.
+import { readFileSync, statSync } from "node:fs";
+import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
+
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+const MAX_ALIASES = 100;
+
+export interface ConfigIssue {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  /** Dotted path of the offending value, e.g. `listeners[0].upstream`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+export class ConfigError extends Error {
+  readonly code = "ERR_CONFIG";
+  constructor(readonly issues: readonly ConfigIssue[]) {
+    super(issues.map(formatIssue).join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.path ? i.path + ": " : ""}${i.message}`;
+}
+
+export type ConfigPath = readonly PropertyKey[];
+
+export function pathText(path: ConfigPath): string {
+  let s = "";
+  for (const p of path) s += typeof p === "number" ? `[${p}]` : s ? `.${String(p)}` : String(p);
+  return s;
+}
+
+/** A parsed YAML document that can locate any path in it. */
+export class YamlSource {
+  private constructor(
+    readonly file: string,
+    readonly text: string,
+    private readonly doc: Document,
+    private readonly lines: LineCounter,
+  ) {}
+
+  static read(file: string): YamlSource {
+    let size: number;
+    try {
+      size = statSync(file).size;
+    } catch (e) {
+      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `cannot read: ${(e as Error).message}` }]);
+    }
+    if (size > MAX_CONFIG_BYTES) {
+      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `file is ${size} bytes, over the limit of ${MAX_CONFIG_BYTES}` }]);
+    }
+    return YamlSource.parse(file, readFileSync(file, "utf8"));
+  }
+
+  static parse(file: string, text: string): YamlSource {
+    const lines = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+    const src = new YamlSource(file, text, doc, lines);
+    if (doc.errors.length > 0) {
+      throw new ConfigError(doc.errors.map((e) => src.issueAt(e.pos[0], "", `YAML: ${e.message.split("\n")[0]}`)));
+    }
+    return src;
+  }
+
+  /** The document as plain data; alias expansion is capped so an alias bomb is an error, not a hang. */
+  toJS(): unknown {
+    try {
+      return this.doc.toJS({ maxAliasCount: MAX_ALIASES });
+    } catch (e) {
+      throw new ConfigError([this.issueAt(0, "", `YAML: ${(e as Error).message}`)]);
+    }
+  }
+
+  issueAt(offset: number, path: string, message: string): ConfigIssue {
+    const { line, col } = this.lines.linePos(offset);
+    return { file: this.file, line, column: col, path, message };
+  }
+
+  /** An issue located at `path` (or at the key `key` of the map at `path`). */
+  issue(path: ConfigPath, message: string, key?: string): ConfigIssue {
+    return this.issueAt(this.offsetOf(path, key), pathText(key === undefined ? path : [...path, key]), message);
+  }
+
+  private offsetOf(path: ConfigPath, key?: string): number {
+    // Walk up until a node exists: a missing key is reported at its parent.
+    for (let n = path.length; n >= 0; n--) {
+      const node = this.doc.getIn(path.slice(0, n) as unknown[], true);
+      if (!node || typeof node !== "object") continue;
+      if (key !== undefined && n === path.length && isMap(node)) {
+        const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key);
+        const k = pair && isScalar(pair.key) ? pair.key.range : undefined;
+        if (k) return k[0];
+      }
+      const range = (node as { range?: [number, number, number] }).range;
+      if (range) return range[0];
+    }
+    return 0;
+  }
+}

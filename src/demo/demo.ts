@@ -1,0 +1,79 @@
+// `npm start`: the echo workload and a sidecar in front of it, on the dev certificates, with a note on
+// how to try it.
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadConfig, type SidecarConfig } from "../config/load.js";
+import { formatHostPort, type HostPort } from "../config/units.js";
+import { devCertsFresh, DEV_IDENTITIES, generateDevCerts } from "../certs/dev.js";
+import { Sidecar } from "../sidecar.js";
+import type { DecisionLog } from "../telemetry/log.js";
+import { startEcho, type EchoServer } from "./echo.js";
+
+export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const DEMO_CONFIG = join(PACKAGE_ROOT, "config", "demo.yaml");
+export const DEV_CERTS = join(PACKAGE_ROOT, "certs-dev");
+
+export interface DemoOptions {
+  readonly listen?: HostPort;
+  readonly upstream?: HostPort;
+  readonly log: DecisionLog;
+  /** Where the how-to-try text goes. */
+  readonly print: (text: string) => void;
+}
+
+export interface Demo {
+  readonly sidecar: Sidecar;
+  readonly echo: EchoServer;
+  stop(): Promise<void>;
+}
+
+export async function startDemo(opts: DemoOptions): Promise<Demo> {
+  if (!devCertsFresh(DEV_CERTS)) {
+    opts.print(`dev certificates in ${DEV_CERTS} are missing or expiring: making a new set\n`);
+    await generateDevCerts(DEV_CERTS);
+  }
+  const loaded = loadConfig(DEMO_CONFIG);
+  const base = loaded.listeners[0]!;
+  const upstreamWanted = opts.upstream ?? base.upstream;
+  const echo = await startEcho(upstreamWanted.host, upstreamWanted.port);
+  const echoAddr = echo.server.address() as { address: string; port: number };
+  const config: SidecarConfig = {
+    ...loaded,
+    listeners: [{ ...base, listen: opts.listen ?? base.listen, upstream: { host: echoAddr.address, port: echoAddr.port } }],
+  };
+  const sidecar = new Sidecar(config, { log: opts.log });
+  try {
+    await sidecar.start();
+  } catch (e) {
+    echo.server.close();
+    throw e;
+  }
+  opts.print(banner(sidecar.addresses()["echo"]!, echoAddr));
+  return {
+    sidecar,
+    echo,
+    async stop() {
+      await sidecar.stop(1000);
+      echo.server.close();
+    },
+  };
+}
+
+function banner(listen: { address: string; port: number }, upstream: { address: string; port: number }): string {
+  const certs = relative(process.cwd(), DEV_CERTS) || ".";
+  const at = formatHostPort({ host: listen.address, port: listen.port });
+  const who = DEV_IDENTITIES.map((d) => `    ${d.file.padEnd(9)} ${d.id.padEnd(44)} ${d.demo}`).join("\n");
+  return `
+parley demo: sidecar listening on ${at} (mTLS), workload (echo) on ${formatHostPort({ host: upstream.address, port: upstream.port })}
+Decision logs are JSON lines on stdout. Identities in ${certs}/:
+${who}
+
+Try it (swap frontend for any name above):
+  openssl s_client -connect ${at} -cert ${certs}/frontend.pem -key ${certs}/frontend.key -CAfile ${certs}/parley.demo.bundle.pem -quiet
+      (type a line: the workload echoes it back; with reporter.pem the connection is closed at once)
+  curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/frontend.pem --key ${certs}/frontend.key https://localhost:${listen.port}/
+  curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/reporter.pem --key ${certs}/reporter.key https://localhost:${listen.port}/
+
+Ctrl-C (or SIGTERM) drains and stops.
+`;
+}

@@ -1,0 +1,82 @@
+// An inbound listener: a TLS server that requires a client certificate and hands each established
+// connection to an InboundSession. Certificate verification is parley's own (per trust domain, by the
+// SPIFFE rules), so OpenSSL is told to request the certificate but not to judge it.
+import type { AddressInfo } from "node:net";
+import { createServer, type SecureContextOptions, type Server, type TLSSocket } from "node:tls";
+import { formatHostPort } from "../config/units.js";
+import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
+
+export class InboundListener {
+  private readonly server: Server;
+  private state: ListenerState;
+
+  constructor(
+    state: ListenerState,
+    tls: SecureContextOptions,
+    private readonly deps: SessionDeps,
+  ) {
+    this.state = state;
+    this.server = createServer({
+      ...tls,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.2",
+      handshakeTimeout: state.config.handshakeTimeoutMs,
+      allowHalfOpen: true,
+      pauseOnConnect: false,
+    });
+    this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));
+    this.server.on("tlsClientError", (e: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.deps.log.handshakeFailed({
+        listener: this.state.config.name,
+        source: `${socket.remoteAddress}:${socket.remotePort}`,
+        cause: handshakeCause(e),
+        detail: e.message,
+      });
+      socket.destroy();
+    });
+  }
+
+  get name(): string {
+    return this.state.config.name;
+  }
+
+  /** Sessions accepted after this call use the new state; live ones keep theirs. */
+  update(state: ListenerState): void {
+    this.state = state;
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.state.config.listen;
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(new Error(`listener ${this.name}: cannot listen on ${formatHostPort({ host, port })}: ${e.message}`));
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        this.server.on("error", (e) => this.deps.log.error("listener error", { listener: this.name, detail: e.message }));
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting; established sessions are left to the registry's drain. */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
+  }
+
+  private onSecureConnection(socket: TLSSocket): void {
+    new InboundSession(socket, this.state, this.deps).start();
+  }
+}
+
+function handshakeCause(e: NodeJS.ErrnoException): string {
+  if (e.code === "ERR_TLS_HANDSHAKE_TIMEOUT") return "handshake_timeout";
+  if (e.code === "ECONNRESET") return "connection_reset";
+  if (/unsupported protocol|wrong version number|no protocols available/i.test(e.message)) return "protocol_version";
+  if (/http request/i.test(e.message)) return "not_tls";
+  return e.code?.startsWith("ERR_SSL_") ? e.code.slice(8).toLowerCase() : "tls_error";
+}

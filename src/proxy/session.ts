@@ -1,0 +1,143 @@
+// One inbound connection after its TLS handshake, moving through its stages:
+// verify the peer's SVID → decide → (allowed only) dial the workload → pump → end.
+// The client socket is not read until the session is allowed and the workload connected: bytes a client
+// sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are forwarded after.
+import { randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { ListenerConfig } from "../config/load.js";
+import type { SvidVerifier } from "../identity/x509svid.js";
+import { decide, type Decision } from "../policy/decide.js";
+import type { DecisionLog } from "../telemetry/log.js";
+import { pump } from "./pump.js";
+import { peerChain } from "./peerchain.js";
+import type { LiveSession, SessionRegistry } from "./registry.js";
+import { dial, DialError } from "./upstream.js";
+
+/** What a listener hands each session: read once per connection, swapped whole on reload. */
+export interface ListenerState {
+  readonly config: ListenerConfig;
+  readonly verifier: SvidVerifier;
+  readonly maxChainLength: number;
+}
+
+export interface SessionDeps {
+  readonly log: DecisionLog;
+  readonly registry: SessionRegistry;
+  readonly now: () => number;
+}
+
+type Stage = "deciding" | "dialing" | "pumping" | "ended";
+
+export class InboundSession implements LiveSession {
+  readonly id = randomBytes(8).toString("hex");
+  private stage: Stage = "deciding";
+  private upstream: Socket | undefined;
+  private readonly source: string;
+  private startedAt = 0;
+  private peerId = "";
+
+  constructor(
+    private readonly client: TLSSocket,
+    private readonly state: ListenerState,
+    private readonly deps: SessionDeps,
+  ) {
+    this.source = `${client.remoteAddress}:${client.remotePort}`;
+  }
+
+  /** Runs the session; returns once it is decided (the rest proceeds on socket events). */
+  start(): Decision {
+    const decision = this.decide();
+    if (decision.decision === "deny") {
+      this.stage = "ended";
+      this.client.destroy();
+      return decision;
+    }
+    this.startedAt = this.deps.now();
+    this.deps.registry.add(this);
+    this.connect();
+    return decision;
+  }
+
+  close(reason: string, detail?: string): void {
+    if (this.stage === "ended") return;
+    this.end(reason, detail);
+  }
+
+  private decide(): Decision {
+    const t0 = process.hrtime.bigint();
+    const { config, verifier, maxChainLength } = this.state;
+    const now = this.deps.now();
+    const peer = verifier.verify(peerChain(this.client, maxChainLength), now);
+    const alpn = this.client.alpnProtocol || null;
+    const sni = (this.client as TLSSocket & { servername?: string | false }).servername || null;
+    const decision = decide(config.policy, { listener: config.name, sourceAddress: this.client.remoteAddress ?? "", sni, alpn, now, peer });
+    const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
+    const id = peer.ok ? peer.svid.id : peer.id;
+    const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
+    this.peerId = id?.toString() ?? "";
+    this.deps.log.decision({
+      session_id: this.id,
+      listener: config.name,
+      decision: decision.decision,
+      rule: decision.rule,
+      reasons: decision.reasons,
+      policy: decision.policy,
+      policy_version: decision.policyVersion,
+      peer_id: id?.toString() ?? null,
+      trust_domain: id?.trustDomain.name ?? null,
+      cert_serial: leaf?.serial ?? null,
+      cert_fingerprint: leaf?.fingerprint ?? null,
+      source: this.source,
+      sni,
+      alpn,
+      tls_version: this.client.getProtocol(),
+      ...(decision.svidRule ? { svid_rule: decision.svidRule, detail: decision.detail! } : {}),
+      decision_us: Math.round(decisionUs * 10) / 10,
+    });
+    return decision;
+  }
+
+  private connect(): void {
+    this.stage = "dialing";
+    const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
+    this.upstream = socket;
+    // The client may leave while we dial: that ends the session without ever pumping.
+    const onClientGone = () => this.close("client_closed_before_upstream");
+    this.client.once("close", onClientGone);
+    this.client.on("error", () => {}); // reported via close; pump installs its own handler
+    connected.then(
+      (up) => {
+        this.client.off("close", onClientGone);
+        if (this.stage !== "dialing") return void up.destroy();
+        this.stage = "pumping";
+        pump(this.client, up, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+      },
+      (e: unknown) => {
+        if (this.stage !== "dialing") return;
+        const err = e instanceof DialError ? e : new DialError("upstream_connect_failed", String(e));
+        this.end(err.reason, err.message);
+      },
+    );
+  }
+
+  private end(reason: string, detail?: string): void {
+    if (this.stage === "ended") return;
+    this.stage = "ended";
+    this.client.destroy();
+    this.upstream?.destroy();
+    this.deps.registry.remove(this.id);
+    const up = this.upstream;
+    this.deps.log.sessionEnd({
+      session_id: this.id,
+      listener: this.state.config.name,
+      peer_id: this.peerId,
+      source: this.source,
+      bytes_to_upstream: up?.bytesWritten ?? 0,
+      bytes_to_client: up?.bytesRead ?? 0,
+      duration_ms: this.deps.now() - this.startedAt,
+      end_reason: reason,
+      ...(detail ? { detail } : {}),
+    });
+  }
+}

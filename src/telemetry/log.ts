@@ -1,0 +1,80 @@
+// The decision log: JSON lines (pino) on stdout. Its records are a contract with SREs; the schema is
+// documented in the README and changes only by adding fields.
+import { pino, type DestinationStream, type Logger } from "pino";
+
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+  const options = {
+    level,
+    base: null,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  return destination ? pino(options, destination) : pino(options, pino.destination({ dest: 1, sync: false }));
+}
+
+export interface DecisionRecord {
+  session_id: string;
+  listener: string;
+  decision: "allow" | "deny";
+  rule: string | null;
+  reasons: readonly string[];
+  policy: string;
+  policy_version: string;
+  peer_id: string | null;
+  trust_domain: string | null;
+  cert_serial: string | null;
+  cert_fingerprint: string | null;
+  source: string;
+  sni: string | null;
+  alpn: string | null;
+  tls_version: string | null;
+  svid_rule?: string;
+  detail?: string;
+  decision_us: number;
+}
+
+export interface SessionEndRecord {
+  session_id: string;
+  listener: string;
+  peer_id: string;
+  source: string;
+  bytes_to_upstream: number;
+  bytes_to_client: number;
+  duration_ms: number;
+  end_reason: string;
+  detail?: string;
+}
+
+export interface HandshakeFailureRecord {
+  listener: string;
+  source: string;
+  cause: string;
+  detail: string;
+}
+
+/** Typed front of the logger: one method per record kind, so a record's shape is checked where it is made. */
+export class DecisionLog {
+  constructor(readonly logger: Logger) {}
+
+  decision(r: DecisionRecord): void {
+    this.logger.info({ event: "decision", ...r }, r.decision === "allow" ? "session allowed" : "session denied");
+  }
+
+  sessionEnd(r: SessionEndRecord): void {
+    this.logger.info({ event: "session_end", ...r }, "session ended");
+  }
+
+  handshakeFailed(r: HandshakeFailureRecord): void {
+    this.logger.info({ event: "handshake_failed", ...r }, "TLS handshake failed");
+  }
+
+  lifecycle(msg: string, fields: Record<string, unknown> = {}): void {
+    this.logger.info({ event: "lifecycle", ...fields }, msg);
+  }
+
+  error(msg: string, fields: Record<string, unknown> = {}): void {
+    this.logger.error({ event: "error", ...fields }, msg);
+  }
+}
