@@ -1,0 +1,145 @@
+// A sidecar in front of an echo workload, on loopback, with its decision log captured in memory.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type TLSSocket } from "node:tls";
+import { loadConfig } from "../../src/config/load.js";
+import type { Issued } from "../../src/certs/issue.js";
+import { startEcho, type EchoServer } from "../../src/demo/echo.js";
+import { Sidecar } from "../../src/sidecar.js";
+import { createLogger, DecisionLog } from "../../src/telemetry/log.js";
+import type { TestPki } from "./pki.js";
+
+export type LogRecord = Record<string, unknown> & { event?: string };
+
+export class MemoryLog {
+  readonly records: LogRecord[] = [];
+  readonly log = new DecisionLog(createLogger("debug", { write: (line: string) => void this.records.push(JSON.parse(line)) }));
+
+  of(event: string): LogRecord[] {
+    return this.records.filter((r) => r.event === event);
+  }
+
+  async next(event: string, pred: (r: LogRecord) => boolean = () => true, timeoutMs = 5000): Promise<LogRecord> {
+    return waitFor(() => this.of(event).find(pred), timeoutMs, `log record ${event}`);
+  }
+}
+
+export async function waitFor<T>(probe: () => T | undefined, timeoutMs = 5000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), "parley-test-"));
+}
+
+/** Writes files into a fresh temp dir and returns their paths. */
+export function writeFiles(files: Record<string, string>): Record<string, string> & { dir: string } {
+  const dir = tempDir();
+  const out: Record<string, string> = {};
+  for (const [name, text] of Object.entries(files)) {
+    out[name] = join(dir, name);
+    writeFileSync(out[name]!, text);
+  }
+  return { ...out, dir };
+}
+
+export interface HarnessOptions {
+  /** The `policies:` block as YAML (indented under `policies:`); default allows spiffe://a.test/allowed. */
+  policies?: string;
+  upstreamPort?: number;
+  extra?: string;
+}
+
+export interface Harness {
+  port: number;
+  echo: EchoServer;
+  sidecar: Sidecar;
+  logs: MemoryLog;
+  configFile: string;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_POLICIES = `
+  main:
+    default: deny
+    rules:
+      - name: deny-banned
+        action: deny
+        match: [{ id: spiffe://a.test/banned }]
+      - name: allow-allowed
+        action: allow
+        match: [{ id: spiffe://a.test/allowed }, { trust_domain: b.test }]
+`;
+
+export function configYaml(files: { cert: string; key: string; a: string; b: string }, upstreamPort: number, opts: HarnessOptions = {}): string {
+  return `identity:
+  cert: ${files.cert}
+  key: ${files.key}
+trust_domains:
+  a.test: { bundle: ${files.a} }
+  b.test: { bundle: ${files.b} }
+listeners:
+  - name: main
+    listen: 127.0.0.1:0
+    upstream: 127.0.0.1:${upstreamPort}
+    policy: main
+    connect_timeout: 1s
+policies:${opts.policies ?? DEFAULT_POLICIES}
+${opts.extra ?? ""}`;
+}
+
+export async function startHarness(pki: TestPki, opts: HarnessOptions = {}): Promise<Harness> {
+  const echo = await startEcho("127.0.0.1", 0);
+  const upstreamPort = opts.upstreamPort ?? (echo.server.address() as { port: number }).port;
+  const files = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+  const configFile = join(files.dir, "parley.yaml");
+  writeFileSync(configFile, configYaml({ cert: files["cert.pem"]!, key: files["key.pem"]!, a: files["a.pem"]!, b: files["b.pem"]! }, upstreamPort, opts));
+  const logs = new MemoryLog();
+  const sidecar = new Sidecar(loadConfig(configFile), { log: logs.log });
+  await sidecar.start();
+  return {
+    port: sidecar.addresses()["main"]!.port,
+    echo,
+    sidecar,
+    logs,
+    configFile,
+    async close() {
+      await sidecar.stop(200);
+      await new Promise((r) => echo.server.close(r));
+    },
+  };
+}
+
+/** An mTLS client. `creds` undefined = no client certificate. Resolves once the handshake is done. */
+export function dialTls(port: number, pki: TestPki, creds: Issued | undefined, extra: Record<string, unknown> = {}): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ca: pki.a.certPem,
+      ...(creds ? { cert: creds.chainPem, key: creds.keyPem } : {}),
+      allowHalfOpen: true,
+      ...extra,
+    });
+    s.once("secureConnect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** Collects everything a socket receives until it closes. */
+export function readAll(s: TLSSocket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    s.on("data", (c: Buffer) => chunks.push(c));
+    s.on("error", () => {});
+    s.once("close", () => resolve(Buffer.concat(chunks)));
+  });
+}
