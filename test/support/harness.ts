@@ -134,12 +134,13 @@ export function dialTls(port: number, pki: TestPki, creds: Issued | undefined, e
   });
 }
 
-/** Collects everything a socket receives until it closes. */
+/** Collects everything a socket receives until the peer ends; then ends our side too. */
 export function readAll(s: TLSSocket): Promise<Buffer> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     s.on("data", (c: Buffer) => chunks.push(c));
     s.on("error", () => {});
+    s.once("end", () => s.end());
     s.once("close", () => resolve(Buffer.concat(chunks)));
   });
 }

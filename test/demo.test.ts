@@ -1,0 +1,88 @@
+// The demo as a new user runs it: `npm start`'s entry point, real ports, the committed dev certificates.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { connect } from "node:tls";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "./support/harness.js";
+
+const pkg = JSON.parse(readFileSync("package.json", "utf8"));
+let child: ChildProcess;
+let stdout = "";
+let stderr = "";
+let port = 0;
+
+beforeAll(async () => {
+  // npm start runs `node dist/cli.js demo`; the same entry point, on ephemeral ports.
+  expect(pkg.scripts.start).toBe("node dist/cli.js demo");
+  child = spawn(process.execPath, ["dist/cli.js", "demo", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
+  port = Number(await waitFor(() => /sidecar listening on 127\.0\.0\.1:(\d+)/.exec(stderr)?.[1], 15_000, "demo banner"));
+}, 20_000);
+
+afterAll(async () => {
+  if (child.exitCode === null) {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+  }
+});
+
+function talk(name: string, payload: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({
+      port,
+      host: "127.0.0.1",
+      servername: "localhost",
+      ca: readFileSync("certs-dev/parley.demo.bundle.pem"),
+      cert: readFileSync(`certs-dev/${name}.pem`),
+      key: readFileSync(`certs-dev/${name}.key`),
+    });
+    let got = "";
+    s.on("data", (c: Buffer) => (got += c.toString()));
+    s.once("secureConnect", () => s.write(payload));
+    s.once("error", reject);
+    s.once("close", () => resolve(got));
+    setTimeout(() => s.end(), 300);
+  });
+}
+
+describe("npm start (the demo)", () => {
+  it("prints how to try it with openssl s_client and curl", () => {
+    expect(stderr).toMatch(/openssl s_client -connect 127\.0\.0\.1:\d+ -cert certs-dev\/frontend\.pem/);
+    expect(stderr).toMatch(/curl --cacert certs-dev\/parley\.demo\.bundle\.pem --cert certs-dev\/frontend\.pem/);
+  });
+
+  it("echoes for allowed identities and closes on denied ones, logging each decision as JSON", async () => {
+    expect(await talk("frontend", "hi from frontend")).toBe("hi from frontend");
+    expect(await talk("ops", "hi from ops")).toBe("hi from ops");
+    expect(await talk("billing", "hi from billing")).toBe("hi from billing");
+    expect(await talk("reporter", "let me in")).toBe("");
+    expect(await talk("legacy", "let me in")).toBe("");
+    expect(await talk("impostor", "let me in")).toBe("");
+    const decisions = await waitFor(() => {
+      const d = stdout.split("\n").filter((l) => l.includes('"event":"decision"')).map((l) => JSON.parse(l));
+      return d.length >= 6 ? d : undefined;
+    });
+    expect(decisions.map((d) => [d.peer_id, d.decision, d.reasons[0]])).toEqual([
+      ["spiffe://parley.demo/ns/web/sa/frontend", "allow", "explicit_allow"],
+      ["spiffe://parley.demo/ns/ops/sa/admin", "allow", "explicit_allow"],
+      ["spiffe://partner.demo/billing", "allow", "explicit_allow"],
+      ["spiffe://parley.demo/ns/batch/sa/reporter", "deny", "default_deny"],
+      ["spiffe://parley.demo/ns/web/sa/legacy", "deny", "explicit_deny"],
+      ["spiffe://partner.demo/billing", "deny", "invalid_svid"],
+    ]);
+  });
+
+  it("answers an HTTP request (what curl sends) through the sidecar", async () => {
+    const answer = await talk("frontend", "GET / HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    expect(answer).toMatch(/^HTTP\/1\.1 200 OK/);
+    expect(answer).toContain("your request reached me through the sidecar");
+  });
+
+  it("drains and exits 0 on SIGTERM", async () => {
+    child.kill("SIGTERM");
+    const code = await new Promise((r) => child.once("exit", r));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/"msg":"stopped"/);
+  });
+});
