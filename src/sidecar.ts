@@ -24,7 +24,7 @@ export class Sidecar {
     const tls = { cert: config.identity.certChainPem, key: config.identity.keyPem };
     const deps = { log: options.log, registry: this.registry, now: options.now ?? Date.now };
     this.listeners = config.listeners.map(
-      (l) => new InboundListener({ config: l, verifier, maxChainLength: config.maxChainLength }, tls, deps),
+      (l) => new InboundListener({ config: l, verifier, attestations: config.attestations, maxChainLength: config.maxChainLength }, tls, deps),
     );
   }
 

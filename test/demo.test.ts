@@ -67,7 +67,7 @@ describe("npm start (the demo)", () => {
       ["spiffe://parley.demo/ns/web/sa/frontend", "allow", "explicit_allow"],
       ["spiffe://parley.demo/ns/ops/sa/admin", "allow", "explicit_allow"],
       ["spiffe://partner.demo/billing", "allow", "explicit_allow"],
-      ["spiffe://parley.demo/ns/batch/sa/reporter", "deny", "default_deny"],
+      ["spiffe://parley.demo/ns/batch/sa/reporter", "deny", "identity_not_allowed"],
       ["spiffe://parley.demo/ns/web/sa/legacy", "deny", "explicit_deny"],
       ["spiffe://partner.demo/billing", "deny", "invalid_svid"],
     ]);

@@ -16,7 +16,7 @@ export const DEV_IDENTITIES: readonly DevIdentity[] = [
   { file: "frontend", id: "spiffe://parley.demo/ns/web/sa/frontend", demo: "allowed (rule web-frontend: exact ID)" },
   { file: "ops", id: "spiffe://parley.demo/ns/ops/sa/admin", demo: "allowed (rule ops-namespace: path prefix /ns/ops)" },
   { file: "billing", id: "spiffe://partner.demo/billing", demo: "allowed (rule partner-domain: trust domain partner.demo; chain has an intermediate)" },
-  { file: "reporter", id: "spiffe://parley.demo/ns/batch/sa/reporter", demo: "denied (no rule matches: default_deny)" },
+  { file: "reporter", id: "spiffe://parley.demo/ns/batch/sa/reporter", demo: "denied (no rule names it: identity_not_allowed, default_deny)" },
   { file: "legacy", id: "spiffe://parley.demo/ns/web/sa/legacy", demo: "denied (rule retired-legacy: explicit_deny)" },
   { file: "impostor", id: "spiffe://partner.demo/billing", demo: "denied (partner.demo ID signed by parley.demo's CA: invalid_svid chain_unverified)" },
 ];

@@ -3,15 +3,16 @@
 import { createHash, createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { SpiffeId, SpiffeIdError, TrustDomain } from "../identity/spiffeid.js";
+import { SpiffeId, TrustDomain } from "../identity/spiffeid.js";
 import { BundleSet, X509Bundle } from "../identity/x509bundle.js";
 import { derFromPem } from "../identity/x509cert.js";
 import { SvidVerifier } from "../identity/x509svid.js";
-import type { IdentityMatcher } from "../policy/matcher.js";
-import type { Policy, Rule } from "../policy/model.js";
+import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
+import { compilePolicies } from "../policy/compile.js";
+import type { Policy } from "../policy/model.js";
 import { configSchema, type RawConfig } from "./schema.js";
 import { ConfigError, type ConfigIssue, type ConfigPath, YamlSource } from "./source.js";
-import { type HostPort, parseDuration, parseHostPort } from "./units.js";
+import { type HostPort, parseHostPort } from "./units.js";
 
 export interface ListenerConfig {
   readonly name: string;
@@ -36,6 +37,8 @@ export interface SidecarConfig {
   readonly identity: OwnIdentity;
   readonly bundles: BundleSet;
   readonly listeners: readonly ListenerConfig[];
+  readonly policies: ReadonlyMap<string, Policy>;
+  readonly attestations: AttestationStore;
   readonly drainTimeoutMs: number;
   readonly maxChainLength: number;
   readonly logLevel: RawConfig["log"]["level"];
@@ -88,18 +91,25 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
   const c = new Compiler(src);
   const bundles = compileBundles(c, raw);
   const identity = compileIdentity(c, raw, bundles, now);
-  const policies = new Map<string, Omit<Policy, "version">>();
-  for (const [name, p] of Object.entries(raw.policies)) policies.set(name, compilePolicy(c, name, p));
+  const attestations = compileAttestations(c, raw);
+  const compiled = compilePolicies(
+    { policies: raw.policies, roles: raw.roles, attestors: Object.keys(raw.attestors), listeners: raw.listeners.map((l) => l.name) },
+    "",
+    (path, message) => c.error(path, message),
+  );
+  const version = c.version();
+  const policies = new Map([...compiled].map(([name, p]) => [name, { ...p, version }]));
   const listeners = compileListeners(c, raw, policies);
   if (c.issues.length > 0) throw new ConfigError(c.issues);
-  const version = c.version();
   return {
     file,
     version,
     identity: identity!,
     bundles,
-    listeners: listeners.map((l) => ({ ...l, policy: { ...l.policy, version } })),
-    drainTimeoutMs: parseDuration(raw.drain_timeout)!,
+    listeners,
+    policies,
+    attestations,
+    drainTimeoutMs: raw.drain_timeout,
     maxChainLength: raw.limits.max_chain_length,
     logLevel: raw.log.level,
   };
@@ -158,38 +168,33 @@ function compileIdentity(c: Compiler, raw: RawConfig, bundles: BundleSet, now: n
   return { id: result.ok ? result.svid.id : result.id!, certChainPem: certPem, keyPem, notAfter: leaf.notAfter };
 }
 
-function compileMatcher(c: Compiler, path: ConfigPath, m: { id?: string; trust_domain?: string; path_prefix?: string }): IdentityMatcher | undefined {
-  try {
-    if (m.id !== undefined) {
-      const id = SpiffeId.parse(m.id);
-      if (id.path === "") throw new Error(`${m.id} has no path; use trust_domain to match a whole trust domain`);
-      return { kind: "id", id };
-    }
-    if (m.trust_domain !== undefined) return { kind: "trust_domain", trustDomain: TrustDomain.parse(m.trust_domain) };
-    return { kind: "path_prefix", prefix: SpiffeId.parse(m.path_prefix!) };
-  } catch (e) {
-    c.error(path, e instanceof SpiffeIdError ? `${e.message} (rule ${e.rule})` : (e as Error).message);
-    return undefined;
-  }
-}
-
-function compilePolicy(c: Compiler, name: string, p: RawConfig["policies"][string]): Omit<Policy, "version"> {
-  const seen = new Set<string>();
-  const rules: Rule[] = [];
-  p.rules.forEach((r, i) => {
-    const path = ["policies", name, "rules", i];
-    if (seen.has(r.name)) c.error([...path, "name"], `duplicate rule name ${r.name}`);
-    seen.add(r.name);
-    const match = r.match.map((m, j) => compileMatcher(c, [...path, "match", j], m));
-    if (match.every((m) => m !== undefined)) rules.push({ name: r.name, action: r.action, match: match as IdentityMatcher[] });
+function compileAttestations(c: Compiler, raw: RawConfig): AttestationStore {
+  const records: AttestationRecord[] = [];
+  raw.attestations.forEach((a, i) => {
+    const path = ["attestations", i];
+    const subject = SpiffeId.tryParse(a.subject);
+    if (!(subject instanceof SpiffeId)) return c.error([...path, "subject"], subject.message);
+    if (!(a.attestor in raw.attestors)) return c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
+    const issuedAt = Date.parse(a.issued_at);
+    const expiresAt = Date.parse(a.expires_at);
+    if (expiresAt <= issuedAt) return c.error([...path, "expires_at"], "expires_at must be after issued_at");
+    records.push({
+      subject: subject.toString(),
+      attestor: a.attestor,
+      claims: flattenClaims(a.claims),
+      issuedAt,
+      expiresAt,
+      ...(a.cert_fingerprint ? { certFingerprint: a.cert_fingerprint.toLowerCase() } : {}),
+      source: "config",
+    });
   });
-  return { name, default: p.default, rules };
+  return new AttestationStore(records);
 }
 
-function compileListeners(c: Compiler, raw: RawConfig, policies: Map<string, Omit<Policy, "version">>) {
+function compileListeners(c: Compiler, raw: RawConfig, policies: ReadonlyMap<string, Policy>): ListenerConfig[] {
   const names = new Set<string>();
   const addrs = new Set<string>();
-  const out: Array<Omit<ListenerConfig, "policy"> & { policy: Omit<Policy, "version"> }> = [];
+  const out: ListenerConfig[] = [];
   raw.listeners.forEach((l, i) => {
     const path = ["listeners", i];
     if (names.has(l.name)) c.error([...path, "name"], `duplicate listener name ${l.name}`);
@@ -207,8 +212,8 @@ function compileListeners(c: Compiler, raw: RawConfig, policies: Map<string, Omi
       listen,
       upstream: parseHostPort(l.upstream)!,
       policy,
-      handshakeTimeoutMs: parseDuration(l.handshake_timeout)!,
-      connectTimeoutMs: parseDuration(l.connect_timeout)!,
+      handshakeTimeoutMs: l.handshake_timeout,
+      connectTimeoutMs: l.connect_timeout,
     });
   });
   return out;

@@ -1,30 +1,74 @@
 // The shape of a sidecar configuration file. Unknown keys are errors everywhere: a typo must never
-// silently become a default.
+// silently become a default. Durations and sizes become numbers (ms, bytes) here.
 import { z } from "zod";
-import { parseDuration, parseHostPort } from "./units.js";
+import { parseDuration, parseHostPort, parseSize } from "./units.js";
 
-const duration = z.string().refine((s) => parseDuration(s) !== undefined, {
-  message: "expected a duration such as 250ms, 5s, 1m or 2h",
-});
+const duration = z
+  .string()
+  .refine((s) => parseDuration(s) !== undefined, { message: "expected a duration such as 250ms, 5s, 1m, 2h or 1d" })
+  .transform((s) => parseDuration(s)!);
+const size = z.union([
+  z.number().int().nonnegative(),
+  z.string().refine((s) => parseSize(s) !== undefined, { message: "expected a size such as 65536, 64KiB, 10MB or 1GiB" }).transform((s) => parseSize(s)!),
+]);
+const perSecond = z.union([
+  z.number().int().positive(),
+  z
+    .string()
+    .refine((s) => s.endsWith("/s") && (parseSize(s.slice(0, -2)) ?? 0) > 0, { message: "expected bytes per second such as 1048576 or 10MiB/s" })
+    .transform((s) => parseSize(s.slice(0, -2))!),
+]);
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
   message: "expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443",
 });
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "expected a name of letters, digits, '.', '_' or '-' (at most 63)");
+const clock = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, "expected a time of day HH:MM (00:00 to 24:00)");
+const instant = z.string().refine((s) => /^\d{4}-\d\d-\d\dT/.test(s) && !Number.isNaN(Date.parse(s)), {
+  message: "expected an ISO 8601 timestamp such as 2026-01-31T12:00:00Z",
+});
+const mode = z.enum(["enforce", "audit"]);
+const scalar = z.union([z.string(), z.number(), z.boolean()]);
 
 const matcher = z
-  .strictObject({ id: z.string().optional(), trust_domain: z.string().optional(), path_prefix: z.string().optional() })
-  .refine((m) => [m.id, m.trust_domain, m.path_prefix].filter((v) => v !== undefined).length === 1, {
-    message: "a matcher has exactly one of id, trust_domain or path_prefix",
+  .strictObject({ id: z.string().optional(), trust_domain: z.string().optional(), path_prefix: z.string().optional(), glob: z.string().optional() })
+  .refine((m) => [m.id, m.trust_domain, m.path_prefix, m.glob].filter((v) => v !== undefined).length === 1, {
+    message: "a matcher has exactly one of id, trust_domain, path_prefix or glob",
   });
+
+const limits = z.strictObject({
+  max_duration: duration.optional(),
+  idle_timeout: duration.optional(),
+  byte_budget: size.optional(),
+  bandwidth: perSecond.optional(),
+});
+
+const conditions = z.strictObject({
+  source_cidrs: z.array(z.string()).min(1).optional(),
+  sni: z.array(z.string()).min(1).optional(),
+  alpn: z.array(z.string().min(1)).min(1).optional(),
+  listeners: z.array(name).min(1).optional(),
+  time: z.array(z.strictObject({ zone: z.string(), days: z.array(z.string()).min(1).optional(), from: clock, to: clock })).min(1).optional(),
+  max_cert_lifetime: duration.optional(),
+  max_cert_remaining: duration.optional(),
+});
 
 const rule = z.strictObject({
   name,
   action: z.enum(["allow", "deny"]),
-  match: z.array(matcher).min(1, "a rule needs at least one matcher"),
+  mode: mode.optional(),
+  match: z.array(matcher).min(1, "omit match to match every verified peer; an empty list matches nobody").optional(),
+  roles: z.array(name).min(1).optional(),
+  attestation: z
+    .strictObject({ attestor: name, claims: z.record(z.string(), z.union([scalar, z.array(scalar).min(1)])).optional(), max_age: duration.optional() })
+    .optional(),
+  conditions: conditions.optional(),
+  limits: limits.optional(),
 });
 
 const policy = z.strictObject({
   default: z.enum(["allow", "deny"]).default("deny"),
+  mode: mode.default("enforce"),
+  limits: limits.optional(),
   rules: z.array(rule).default([]),
 });
 
@@ -33,8 +77,17 @@ const listener = z.strictObject({
   listen: hostPort,
   upstream: hostPort,
   policy: name,
-  handshake_timeout: duration.default("5s"),
-  connect_timeout: duration.default("5s"),
+  handshake_timeout: duration.default(5000),
+  connect_timeout: duration.default(5000),
+});
+
+const attestationRecord = z.strictObject({
+  subject: z.string(),
+  attestor: name,
+  claims: z.record(z.string(), z.unknown()).default({}),
+  issued_at: instant,
+  expires_at: instant,
+  cert_fingerprint: z.string().regex(/^[0-9a-fA-F]{64}$/, "expected the SHA-256 of the certificate's DER, 64 hex digits").optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -44,12 +97,15 @@ export const configSchema = z.strictObject({
   }),
   trust_domains: z.record(z.string(), z.strictObject({ bundle: z.string().min(1) })),
   listeners: z.array(listener).min(1, "at least one listener is required"),
+  roles: z.record(name, z.array(matcher).min(1)).default({}),
+  attestors: z.record(name, z.strictObject({ description: z.string().optional() })).default({}),
+  attestations: z.array(attestationRecord).default([]),
   policies: z.record(name, policy),
-  drain_timeout: duration.default("10s"),
+  drain_timeout: duration.default(10_000),
   limits: z
     .strictObject({ max_chain_length: z.number().int().min(1).max(16).default(8) })
     .default({ max_chain_length: 8 }),
   log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
 });
 
-export type RawConfig = z.infer<typeof configSchema>;
+export type RawConfig = z.output<typeof configSchema>;

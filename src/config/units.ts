@@ -1,12 +1,21 @@
-// Durations and socket addresses as they are written in configuration.
+// Durations, sizes and socket addresses as they are written in configuration.
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `250ms`, `5s`, `1.5m`, `2h` → milliseconds; undefined if malformed. */
+/** `250ms`, `5s`, `1.5m`, `2h`, `1d` → milliseconds; undefined if malformed. */
 export function parseDuration(text: string): number | undefined {
   const m = DURATION.exec(text);
   return m ? Math.round(Number(m[1]) * UNIT_MS[m[2]!]!) : undefined;
+}
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/;
+const UNIT_BYTES: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+
+/** `512`, `64KiB`, `10MB`, `1.5GiB` → bytes; undefined if malformed. */
+export function parseSize(text: string): number | undefined {
+  const m = SIZE.exec(text.trim());
+  return m ? Math.round(Number(m[1]) * UNIT_BYTES[m[2] ?? "B"]!) : undefined;
 }
 
 export interface HostPort {

@@ -1,9 +1,21 @@
-// The connection-time decision: one typed input, one plain value out. Pure: no sockets, no clock,
-// no logging; the proxy calls it once per connection and acts on the result.
-import type { SvidResult, SvidRule } from "../identity/x509svid.js";
-import { matches } from "./matcher.js";
-import type { Action, Policy, Rule } from "./model.js";
-import type { ReasonCode } from "./reasons.js";
+// The connection-time decision: one typed input, one plain value out. Pure: no sockets, no clock, no
+// logging. The proxy calls it once per connection; `parley check` calls it offline with explain on.
+import type { SpiffeId } from "../identity/spiffeid.js";
+import type { SvidRule } from "../identity/x509svid.js";
+import { checkAttestation, type AttestationRecord } from "./attestation.js";
+import { failedConditions } from "./conditions.js";
+import type { Action, Limits, Mode, Policy, Rule } from "./model.js";
+import type { Reason } from "./reasons.js";
+
+/** What decide() needs of a verified peer; a VerifiedSvid fits, and so does a bare ID for offline checks. */
+export interface PeerIdentity {
+  readonly id: SpiffeId;
+  readonly leaf?: { readonly notBefore: number; readonly notAfter: number; readonly fingerprint: string };
+  /** End of the whole chain's validity (earliest notAfter on the path). */
+  readonly notAfter?: number;
+}
+
+export type PeerResult = { readonly ok: true; readonly svid: PeerIdentity } | { readonly ok: false; readonly rule: SvidRule; readonly message: string };
 
 export interface DecisionInput {
   readonly listener: string;
@@ -13,38 +25,190 @@ export interface DecisionInput {
   /** Milliseconds since the epoch. */
   readonly now: number;
   /** The outcome of X509-SVID verification of the peer's chain. */
-  readonly peer: SvidResult;
+  readonly peer: PeerResult;
+  /** Attestation evidence about this peer. */
+  readonly attestations?: readonly AttestationRecord[];
+  /** Roles granted by a verified task-approval token, on top of role bindings. */
+  readonly grantedRoles?: readonly string[];
+}
+
+export interface Obligations extends Limits {
+  /** When the session must end at the latest, and why. */
+  readonly expiresAt?: number;
+  readonly expiresBecause?: "max_duration" | "certificate" | "attestation";
+}
+
+/** Why one rule did or did not apply. */
+export interface RuleTrace {
+  readonly rule: string;
+  readonly action: Action;
+  readonly mode: Mode;
+  readonly outcome: "applied" | "would_deny" | "identity_not_matched" | "requirements_unmet" | "not_reached";
+  readonly reasons: readonly Reason[];
+  readonly details: readonly string[];
 }
 
 export interface Decision {
   readonly decision: Action;
-  /** Name of the rule that decided; null for the policy default or a failed SVID. */
+  /** The rule that decided; null for the policy default or a failed SVID. */
   readonly rule: string | null;
-  readonly reasons: readonly ReasonCode[];
+  readonly reasons: readonly Reason[];
   readonly policy: string;
   readonly policyVersion: string;
+  readonly mode: Mode;
+  /** Set when audit mode admitted what enforce mode would have denied. */
+  readonly wouldDeny?: { readonly rule: string | null; readonly reasons: readonly Reason[] };
+  /** Roles the peer holds (bindings and grants). */
+  readonly roles: readonly string[];
+  /** For allowed sessions: the limits they live under. */
+  readonly obligations?: Obligations;
   /** When the SVID failed verification: the rule it broke and why. */
   readonly svidRule?: SvidRule;
   readonly detail?: string;
+  /** With `explain`: every rule of the policy and why it did or did not apply. */
+  readonly explain?: readonly RuleTrace[];
 }
 
-function svidReason(rule: SvidRule): ReasonCode {
+export interface DecideOptions {
+  readonly explain?: boolean;
+}
+
+function svidReason(rule: SvidRule): Reason {
   if (rule === "no_certificate") return "no_client_cert";
   if (rule === "untrusted_domain") return "untrusted_domain";
   return "invalid_svid";
 }
 
-export function decide(policy: Policy, input: DecisionInput): Decision {
-  const base = { policy: policy.name, policyVersion: policy.version };
-  const peer = input.peer;
-  if (!peer.ok) {
-    return { ...base, decision: "deny", rule: null, reasons: [svidReason(peer.rule)], svidRule: peer.rule, detail: peer.message };
+interface Context {
+  readonly input: DecisionInput;
+  readonly peer: PeerIdentity;
+  readonly roles: readonly string[];
+}
+
+interface Unmet {
+  readonly reasons: Reason[];
+  readonly details: string[];
+  /** Expiry of the attestation evidence that satisfied the rule. */
+  attestedUntil?: number;
+}
+
+/** What keeps `rule` from applying to this peer (identity aside); empty reasons = it applies. */
+function unmet(rule: Rule, ctx: Context): Unmet {
+  const out: Unmet = { reasons: [], details: [] };
+  const missing = rule.roles.filter((r) => !ctx.roles.includes(r));
+  if (missing.length > 0) {
+    out.reasons.push("role_missing");
+    out.details.push(`missing role(s) ${missing.join(", ")}`);
   }
-  const id = peer.svid.id;
-  const hit = (r: Rule) => r.match.some((m) => matches(m, id));
-  const deny = policy.rules.find((r) => r.action === "deny" && hit(r));
-  if (deny) return { ...base, decision: "deny", rule: deny.name, reasons: ["explicit_deny"] };
-  const allow = policy.rules.find((r) => r.action === "allow" && hit(r));
-  if (allow) return { ...base, decision: "allow", rule: allow.name, reasons: ["explicit_allow"] };
-  return { ...base, decision: policy.default, rule: null, reasons: [policy.default === "allow" ? "default_allow" : "default_deny"] };
+  if (rule.attestation) {
+    const a = checkAttestation(rule.attestation, ctx.input.attestations ?? [], ctx.peer.leaf?.fingerprint, ctx.input.now);
+    if (a.ok) out.attestedUntil = a.record.expiresAt;
+    else {
+      out.reasons.push(a.reason);
+      out.details.push(a.detail);
+    }
+  }
+  const { input } = ctx;
+  for (const f of failedConditions(rule.conditions, { ...input, cert: ctx.peer.leaf })) {
+    out.reasons.push(`condition_failed:${f.name}`);
+    out.details.push(f.detail);
+  }
+  return out;
+}
+
+function obligationsFor(policy: Policy, rule: Rule | undefined, ctx: Context, attestedUntil: number | undefined): Obligations {
+  const limits: Limits = { ...policy.limits, ...(rule?.limits ?? {}) };
+  let expiresAt: number | undefined;
+  let expiresBecause: Obligations["expiresBecause"];
+  const bound = (at: number | undefined, why: NonNullable<Obligations["expiresBecause"]>) => {
+    if (at !== undefined && (expiresAt === undefined || at < expiresAt)) {
+      expiresAt = at;
+      expiresBecause = why;
+    }
+  };
+  bound(limits.maxDurationMs !== undefined ? ctx.input.now + limits.maxDurationMs : undefined, "max_duration");
+  bound(ctx.peer.notAfter ?? ctx.peer.leaf?.notAfter, "certificate");
+  bound(attestedUntil, "attestation");
+  return expiresAt === undefined ? limits : { ...limits, expiresAt, expiresBecause };
+}
+
+function byOrder(a: Rule, b: Rule): number {
+  return a.order - b.order;
+}
+
+export function decide(policy: Policy, input: DecisionInput, options: DecideOptions = {}): Decision {
+  const base = { policy: policy.name, policyVersion: policy.version, mode: policy.mode };
+  const peerResult = input.peer;
+  if (!peerResult.ok) {
+    // Audit mode never admits an unproven identity: there is nobody to attribute the session to.
+    const reasons = [svidReason(peerResult.rule)];
+    return { ...base, decision: "deny", rule: null, reasons, roles: [], svidRule: peerResult.rule, detail: peerResult.message };
+  }
+  const peer = peerResult.svid;
+  const bound = policy.roles.lookup(peer.id);
+  const roles = input.grantedRoles?.length ? [...new Set([...bound, ...input.grantedRoles])] : bound;
+  const ctx: Context = { input, peer, roles };
+  const candidates = policy.index.lookup(peer.id).sort(byOrder);
+  const decision = evaluate(policy, candidates, ctx, base);
+  return options.explain ? { ...decision, explain: explain(policy, candidates, ctx, decision) } : decision;
+}
+
+type Base = { policy: string; policyVersion: string; mode: Mode };
+
+function evaluate(policy: Policy, candidates: readonly Rule[], ctx: Context, base: Base): Decision {
+  const roles = ctx.roles;
+  let auditedDeny: Decision["wouldDeny"];
+  for (const r of candidates) {
+    if (r.action !== "deny" || unmet(r, ctx).reasons.length > 0) continue;
+    if (r.mode === "audit") auditedDeny ??= { rule: r.name, reasons: ["explicit_deny"] };
+    else return enforceOrAudit(policy, { ...base, decision: "deny", rule: r.name, reasons: ["explicit_deny"], roles }, ctx);
+  }
+  const failures = new Set<Reason>();
+  let auditedAllow: { rule: Rule; unmet: Unmet } | undefined;
+  let anyAllowCandidate = false;
+  for (const r of candidates) {
+    if (r.action !== "allow") continue;
+    anyAllowCandidate = true;
+    const u = unmet(r, ctx);
+    if (u.reasons.length === 0) {
+      const obligations = obligationsFor(policy, r, ctx, u.attestedUntil);
+      return { ...base, decision: "allow", rule: r.name, reasons: ["explicit_allow"], roles, obligations, ...(auditedDeny ? { wouldDeny: auditedDeny } : {}) };
+    }
+    for (const reason of u.reasons) failures.add(reason);
+    if (r.mode === "audit") auditedAllow ??= { rule: r, unmet: u };
+  }
+  if (auditedAllow) {
+    const { rule, unmet: u } = auditedAllow;
+    return { ...base, decision: "allow", rule: rule.name, reasons: ["explicit_allow"], roles, obligations: obligationsFor(policy, rule, ctx, undefined), wouldDeny: { rule: rule.name, reasons: u.reasons } };
+  }
+  if (policy.default === "allow") {
+    return { ...base, decision: "allow", rule: null, reasons: ["default_allow"], roles, obligations: obligationsFor(policy, undefined, ctx, undefined), ...(auditedDeny ? { wouldDeny: auditedDeny } : {}) };
+  }
+  const reasons: Reason[] = anyAllowCandidate ? [...failures, "default_deny"] : ["identity_not_allowed", "default_deny"];
+  return enforceOrAudit(policy, { ...base, decision: "deny", rule: null, reasons, roles }, ctx);
+}
+
+/** In a policy in audit mode a denial is logged as would_deny and the session admitted. */
+function enforceOrAudit(policy: Policy, d: Decision, ctx: Context): Decision {
+  if (policy.mode !== "audit") return d;
+  return { ...d, decision: "allow", wouldDeny: { rule: d.rule, reasons: d.reasons }, obligations: obligationsFor(policy, undefined, ctx, undefined) };
+}
+
+function explain(policy: Policy, candidates: readonly Rule[], ctx: Context, d: Decision): RuleTrace[] {
+  const matched = new Set(candidates);
+  const ordered = [...policy.rules.filter((r) => r.action === "deny"), ...policy.rules.filter((r) => r.action === "allow")];
+  let decided = false;
+  return ordered.map((r): RuleTrace => {
+    const head = { rule: r.name, action: r.action, mode: r.mode };
+    if (decided) return { ...head, outcome: "not_reached", reasons: [], details: [] };
+    if (!matched.has(r)) return { ...head, outcome: "identity_not_matched", reasons: [], details: [`${ctx.peer.id} matches none of its identity matchers`] };
+    const u = unmet(r, ctx);
+    if (r.name === d.rule) {
+      decided = r.action === "deny" || u.reasons.length === 0 || d.wouldDeny?.rule === r.name;
+      const outcome = d.wouldDeny?.rule === r.name ? "would_deny" : "applied";
+      return { ...head, outcome, reasons: u.reasons, details: u.details };
+    }
+    if (u.reasons.length === 0 && r.mode === "audit" && r.action === "deny") return { ...head, outcome: "would_deny", reasons: ["explicit_deny"], details: [] };
+    return { ...head, outcome: u.reasons.length === 0 ? "applied" : "requirements_unmet", reasons: u.reasons, details: u.details };
+  });
 }

@@ -1,20 +1,75 @@
-// A policy as validated, immutable data. Built by the config loader, evaluated by decide().
-import type { IdentityMatcher } from "./matcher.js";
+// A compiled policy: validated, immutable data with its indexes built. Made by compile.ts at load,
+// evaluated by decide().
+import type { IdentityIndex, IdentityMatcher } from "./matcher.js";
 
 export type Action = "allow" | "deny";
+export type Mode = "enforce" | "audit";
+
+/** What an allowed session must live under. All optional; absent = unbounded. */
+export interface Limits {
+  readonly maxDurationMs?: number;
+  readonly idleTimeoutMs?: number;
+  readonly byteBudget?: number;
+  /** Bytes per second, each direction. */
+  readonly bandwidthBps?: number;
+}
+
+export interface TimeWindow {
+  /** IANA zone name, e.g. Europe/Paris. */
+  readonly zone: string;
+  /** 0 = Sunday … 6 = Saturday. */
+  readonly days: ReadonlySet<number>;
+  /** Minutes after local midnight; `to <= from` spans midnight. */
+  readonly from: number;
+  readonly to: number;
+}
+
+export interface Conditions {
+  /** Matches when the source address is in any of these subnets (node's BlockList). */
+  readonly sourceCidrs?: { readonly list: import("node:net").BlockList; readonly text: readonly string[] };
+  /** Exact names or `*.example.org` (one label). */
+  readonly sni?: readonly string[];
+  readonly alpn?: readonly string[];
+  readonly listeners?: readonly string[];
+  readonly time?: readonly TimeWindow[];
+  /** Rejects certificates whose total lifetime (notAfter − notBefore) is longer. */
+  readonly maxCertLifetimeMs?: number;
+  /** Rejects certificates with more than this left before notAfter. */
+  readonly maxCertRemainingMs?: number;
+}
+
+export interface AttestationRequirement {
+  readonly attestor: string;
+  /** Claim (dotted path) → accepted values (one for an exact value). */
+  readonly claims: ReadonlyMap<string, readonly (string | number | boolean)[]>;
+  readonly maxAgeMs?: number;
+}
 
 export interface Rule {
   readonly name: string;
+  /** Position in the file; allow rules are tried in this order. */
+  readonly order: number;
   readonly action: Action;
-  /** The rule matches a peer when any matcher matches its ID. */
+  readonly mode: Mode;
+  /** Empty = every verified peer. */
   readonly match: readonly IdentityMatcher[];
+  readonly roles: readonly string[];
+  readonly attestation?: AttestationRequirement;
+  readonly conditions: Conditions;
+  readonly limits: Limits;
 }
 
 export interface Policy {
   readonly name: string;
   readonly default: Action;
-  /** In file order; decide() looks at deny rules first, then allow rules. */
+  readonly mode: Mode;
   readonly rules: readonly Rule[];
+  /** Limits for every allowed session; a rule's own limits override them one by one. */
+  readonly limits: Limits;
+  /** Rules by identity, so a decision looks only at rules that can match the peer. */
+  readonly index: IdentityIndex<Rule>;
+  /** Role bindings: role names by identity. */
+  readonly roles: IdentityIndex<string>;
   /** Identifies the configuration this policy came from; logged with every decision. */
   readonly version: string;
 }

@@ -1,12 +1,19 @@
-// Reason codes: a stable, documented enum that decision logs and metrics carry. Never rename one.
+// Reason codes: a stable, documented enum carried by decision logs and metrics. Never rename one.
 export const REASONS = {
-  explicit_allow: "an allow rule matched",
-  default_allow: "no rule matched and the policy default is allow",
-  explicit_deny: "a deny rule matched",
-  default_deny: "no rule matched and the policy default is deny",
+  explicit_allow: "an allow rule applied",
+  default_allow: "no rule applied and the policy default is allow",
+  explicit_deny: "a deny rule applied",
+  default_deny: "no allow rule applied and the policy default is deny",
+  identity_not_allowed: "no allow rule names this identity",
+  role_missing: "an allow rule for this identity requires a role the peer does not hold",
+  attestation_missing: "a rule requires attestation evidence and there is none for this peer (and certificate)",
+  attestation_stale: "the attestation evidence has expired or is older than the rule's max age",
+  attestation_claim_mismatch: "the attestation evidence lacks a required claim value",
+  "condition_failed:<name>": "a rule condition does not hold: source_cidr, sni, alpn, listener, time, max_cert_lifetime, max_cert_remaining",
   no_client_cert: "the peer presented no certificate",
   invalid_svid: "the peer certificate is not a valid X509-SVID (svid_rule names the rule broken)",
   untrusted_domain: "no trust bundle is configured for the peer's trust domain",
 } as const;
 
-export type ReasonCode = keyof typeof REASONS;
+export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;
+export type Reason = ReasonCode | `condition_failed:${string}`;

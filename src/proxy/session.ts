@@ -7,7 +7,8 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { ListenerConfig } from "../config/load.js";
 import type { SvidVerifier } from "../identity/x509svid.js";
-import { decide, type Decision } from "../policy/decide.js";
+import type { AttestationStore } from "../policy/attestation.js";
+import { decide, type Decision, type Obligations } from "../policy/decide.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { pump } from "./pump.js";
 import { peerChain } from "./peerchain.js";
@@ -18,8 +19,12 @@ import { dial, DialError } from "./upstream.js";
 export interface ListenerState {
   readonly config: ListenerConfig;
   readonly verifier: SvidVerifier;
+  readonly attestations: AttestationStore;
   readonly maxChainLength: number;
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired" } as const;
 
 export interface SessionDeps {
   readonly log: DecisionLog;
@@ -36,6 +41,7 @@ export class InboundSession implements LiveSession {
   private readonly source: string;
   private startedAt = 0;
   private peerId = "";
+  private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: TLSSocket,
@@ -55,6 +61,7 @@ export class InboundSession implements LiveSession {
     }
     this.startedAt = this.deps.now();
     this.deps.registry.add(this);
+    this.bind(decision.obligations ?? {});
     this.connect();
     return decision;
   }
@@ -66,12 +73,13 @@ export class InboundSession implements LiveSession {
 
   private decide(): Decision {
     const t0 = process.hrtime.bigint();
-    const { config, verifier, maxChainLength } = this.state;
+    const { config, verifier, maxChainLength, attestations } = this.state;
     const now = this.deps.now();
     const peer = verifier.verify(peerChain(this.client, maxChainLength), now);
     const alpn = this.client.alpnProtocol || null;
     const sni = (this.client as TLSSocket & { servername?: string | false }).servername || null;
-    const decision = decide(config.policy, { listener: config.name, sourceAddress: this.client.remoteAddress ?? "", sni, alpn, now, peer });
+    const evidence = peer.ok ? attestations.for(peer.svid.id.toString()) : [];
+    const decision = decide(config.policy, { listener: config.name, sourceAddress: this.client.remoteAddress ?? "", sni, alpn, now, peer, attestations: evidence });
     const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
     const id = peer.ok ? peer.svid.id : peer.id;
     const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
@@ -92,10 +100,32 @@ export class InboundSession implements LiveSession {
       sni,
       alpn,
       tls_version: this.client.getProtocol(),
+      mode: decision.mode,
+      roles: decision.roles,
+      ...(decision.wouldDeny ? { would_deny: true, would_deny_rule: decision.wouldDeny.rule, would_deny_reasons: decision.wouldDeny.reasons } : {}),
+      ...(decision.obligations ? { obligations: obligationsRecord(decision.obligations) } : {}),
       ...(decision.svidRule ? { svid_rule: decision.svidRule, detail: decision.detail! } : {}),
       decision_us: Math.round(decisionUs * 10) / 10,
     });
     return decision;
+  }
+
+  /** Timers cannot wait longer than 2^31-1 ms (about 24 days): longer waits are taken in steps. */
+  private armExpiry(at: number, reason: string): void {
+    const delay = at - this.deps.now();
+    this.expiryTimer = delay > MAX_TIMER_MS
+      ? setTimeout(() => this.armExpiry(at, reason), MAX_TIMER_MS)
+      : setTimeout(() => this.close(reason), Math.max(0, delay));
+    this.expiryTimer.unref();
+  }
+
+  /** Arms the timers an allowed session lives under: its expiry and its idle timeout. */
+  private bind(o: Obligations): void {
+    if (o.expiresAt !== undefined) this.armExpiry(o.expiresAt, EXPIRY_REASON[o.expiresBecause ?? "max_duration"]);
+    if (o.idleTimeoutMs !== undefined) {
+      // The client socket sees every byte of both directions, so its inactivity is the session's.
+      this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
+    }
   }
 
   private connect(): void {
@@ -124,6 +154,7 @@ export class InboundSession implements LiveSession {
   private end(reason: string, detail?: string): void {
     if (this.stage === "ended") return;
     this.stage = "ended";
+    clearTimeout(this.expiryTimer);
     this.client.destroy();
     this.upstream?.destroy();
     this.deps.registry.remove(this.id);
@@ -140,4 +171,17 @@ export class InboundSession implements LiveSession {
       ...(detail ? { detail } : {}),
     });
   }
+}
+
+function obligationsRecord(o: Obligations): Record<string, number | string> {
+  const r: Record<string, number | string> = {};
+  if (o.expiresAt !== undefined) {
+    r.expires_at = new Date(o.expiresAt).toISOString();
+    r.expires_because = o.expiresBecause!;
+  }
+  if (o.maxDurationMs !== undefined) r.max_duration_ms = o.maxDurationMs;
+  if (o.idleTimeoutMs !== undefined) r.idle_timeout_ms = o.idleTimeoutMs;
+  if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
+  if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
+  return r;
 }

@@ -30,6 +30,12 @@ export interface DecisionRecord {
   sni: string | null;
   alpn: string | null;
   tls_version: string | null;
+  mode: "enforce" | "audit";
+  roles: readonly string[];
+  would_deny?: true;
+  would_deny_rule?: string | null;
+  would_deny_reasons?: readonly string[];
+  obligations?: Record<string, number | string>;
   svid_rule?: string;
   detail?: string;
   decision_us: number;

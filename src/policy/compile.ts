@@ -1,0 +1,281 @@
+// Compiling policies from their validated raw shape: every name, ID, glob, CIDR, zone and reference
+// checked (each problem reported at its path), rules that can never apply found, indexes built.
+// Pure: the caller supplies an error sink that knows files and lines.
+import { BlockList, isIP } from "node:net";
+import { SpiffeId, SpiffeIdError, TrustDomain } from "../identity/spiffeid.js";
+import { IdentityIndex, parseGlob, type IdentityMatcher } from "./matcher.js";
+import type { Action, AttestationRequirement, Conditions, Limits, Mode, Policy, Rule, TimeWindow } from "./model.js";
+
+export type Path = readonly (string | number)[];
+export type ErrorSink = (path: Path, message: string) => void;
+
+export interface RawMatcher {
+  id?: string;
+  trust_domain?: string;
+  path_prefix?: string;
+  glob?: string;
+}
+
+export interface RawLimits {
+  max_duration?: number;
+  idle_timeout?: number;
+  byte_budget?: number;
+  bandwidth?: number;
+}
+
+export interface RawTimeWindow {
+  zone: string;
+  days?: string[];
+  from: string;
+  to: string;
+}
+
+export interface RawConditions {
+  source_cidrs?: string[];
+  sni?: string[];
+  alpn?: string[];
+  listeners?: string[];
+  time?: RawTimeWindow[];
+  max_cert_lifetime?: number;
+  max_cert_remaining?: number;
+}
+
+export type RawClaim = string | number | boolean;
+
+export interface RawRule {
+  name: string;
+  action: Action;
+  mode?: Mode;
+  match?: RawMatcher[];
+  roles?: string[];
+  attestation?: { attestor: string; claims?: Record<string, RawClaim | RawClaim[]>; max_age?: number };
+  conditions?: RawConditions;
+  limits?: RawLimits;
+}
+
+export interface RawPolicy {
+  default: Action;
+  mode: Mode;
+  limits?: RawLimits;
+  rules: RawRule[];
+}
+
+export interface PolicySources {
+  policies: Record<string, RawPolicy>;
+  /** Role → identities bound to it. */
+  roles: Record<string, RawMatcher[]>;
+  /** Names of configured attestors. */
+  attestors: readonly string[];
+  /** Names of configured listeners, for `conditions.listeners`. */
+  listeners: readonly string[];
+}
+
+export function compileMatcher(m: RawMatcher, path: Path, error: ErrorSink): IdentityMatcher | undefined {
+  try {
+    if (m.id !== undefined) {
+      const id = SpiffeId.parse(m.id);
+      if (id.path === "") throw new Error(`${m.id} has no path; use trust_domain to match a whole trust domain`);
+      return { kind: "id", id };
+    }
+    if (m.trust_domain !== undefined) return { kind: "trust_domain", trustDomain: TrustDomain.parse(m.trust_domain) };
+    if (m.path_prefix !== undefined) return { kind: "path_prefix", prefix: SpiffeId.parse(m.path_prefix) };
+    return parseGlob(m.glob!);
+  } catch (e) {
+    error(path, e instanceof SpiffeIdError ? `${e.message} (rule ${e.rule})` : (e as Error).message);
+    return undefined;
+  }
+}
+
+function compileLimits(l: RawLimits | undefined): Limits {
+  if (!l) return {};
+  return {
+    ...(l.max_duration !== undefined ? { maxDurationMs: l.max_duration } : {}),
+    ...(l.idle_timeout !== undefined ? { idleTimeoutMs: l.idle_timeout } : {}),
+    ...(l.byte_budget !== undefined ? { byteBudget: l.byte_budget } : {}),
+    ...(l.bandwidth !== undefined ? { bandwidthBps: l.bandwidth } : {}),
+  };
+}
+
+const DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(":").map(Number);
+  return h! * 60 + m!;
+}
+
+function compileWindow(w: RawTimeWindow, path: Path, error: ErrorSink): TimeWindow | undefined {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: w.zone });
+  } catch {
+    error([...path, "zone"], `unknown time zone ${w.zone}; use an IANA name such as Europe/Paris or UTC`);
+    return undefined;
+  }
+  const days = new Set<number>();
+  for (const d of w.days ?? DAYS) {
+    const i = DAYS.indexOf(d.toLowerCase().slice(0, 3));
+    if (i < 0 || d.length < 3) {
+      error([...path, "days"], `unknown day ${d}; use mon, tue, wed, thu, fri, sat, sun`);
+      return undefined;
+    }
+    days.add(i);
+  }
+  const from = minutesOf(w.from);
+  const to = minutesOf(w.to);
+  if (from === to) {
+    error(path, "time window is empty: from equals to");
+    return undefined;
+  }
+  return { zone: w.zone, days, from, to };
+}
+
+function compileCidrs(cidrs: string[], path: Path, error: ErrorSink): Conditions["sourceCidrs"] {
+  const list = new BlockList();
+  cidrs.forEach((c, i) => {
+    const [addr, bits, extra] = c.split("/");
+    const family = isIP(addr ?? "");
+    const max = family === 6 ? 128 : 32;
+    const n = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+    if (family === 0 || extra !== undefined || !(n >= 0 && n <= max)) {
+      error([...path, i], `bad CIDR ${c}: expected an IPv4 or IPv6 address with an optional /prefix (0-32 or 0-128)`);
+      return;
+    }
+    list.addSubnet(addr!, n, family === 6 ? "ipv6" : "ipv4");
+  });
+  return { list, text: cidrs };
+}
+
+function compileConditions(c: RawConditions | undefined, path: Path, src: PolicySources, error: ErrorSink): Conditions {
+  if (!c) return {};
+  const out: { -readonly [K in keyof Conditions]: Conditions[K] } = {};
+  if (c.source_cidrs) out.sourceCidrs = compileCidrs(c.source_cidrs, [...path, "source_cidrs"], error);
+  if (c.sni) {
+    c.sni.forEach((s, i) => {
+      if (!/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(s)) {
+        error([...path, "sni", i], `bad SNI pattern ${s}: a lowercase DNS name, optionally starting with '*.'`);
+      }
+    });
+    out.sni = c.sni;
+  }
+  if (c.alpn) out.alpn = c.alpn;
+  if (c.listeners) {
+    c.listeners.forEach((l, i) => {
+      if (!src.listeners.includes(l)) error([...path, "listeners", i], `unknown listener ${l}; defined: ${src.listeners.join(", ")}`);
+    });
+    out.listeners = c.listeners;
+  }
+  if (c.time) {
+    const windows = c.time.map((w, i) => compileWindow(w, [...path, "time", i], error));
+    out.time = windows.filter((w): w is TimeWindow => w !== undefined);
+  }
+  if (c.max_cert_lifetime !== undefined) out.maxCertLifetimeMs = c.max_cert_lifetime;
+  if (c.max_cert_remaining !== undefined) out.maxCertRemainingMs = c.max_cert_remaining;
+  return out;
+}
+
+function compileAttestation(a: RawRule["attestation"], path: Path, src: PolicySources, error: ErrorSink): AttestationRequirement | undefined {
+  if (!a) return undefined;
+  if (!src.attestors.includes(a.attestor)) {
+    error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${src.attestors.join(", ") || "none"}`);
+  }
+  const claims = new Map(Object.entries(a.claims ?? {}).map(([k, v]) => [k, Array.isArray(v) ? v : [v]] as const));
+  return { attestor: a.attestor, claims, ...(a.max_age !== undefined ? { maxAgeMs: a.max_age } : {}) };
+}
+
+/** The literal segments every ID matched by `m` starts with. */
+function fixedLead(m: IdentityMatcher): readonly string[] {
+  switch (m.kind) {
+    case "trust_domain":
+      return [];
+    case "id":
+      return m.id.segments;
+    case "path_prefix":
+      return m.prefix.segments;
+    case "glob": {
+      const wild = m.segments.findIndex((s) => s === "*" || s === "**");
+      return wild < 0 ? m.segments : m.segments.slice(0, wild);
+    }
+  }
+}
+
+function trustDomainOf(m: IdentityMatcher): string {
+  return (m.kind === "id" ? m.id.trustDomain : m.kind === "path_prefix" ? m.prefix.trustDomain : m.trustDomain).name;
+}
+
+/** True when every ID `b` matches is matched by `a` (conservative: false when unsure). */
+function covers(a: IdentityMatcher, b: IdentityMatcher): boolean {
+  if (trustDomainOf(a) !== trustDomainOf(b)) return false;
+  switch (a.kind) {
+    case "trust_domain":
+      return true;
+    case "id":
+      return b.kind === "id" && a.id.equals(b.id);
+    case "glob":
+      return b.kind === "glob" && a.text === b.text;
+    case "path_prefix": {
+      const lead = fixedLead(b);
+      return a.prefix.segments.length <= lead.length && a.prefix.segments.every((s, i) => s === lead[i]);
+    }
+  }
+}
+
+/** An enforce rule with no requirements applies to every identity it matches. */
+function unconditional(r: Rule): boolean {
+  return r.mode === "enforce" && r.roles.length === 0 && !r.attestation && Object.keys(r.conditions).length === 0;
+}
+
+function shadowedBy(r: Rule, earlier: readonly Rule[]): Rule | undefined {
+  return earlier.find(
+    (e) => unconditional(e) && (e.match.length === 0 || (r.match.length > 0 && r.match.every((m) => e.match.some((em) => covers(em, m))))),
+  );
+}
+
+function compilePolicy(name: string, p: RawPolicy, src: PolicySources, roles: IdentityIndex<string>, version: string, error: ErrorSink): Policy {
+  const seen = new Set<string>();
+  const rules: Rule[] = [];
+  p.rules.forEach((r, i) => {
+    const path = ["policies", name, "rules", i];
+    if (seen.has(r.name)) error([...path, "name"], `duplicate rule name ${r.name}`);
+    seen.add(r.name);
+    const match = (r.match ?? []).map((m, j) => compileMatcher(m, [...path, "match", j], error));
+    (r.roles ?? []).forEach((role, j) => {
+      if (!(role in src.roles)) error([...path, "roles", j], `unknown role ${role}; defined: ${Object.keys(src.roles).join(", ") || "none"}`);
+    });
+    const rule: Rule = {
+      name: r.name,
+      order: i,
+      action: r.action,
+      mode: r.mode ?? "enforce",
+      match: match.filter((m): m is IdentityMatcher => m !== undefined),
+      roles: r.roles ?? [],
+      ...(r.attestation ? { attestation: compileAttestation(r.attestation, [...path, "attestation"], src, error)! } : {}),
+      conditions: compileConditions(r.conditions, [...path, "conditions"], src, error),
+      limits: compileLimits(r.limits),
+    };
+    if (match.some((m) => m === undefined)) return;
+    // A rule that an earlier unconditional rule always pre-empts is a mistake worth stopping for:
+    // deny rules pre-empt everything; allow rules pre-empt later allow rules.
+    const blocker = shadowedBy(rule, rules.filter((e) => e.action === "deny" || rule.action === "allow"));
+    if (blocker) error(path, `rule ${r.name} is unreachable: rule ${blocker.name} always applies first to every identity it matches`);
+    rules.push(rule);
+  });
+  const index = new IdentityIndex<Rule>();
+  for (const r of rules) {
+    if (r.match.length === 0) index.add(undefined, r);
+    for (const m of r.match) index.add(m, r);
+  }
+  return { name, default: p.default, mode: p.mode, rules, limits: compileLimits(p.limits), index, roles, version };
+}
+
+/** Compiles role bindings and every policy; problems go to `error`, what compiled is returned. */
+export function compilePolicies(src: PolicySources, version: string, error: ErrorSink): Map<string, Policy> {
+  const roles = new IdentityIndex<string>();
+  for (const [role, matchers] of Object.entries(src.roles)) {
+    matchers.forEach((m, i) => {
+      const compiled = compileMatcher(m, ["roles", role, i], error);
+      if (compiled) roles.add(compiled, role);
+    });
+  }
+  const out = new Map<string, Policy>();
+  for (const [name, p] of Object.entries(src.policies)) out.set(name, compilePolicy(name, p, src, roles, version, error));
+  return out;
+}
