@@ -5,20 +5,29 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateDevCerts } from "./certs/dev.js";
 import type { KeyType } from "./certs/issue.js";
+import { isIP } from "node:net";
+import { CheckInputError, checkOffline } from "./check.js";
 import { loadConfig } from "./config/load.js";
+import { formatDecision } from "./policy/explain.js";
 import { ConfigError } from "./config/source.js";
 import { parseHostPort, type HostPort } from "./config/units.js";
 import { DEV_CERTS, PACKAGE_ROOT, startDemo } from "./demo/demo.js";
+import { FileWatcher } from "./config/watch.js";
 import { Sidecar } from "./sidecar.js";
 import { createLogger, DecisionLog } from "./telemetry/log.js";
 
 const USAGE = `usage: parley <command> [options]
 
 commands:
-  run --config FILE            run the sidecar on a static YAML configuration
+  run --config FILE [--no-watch]
+                               run the sidecar on a YAML configuration (reloaded on SIGHUP, and
+                               when it or a file it names changes unless --no-watch)
   demo [--listen H:P] [--upstream H:P]
                                the demo: echo workload + sidecar on certs-dev/ (what npm start runs)
   validate FILE                check a configuration file and exit (0 valid, 2 invalid)
+  check --config FILE (--id SPIFFE-ID | --cert PEM) [--listener NAME] [--source IP]
+        [--sni NAME] [--alpn PROTO] [--at TIME] [--json]
+                               decide offline and explain (exit 0 allow, 1 deny, 2 bad input)
   certs dev [--dir DIR] [--key-type ec-p256|rsa-2048]
                                regenerate the development certificates (default certs-dev/)
   version                      print the version
@@ -54,13 +63,24 @@ function onSignals(stop: () => Promise<void>, log: DecisionLog): void {
 }
 
 async function run(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" } } });
+  const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, "no-watch": { type: "boolean", default: false } } });
   if (!values.config) throw new UsageError("run: --config FILE is required");
   const config = loadConfig(values.config);
   const log = new DecisionLog(createLogger(config.logLevel));
   const sidecar = new Sidecar(config, { log });
   await sidecar.start();
-  onSignals(() => sidecar.stop(), log);
+  // Reload on any change to the config or a file it names, and on SIGHUP.
+  const reload = () => {
+    sidecar.reload();
+    if (!values["no-watch"]) watcher.watch(sidecar.config.files);
+  };
+  const watcher = new FileWatcher(reload);
+  if (!values["no-watch"]) watcher.watch(config.files);
+  process.on("SIGHUP", reload);
+  onSignals(async () => {
+    watcher.close();
+    await sidecar.stop();
+  }, log);
   return -1;
 }
 
@@ -83,6 +103,40 @@ function validate(args: string[]): number {
   const config = loadConfig(positionals[0]!);
   process.stdout.write(`${positionals[0]}: valid (version ${config.version}, ${config.listeners.length} listener(s))\n`);
   return 0;
+}
+
+function check(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: "string", short: "c" },
+      id: { type: "string" },
+      cert: { type: "string" },
+      listener: { type: "string" },
+      source: { type: "string", default: "127.0.0.1" },
+      sni: { type: "string" },
+      alpn: { type: "string" },
+      at: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  if (!values.config) throw new UsageError("check: --config FILE is required");
+  if (!values.id && !values.cert) throw new UsageError("check: --id SPIFFE-ID or --cert PEM is required");
+  const now = values.at === undefined ? Date.now() : Date.parse(values.at);
+  if (Number.isNaN(now)) throw new UsageError(`--at: expected an ISO 8601 time, got ${values.at}`);
+  if (!isIP(values.source!)) throw new UsageError(`--source: expected an IP address, got ${values.source}`);
+  const config = loadConfig(values.config, now);
+  const result = checkOffline(config, {
+    ...(values.id !== undefined ? { id: values.id } : {}),
+    ...(values.cert !== undefined ? { certPem: readFileSync(values.cert, "utf8") } : {}),
+    ...(values.listener !== undefined ? { listener: values.listener } : {}),
+    sourceAddress: values.source!,
+    sni: values.sni ?? null,
+    alpn: values.alpn ?? null,
+    now,
+  });
+  process.stdout.write(values.json ? JSON.stringify(result.decision) + "\n" : formatDecision(result.decision, result.peerId));
+  return result.decision.decision === "allow" ? 0 : 1;
 }
 
 async function certs(args: string[]): Promise<number> {
@@ -109,6 +163,8 @@ async function main(argv: string[]): Promise<number> {
       return demo(rest);
     case "validate":
       return validate(rest);
+    case "check":
+      return check(rest);
     case "certs":
       return certs(rest);
     case "version":
@@ -134,7 +190,7 @@ main(process.argv.slice(2)).then(
     if (e instanceof ConfigError) {
       process.stderr.write(`invalid configuration:\n${e.message}\n`);
       process.exitCode = 2;
-    } else if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    } else if (e instanceof UsageError || e instanceof CheckInputError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
       process.stderr.write(`${(e as Error).message}\n\n${USAGE}\n`);
       process.exitCode = 2;
     } else {

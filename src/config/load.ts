@@ -40,6 +40,10 @@ export interface SidecarConfig {
   readonly policies: ReadonlyMap<string, Policy>;
   readonly attestations: AttestationStore;
   readonly drainTimeoutMs: number;
+  /** How long a live session the new configuration no longer admits may go on. */
+  readonly revocationGraceMs: number;
+  /** The configuration file and every file it names, resolved: what a watcher watches. */
+  readonly files: readonly string[];
   readonly maxChainLength: number;
   readonly logLevel: RawConfig["log"]["level"];
 }
@@ -47,6 +51,7 @@ export interface SidecarConfig {
 /** Collects issues while compiling; throws them all at the end. */
 class Compiler {
   readonly issues: ConfigIssue[] = [];
+  readonly files: string[] = [];
   private readonly hash = createHash("sha256");
 
   constructor(readonly src: YamlSource) {
@@ -60,6 +65,7 @@ class Compiler {
   /** Reads a file named by the config, relative to the config file. */
   readFile(path: ConfigPath, name: string): string | undefined {
     const full = resolve(dirname(this.src.file), name);
+    this.files.push(full);
     try {
       const text = readFileSync(full, "utf8");
       this.hash.update(text);
@@ -110,6 +116,8 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
     policies,
     attestations,
     drainTimeoutMs: raw.drain_timeout,
+    revocationGraceMs: raw.revocation_grace,
+    files: [resolve(file), ...c.files],
     maxChainLength: raw.limits.max_chain_length,
     logLevel: raw.log.level,
   };

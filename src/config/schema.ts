@@ -102,6 +102,7 @@ export const configSchema = z.strictObject({
   attestations: z.array(attestationRecord).default([]),
   policies: z.record(name, policy),
   drain_timeout: duration.default(10_000),
+  revocation_grace: duration.default(0),
   limits: z
     .strictObject({ max_chain_length: z.number().int().min(1).max(16).default(8) })
     .default({ max_chain_length: 8 }),

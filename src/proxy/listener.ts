@@ -41,9 +41,18 @@ export class InboundListener {
     return this.state.config.name;
   }
 
-  /** Sessions accepted after this call use the new state; live ones keep theirs. */
+  get current(): ListenerState {
+    return this.state;
+  }
+
+  /** Sessions accepted after this call use the new state; live ones are re-checked by the caller. */
   update(state: ListenerState): void {
     this.state = state;
+  }
+
+  /** New handshakes present this certificate; established ones are unaffected. */
+  setIdentity(tls: SecureContextOptions): void {
+    this.server.setSecureContext(tls);
   }
 
   listen(): Promise<AddressInfo> {

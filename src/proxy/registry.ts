@@ -1,9 +1,14 @@
 // The live sessions of a sidecar: what drain waits for and what an operator can close.
 
+import type { ListenerState } from "./session.js";
+
 export interface LiveSession {
   readonly id: string;
+  readonly listener: string;
   /** Ends the session now with the given reason (logged). */
   close(reason: string): void;
+  /** Decides again under a new listener state; revokes the session if no longer admitted. */
+  recheck(state: ListenerState, graceMs: number): void;
 }
 
 export class SessionRegistry {
@@ -28,6 +33,11 @@ export class SessionRegistry {
 
   get(id: string): LiveSession | undefined {
     return this.sessions.get(id);
+  }
+
+  /** A snapshot: sessions may end while the caller walks it. */
+  all(): LiveSession[] {
+    return [...this.sessions.values()];
   }
 
   /** Waits up to `timeoutMs` for every session to end, then closes the rest with `reason`. */

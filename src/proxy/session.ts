@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { ListenerConfig } from "../config/load.js";
-import type { SvidVerifier } from "../identity/x509svid.js";
+import type { SvidResult, SvidVerifier } from "../identity/x509svid.js";
 import type { AttestationStore } from "../policy/attestation.js";
 import { decide, type Decision, type Obligations } from "../policy/decide.js";
 import type { DecisionLog } from "../telemetry/log.js";
@@ -32,38 +32,108 @@ export interface SessionDeps {
   readonly now: () => number;
 }
 
+/** What the connection brought, fixed at the handshake: every (re-)decision is made on these. */
+interface ConnectionFacts {
+  readonly chain: readonly Buffer[];
+  readonly sourceAddress: string;
+  readonly source: string;
+  readonly sni: string | null;
+  readonly alpn: string | null;
+  readonly tlsVersion: string | null;
+}
+
+function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
+  return {
+    chain: peerChain(client, maxChainLength),
+    sourceAddress: client.remoteAddress ?? "",
+    source: `${client.remoteAddress}:${client.remotePort}`,
+    sni: (client as TLSSocket & { servername?: string | false }).servername || null,
+    alpn: client.alpnProtocol || null,
+    tlsVersion: client.getProtocol(),
+  };
+}
+
+/** Verifies and decides on `facts` under `state`: the one path for first decisions and re-checks. */
+function evaluate(state: ListenerState, facts: ConnectionFacts, now: number): { peer: SvidResult; decision: Decision } {
+  const peer = state.verifier.verify(facts.chain, now);
+  const attestations = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
+  const { config } = state;
+  const decision = decide(config.policy, { listener: config.name, sourceAddress: facts.sourceAddress, sni: facts.sni, alpn: facts.alpn, now, peer, attestations });
+  return { peer, decision };
+}
+
 type Stage = "deciding" | "dialing" | "pumping" | "ended";
 
 export class InboundSession implements LiveSession {
   readonly id = randomBytes(8).toString("hex");
   private stage: Stage = "deciding";
   private upstream: Socket | undefined;
-  private readonly source: string;
+  private readonly facts: ConnectionFacts;
   private startedAt = 0;
   private peerId = "";
   private expiryTimer: NodeJS.Timeout | undefined;
+  private revokeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: TLSSocket,
-    private readonly state: ListenerState,
+    private state: ListenerState,
     private readonly deps: SessionDeps,
   ) {
-    this.source = `${client.remoteAddress}:${client.remotePort}`;
+    this.facts = factsOf(client, state.maxChainLength);
+  }
+
+  get listener(): string {
+    return this.state.config.name;
   }
 
   /** Runs the session; returns once it is decided (the rest proceeds on socket events). */
   start(): Decision {
-    const decision = this.decide();
+    const t0 = process.hrtime.bigint();
+    const now = this.deps.now();
+    const { peer, decision } = evaluate(this.state, this.facts, now);
+    this.logDecision(peer, decision, Number(process.hrtime.bigint() - t0) / 1000);
     if (decision.decision === "deny") {
       this.stage = "ended";
       this.client.destroy();
       return decision;
     }
-    this.startedAt = this.deps.now();
+    this.startedAt = now;
     this.deps.registry.add(this);
     this.bind(decision.obligations ?? {});
     this.connect();
     return decision;
+  }
+
+  /**
+   * Decides again under a new configuration. A session no longer admitted is revoked (after
+   * `graceMs`); one still admitted takes the new state and obligations, its max duration still
+   * counted from its start.
+   */
+  recheck(state: ListenerState, graceMs: number): void {
+    if (this.stage === "ended" || this.revokeTimer) return;
+    const oldVersion = this.state.config.policy.version;
+    const { decision } = evaluate(state, this.facts, this.deps.now());
+    if (decision.decision === "deny") {
+      this.deps.log.revoked({
+        session_id: this.id,
+        listener: this.listener,
+        peer_id: this.peerId,
+        old_version: oldVersion,
+        new_version: decision.policyVersion,
+        rule: decision.rule,
+        reasons: decision.reasons,
+        grace_ms: graceMs,
+        ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
+      });
+      if (graceMs <= 0) return this.close("revoked");
+      this.revokeTimer = setTimeout(() => this.close("revoked"), graceMs);
+      return;
+    }
+    this.state = state;
+    const o = decision.obligations ?? {};
+    const fromStart = o.maxDurationMs !== undefined ? this.startedAt + o.maxDurationMs : undefined;
+    const clamped = fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o;
+    this.bind(clamped);
   }
 
   close(reason: string, detail?: string): void {
@@ -71,22 +141,14 @@ export class InboundSession implements LiveSession {
     this.end(reason, detail);
   }
 
-  private decide(): Decision {
-    const t0 = process.hrtime.bigint();
-    const { config, verifier, maxChainLength, attestations } = this.state;
-    const now = this.deps.now();
-    const peer = verifier.verify(peerChain(this.client, maxChainLength), now);
-    const alpn = this.client.alpnProtocol || null;
-    const sni = (this.client as TLSSocket & { servername?: string | false }).servername || null;
-    const evidence = peer.ok ? attestations.for(peer.svid.id.toString()) : [];
-    const decision = decide(config.policy, { listener: config.name, sourceAddress: this.client.remoteAddress ?? "", sni, alpn, now, peer, attestations: evidence });
-    const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
+  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number): void {
     const id = peer.ok ? peer.svid.id : peer.id;
     const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
     this.peerId = id?.toString() ?? "";
+    const f = this.facts;
     this.deps.log.decision({
       session_id: this.id,
-      listener: config.name,
+      listener: this.listener,
       decision: decision.decision,
       rule: decision.rule,
       reasons: decision.reasons,
@@ -96,10 +158,10 @@ export class InboundSession implements LiveSession {
       trust_domain: id?.trustDomain.name ?? null,
       cert_serial: leaf?.serial ?? null,
       cert_fingerprint: leaf?.fingerprint ?? null,
-      source: this.source,
-      sni,
-      alpn,
-      tls_version: this.client.getProtocol(),
+      source: f.source,
+      sni: f.sni,
+      alpn: f.alpn,
+      tls_version: f.tlsVersion,
       mode: decision.mode,
       roles: decision.roles,
       ...(decision.wouldDeny ? { would_deny: true, would_deny_rule: decision.wouldDeny.rule, would_deny_reasons: decision.wouldDeny.reasons } : {}),
@@ -107,7 +169,6 @@ export class InboundSession implements LiveSession {
       ...(decision.svidRule ? { svid_rule: decision.svidRule, detail: decision.detail! } : {}),
       decision_us: Math.round(decisionUs * 10) / 10,
     });
-    return decision;
   }
 
   /** Timers cannot wait longer than 2^31-1 ms (about 24 days): longer waits are taken in steps. */
@@ -121,13 +182,12 @@ export class InboundSession implements LiveSession {
 
   /** Arms the timers an allowed session lives under: its expiry and its idle timeout. */
   private bind(o: Obligations): void {
+    clearTimeout(this.expiryTimer);
     if (o.expiresAt !== undefined) this.armExpiry(o.expiresAt, EXPIRY_REASON[o.expiresBecause ?? "max_duration"]);
-    if (o.idleTimeoutMs !== undefined) {
-      // The client socket sees every byte of both directions, so its inactivity is the session's.
-      this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
-    }
+    // The client socket sees every byte of both directions, so its inactivity is the session's.
+    if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
+    else this.client.setTimeout(0);
   }
-
   private connect(): void {
     this.stage = "dialing";
     const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
@@ -155,15 +215,16 @@ export class InboundSession implements LiveSession {
     if (this.stage === "ended") return;
     this.stage = "ended";
     clearTimeout(this.expiryTimer);
+    clearTimeout(this.revokeTimer);
     this.client.destroy();
     this.upstream?.destroy();
     this.deps.registry.remove(this.id);
     const up = this.upstream;
     this.deps.log.sessionEnd({
       session_id: this.id,
-      listener: this.state.config.name,
+      listener: this.listener,
       peer_id: this.peerId,
-      source: this.source,
+      source: this.facts.source,
       bytes_to_upstream: up?.bytesWritten ?? 0,
       bytes_to_client: up?.bytesRead ?? 0,
       duration_ms: this.deps.now() - this.startedAt,

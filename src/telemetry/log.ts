@@ -53,6 +53,26 @@ export interface SessionEndRecord {
   detail?: string;
 }
 
+export interface RevokedRecord {
+  session_id: string;
+  listener: string;
+  peer_id: string;
+  old_version: string;
+  new_version: string;
+  rule: string | null;
+  reasons: readonly string[];
+  grace_ms: number;
+  svid_rule?: string;
+}
+
+export interface ConfigRecord {
+  file: string;
+  old_version: string;
+  new_version?: string;
+  errors?: readonly string[];
+  sessions_rechecked?: number;
+}
+
 export interface HandshakeFailureRecord {
   listener: string;
   source: string;
@@ -70,6 +90,18 @@ export class DecisionLog {
 
   sessionEnd(r: SessionEndRecord): void {
     this.logger.info({ event: "session_end", ...r }, "session ended");
+  }
+
+  revoked(r: RevokedRecord): void {
+    this.logger.info({ event: "revoked", ...r }, "session no longer admitted by the new configuration");
+  }
+
+  configApplied(r: ConfigRecord): void {
+    this.logger.info({ event: "config_applied", ...r }, "configuration applied");
+  }
+
+  configRejected(r: ConfigRecord): void {
+    this.logger.error({ event: "config_rejected", ...r }, "configuration rejected; the previous one stays");
   }
 
   handshakeFailed(r: HandshakeFailureRecord): void {

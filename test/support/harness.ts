@@ -63,6 +63,8 @@ export interface Harness {
   sidecar: Sidecar;
   logs: MemoryLog;
   configFile: string;
+  /** Rewrites the config file (same certificates and upstream) with other options. */
+  rewrite(opts: HarnessOptions): void;
   close(): Promise<void>;
 }
 
@@ -100,7 +102,8 @@ export async function startHarness(pki: TestPki, opts: HarnessOptions = {}): Pro
   const upstreamPort = opts.upstreamPort ?? (echo.server.address() as { port: number }).port;
   const files = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
   const configFile = join(files.dir, "parley.yaml");
-  writeFileSync(configFile, configYaml({ cert: files["cert.pem"]!, key: files["key.pem"]!, a: files["a.pem"]!, b: files["b.pem"]! }, upstreamPort, opts));
+  const paths = { cert: files["cert.pem"]!, key: files["key.pem"]!, a: files["a.pem"]!, b: files["b.pem"]! };
+  writeFileSync(configFile, configYaml(paths, upstreamPort, opts));
   const logs = new MemoryLog();
   const sidecar = new Sidecar(loadConfig(configFile), { log: logs.log });
   await sidecar.start();
@@ -110,6 +113,7 @@ export async function startHarness(pki: TestPki, opts: HarnessOptions = {}): Pro
     sidecar,
     logs,
     configFile,
+    rewrite: (o) => writeFileSync(configFile, configYaml(paths, upstreamPort, o)),
     async close() {
       await sidecar.stop(200);
       await new Promise((r) => echo.server.close(r));

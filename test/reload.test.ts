@@ -1,0 +1,177 @@
+// Configuration changes while traffic flows: atomic swap, refusal of broken files, live re-checks.
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Issued } from "../src/certs/issue.js";
+import { dialTls, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
+import { makePki, type TestPki } from "./support/pki.js";
+
+let pki: TestPki;
+let alice: Issued;
+let bob: Issued;
+let h: Harness | undefined;
+
+beforeAll(async () => {
+  pki = await makePki();
+  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
+  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
+});
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+const policies = (ids: string[], extra = "") => `
+  main:
+    default: deny
+    rules:
+      - name: allowed
+        action: allow
+        match: [${ids.map((i) => `{ id: ${i} }`).join(", ")}]${extra}
+`;
+
+/** Opens a session and checks it echoes; returns it still open. */
+async function openSession(port: number, creds: Issued) {
+  const s = await dialTls(port, pki, creds);
+  let got = "";
+  s.on("data", (c: Buffer) => (got += c.toString()));
+  const closed = readAll(s);
+  s.write("ping");
+  await waitFor(() => got === "ping", 3000, "echo");
+  return { s, closed, got: () => got };
+}
+
+describe("reload", () => {
+  it("applies a valid new version atomically, logs it, and revokes exactly the sessions it no longer admits", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice", "spiffe://a.test/bob"]) });
+    const v1 = h.sidecar.config.version;
+    const a = await openSession(h.port, alice);
+    const b = await openSession(h.port, bob);
+    h.rewrite({ policies: policies(["spiffe://a.test/alice"]) });
+    expect(h.sidecar.reload()).toBe("applied");
+    const v2 = h.sidecar.config.version;
+    expect(v2).not.toBe(v1);
+    const applied = await h.logs.next("config_applied");
+    expect(applied).toMatchObject({ old_version: v1, new_version: v2, sessions_rechecked: 2 });
+    // Bob's live session is revoked with both versions; alice's goes on untouched.
+    const revoked = await h.logs.next("revoked");
+    expect(revoked).toMatchObject({ peer_id: "spiffe://a.test/bob", old_version: v1, new_version: v2, reasons: ["identity_not_allowed", "default_deny"] });
+    await b.closed;
+    expect((await h.logs.next("session_end", (r) => r.peer_id === "spiffe://a.test/bob")).end_reason).toBe("revoked");
+    a.s.write("-still-on");
+    await waitFor(() => a.got() === "ping-still-on", 3000, "alice still served");
+    // New connections are decided under the new version.
+    const s = await dialTls(h.port, pki, bob);
+    await readAll(s);
+    const d = await h.logs.next("decision", (r) => r.peer_id === "spiffe://a.test/bob" && r.policy_version === v2);
+    expect(d.decision).toBe("deny");
+    a.s.end();
+    await a.closed;
+  });
+
+  it("a revocation grace period lets the session go on for that long", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/bob"]), extra: "revocation_grace: 300ms" });
+    const b = await openSession(h.port, bob);
+    h.rewrite({ policies: policies(["spiffe://a.test/alice"]), extra: "revocation_grace: 300ms" });
+    const t0 = Date.now();
+    expect(h.sidecar.reload()).toBe("applied");
+    expect((await h.logs.next("revoked")).grace_ms).toBe(300);
+    b.s.write("!");
+    await waitFor(() => b.got() === "ping!", 200, "echo during grace");
+    await b.closed;
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+  });
+
+  it("refuses an invalid file, logs file:line, and keeps serving the old version", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
+    const v1 = h.sidecar.config.version;
+    const a = await openSession(h.port, alice);
+    writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("action: allow", "action: alow"));
+    expect(h.sidecar.reload()).toBe("rejected");
+    const rejected = await h.logs.next("config_rejected");
+    expect(rejected.old_version).toBe(v1);
+    expect(String((rejected.errors as string[])[0])).toMatch(new RegExp(`${h.configFile}:\\d+:\\d+: policies\\.main\\.rules\\[0\\]\\.action`));
+    expect(h.sidecar.config.version).toBe(v1);
+    a.s.write("+");
+    await waitFor(() => a.got() === "ping+", 3000, "old session unaffected");
+    const again = await openSession(h.port, alice);
+    expect(again.got()).toBe("ping");
+    a.s.end();
+    again.s.end();
+    await Promise.all([a.closed, again.closed]);
+  });
+
+  it("does nothing when the content did not change", async () => {
+    h = await startHarness(pki);
+    expect(h.sidecar.reload()).toBe("unchanged");
+  });
+
+  it("refuses to move a listener without a restart", async () => {
+    h = await startHarness(pki);
+    writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("listen: 127.0.0.1:0", "listen: 127.0.0.2:0"));
+    expect(h.sidecar.reload()).toBe("rejected");
+    expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/needs a restart/);
+  });
+});
+
+describe("session obligations", () => {
+  it("an idle session ends with idle_timeout", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { idle_timeout: 200ms }") });
+    const a = await openSession(h.port, alice);
+    await a.closed;
+    expect((await h.logs.next("session_end")).end_reason).toBe("idle_timeout");
+  });
+
+  it("a session ends at its max duration even while busy", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { max_duration: 400ms }") });
+    const a = await openSession(h.port, alice);
+    const busy = setInterval(() => a.s.writable && a.s.write("."), 50);
+    await a.closed;
+    clearInterval(busy);
+    const end = await h.logs.next("session_end");
+    expect(end.end_reason).toBe("max_duration");
+    expect(end.duration_ms as number).toBeGreaterThanOrEqual(380);
+    const d = await h.logs.next("decision");
+    expect(d.obligations).toMatchObject({ max_duration_ms: 400, expires_because: "max_duration" });
+  });
+});
+
+describe("parley run reloads", () => {
+  async function run(configFile: string, ...flags: string[]) {
+    const child = spawn(process.execPath, ["dist/cli.js", "run", "--config", configFile, ...flags], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    await waitFor(() => out.includes("listener ready"), 10_000, "start");
+    const applied = () => out.split('"event":"config_applied"').length - 1;
+    const stop = async () => {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    };
+    return { child, applied, stop };
+  }
+
+  it("when a watched file changes", async () => {
+    h = await startHarness(pki);
+    const p = await run(h.configFile);
+    try {
+      h.rewrite({ policies: policies(["spiffe://a.test/alice"]) });
+      await waitFor(() => p.applied() === 1, 5000, "reload on change");
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it("on SIGHUP (and only then with --no-watch)", async () => {
+    h = await startHarness(pki);
+    const p = await run(h.configFile, "--no-watch");
+    try {
+      h.rewrite({ policies: policies(["spiffe://a.test/alice"]) });
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(p.applied()).toBe(0);
+      p.child.kill("SIGHUP");
+      await waitFor(() => p.applied() === 1, 5000, "reload on SIGHUP");
+    } finally {
+      await p.stop();
+    }
+  });
+});
