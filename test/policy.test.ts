@@ -265,6 +265,8 @@ describe("compile errors name what is wrong and where", () => {
     ["unknown time zone", [allow("r", { conditions: { time: [{ zone: "Mars/Olympus", from: "09:00", to: "10:00" }] } })], /unknown time zone Mars\/Olympus/],
     ["unreachable allow rule", [allow("broad"), allow("narrow", { match: [{ path_prefix: "spiffe://td/ns" }] })], /^policies\.p\.rules\.1: rule narrow is unreachable: rule broad always applies first/],
     ["allow rule behind an unconditional deny", [{ name: "deny-all", action: "deny" }, allow("dead")], /rule dead is unreachable: rule deny-all/],
+    ["allow rule behind a deny rule written after it", [allow("dead", { match: [{ id: "spiffe://td/x" }] }), { name: "deny-td", action: "deny", match: [{ trust_domain: "td" }] }], /rule dead is unreachable: rule deny-td/],
+    ["allow rule whose identities two earlier rules share between them", [allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }), allow("b", { match: [{ glob: "spiffe://td/b/*" }] }), allow("dead", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/b/2" }] })], /rule dead is unreachable: rule a/],
   ])("%s", (_n, rules, want) => {
     const errors = bad(rules);
     expect(errors.length).toBeGreaterThan(0);
@@ -273,5 +275,9 @@ describe("compile errors name what is wrong and where", () => {
 
   it("a rule behind a conditional rule is reachable", () => {
     expect(bad([allow("broad", { conditions: { alpn: ["h2"] } }), allow("narrow", { match: [{ path_prefix: "spiffe://td/ns" }] })])).toEqual([]);
+  });
+
+  it("a rule only partly covered by earlier rules is reachable", () => {
+    expect(bad([allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }), allow("wider", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/c/1" }] })])).toEqual([]);
   });
 });

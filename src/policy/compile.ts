@@ -223,10 +223,55 @@ function unconditional(r: Rule): boolean {
   return r.mode === "enforce" && r.roles.length === 0 && !r.attestation && Object.keys(r.conditions).length === 0;
 }
 
-function shadowedBy(r: Rule, earlier: readonly Rule[]): Rule | undefined {
-  return earlier.find(
-    (e) => unconditional(e) && (e.match.length === 0 || (r.match.length > 0 && r.match.every((m) => e.match.some((em) => covers(em, m))))),
-  );
+/**
+ * The unconditional rules seen so far, to find a rule that can never apply: one every identity of which
+ * an unconditional rule already claims. Exact-ID matchers are looked up in an index; the rest scan.
+ */
+class Shadows {
+  private readonly index = new IdentityIndex<Rule>();
+  private readonly rules: Rule[] = [];
+
+  add(r: Rule): void {
+    if (!unconditional(r)) return;
+    this.rules.push(r);
+    if (r.match.length === 0) this.index.add(undefined, r);
+    for (const m of r.match) this.index.add(m, r);
+  }
+
+  private coveredBy(m: IdentityMatcher): Rule | undefined {
+    if (m.kind === "id") return this.index.lookup(m.id)[0];
+    return this.rules.find((e) => e.match.length === 0 || e.match.some((em) => covers(em, m)));
+  }
+
+  /** An earlier rule that pre-empts `r` on every identity it matches, if any. */
+  shadowing(r: Rule): Rule | undefined {
+    if (r.match.length === 0) return this.rules.find((e) => e.match.length === 0);
+    let first: Rule | undefined;
+    for (const m of r.match) {
+      const by = this.coveredBy(m);
+      if (!by) return undefined;
+      first ??= by;
+    }
+    return first;
+  }
+}
+
+/** Deny rules are tried before every allow rule, wherever they stand in the file. */
+function findUnreachable(rules: readonly Rule[], name: string, error: ErrorSink): void {
+  const denies = new Shadows();
+  const allows = new Shadows();
+  const report = (r: Rule, by: Rule) =>
+    error(["policies", name, "rules", r.order], `rule ${r.name} is unreachable: rule ${by.name} always applies first to every identity it matches`);
+  for (const r of rules.filter((x) => x.action === "deny")) {
+    const by = denies.shadowing(r);
+    if (by) report(r, by);
+    denies.add(r);
+  }
+  for (const r of rules.filter((x) => x.action === "allow")) {
+    const by = denies.shadowing(r) ?? allows.shadowing(r);
+    if (by) report(r, by);
+    allows.add(r);
+  }
 }
 
 function compilePolicy(name: string, p: RawPolicy, src: PolicySources, roles: IdentityIndex<string>, version: string, error: ErrorSink): Policy {
@@ -251,13 +296,9 @@ function compilePolicy(name: string, p: RawPolicy, src: PolicySources, roles: Id
       conditions: compileConditions(r.conditions, [...path, "conditions"], src, error),
       limits: compileLimits(r.limits),
     };
-    if (match.some((m) => m === undefined)) return;
-    // A rule that an earlier unconditional rule always pre-empts is a mistake worth stopping for:
-    // deny rules pre-empt everything; allow rules pre-empt later allow rules.
-    const blocker = shadowedBy(rule, rules.filter((e) => e.action === "deny" || rule.action === "allow"));
-    if (blocker) error(path, `rule ${r.name} is unreachable: rule ${blocker.name} always applies first to every identity it matches`);
-    rules.push(rule);
+    if (match.every((m) => m !== undefined)) rules.push(rule);
   });
+  findUnreachable(rules, name, error);
   const index = new IdentityIndex<Rule>();
   for (const r of rules) {
     if (r.match.length === 0) index.add(undefined, r);
