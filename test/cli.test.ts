@@ -41,7 +41,7 @@ describe("parley check", () => {
 describe("parley validate and usage", () => {
   it("validate exits 2 with file:line on a broken file", () => {
     const r = parley("validate", "/nonexistent.yaml");
-    expect([r.status, r.stderr]).toEqual([2, expect.stringMatching(/\/nonexistent\.yaml:0:0: cannot read/)]);
+    expect([r.status, r.stderr]).toEqual([2, expect.stringMatching(/\/nonexistent\.yaml: cannot read/)]);
   });
   it("an unknown command exits 2 with the usage", () => {
     const r = parley("frobnicate");

@@ -90,12 +90,16 @@ const attestationRecord = z.strictObject({
   cert_fingerprint: z.string().regex(/^[0-9a-fA-F]{64}$/, "expected the SHA-256 of the certificate's DER, 64 hex digits").optional(),
 });
 
-export const configSchema = z.strictObject({
-  identity: z.strictObject({
-    cert: z.string().min(1),
-    key: z.string().min(1),
-  }),
-  trust_domains: z.record(z.string(), z.strictObject({ bundle: z.string().min(1) })),
+const trustDomain = z
+  .strictObject({ bundle: z.string().min(1).optional(), bundle_pem: z.string().min(1).optional() })
+  .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), { message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)" });
+
+const identity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+const log = z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" });
+
+/** What a control plane may push: everything but the sidecar's own identity and its bootstrap. */
+export const resourcesShape = {
+  trust_domains: z.record(z.string(), trustDomain),
   listeners: z.array(listener).min(1, "at least one listener is required"),
   roles: z.record(name, z.array(matcher).min(1)).default({}),
   attestors: z.record(name, z.strictObject({ description: z.string().optional() })).default({}),
@@ -106,7 +110,31 @@ export const configSchema = z.strictObject({
   limits: z
     .strictObject({ max_chain_length: z.number().int().min(1).max(16).default(8) })
     .default({ max_chain_length: 8 }),
-  log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" }),
+};
+
+export const resourcesSchema = z.strictObject(resourcesShape);
+
+/** A static configuration file: identity, log, and the resources. */
+export const configSchema = z.strictObject({ identity, log, ...resourcesShape });
+
+/** A bootstrap file: identity and where the control plane is; resources come from it. */
+export const bootstrapSchema = z.strictObject({
+  identity,
+  log,
+  control_plane: z.strictObject({
+    address: hostPort,
+    node_id: name,
+    cluster: z.string().optional(),
+    /** TLS to the control plane: a CA bundle to verify it; `mtls` presents the sidecar's own SVID. */
+    tls: z.strictObject({ ca: z.string().min(1), server_name: z.string().optional(), mtls: z.boolean().default(false) }).optional(),
+    max_staleness: duration.default(300_000),
+    on_stale: z.enum(["fail_closed", "fail_open"]).default("fail_closed"),
+    backoff: z.strictObject({ initial: duration.default(250), max: duration.default(30_000) }).default({ initial: 250, max: 30_000 }),
+  }),
+  /** Before the first push: `wait` binds nothing; a path serves that static configuration meanwhile. */
+  initial: z.union([z.literal("wait"), z.strictObject({ static: z.string().min(1) })]).default("wait"),
 });
 
+export type RawResources = z.output<typeof resourcesSchema>;
 export type RawConfig = z.output<typeof configSchema>;
+export type RawBootstrap = z.output<typeof bootstrapSchema>;

@@ -23,7 +23,40 @@ export class ConfigError extends Error {
 }
 
 export function formatIssue(i: ConfigIssue): string {
-  return `${i.file}:${i.line}:${i.column}: ${i.path ? i.path + ": " : ""}${i.message}`;
+  const at = i.line > 0 ? `${i.file}:${i.line}:${i.column}` : i.file;
+  return `${at}: ${i.path ? i.path + ": " : ""}${i.message}`;
+}
+
+/** Turns a path in the configuration data into a located issue. */
+export interface IssueLocator {
+  issue(path: ConfigPath, message: string, key?: string): ConfigIssue;
+}
+
+/** Data without positions (a control-plane push): issues name the origin and the path. */
+export class PathOnlySource implements IssueLocator {
+  constructor(readonly origin: string) {}
+
+  issue(path: ConfigPath, message: string, key?: string): ConfigIssue {
+    return { file: this.origin, line: 0, column: 0, path: pathText(key === undefined ? path : [...path, key]), message };
+  }
+}
+
+/** Parses `data` with a zod schema; every schema issue becomes a located ConfigIssue. */
+export function parseWith<T>(schema: { safeParse(d: unknown): { success: true; data: T } | { success: false; error: { issues: ZodIssueLike[] } } }, data: unknown, at: IssueLocator): T {
+  const parsed = schema.safeParse(data);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    parsed.error.issues.flatMap((i) =>
+      i.code === "unrecognized_keys" && i.keys ? i.keys.map((k) => at.issue(i.path, "unknown key", k)) : [at.issue(i.path, i.message)],
+    ),
+  );
+}
+
+interface ZodIssueLike {
+  code: string;
+  path: PropertyKey[];
+  message: string;
+  keys?: string[];
 }
 
 export type ConfigPath = readonly PropertyKey[];
@@ -35,7 +68,7 @@ export function pathText(path: ConfigPath): string {
 }
 
 /** A parsed YAML document that can locate any path in it. */
-export class YamlSource {
+export class YamlSource implements IssueLocator {
   private constructor(
     readonly file: string,
     readonly text: string,

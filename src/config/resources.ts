@@ -1,0 +1,178 @@
+// Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
+// settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
+import { createHash } from "node:crypto";
+import { SpiffeId, TrustDomain } from "../identity/spiffeid.js";
+import { BundleSet, X509Bundle } from "../identity/x509bundle.js";
+import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
+import { compilePolicies } from "../policy/compile.js";
+import type { Policy } from "../policy/model.js";
+import type { RawResources } from "./schema.js";
+import { ConfigError, type ConfigIssue, type ConfigPath, type IssueLocator } from "./source.js";
+import { type HostPort, parseHostPort } from "./units.js";
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly listen: HostPort;
+  readonly upstream: HostPort;
+  readonly policy: Policy;
+  readonly handshakeTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+}
+
+export interface Resources {
+  /** Identifies this set of resources; logged with each decision. */
+  readonly version: string;
+  readonly bundles: BundleSet;
+  readonly listeners: readonly ListenerConfig[];
+  readonly policies: ReadonlyMap<string, Policy>;
+  readonly attestations: AttestationStore;
+  readonly drainTimeoutMs: number;
+  /** How long a live session a new configuration no longer admits may go on. */
+  readonly revocationGraceMs: number;
+  readonly maxChainLength: number;
+}
+
+/** Collects issues while compiling, reads files named by the data, and hashes what it saw. */
+export class CompileContext {
+  readonly issues: ConfigIssue[] = [];
+  private readonly hash = createHash("sha256");
+
+  constructor(
+    readonly at: IssueLocator,
+    /** Reads a file the data names; absent when the data may not name files (pushes). */
+    private readonly reader?: (name: string) => string,
+  ) {}
+
+  error(path: ConfigPath, message: string, key?: string): void {
+    this.issues.push(this.at.issue(path, message, key));
+  }
+
+  /** Feeds content into the version hash. */
+  saw(text: string): void {
+    this.hash.update(text);
+  }
+
+  readFile(path: ConfigPath, name: string): string | undefined {
+    if (!this.reader) {
+      this.error(path, "files cannot be named here; send the content inline");
+      return undefined;
+    }
+    try {
+      const text = this.reader(name);
+      this.saw(text);
+      return text;
+    } catch (e) {
+      this.error(path, `cannot read ${name}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** The hash of everything seen so far (more may be fed after). */
+  digest(): string {
+    return this.hash.copy().digest("hex").slice(0, 16);
+  }
+
+  throwIfAny(): void {
+    if (this.issues.length > 0) throw new ConfigError(this.issues);
+  }
+}
+
+/** Compiles `raw`; `version` undefined = the content hash. Throws ConfigError with every issue. */
+export function compileResources(raw: RawResources, c: CompileContext, version?: string): Resources {
+  const bundles = compileBundles(c, raw);
+  const attestations = compileAttestations(c, raw);
+  const compiled = compilePolicies(
+    { policies: raw.policies, roles: raw.roles, attestors: Object.keys(raw.attestors), listeners: raw.listeners.map((l) => l.name) },
+    "",
+    (path, message) => c.error(path, message),
+  );
+  c.throwIfAny();
+  const v = version ?? c.digest();
+  const policies = new Map([...compiled].map(([name, p]) => [name, { ...p, version: v }]));
+  const listeners = compileListeners(c, raw, policies);
+  c.throwIfAny();
+  return {
+    version: v,
+    bundles,
+    listeners,
+    policies,
+    attestations,
+    drainTimeoutMs: raw.drain_timeout,
+    revocationGraceMs: raw.revocation_grace,
+    maxChainLength: raw.limits.max_chain_length,
+  };
+}
+
+function compileBundles(c: CompileContext, raw: RawResources): BundleSet {
+  const out: X509Bundle[] = [];
+  for (const [name, td] of Object.entries(raw.trust_domains)) {
+    let trustDomain: TrustDomain;
+    try {
+      trustDomain = TrustDomain.parse(name);
+    } catch (e) {
+      c.error(["trust_domains"], (e as Error).message, name);
+      continue;
+    }
+    const path = ["trust_domains", name, td.bundle !== undefined ? "bundle" : "bundle_pem"];
+    const pem = td.bundle !== undefined ? c.readFile(path, td.bundle) : td.bundle_pem!;
+    if (pem === undefined) continue;
+    if (td.bundle === undefined) c.saw(pem);
+    try {
+      out.push(X509Bundle.fromPem(trustDomain, pem, td.bundle ?? `bundle of ${name}`));
+    } catch (e) {
+      c.error(path, (e as Error).message);
+    }
+  }
+  return new BundleSet(out);
+}
+
+function compileAttestations(c: CompileContext, raw: RawResources): AttestationStore {
+  const records: AttestationRecord[] = [];
+  raw.attestations.forEach((a, i) => {
+    const path = ["attestations", i];
+    const subject = SpiffeId.tryParse(a.subject);
+    if (!(subject instanceof SpiffeId)) return c.error([...path, "subject"], subject.message);
+    if (!(a.attestor in raw.attestors)) return c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
+    const issuedAt = Date.parse(a.issued_at);
+    const expiresAt = Date.parse(a.expires_at);
+    if (expiresAt <= issuedAt) return c.error([...path, "expires_at"], "expires_at must be after issued_at");
+    records.push({
+      subject: subject.toString(),
+      attestor: a.attestor,
+      claims: flattenClaims(a.claims),
+      issuedAt,
+      expiresAt,
+      ...(a.cert_fingerprint ? { certFingerprint: a.cert_fingerprint.toLowerCase() } : {}),
+      source: "config",
+    });
+  });
+  return new AttestationStore(records);
+}
+
+function compileListeners(c: CompileContext, raw: RawResources, policies: ReadonlyMap<string, Policy>): ListenerConfig[] {
+  const names = new Set<string>();
+  const addrs = new Set<string>();
+  const out: ListenerConfig[] = [];
+  raw.listeners.forEach((l, i) => {
+    const path = ["listeners", i];
+    if (names.has(l.name)) c.error([...path, "name"], `duplicate listener name ${l.name}`);
+    names.add(l.name);
+    const listen = parseHostPort(l.listen)!;
+    if (listen.port !== 0 && addrs.has(l.listen)) c.error([...path, "listen"], `address ${l.listen} is used by another listener`);
+    addrs.add(l.listen);
+    const policy = policies.get(l.policy);
+    if (!policy) {
+      c.error([...path, "policy"], `unknown policy ${l.policy}; defined: ${[...policies.keys()].join(", ") || "none"}`);
+      return;
+    }
+    out.push({
+      name: l.name,
+      listen,
+      upstream: parseHostPort(l.upstream)!,
+      policy,
+      handshakeTimeoutMs: l.handshake_timeout,
+      connectTimeoutMs: l.connect_timeout,
+    });
+  });
+  return out;
+}
