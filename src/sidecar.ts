@@ -1,12 +1,12 @@
-// The sidecar: listeners, their shared session registry and decision log, with an explicit lifecycle
-// (start, apply a new configuration, stop with a drain).
+// The sidecar: listeners, their shared session registry and decision log, with an explicit lifecycle:
+// apply a configuration (the first one starts it), reload from file, fail closed, stop with a drain.
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "./config/load.js";
 import { ConfigError, formatIssue } from "./config/source.js";
 import { SvidVerifier } from "./identity/x509svid.js";
 import { InboundListener } from "./proxy/listener.js";
 import { SessionRegistry } from "./proxy/registry.js";
-import type { ListenerState } from "./proxy/session.js";
+import type { ListenerState, SessionDeps } from "./proxy/session.js";
 import type { DecisionLog } from "./telemetry/log.js";
 
 export interface SidecarOptions {
@@ -14,87 +14,132 @@ export interface SidecarOptions {
   readonly now?: () => number;
 }
 
-export class ReloadError extends Error {
-  readonly code = "ERR_RELOAD";
+export class ApplyError extends Error {
+  readonly code = "ERR_APPLY";
 }
 
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
-
-function statesFor(config: SidecarConfig): Map<string, ListenerState> {
-  const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
-  return new Map(
-    config.listeners.map((l) => [l.name, { config: l, verifier, attestations: config.attestations, maxChainLength: config.maxChainLength }]),
-  );
-}
 
 const tlsOf = (c: SidecarConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
 const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
-  private readonly listeners: InboundListener[];
+  private readonly listeners = new Map<string, InboundListener>();
+  private readonly deps: SessionDeps;
+  private current: SidecarConfig | undefined;
+  private failClosed: ListenerState["failClosed"];
+  private queue: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
-  private current: SidecarConfig;
 
   constructor(
-    config: SidecarConfig,
+    private readonly initial: SidecarConfig | undefined,
     private readonly options: SidecarOptions,
   ) {
-    this.current = config;
-    const deps = { log: options.log, registry: this.registry, now: options.now ?? Date.now };
-    const states = statesFor(config);
-    this.listeners = config.listeners.map((l) => new InboundListener(states.get(l.name)!, tlsOf(config), deps));
+    this.deps = { log: options.log, registry: this.registry, now: options.now ?? Date.now };
   }
 
+  /** The configuration in force; undefined until the first one is applied. */
   get config(): SidecarConfig {
+    if (!this.current) throw new Error("no configuration applied yet");
     return this.current;
   }
 
-  /** Binds every listener, or none: if one fails, the others are closed and the error is thrown. */
-  async start(): Promise<void> {
-    try {
-      for (const l of this.listeners) {
-        const a = await l.listen();
-        this.options.log.lifecycle("listener ready", { listener: l.name, address: `${a.address}:${a.port}`, config_version: this.current.version });
-      }
-    } catch (e) {
-      for (const l of this.listeners) l.stopAccepting();
-      throw e;
-    }
+  get configured(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** Applies the configuration given at construction. */
+  start(): Promise<void> {
+    if (!this.initial) throw new Error("no initial configuration: apply one when it arrives");
+    return this.apply(this.initial);
   }
 
   addresses(): Record<string, AddressInfo> {
-    return Object.fromEntries(this.listeners.map((l) => [l.name, l.address()]));
+    return Object.fromEntries([...this.listeners].map(([name, l]) => [name, l.address()]));
   }
 
   /**
-   * Swaps in a new configuration atomically for new connections, then re-checks every live session
-   * against it. Listeners cannot be added, removed or moved without a restart.
+   * Puts a configuration in force, all or nothing: listeners it adds (or moves) are bound first, and a
+   * bind failure leaves everything as it was. Then new connections see the new state, live sessions
+   * are re-checked against it, and listeners it no longer has stop and close their sessions.
+   * Calls are serialized.
    */
-  apply(next: SidecarConfig): void {
-    const before = new Map(this.current.listeners.map((l) => [l.name, where(l)]));
-    const after = new Map(next.listeners.map((l) => [l.name, where(l)]));
-    const same = before.size === after.size && [...before].every(([n, w]) => after.get(n) === w);
-    if (!same) throw new ReloadError("listeners were added, removed or moved: that needs a restart");
-    const states = statesFor(next);
-    const identityChanged = next.identity.certChainPem !== this.current.identity.certChainPem || next.identity.keyPem !== this.current.identity.keyPem;
-    for (const l of this.listeners) {
-      l.update(states.get(l.name)!);
-      if (identityChanged) l.setIdentity(tlsOf(next));
+  apply(next: SidecarConfig): Promise<void> {
+    const run = this.queue.then(() => this.applyNow(next));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async applyNow(next: SidecarConfig): Promise<void> {
+    if (this.stopping) throw new ApplyError("the sidecar is stopping");
+    const prev = this.current;
+    const states = this.statesFor(next);
+    const oldWhere = new Map(prev?.listeners.map((l) => [l.name, where(l)]) ?? []);
+    const added = next.listeners.filter((l) => oldWhere.get(l.name) !== where(l));
+    const fresh = new Map<string, InboundListener>();
+    try {
+      for (const l of added) {
+        const listener = new InboundListener(states.get(l.name)!, tlsOf(next), this.deps);
+        fresh.set(l.name, listener);
+        const a = await listener.listen();
+        this.options.log.lifecycle("listener ready", { listener: l.name, address: `${a.address}:${a.port}`, config_version: next.version });
+      }
+    } catch (e) {
+      for (const l of fresh.values()) l.stopAccepting();
+      throw new ApplyError((e as Error).message);
     }
+    const identityChanged = prev !== undefined && (next.identity.certChainPem !== prev.identity.certChainPem || next.identity.keyPem !== prev.identity.keyPem);
+    const retired: InboundListener[] = [];
+    for (const [name, l] of this.listeners) {
+      if (fresh.has(name) || !states.has(name)) retired.push(l);
+      else {
+        l.update(states.get(name)!);
+        if (identityChanged) l.setIdentity(tlsOf(next));
+      }
+    }
+    for (const l of retired) this.listeners.delete(l.name);
+    for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
-    for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, next.revocationGraceMs);
+    for (const l of retired) {
+      l.stopAccepting();
+      this.options.log.lifecycle("listener removed", { listener: l.name, config_version: next.version });
+    }
+    for (const s of this.registry.all()) {
+      const state = states.get(s.listener);
+      // A session of a listener that was removed or moved cannot be re-homed.
+      if (!state || fresh.has(s.listener)) s.close("listener_removed");
+      else s.recheck(state, next.revocationGraceMs);
+    }
+  }
+
+  private statesFor(config: SidecarConfig): Map<string, ListenerState> {
+    const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
+    const base = { verifier, attestations: config.attestations, maxChainLength: config.maxChainLength, ...(this.failClosed ? { failClosed: this.failClosed } : {}) };
+    return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
+  }
+
+  /**
+   * Fails closed (every new session denied with `reason`, live ones revoked at once) or, with
+   * undefined, serves the configuration in force again.
+   */
+  setFailClosed(reason: ListenerState["failClosed"]): void {
+    if (this.failClosed === reason) return;
+    this.failClosed = reason;
+    if (!this.current) return;
+    const states = this.statesFor(this.current);
+    for (const [name, l] of this.listeners) l.update(states.get(name)!);
+    if (reason) for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, 0);
   }
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */
-  reload(): ReloadOutcome {
-    const old = this.current;
-    let next: SidecarConfig;
+  async reload(): Promise<ReloadOutcome> {
+    const old = this.config;
     try {
-      next = loadConfig(old.file);
+      const next = loadConfig(old.file);
       if (next.version === old.version) return "unchanged";
       const sessions = this.registry.size;
-      this.apply(next);
+      await this.apply(next);
       this.options.log.configApplied({ file: old.file, old_version: old.version, new_version: next.version, sessions_rechecked: sessions });
       return "applied";
     } catch (e) {
@@ -105,10 +150,11 @@ export class Sidecar {
   }
 
   /** Stops accepting, lets sessions finish for up to the drain timeout, then closes the rest. */
-  stop(drainTimeoutMs = this.current.drainTimeoutMs): Promise<void> {
+  stop(drainTimeoutMs = this.current?.drainTimeoutMs ?? 0): Promise<void> {
     this.stopping ??= (async () => {
+      await this.queue;
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
-      for (const l of this.listeners) l.stopAccepting();
+      for (const l of this.listeners.values()) l.stopAccepting();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();

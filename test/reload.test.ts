@@ -48,7 +48,7 @@ describe("reload", () => {
     const a = await openSession(h.port, alice);
     const b = await openSession(h.port, bob);
     h.rewrite({ policies: policies(["spiffe://a.test/alice"]) });
-    expect(h.sidecar.reload()).toBe("applied");
+    expect(await h.sidecar.reload()).toBe("applied");
     const v2 = h.sidecar.config.version;
     expect(v2).not.toBe(v1);
     const applied = await h.logs.next("config_applied");
@@ -74,7 +74,7 @@ describe("reload", () => {
     const b = await openSession(h.port, bob);
     h.rewrite({ policies: policies(["spiffe://a.test/alice"]), extra: "revocation_grace: 300ms" });
     const t0 = Date.now();
-    expect(h.sidecar.reload()).toBe("applied");
+    expect(await h.sidecar.reload()).toBe("applied");
     expect((await h.logs.next("revoked")).grace_ms).toBe(300);
     b.s.write("!");
     await waitFor(() => b.got() === "ping!", 200, "echo during grace");
@@ -87,7 +87,7 @@ describe("reload", () => {
     const v1 = h.sidecar.config.version;
     const a = await openSession(h.port, alice);
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("action: allow", "action: alow"));
-    expect(h.sidecar.reload()).toBe("rejected");
+    expect(await h.sidecar.reload()).toBe("rejected");
     const rejected = await h.logs.next("config_rejected");
     expect(rejected.old_version).toBe(v1);
     expect(String((rejected.errors as string[])[0])).toMatch(new RegExp(`${h.configFile}:\\d+:\\d+: policies\\.main\\.rules\\[0\\]\\.action`));
@@ -103,14 +103,35 @@ describe("reload", () => {
 
   it("does nothing when the content did not change", async () => {
     h = await startHarness(pki);
-    expect(h.sidecar.reload()).toBe("unchanged");
+    expect(await h.sidecar.reload()).toBe("unchanged");
   });
 
-  it("refuses to move a listener without a restart", async () => {
-    h = await startHarness(pki);
+  it("moves a listener: binds the new address, stops the old one and closes its sessions", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
+    const oldPort = h.port;
+    const a = await openSession(oldPort, alice);
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("listen: 127.0.0.1:0", "listen: 127.0.0.2:0"));
-    expect(h.sidecar.reload()).toBe("rejected");
-    expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/needs a restart/);
+    expect(await h.sidecar.reload()).toBe("applied");
+    const moved = h.sidecar.addresses()["main"]!;
+    expect(moved.address).toBe("127.0.0.2");
+    await a.closed;
+    expect((await h.logs.next("session_end")).end_reason).toBe("listener_removed");
+    await expect(dialTls(oldPort, pki, alice)).rejects.toThrow(/ECONNREFUSED/);
+    const s = await dialTls(moved.port, pki, alice, { host: "127.0.0.2" });
+    const got = readAll(s);
+    s.end("moved");
+    expect((await got).toString()).toBe("moved");
+  });
+
+  it("rejects a move to an address that cannot be bound and keeps the old listener", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
+    const taken = h.echo.server.address() as { port: number };
+    writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("listen: 127.0.0.1:0", `listen: 127.0.0.1:${taken.port}`));
+    expect(await h.sidecar.reload()).toBe("rejected");
+    expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/EADDRINUSE/);
+    const a = await openSession(h.port, alice);
+    a.s.end();
+    await a.closed;
   });
 });
 

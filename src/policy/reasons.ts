@@ -13,6 +13,7 @@ export const REASONS = {
   no_client_cert: "the peer presented no certificate",
   invalid_svid: "the peer certificate is not a valid X509-SVID (svid_rule names the rule broken)",
   untrusted_domain: "no trust bundle is configured for the peer's trust domain",
+  config_stale: "the configuration is older than its allowed staleness and the sidecar fails closed",
 } as const;
 
 export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;

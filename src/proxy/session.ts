@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { ListenerConfig } from "../config/load.js";
+import type { ListenerConfig } from "../config/resources.js";
 import type { SvidResult, SvidVerifier } from "../identity/x509svid.js";
 import type { AttestationStore } from "../policy/attestation.js";
 import { decide, type Decision, type Obligations } from "../policy/decide.js";
@@ -21,6 +21,8 @@ export interface ListenerState {
   readonly verifier: SvidVerifier;
   readonly attestations: AttestationStore;
   readonly maxChainLength: number;
+  /** Set while the sidecar fails closed: every session is denied with this reason. */
+  readonly failClosed?: "config_stale";
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -58,6 +60,10 @@ function evaluate(state: ListenerState, facts: ConnectionFacts, now: number): { 
   const peer = state.verifier.verify(facts.chain, now);
   const attestations = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
   const { config } = state;
+  if (state.failClosed) {
+    const { policy } = config;
+    return { peer, decision: { decision: "deny", rule: null, reasons: [state.failClosed], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [] } };
+  }
   const decision = decide(config.policy, { listener: config.name, sourceAddress: facts.sourceAddress, sni: facts.sni, alpn: facts.alpn, now, peer, attestations });
   return { peer, decision };
 }

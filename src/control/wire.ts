@@ -1,0 +1,244 @@
+// The control-plane protocol on the wire: loading the proto, and converting resources between the
+// YAML shape (what files and the schema speak) and the typed messages of parley.control.v1.
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+
+export const PROTO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "proto");
+export const PROTO_FILE = "parley/control/v1/control.proto";
+
+/** Field names as in the .proto (snake_case), like the YAML; unset fields absent. */
+export const LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums: String, defaults: false, oneofs: true, includeDirs: [PROTO_ROOT] };
+
+export function loadControlService(): grpc.ServiceClientConstructor {
+  const def = protoLoader.loadSync(PROTO_FILE, LOADER_OPTIONS);
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { parley: { control: { v1: { ControlPlane: grpc.ServiceClientConstructor } } } };
+  return pkg.parley.control.v1.ControlPlane;
+}
+
+// ---- google.protobuf.Struct / Value ----
+
+export type WireValue =
+  | { nullValue: "NULL_VALUE" | 0 }
+  | { numberValue: number }
+  | { stringValue: string }
+  | { boolValue: boolean }
+  | { structValue: WireStruct }
+  | { listValue: { values?: WireValue[] } };
+export interface WireStruct {
+  fields?: Record<string, WireValue>;
+}
+
+export function toValue(v: unknown): WireValue {
+  if (v === null || v === undefined) return { nullValue: "NULL_VALUE" };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
+}
+
+export function toStruct(o: Record<string, unknown>): WireStruct {
+  return { fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) };
+}
+
+export function fromValue(v: WireValue | undefined): unknown {
+  if (!v) return null;
+  if ("numberValue" in v) return v.numberValue;
+  if ("stringValue" in v) return v.stringValue;
+  if ("boolValue" in v) return v.boolValue;
+  if ("structValue" in v) return fromStruct(v.structValue);
+  if ("listValue" in v) return (v.listValue.values ?? []).map(fromValue);
+  return null;
+}
+
+export function fromStruct(s: WireStruct | undefined): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(s?.fields ?? {}).map(([k, v]) => [k, fromValue(v)]));
+}
+
+// ---- resources ----
+
+type Obj = Record<string, unknown>;
+
+export interface WireResource {
+  name: string;
+  kind?: string;
+  [kind: string]: unknown;
+}
+
+const str = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
+const arr = (v: unknown): unknown[] | undefined => (Array.isArray(v) && v.length > 0 ? v : undefined);
+
+/** Drops undefined members, so absent stays absent on both sides. */
+function clean<T extends Obj>(o: T): T {
+  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+function matcherOut(m: Obj): Obj {
+  return clean({ id: str(m.id), trust_domain: str(m.trust_domain), path_prefix: str(m.path_prefix), glob: str(m.glob) });
+}
+
+function limitsOut(l: Obj | undefined): Obj | undefined {
+  if (!l) return undefined;
+  return clean({ max_duration: str(l.max_duration), idle_timeout: str(l.idle_timeout), byte_budget: str(l.byte_budget), bandwidth: str(l.bandwidth) });
+}
+
+function ruleOut(r: Obj): Obj {
+  const a = r.attestation as Obj | undefined;
+  const c = r.conditions as Obj | undefined;
+  return clean({
+    name: str(r.name),
+    action: str(r.action),
+    mode: str(r.mode),
+    match: ((r.match as Obj[] | undefined) ?? []).map(matcherOut),
+    roles: (r.roles as string[] | undefined) ?? [],
+    attestation: a
+      ? clean({
+          attestor: str(a.attestor),
+          claims: Object.fromEntries(Object.entries((a.claims as Obj | undefined) ?? {}).map(([k, v]) => [k, { values: (Array.isArray(v) ? v : [v]).map(toValue) }])),
+          max_age: str(a.max_age),
+        })
+      : undefined,
+    conditions: c
+      ? clean({
+          source_cidrs: c.source_cidrs,
+          sni: c.sni,
+          alpn: c.alpn,
+          listeners: c.listeners,
+          time: c.time,
+          max_cert_lifetime: str(c.max_cert_lifetime),
+          max_cert_remaining: str(c.max_cert_remaining),
+        })
+      : undefined,
+    limits: limitsOut(r.limits as Obj | undefined),
+  });
+}
+
+/**
+ * YAML-shaped resources (bundles already inline as `bundle_pem`) → wire resources, in a stable order
+ * so the same content always makes the same bytes (and version).
+ */
+export function resourcesToWire(raw: Obj): WireResource[] {
+  const out: WireResource[] = [];
+  const sorted = (o: unknown) => Object.entries((o as Obj | undefined) ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const l of ((raw.listeners as Obj[] | undefined) ?? []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
+    out.push({ name: String(l.name), listener: clean({ listen: str(l.listen), upstream: str(l.upstream), policy: str(l.policy), handshake_timeout: str(l.handshake_timeout), connect_timeout: str(l.connect_timeout) }) });
+  }
+  for (const [name, p] of sorted(raw.policies)) {
+    const pol = p as Obj;
+    out.push({ name, policy: clean({ default: str(pol.default), mode: str(pol.mode), limits: limitsOut(pol.limits as Obj | undefined), rules: ((pol.rules as Obj[] | undefined) ?? []).map(ruleOut) }) });
+  }
+  for (const [name, td] of sorted(raw.trust_domains)) out.push({ name, trust_bundle: { x509_authorities_pem: String((td as Obj).bundle_pem ?? "") } });
+  for (const [name, ms] of sorted(raw.roles)) out.push({ name, role: { match: (ms as Obj[]).map(matcherOut) } });
+  for (const [name, a] of sorted(raw.attestors)) out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description) }) });
+  ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
+    out.push({
+      name: `${a.subject}#${a.attestor}#${i}`,
+      attestation: clean({ subject: str(a.subject), attestor: str(a.attestor), claims: toStruct((a.claims as Obj | undefined) ?? {}), issued_at: str(a.issued_at), expires_at: str(a.expires_at), cert_fingerprint: str(a.cert_fingerprint) }),
+    });
+  });
+  const settings = clean({ drain_timeout: str(raw.drain_timeout), revocation_grace: str(raw.revocation_grace), max_chain_length: (raw.limits as Obj | undefined)?.max_chain_length });
+  if (Object.keys(settings).length > 0) out.push({ name: "settings", settings });
+  return out;
+}
+
+function matcherIn(m: Obj): Obj {
+  return clean({ id: m.id, trust_domain: m.trust_domain, path_prefix: m.path_prefix, glob: m.glob });
+}
+
+function limitsIn(l: Obj | undefined): Obj | undefined {
+  return l ? clean({ ...l }) : undefined;
+}
+
+function ruleIn(r: Obj): Obj {
+  const a = r.attestation as Obj | undefined;
+  const c = r.conditions as Obj | undefined;
+  return clean({
+    name: r.name,
+    action: r.action,
+    mode: r.mode,
+    match: arr(r.match)?.map((m) => matcherIn(m as Obj)),
+    roles: arr(r.roles),
+    attestation: a
+      ? clean({
+          attestor: a.attestor,
+          claims: Object.fromEntries(
+            Object.entries((a.claims as Record<string, { values?: WireValue[] }> | undefined) ?? {}).map(([k, v]) => {
+              const values = (v.values ?? []).map(fromValue);
+              return [k, values.length === 1 ? values[0] : values];
+            }),
+          ),
+          max_age: a.max_age,
+        })
+      : undefined,
+    conditions: c
+      ? clean({
+          source_cidrs: arr(c.source_cidrs),
+          sni: arr(c.sni),
+          alpn: arr(c.alpn),
+          listeners: arr(c.listeners),
+          time: arr(c.time)?.map((w) => clean({ ...(w as Obj), days: arr((w as Obj).days) })),
+          max_cert_lifetime: c.max_cert_lifetime,
+          max_cert_remaining: c.max_cert_remaining,
+        })
+      : undefined,
+    limits: limitsIn(r.limits as Obj | undefined),
+  });
+}
+
+/** Wire resources → the YAML shape the schema validates. Structural problems are returned, not thrown. */
+export function resourcesFromWire(resources: readonly WireResource[]): { raw: Obj; problems: string[] } {
+  const problems: string[] = [];
+  const listeners: Obj[] = [];
+  const policies: Obj = {};
+  const trust_domains: Obj = {};
+  const roles: Obj = {};
+  const attestors: Obj = {};
+  const attestations: Obj[] = [];
+  let settings: Obj | undefined;
+  const seen = new Set<string>();
+  for (const r of resources) {
+    const kind = r.kind;
+    if (!kind || r[kind] === undefined) {
+      problems.push(`resource ${JSON.stringify(r.name)}: no kind set`);
+      continue;
+    }
+    const key = `${kind}/${r.name}`;
+    if (seen.has(key)) problems.push(`${key}: duplicate resource`);
+    seen.add(key);
+    const body = r[kind] as Obj;
+    switch (kind) {
+      case "listener":
+        listeners.push(clean({ name: r.name, ...body }));
+        break;
+      case "policy":
+        policies[r.name] = clean({ default: body.default, mode: body.mode, limits: limitsIn(body.limits as Obj | undefined), rules: ((body.rules as Obj[] | undefined) ?? []).map(ruleIn) });
+        break;
+      case "trust_bundle":
+        trust_domains[r.name] = { bundle_pem: body.x509_authorities_pem ?? "" };
+        break;
+      case "role":
+        roles[r.name] = ((body.match as Obj[] | undefined) ?? []).map(matcherIn);
+        break;
+      case "attestor":
+        attestors[r.name] = clean({ description: body.description });
+        break;
+      case "attestation":
+        attestations.push(clean({ ...body, claims: fromStruct(body.claims as WireStruct | undefined) }));
+        break;
+      case "settings":
+        if (settings) problems.push("settings: more than one settings resource");
+        settings = body;
+        break;
+      default:
+        problems.push(`resource ${r.name}: unknown kind ${kind}`);
+    }
+  }
+  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, attestations };
+  if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
+  if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
+  if (settings?.max_chain_length !== undefined) raw.limits = { max_chain_length: settings.max_chain_length };
+  return { raw, problems };
+}
