@@ -7,7 +7,10 @@ import { generateDevCerts } from "./certs/dev.js";
 import type { KeyType } from "./certs/issue.js";
 import { isIP } from "node:net";
 import { CheckInputError, checkOffline } from "./check.js";
-import { loadConfig } from "./config/load.js";
+import * as grpc from "@grpc/grpc-js";
+import { loadBootstrap, loadConfig } from "./config/load.js";
+import { startControlled } from "./control/agent.js";
+import { startControlPlane } from "./control/plane.js";
 import { formatDecision } from "./policy/explain.js";
 import { ConfigError } from "./config/source.js";
 import { parseHostPort, type HostPort } from "./config/units.js";
@@ -22,6 +25,9 @@ commands:
   run --config FILE [--no-watch]
                                run the sidecar on a YAML configuration (reloaded on SIGHUP, and
                                when it or a file it names changes unless --no-watch)
+  run --bootstrap FILE         run the sidecar on configuration pushed by a control plane
+  control-plane --dir DIR [--listen H:P] [--admin H:P] [--tls-cert F --tls-key F [--tls-client-ca F]]
+                               serve DIR's resource files to sidecars; status at http://ADMIN/status
   demo [--listen H:P] [--upstream H:P]
                                the demo: echo workload + sidecar on certs-dev/ (what npm start runs)
   validate FILE                check a configuration file and exit (0 valid, 2 invalid)
@@ -63,8 +69,19 @@ function onSignals(stop: () => Promise<void>, log: DecisionLog): void {
 }
 
 async function run(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, "no-watch": { type: "boolean", default: false } } });
-  if (!values.config) throw new UsageError("run: --config FILE is required");
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: "string", short: "c" }, bootstrap: { type: "string" }, "no-watch": { type: "boolean", default: false } },
+  });
+  if (values.bootstrap !== undefined) {
+    if (values.config !== undefined) throw new UsageError("run: --config and --bootstrap exclude each other");
+    const bootstrap = loadBootstrap(values.bootstrap);
+    const log = new DecisionLog(createLogger(bootstrap.logLevel));
+    const controlled = await startControlled(bootstrap, log, packageVersion());
+    onSignals(() => controlled.stop(), log);
+    return -1;
+  }
+  if (!values.config) throw new UsageError("run: --config FILE or --bootstrap FILE is required");
   const config = loadConfig(values.config);
   const log = new DecisionLog(createLogger(config.logLevel));
   const sidecar = new Sidecar(config, { log });
@@ -154,6 +171,45 @@ async function certs(args: string[]): Promise<number> {
   return 0;
 }
 
+function packageVersion(): string {
+  return JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")).version;
+}
+
+async function controlPlane(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      dir: { type: "string" },
+      listen: { type: "string", default: "127.0.0.1:18000" },
+      admin: { type: "string", default: "127.0.0.1:18001" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-client-ca": { type: "string" },
+    },
+  });
+  if (!values.dir) throw new UsageError("control-plane: --dir DIR is required");
+  hostPortFlag(values.listen, "--listen");
+  const admin = hostPortFlag(values.admin, "--admin");
+  if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("control-plane: --tls-cert and --tls-key go together");
+  const logger = createLogger("info");
+  const credentials = values["tls-cert"]
+    ? grpc.ServerCredentials.createSsl(
+        values["tls-client-ca"] ? readFileSync(values["tls-client-ca"]) : null,
+        [{ cert_chain: readFileSync(values["tls-cert"]), private_key: readFileSync(values["tls-key"]!) }],
+        values["tls-client-ca"] !== undefined,
+      )
+    : undefined;
+  const cp = await startControlPlane({ dir: values.dir, listen: values.listen!, ...(admin ? { admin } : {}), ...(credentials ? { credentials } : {}), log: logger });
+  const stop = async () => {
+    await cp.close();
+    logger.flush(() => process.exit(0));
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  process.on("SIGHUP", () => cp.reload());
+  return -1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -167,9 +223,11 @@ async function main(argv: string[]): Promise<number> {
       return check(rest);
     case "certs":
       return certs(rest);
+    case "control-plane":
+      return controlPlane(rest);
     case "version":
     case "--version":
-      process.stdout.write(JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")).version + "\n");
+      process.stdout.write(packageVersion() + "\n");
       return 0;
     case undefined:
     case "help":

@@ -1,0 +1,85 @@
+// `parley control-plane`: the snapshot store over a directory, the gRPC server, a watcher that pushes
+// every valid change, and an HTTP JSON status view of the nodes.
+import { watch, type FSWatcher } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { ControlPlaneServer } from "./server.js";
+import { SnapshotStore } from "./snapshots.js";
+
+export interface ControlPlaneOptions {
+  readonly dir: string;
+  /** gRPC address, host:port. */
+  readonly listen: string;
+  /** Status HTTP address; none when absent. */
+  readonly admin?: { host: string; port: number };
+  readonly credentials?: grpc.ServerCredentials;
+  readonly log: Logger;
+  /** How long file changes must settle before they are read. */
+  readonly settleMs?: number;
+}
+
+export interface ControlPlane {
+  readonly server: ControlPlaneServer;
+  readonly store: SnapshotStore;
+  readonly port: number;
+  readonly adminPort: number | undefined;
+  /** Re-reads the directory now; pushes if the file set is valid. */
+  reload(): boolean;
+  close(): Promise<void>;
+}
+
+export async function startControlPlane(o: ControlPlaneOptions): Promise<ControlPlane> {
+  const store = new SnapshotStore(o.dir);
+  const first = store.load();
+  if (!first.ok) throw new Error(`invalid resource files in ${o.dir}:\n${first.errors.join("\n")}`);
+  const server = new ControlPlaneServer(store, o.log);
+  const port = await server.listen(o.listen, o.credentials);
+  let lastError: { at: string; errors: string[] } | null = null;
+  const reload = (): boolean => {
+    const r = store.load();
+    if (!r.ok) {
+      lastError = { at: new Date().toISOString(), errors: r.errors };
+      o.log.error({ event: "snapshot_rejected", errors: r.errors }, "resource files are invalid: nothing pushed, the previous snapshot stays");
+      return false;
+    }
+    lastError = null;
+    if (r.changed.length > 0) {
+      o.log.info({ event: "snapshot_updated", changed: r.changed }, "new snapshot; pushing to connected nodes");
+      server.pushAll();
+    }
+    return true;
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const watcher: FSWatcher = watch(o.dir, { recursive: true }, () => {
+    clearTimeout(timer);
+    timer = setTimeout(reload, o.settleMs ?? 150);
+  });
+  let http: Server | undefined;
+  if (o.admin) {
+    http = createServer((req, res) => {
+      if (req.method === "GET" && req.url === "/status") {
+        const body = { dir: o.dir, connected_streams: server.connectedStreams, nodes_with_overrides: store.nodesWithOverrides(), last_rejected: lastError, nodes: server.status() };
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body, null, 2));
+      } else if (req.method === "GET" && req.url === "/healthz") {
+        res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      } else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve, reject) => http!.once("error", reject).listen(o.admin!.port, o.admin!.host, () => resolve()));
+  }
+  o.log.info({ event: "control_plane_ready", port, admin_port: (http?.address() as AddressInfo | undefined)?.port ?? null, dir: o.dir }, "control plane ready");
+  return {
+    server,
+    store,
+    port,
+    adminPort: (http?.address() as AddressInfo | undefined)?.port,
+    reload,
+    async close() {
+      clearTimeout(timer);
+      watcher.close();
+      http?.close();
+      server.forceClose();
+    },
+  };
+}

@@ -1,0 +1,301 @@
+// The control plane end to end: the real server over a directory of YAML files, a sidecar driven by it
+// over real gRPC on loopback, real TLS sessions through that sidecar.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { get } from "node:http";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Issued } from "../src/certs/issue.js";
+import { loadBootstrap } from "../src/config/load.js";
+import { startControlled, type ControlledSidecar } from "../src/control/agent.js";
+import { startControlPlane, type ControlPlane } from "../src/control/plane.js";
+import { resourcesFromWire, resourcesToWire } from "../src/control/wire.js";
+import { startEcho, type EchoServer } from "../src/demo/echo.js";
+import { dialTls, MemoryLog, readAll, tempDir, waitFor } from "./support/harness.js";
+import { makePki, type TestPki } from "./support/pki.js";
+
+let pki: TestPki;
+let alice: Issued;
+let bob: Issued;
+let carol: Issued; // spiffe://b.test/carol
+
+beforeAll(async () => {
+  pki = await makePki();
+  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
+  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
+  carol = await pki.leaf(pki.b, "spiffe://b.test/carol");
+});
+
+const SHARED = (ids: string[]) => `
+trust_domains:
+  a.test: { bundle: a.pem }
+  b.test: { bundle: b.pem }
+roles:
+  reader: [{ trust_domain: b.test }]
+policies:
+  main:
+    default: deny
+    rules:
+      - name: allowed
+        action: allow
+        match: [${ids.map((i) => `{ ${i.startsWith("spiffe") ? "id" : "trust_domain"}: ${i} }`).join(", ")}]
+`;
+
+const NODE = (upstreamPort: number, listen = "127.0.0.1:0") => `
+listeners:
+  - name: main
+    listen: ${listen}
+    upstream: 127.0.0.1:${upstreamPort}
+    policy: main
+`;
+
+interface Fixture {
+  dir: string;
+  echo: EchoServer;
+  cp: ControlPlane;
+  cpLog: string[];
+  agent: ControlledSidecar;
+  logs: MemoryLog;
+  port(): number;
+  writeShared(text: string): void;
+  writeNode(text: string): void;
+  restartControlPlane(): Promise<void>;
+  close(): Promise<void>;
+}
+
+let fx: Fixture | undefined;
+afterEach(async () => {
+  await fx?.close();
+  fx = undefined;
+});
+
+function quietLogger(lines: string[]) {
+  return pino({ level: "info", base: null }, { write: (l: string) => void lines.push(l) });
+}
+
+async function fixture(opts: { maxStaleness?: string; onStale?: string } = {}): Promise<Fixture> {
+  const dir = tempDir();
+  mkdirSync(join(dir, "cp", "nodes"), { recursive: true });
+  const cpDir = join(dir, "cp");
+  writeFileSync(join(cpDir, "a.pem"), pki.a.certPem);
+  writeFileSync(join(cpDir, "b.pem"), pki.b.certPem);
+  const echo = await startEcho("127.0.0.1", 0);
+  const upstream = (echo.server.address() as { port: number }).port;
+  writeFileSync(join(cpDir, "shared.yaml"), SHARED(["spiffe://a.test/alice", "spiffe://a.test/bob", "b.test"]));
+  writeFileSync(join(cpDir, "nodes", "node-a.yaml"), NODE(upstream));
+  const cpLog: string[] = [];
+  let cp = await startControlPlane({ dir: cpDir, listen: "127.0.0.1:0", admin: { host: "127.0.0.1", port: 0 }, log: quietLogger(cpLog), settleMs: 50 });
+  const cpPort = cp.port;
+  writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
+  writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
+  writeFileSync(
+    join(dir, "bootstrap.yaml"),
+    `identity: { cert: cert.pem, key: key.pem }
+control_plane:
+  address: 127.0.0.1:${cpPort}
+  node_id: node-a
+  max_staleness: ${opts.maxStaleness ?? "1m"}
+  on_stale: ${opts.onStale ?? "fail_closed"}
+  backoff: { initial: 50ms, max: 200ms }
+`,
+  );
+  const logs = new MemoryLog();
+  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs.log, "test");
+  await logs.next("config_applied");
+  const f: Fixture = {
+    dir: cpDir,
+    echo,
+    get cp() {
+      return cp;
+    },
+    cpLog,
+    agent,
+    logs,
+    port: () => agent.sidecar.addresses()["main"]!.port,
+    writeShared: (t) => writeFileSync(join(cpDir, "shared.yaml"), t),
+    writeNode: (t) => writeFileSync(join(cpDir, "nodes", "node-a.yaml"), t),
+    async restartControlPlane() {
+      cp = await startControlPlane({ dir: cpDir, listen: `127.0.0.1:${cpPort}`, admin: { host: "127.0.0.1", port: 0 }, log: quietLogger(cpLog), settleMs: 50 });
+    },
+    async close() {
+      await agent.stop(100);
+      await cp.close();
+      echo.server.close();
+    },
+  };
+  return f;
+}
+
+function status(port: number): Promise<{ nodes: Array<Record<string, unknown>>; last_rejected: unknown }> {
+  return new Promise((resolve, reject) => {
+    get({ host: "127.0.0.1", port, path: "/status" }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve(JSON.parse(body)));
+    }).on("error", reject);
+  });
+}
+
+async function openSession(port: number, creds: Issued) {
+  const s = await dialTls(port, pki, creds);
+  let got = "";
+  s.on("data", (c: Buffer) => (got += c.toString()));
+  const closed = readAll(s);
+  s.write("ping");
+  await waitFor(() => got === "ping", 3000, "echo");
+  return { s, closed, got: () => got };
+}
+
+const applied = (f: Fixture) => f.logs.of("config_applied").length;
+
+describe("wire format", () => {
+  it("round-trips every resource kind", () => {
+    const raw = {
+      listeners: [{ name: "l", listen: "127.0.0.1:1", upstream: "127.0.0.1:2", policy: "p", handshake_timeout: "3s" }],
+      policies: {
+        p: {
+          default: "deny",
+          mode: "audit",
+          limits: { idle_timeout: "1m" },
+          rules: [
+            {
+              name: "r",
+              action: "allow",
+              match: [{ glob: "spiffe://td/ns/*" }],
+              roles: ["x"],
+              attestation: { attestor: "node", claims: { env: "prod", tier: ["gold", "silver"], signed: true }, max_age: "1h" },
+              conditions: { source_cidrs: ["10.0.0.0/8"], time: [{ zone: "UTC", days: ["mon"], from: "09:00", to: "17:00" }], max_cert_lifetime: "1d" },
+              limits: { byte_budget: "1GiB", bandwidth: "1MiB/s" },
+            },
+          ],
+        },
+      },
+      trust_domains: { td: { bundle_pem: "PEM" } },
+      roles: { x: [{ trust_domain: "td" }] },
+      attestors: { node: { description: "d" } },
+      attestations: [{ subject: "spiffe://td/w", attestor: "node", claims: { env: "prod", image: { signed: true } }, issued_at: "2026-01-01T00:00:00Z", expires_at: "2027-01-01T00:00:00Z" }],
+      drain_timeout: "5s",
+      revocation_grace: "1s",
+      limits: { max_chain_length: 4 },
+    };
+    const { raw: back, problems } = resourcesFromWire(resourcesToWire(raw).map((r) => ({ ...r, kind: Object.keys(r).find((k) => k !== "name") })));
+    expect(problems).toEqual([]);
+    expect(back).toEqual(raw);
+  });
+});
+
+describe("control plane and sidecar", () => {
+  it("first config: the sidecar binds what the control plane pushes and serves it; the status shows the ACK", async () => {
+    fx = await fixture();
+    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+    const version = fx.agent.sync.running();
+    expect(version).toMatch(/^[0-9a-f]{16}$/);
+    const st = await status(fx.cp.adminPort!);
+    await waitFor(() => fx!.cp.server.status()[0]?.acked_version === version, 3000, "ack recorded");
+    expect(st.nodes[0]).toMatchObject({ node_id: "node-a", connected: true });
+    expect((await status(fx.cp.adminPort!)).nodes[0]).toMatchObject({ acked_version: version, sent_version: version, last_nack: null });
+    const d = await fx.logs.next("decision");
+    expect(d.policy_version).toBe(version);
+  });
+
+  it("an update is pushed within a second and revokes exactly the sessions it no longer admits", async () => {
+    fx = await fixture();
+    const v1 = fx.agent.sync.running();
+    const a = await openSession(fx.port(), alice);
+    const b = await openSession(fx.port(), bob);
+    const t0 = Date.now();
+    fx.writeShared(SHARED(["spiffe://a.test/alice", "b.test"]));
+    await waitFor(() => applied(fx!) === 2, 3000, "second config");
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const v2 = fx.agent.sync.running();
+    expect(v2).not.toBe(v1);
+    const revoked = await fx.logs.next("revoked");
+    expect(revoked).toMatchObject({ peer_id: "spiffe://a.test/bob", old_version: v1, new_version: v2 });
+    await b.closed;
+    a.s.write("!");
+    await waitFor(() => a.got() === "ping!", 2000, "alice untouched");
+    expect(fx.logs.of("revoked")).toHaveLength(1);
+    a.s.end();
+    await a.closed;
+  });
+
+  it("a push the sidecar cannot apply is NACKed; it keeps serving the old version; the status shows the NACK", async () => {
+    fx = await fixture();
+    const v1 = fx.agent.sync.running();
+    const taken = (fx.echo.server.address() as { port: number }).port;
+    fx.writeNode(NODE(taken, `127.0.0.1:${taken}`)); // valid data, but the address is in use
+    await fx.logs.next("config_rejected");
+    await waitFor(() => fx!.cp.server.status()[0]?.last_nack, 3000, "nack recorded");
+    const st = (await status(fx.cp.adminPort!)).nodes[0]!;
+    expect(st.acked_version).toBe(v1);
+    expect((st.last_nack as { issues: string[] }).issues[0]).toMatch(/EADDRINUSE/);
+    expect(fx.agent.sync.running()).toBe(v1);
+    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+  });
+
+  it("an invalid file set is refused by the server: logged with file and line, nothing pushed", async () => {
+    fx = await fixture();
+    const before = fx.agent.sync.running();
+    fx.writeShared(SHARED(["spiffe://a.test/alice"]).replace("action: allow", "action: permit"));
+    await waitFor(() => fx!.cpLog.some((l) => l.includes("snapshot_rejected")), 3000, "rejection");
+    const rejected = JSON.parse(fx.cpLog.find((l) => l.includes("snapshot_rejected"))!);
+    expect(rejected.errors[0]).toMatch(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/);
+    expect((await status(fx.cp.adminPort!)).last_rejected).toBeTruthy();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(applied(fx)).toBe(1);
+    expect(fx.agent.sync.running()).toBe(before);
+  });
+
+  it("control plane down: sessions keep flowing on the last good config; back up: config resumes", async () => {
+    fx = await fixture();
+    const a = await openSession(fx.port(), alice);
+    await fx.cp.close();
+    await fx.logs.next("lifecycle", (r) => r.msg === "control plane unreachable");
+    a.s.write("+");
+    await waitFor(() => a.got() === "ping+", 2000, "live session during outage");
+    expect((await openSession(fx.port(), bob)).got()).toBe("ping");
+    fx.writeShared(SHARED(["spiffe://a.test/alice"])); // changed while down
+    await fx.restartControlPlane();
+    await waitFor(() => applied(fx!) === 2, 5000, "config after reconnect");
+    const s = await dialTls(fx.port(), pki, bob);
+    await readAll(s);
+    expect((await fx.logs.next("decision", (r) => r.peer_id === "spiffe://a.test/bob" && r.decision === "deny")).policy_version).toBe(fx.agent.sync.running());
+    a.s.end();
+  });
+
+  it("past max staleness it fails closed: new sessions denied (config_stale), live ones revoked; fresh again on reconnect", async () => {
+    fx = await fixture({ maxStaleness: "400ms" });
+    const a = await openSession(fx.port(), alice);
+    await fx.cp.close();
+    await a.closed;
+    expect((await fx.logs.next("revoked")).reasons).toEqual(["config_stale"]);
+    const s = await dialTls(fx.port(), pki, alice);
+    await readAll(s);
+    await fx.logs.next("decision", (r) => (r.reasons as string[])[0] === "config_stale");
+    await fx.restartControlPlane();
+    await fx.logs.next("lifecycle", (r) => r.msg === "configuration fresh again: serving it");
+    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+  });
+
+  it("fail_open keeps serving the stale configuration when the operator says so", async () => {
+    fx = await fixture({ maxStaleness: "300ms", onStale: "fail_open" });
+    await fx.cp.close();
+    await fx.logs.next("error", (r) => String(r.msg).includes("failing open"));
+    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+  });
+
+  it("a bundle rotation that removes a root revokes the sessions chained to it", async () => {
+    fx = await fixture();
+    const c = await openSession(fx.port(), carol);
+    const a = await openSession(fx.port(), alice);
+    const otherB = (await import("../src/certs/issue.js")).CertificateAuthority.root({ trustDomain: "b.test" });
+    writeFileSync(join(fx.dir, "b.pem"), (await otherB).certPem);
+    fx.writeShared(SHARED(["spiffe://a.test/alice", "spiffe://a.test/bob", "b.test"]) + "\n# rotated\n");
+    const revoked = await fx.logs.next("revoked");
+    expect(revoked).toMatchObject({ peer_id: "spiffe://b.test/carol", svid_rule: "chain_unverified" });
+    await c.closed;
+    a.s.write("!");
+    await waitFor(() => a.got() === "ping!", 2000, "a.test session untouched");
+    a.s.end();
+  });
+});
