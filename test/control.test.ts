@@ -299,3 +299,50 @@ describe("control plane and sidecar", () => {
     a.s.end();
   });
 });
+
+describe("TLS to the control plane", () => {
+  it("connects over TLS and presents the sidecar's own SVID when mtls is on", async () => {
+    const { ServerCredentials } = await import("@grpc/grpc-js");
+    const cpCert = await pki.a.leaf({ uris: ["spiffe://a.test/control-plane"], dnsNames: ["control.a.test"] });
+    const dir = tempDir();
+    mkdirSync(join(dir, "nodes"));
+    writeFileSync(join(dir, "a.pem"), pki.a.certPem);
+    writeFileSync(join(dir, "b.pem"), pki.b.certPem);
+    writeFileSync(join(dir, "shared.yaml"), SHARED(["spiffe://a.test/alice"]));
+    const echo = await startEcho("127.0.0.1", 0);
+    writeFileSync(join(dir, "nodes", "node-a.yaml"), NODE((echo.server.address() as { port: number }).port));
+    const lines: string[] = [];
+    const creds = ServerCredentials.createSsl(Buffer.from(pki.a.certPem), [{ cert_chain: Buffer.from(cpCert.chainPem), private_key: Buffer.from(cpCert.keyPem) }], true);
+    const cp = await startControlPlane({ dir, listen: "127.0.0.1:0", credentials: creds, log: quietLogger(lines) });
+    writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
+    writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
+    writeFileSync(join(dir, "ca.pem"), pki.a.certPem);
+    const boot = (mtls: boolean) =>
+      `identity: { cert: cert.pem, key: key.pem }
+control_plane:
+  address: 127.0.0.1:${cp.port}
+  node_id: node-a
+  tls: { ca: ca.pem, server_name: control.a.test, mtls: ${mtls} }
+  backoff: { initial: 50ms, max: 200ms }
+`;
+    writeFileSync(join(dir, "boot-mtls.yaml"), boot(true));
+    writeFileSync(join(dir, "boot-plain.yaml"), boot(false));
+    const logs = new MemoryLog();
+    const agent = await startControlled(loadBootstrap(join(dir, "boot-mtls.yaml")), logs.log, "test");
+    const noCert = new MemoryLog();
+    const refused = await startControlled(loadBootstrap(join(dir, "boot-plain.yaml")), noCert.log, "test");
+    try {
+      await logs.next("config_applied");
+      expect(agent.sidecar.configured).toBe(true);
+      // Without a client certificate the server refuses the stream: no config ever arrives.
+      await noCert.next("lifecycle", (r) => r.msg === "control plane unreachable");
+      expect(noCert.of("config_applied")).toHaveLength(0);
+      expect(refused.sidecar.configured).toBe(false);
+    } finally {
+      await agent.stop(50);
+      await refused.stop(50);
+      await cp.close();
+      echo.server.close();
+    }
+  });
+});

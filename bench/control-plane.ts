@@ -1,0 +1,164 @@
+// npm run bench:control-plane — one control-plane server process holding N sidecar streams (default
+// 1,000): time for all to receive and ACK the first configuration, time to push a change to all, and
+// the server's memory and CPU per node. Baseline: the same server holding a single stream, measured in
+// the same run, so figures are reported as ratios too.
+//
+// The clients are parley's own ControlClient, each on its own connection, each validating every push
+// with the sidecar's compiler before it ACKs (as a sidecar does); they share this process, so the
+// push-to-all time includes 1,000 validations on one core of the client side.
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { get } from "node:http";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { CertificateAuthority } from "../src/certs/issue.js";
+import { ControlClient } from "../src/control/client.js";
+import { compilePush } from "../src/control/validate.js";
+
+const N = Number(process.env.BENCH_NODES ?? 1000);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function status(port: number): Promise<{ connected_streams: number; nodes: Array<{ acked_version: string | null; connected: boolean }> }> {
+  return new Promise((resolve, reject) => {
+    get({ host: "127.0.0.1", port, path: "/status" }, (res) => {
+      let b = "";
+      res.on("data", (c) => (b += c));
+      res.on("end", () => resolve(JSON.parse(b)));
+    }).on("error", reject);
+  });
+}
+
+function procStats(pid: number): { rssMiB: number; cpuMs: number } {
+  const st = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(st[11]) + Number(st[12]); // utime + stime, in clock ticks (100/s)
+  const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+  return { rssMiB: Math.round(rss * 10) / 10, cpuMs: ticks * 10 };
+}
+
+async function until(pred: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  const t0 = performance.now();
+  while (!(await pred())) {
+    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return performance.now() - t0;
+}
+
+const dir = join(tmpdir(), `parley-bench-cp-${process.pid}`);
+mkdirSync(join(dir, "nodes"), { recursive: true });
+const ca = await CertificateAuthority.root({ trustDomain: "bench.test" });
+writeFileSync(join(dir, "ca.pem"), ca.certPem);
+const rules = Array.from({ length: 50 }, (_, i) => `      - { name: r${i}, action: allow, match: [{ path_prefix: spiffe://bench.test/ns${i} }] }`).join("\n");
+const shared = (extra: string) => `trust_domains:
+  bench.test: { bundle: ca.pem }
+listeners:
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:9", policy: main }
+policies:
+  main:
+    rules:
+${rules}
+${extra}`;
+writeFileSync(join(dir, "shared.yaml"), shared(""));
+
+const port = await freePort();
+const admin = await freePort();
+const server = spawn(process.execPath, ["dist/cli.js", "control-plane", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--admin", `127.0.0.1:${admin}`], { stdio: ["ignore", "ignore", "inherit"] });
+await until(async () => status(admin).then(() => true, () => false), 10_000, "server start");
+const idle = procStats(server.pid!);
+
+const clients: ControlClient[] = [];
+const versions = new Map<number, string>();
+function connect(i: number): void {
+  const c = new ControlClient({
+    address: `127.0.0.1:${port}`,
+    node: { id: `node-${i}`, version: "bench" },
+    credentials: grpc.credentials.createInsecure(),
+    channelOptions: { "grpc.use_local_subchannel_pool": 1 },
+    backoff: { initialMs: 200, maxMs: 2000 },
+    runningVersion: () => versions.get(i) ?? "",
+    onPush: async (v, r) => {
+      compilePush(r, v);
+      versions.set(i, v);
+      return { ok: true };
+    },
+    onUp: () => {},
+    onDown: () => {},
+  });
+  clients.push(c);
+  c.start();
+}
+
+/** Versions ACKed by connected nodes, counted. */
+async function acked(): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const n of (await status(admin)).nodes) if (n.connected && n.acked_version) counts.set(n.acked_version, (counts.get(n.acked_version) ?? 0) + 1);
+  return counts;
+}
+/** Waits until `n` nodes ACKed one version other than `not`; returns it. */
+async function allOn(n: number, not: string | undefined, timeoutMs: number, what: string): Promise<string> {
+  let v = "";
+  await until(async () => {
+    for (const [version, count] of await acked()) if (version !== not && count >= n) v = version;
+    return v !== "";
+  }, timeoutMs, what);
+  return v;
+}
+// A real change (comments do not change the content, hence not the version).
+const change = (k: number) => writeFileSync(join(dir, "shared.yaml"), shared(`drain_timeout: ${k}s`));
+
+// Baseline: one stream.
+connect(0);
+const v0 = await allOn(1, undefined, 10_000, "first node");
+const one = procStats(server.pid!);
+let t = performance.now();
+change(1);
+const v1 = await allOn(1, v0, 10_000, "baseline push");
+const pushOneMs = performance.now() - t;
+const cpuOnePush = procStats(server.pid!).cpuMs - one.cpuMs;
+
+// N streams.
+t = performance.now();
+for (let i = 1; i < N; i++) connect(i);
+await allOn(N, undefined, 120_000, `${N} nodes acked`);
+const connectAllMs = performance.now() - t;
+const full = procStats(server.pid!);
+t = performance.now();
+change(2);
+await allOn(N, v1, 60_000, "push to all");
+const pushAllMs = performance.now() - t;
+const after = procStats(server.pid!);
+const streams = (await status(admin)).connected_streams;
+
+for (const c of clients) c.stop();
+server.kill("SIGTERM");
+
+const result = {
+  bench: "control-plane",
+  date: new Date().toISOString(),
+  node: process.version,
+  nodes: N,
+  connected_streams: streams,
+  connect_and_ack_all_ms: Math.round(connectAllMs),
+  push_change_to_all_acked_ms: Math.round(pushAllMs),
+  push_change_to_one_acked_ms: Math.round(pushOneMs),
+  server_rss_mib: { idle: idle.rssMiB, one_node: one.rssMiB, all_nodes: full.rssMiB, after_push: after.rssMiB },
+  server_rss_per_node_kib: Math.round(((full.rssMiB - one.rssMiB) * 1024) / (N - 1)),
+  push_all_vs_one: +(pushAllMs / pushOneMs).toFixed(1),
+  server_cpu_ms_push_to_all: after.cpuMs - full.cpuMs,
+  server_cpu_ms_push_to_one: cpuOnePush,
+  server_cpu_ms_per_node_push: +((after.cpuMs - full.cpuMs) / N).toFixed(3),
+};
+mkdirSync("bench/results", { recursive: true });
+writeFileSync("bench/results/control-plane.json", JSON.stringify(result, null, 2) + "\n");
+console.log(JSON.stringify(result, null, 2));
+process.exit(0);
