@@ -2,6 +2,7 @@
 // over real gRPC on loopback, real TLS sessions through that sidecar.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { get } from "node:http";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -342,6 +343,58 @@ control_plane:
       await agent.stop(50);
       await refused.stop(50);
       await cp.close();
+      echo.server.close();
+    }
+  });
+});
+
+describe("before the first push", () => {
+  it("serves a static fallback configuration, then switches to what the control plane pushes", async () => {
+    const dir = tempDir();
+    const echo = await startEcho("127.0.0.1", 0);
+    const up = (echo.server.address() as { port: number }).port;
+    writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
+    writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
+    writeFileSync(join(dir, "a.pem"), pki.a.certPem);
+    writeFileSync(join(dir, "b.pem"), pki.b.certPem);
+    writeFileSync(
+      join(dir, "fallback.yaml"),
+      `identity: { cert: cert.pem, key: key.pem }\n${SHARED(["spiffe://a.test/bob"])}${NODE(up)}`,
+    );
+    // The control plane is not running yet.
+    const cpPort = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => resolve(p));
+      });
+    });
+    writeFileSync(
+      join(dir, "bootstrap.yaml"),
+      `identity: { cert: cert.pem, key: key.pem }
+control_plane: { address: "127.0.0.1:${cpPort}", node_id: node-a, backoff: { initial: 50ms, max: 100ms } }
+initial: { static: fallback.yaml }
+`,
+    );
+    const logs = new MemoryLog();
+    const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs.log, "test");
+    let cp: ControlPlane | undefined;
+    try {
+      const port = agent.sidecar.addresses()["main"]!.port;
+      expect((await openSession(port, bob)).got()).toBe("ping");
+      mkdirSync(join(dir, "cp", "nodes"), { recursive: true });
+      writeFileSync(join(dir, "cp", "a.pem"), pki.a.certPem);
+      writeFileSync(join(dir, "cp", "b.pem"), pki.b.certPem);
+      writeFileSync(join(dir, "cp", "shared.yaml"), SHARED(["spiffe://a.test/alice"]));
+      writeFileSync(join(dir, "cp", "nodes", "node-a.yaml"), NODE(up));
+      cp = await startControlPlane({ dir: join(dir, "cp"), listen: `127.0.0.1:${cpPort}`, log: quietLogger([]) });
+      await logs.next("config_applied");
+      const s = await dialTls(port, pki, bob);
+      await readAll(s);
+      expect((await logs.next("decision", (r) => r.peer_id === "spiffe://a.test/bob" && r.decision === "deny")).policy_version).toBe(agent.sync.running());
+      expect((await openSession(port, alice)).got()).toBe("ping");
+    } finally {
+      await agent.stop(50);
+      await cp?.close();
       echo.server.close();
     }
   });
