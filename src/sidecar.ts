@@ -6,8 +6,14 @@ import { ConfigError, formatIssue } from "./config/source.js";
 import { SvidVerifier } from "./identity/x509svid.js";
 import { InboundListener } from "./proxy/listener.js";
 import { SessionRegistry } from "./proxy/registry.js";
-import type { ListenerState, SessionDeps } from "./proxy/session.js";
+import type { ListenerState } from "./proxy/session.js";
+import { Admission } from "./limits/admission.js";
+import { HandshakeGuard, type HandshakeLimits } from "./limits/handshakes.js";
+import { SharedThrottles } from "./limits/throttle.js";
 import type { DecisionLog } from "./telemetry/log.js";
+import { Counters } from "./telemetry/stats.js";
+import type { ListenerDeps } from "./proxy/listener.js";
+import type { SidecarLimits } from "./config/resources.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
@@ -20,13 +26,21 @@ export class ApplyError extends Error {
 
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
 
+const DEFAULT_HANDSHAKES: HandshakeLimits = { maxInFlight: 256, maxInFlightPerSource: 64 };
+
+function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
+  if (!l) return DEFAULT_HANDSHAKES;
+  return { maxInFlight: l.maxHandshakes, maxInFlightPerSource: l.maxHandshakesPerSource, ...(l.sourceRate ? { sourceRate: l.sourceRate } : {}) };
+}
+
 const tlsOf = (c: SidecarConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
 const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
+  readonly counters = new Counters();
   private readonly listeners = new Map<string, InboundListener>();
-  private readonly deps: SessionDeps;
+  private readonly deps: ListenerDeps;
   private current: SidecarConfig | undefined;
   private failClosed: ListenerState["failClosed"];
   private queue: Promise<unknown> = Promise.resolve();
@@ -36,7 +50,20 @@ export class Sidecar {
     private readonly initial: SidecarConfig | undefined,
     private readonly options: SidecarOptions,
   ) {
-    this.deps = { log: options.log, registry: this.registry, now: options.now ?? Date.now };
+    const now = options.now ?? Date.now;
+    const limits = initial?.limits;
+    this.deps = {
+      log: options.log,
+      registry: this.registry,
+      now,
+      admission: new Admission({ now, counters: this.counters, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
+      identityThrottles: new SharedThrottles(),
+      handshakes: new HandshakeGuard(handshakeLimits(limits), now, this.counters),
+    };
+  }
+
+  get admission(): Admission {
+    return this.deps.admission;
   }
 
   /** The configuration in force; undefined until the first one is applied. */
@@ -101,6 +128,7 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
+    this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
       l.stopAccepting();
       this.options.log.lifecycle("listener removed", { listener: l.name, config_version: next.version });
@@ -115,7 +143,7 @@ export class Sidecar {
 
   private statesFor(config: SidecarConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
-    const base = { verifier, attestations: config.attestations, maxChainLength: config.maxChainLength, ...(this.failClosed ? { failClosed: this.failClosed } : {}) };
+    const base = { verifier, attestations: config.attestations, maxChainLength: config.maxChainLength, limits: config.limits, ...(this.failClosed ? { failClosed: this.failClosed } : {}) };
     return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
   }
 

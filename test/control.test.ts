@@ -152,7 +152,7 @@ const applied = (f: Fixture) => f.logs.of("config_applied").length;
 describe("wire format", () => {
   it("round-trips every resource kind", () => {
     const raw = {
-      listeners: [{ name: "l", listen: "127.0.0.1:1", upstream: "127.0.0.1:2", policy: "p", handshake_timeout: "3s" }],
+      listeners: [{ name: "l", listen: "127.0.0.1:1", upstream: "127.0.0.1:2", policy: "p", handshake_timeout: "3s", max_sessions: 7 }],
       policies: {
         p: {
           default: "deny",
@@ -166,7 +166,7 @@ describe("wire format", () => {
               roles: ["x"],
               attestation: { attestor: "node", claims: { env: "prod", tier: ["gold", "silver"], signed: true }, max_age: "1h" },
               conditions: { source_cidrs: ["10.0.0.0/8"], time: [{ zone: "UTC", days: ["mon"], from: "09:00", to: "17:00" }], max_cert_lifetime: "1d" },
-              limits: { byte_budget: "1GiB", bandwidth: "1MiB/s" },
+              limits: { byte_budget: "1GiB", bandwidth: "1MiB/s", identity_bandwidth: "2MiB/s", rate: { per_second: 5, burst: 10 }, max_sessions: 3, max_wait: "200ms" },
             },
           ],
         },
@@ -177,7 +177,7 @@ describe("wire format", () => {
       attestations: [{ subject: "spiffe://td/w", attestor: "node", claims: { env: "prod", image: { signed: true } }, issued_at: "2026-01-01T00:00:00Z", expires_at: "2027-01-01T00:00:00Z" }],
       drain_timeout: "5s",
       revocation_grace: "1s",
-      limits: { max_chain_length: 4 },
+      limits: { max_chain_length: 4, max_sessions: 100, max_handshakes: 50, max_handshakes_per_source: 10, source_rate: { per_second: 20, burst: 40 }, max_held: 5 },
     };
     const { raw: back, problems } = resourcesFromWire(resourcesToWire(raw).map((r) => ({ ...r, kind: Object.keys(r).find((k) => k !== "name") })));
     expect(problems).toEqual([]);

@@ -17,6 +17,15 @@ export interface ListenerConfig {
   readonly policy: Policy;
   readonly handshakeTimeoutMs: number;
   readonly connectTimeoutMs: number;
+  readonly maxSessions?: number;
+}
+
+export interface SidecarLimits {
+  readonly maxSessions: number;
+  readonly maxHandshakes: number;
+  readonly maxHandshakesPerSource: number;
+  readonly sourceRate?: { readonly perSecond: number; readonly burst: number };
+  readonly maxHeld: number;
 }
 
 export interface Resources {
@@ -30,6 +39,7 @@ export interface Resources {
   /** How long a live session a new configuration no longer admits may go on. */
   readonly revocationGraceMs: number;
   readonly maxChainLength: number;
+  readonly limits: SidecarLimits;
 }
 
 /** Collects issues while compiling, reads files named by the data, and hashes what it saw. */
@@ -100,6 +110,13 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
     drainTimeoutMs: raw.drain_timeout,
     revocationGraceMs: raw.revocation_grace,
     maxChainLength: raw.limits.max_chain_length,
+    limits: {
+      maxSessions: raw.limits.max_sessions,
+      maxHandshakes: raw.limits.max_handshakes,
+      maxHandshakesPerSource: raw.limits.max_handshakes_per_source,
+      ...(raw.limits.source_rate ? { sourceRate: { perSecond: raw.limits.source_rate.per_second, burst: raw.limits.source_rate.burst ?? Math.max(1, Math.ceil(raw.limits.source_rate.per_second)) } } : {}),
+      maxHeld: raw.limits.max_held,
+    },
   };
 }
 
@@ -172,6 +189,7 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
       policy,
       handshakeTimeoutMs: l.handshake_timeout,
       connectTimeoutMs: l.connect_timeout,
+      ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
     });
   });
   return out;

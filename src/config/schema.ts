@@ -35,11 +35,17 @@ const matcher = z
     message: "a matcher has exactly one of id, trust_domain, path_prefix or glob",
   });
 
+const rate = z.strictObject({ per_second: z.number().positive(), burst: z.number().int().positive().optional() });
+
 const limits = z.strictObject({
   max_duration: duration.optional(),
   idle_timeout: duration.optional(),
   byte_budget: size.optional(),
   bandwidth: perSecond.optional(),
+  identity_bandwidth: perSecond.optional(),
+  rate: rate.optional(),
+  max_sessions: z.number().int().positive().optional(),
+  max_wait: duration.optional(),
 });
 
 const conditions = z.strictObject({
@@ -79,6 +85,7 @@ const listener = z.strictObject({
   policy: name,
   handshake_timeout: duration.default(5000),
   connect_timeout: duration.default(5000),
+  max_sessions: z.number().int().positive().optional(),
 });
 
 const attestationRecord = z.strictObject({
@@ -108,8 +115,19 @@ export const resourcesShape = {
   drain_timeout: duration.default(10_000),
   revocation_grace: duration.default(0),
   limits: z
-    .strictObject({ max_chain_length: z.number().int().min(1).max(16).default(8) })
-    .default({ max_chain_length: 8 }),
+    .strictObject({
+      max_chain_length: z.number().int().min(1).max(16).default(8),
+      /** Sessions of the whole sidecar. */
+      max_sessions: z.number().int().positive().default(10_000),
+      /** TLS handshakes in flight, in all and per source address. */
+      max_handshakes: z.number().int().positive().default(256),
+      max_handshakes_per_source: z.number().int().positive().default(64),
+      /** New connections per second per source address (before any cryptography). */
+      source_rate: rate.optional(),
+      /** Sessions held waiting for a rate token or a slot, in all. */
+      max_held: z.number().int().nonnegative().default(1024),
+    })
+    .default({ max_chain_length: 8, max_sessions: 10_000, max_handshakes: 256, max_handshakes_per_source: 64, max_held: 1024 }),
 };
 
 export const resourcesSchema = z.strictObject(resourcesShape);

@@ -82,8 +82,19 @@ function matcherOut(m: Obj): Obj {
 
 function limitsOut(l: Obj | undefined): Obj | undefined {
   if (!l) return undefined;
-  return clean({ max_duration: str(l.max_duration), idle_timeout: str(l.idle_timeout), byte_budget: str(l.byte_budget), bandwidth: str(l.bandwidth) });
+  return clean({
+    max_duration: str(l.max_duration),
+    idle_timeout: str(l.idle_timeout),
+    byte_budget: str(l.byte_budget),
+    bandwidth: str(l.bandwidth),
+    identity_bandwidth: str(l.identity_bandwidth),
+    rate: l.rate,
+    max_sessions: l.max_sessions,
+    max_wait: str(l.max_wait),
+  });
 }
+
+const SETTINGS_LIMITS = ["max_chain_length", "max_sessions", "max_handshakes", "max_handshakes_per_source", "source_rate", "max_held"] as const;
 
 function ruleOut(r: Obj): Obj {
   const a = r.attestation as Obj | undefined;
@@ -124,7 +135,10 @@ export function resourcesToWire(raw: Obj): WireResource[] {
   const out: WireResource[] = [];
   const sorted = (o: unknown) => Object.entries((o as Obj | undefined) ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   for (const l of ((raw.listeners as Obj[] | undefined) ?? []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
-    out.push({ name: String(l.name), listener: clean({ listen: str(l.listen), upstream: str(l.upstream), policy: str(l.policy), handshake_timeout: str(l.handshake_timeout), connect_timeout: str(l.connect_timeout) }) });
+    out.push({
+      name: String(l.name),
+      listener: clean({ listen: str(l.listen), upstream: str(l.upstream), policy: str(l.policy), handshake_timeout: str(l.handshake_timeout), connect_timeout: str(l.connect_timeout), max_sessions: l.max_sessions }),
+    });
   }
   for (const [name, p] of sorted(raw.policies)) {
     const pol = p as Obj;
@@ -139,7 +153,8 @@ export function resourcesToWire(raw: Obj): WireResource[] {
       attestation: clean({ subject: str(a.subject), attestor: str(a.attestor), claims: toStruct((a.claims as Obj | undefined) ?? {}), issued_at: str(a.issued_at), expires_at: str(a.expires_at), cert_fingerprint: str(a.cert_fingerprint) }),
     });
   });
-  const settings = clean({ drain_timeout: str(raw.drain_timeout), revocation_grace: str(raw.revocation_grace), max_chain_length: (raw.limits as Obj | undefined)?.max_chain_length });
+  const limits = (raw.limits as Obj | undefined) ?? {};
+  const settings = clean({ drain_timeout: str(raw.drain_timeout), revocation_grace: str(raw.revocation_grace), ...Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, limits[k]])) });
   if (Object.keys(settings).length > 0) out.push({ name: "settings", settings });
   return out;
 }
@@ -239,6 +254,7 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
   const raw: Obj = { listeners, policies, trust_domains, roles, attestors, attestations };
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
-  if (settings?.max_chain_length !== undefined) raw.limits = { max_chain_length: settings.max_chain_length };
+  const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));
+  if (Object.keys(limits).length > 0) raw.limits = limits;
   return { raw, problems };
 }

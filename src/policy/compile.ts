@@ -21,6 +21,10 @@ export interface RawLimits {
   idle_timeout?: number;
   byte_budget?: number;
   bandwidth?: number;
+  identity_bandwidth?: number;
+  rate?: { per_second: number; burst?: number };
+  max_sessions?: number;
+  max_wait?: number;
 }
 
 export interface RawTimeWindow {
@@ -93,6 +97,10 @@ function compileLimits(l: RawLimits | undefined): Limits {
     ...(l.idle_timeout !== undefined ? { idleTimeoutMs: l.idle_timeout } : {}),
     ...(l.byte_budget !== undefined ? { byteBudget: l.byte_budget } : {}),
     ...(l.bandwidth !== undefined ? { bandwidthBps: l.bandwidth } : {}),
+    ...(l.identity_bandwidth !== undefined ? { identityBandwidthBps: l.identity_bandwidth } : {}),
+    ...(l.rate !== undefined ? { rate: { perSecond: l.rate.per_second, burst: l.rate.burst ?? Math.max(1, Math.ceil(l.rate.per_second)) } } : {}),
+    ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
+    ...(l.max_wait !== undefined ? { maxWaitMs: l.max_wait } : {}),
   };
 }
 

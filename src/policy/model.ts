@@ -10,8 +10,16 @@ export interface Limits {
   readonly maxDurationMs?: number;
   readonly idleTimeoutMs?: number;
   readonly byteBudget?: number;
-  /** Bytes per second, each direction. */
+  /** Bytes per second, each direction, for this session. */
   readonly bandwidthBps?: number;
+  /** Bytes per second, each direction, for all sessions of the identity together. */
+  readonly identityBandwidthBps?: number;
+  /** New sessions per second (and burst) for one identity. */
+  readonly rate?: { readonly perSecond: number; readonly burst: number };
+  /** Concurrent sessions of one identity. */
+  readonly maxSessions?: number;
+  /** Over a rate or concurrency bound: hold the session this long for a token or slot, then reject. */
+  readonly maxWaitMs?: number;
 }
 
 export interface TimeWindow {

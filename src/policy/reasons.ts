@@ -13,6 +13,8 @@ export const REASONS = {
   no_client_cert: "the peer presented no certificate",
   invalid_svid: "the peer certificate is not a valid X509-SVID (svid_rule names the rule broken)",
   untrusted_domain: "no trust bundle is configured for the peer's trust domain",
+  rate_limited: "the identity is over its new-session rate (after any allowed wait)",
+  concurrency_limited: "no session slot free for the identity, the listener or the sidecar (after any allowed wait)",
   config_stale: "the configuration is older than its allowed staleness and the sidecar fails closed",
 } as const;
 

@@ -1,19 +1,27 @@
 // An inbound listener: a TLS server that requires a client certificate and hands each established
 // connection to an InboundSession. Certificate verification is parley's own (per trust domain, by the
 // SPIFFE rules), so OpenSSL is told to request the certificate but not to judge it.
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort } from "../config/units.js";
+import type { HandshakeGuard } from "../limits/handshakes.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
+
+export interface ListenerDeps extends SessionDeps {
+  readonly handshakes: HandshakeGuard;
+}
 
 export class InboundListener {
   private readonly server: Server;
   private state: ListenerState;
 
+  /** Release of the handshake slot of each raw connection still handshaking, by `address:port`. */
+  private readonly handshaking = new Map<string, () => void>();
+
   constructor(
     state: ListenerState,
     tls: SecureContextOptions,
-    private readonly deps: SessionDeps,
+    private readonly deps: ListenerDeps,
   ) {
     this.state = state;
     this.server = createServer({
@@ -25,8 +33,10 @@ export class InboundListener {
       allowHalfOpen: true,
       pauseOnConnect: false,
     });
+    this.server.on("connection", (raw: Socket) => this.onConnection(raw));
     this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));
     this.server.on("tlsClientError", (e: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.handshakeDone(socket);
       this.deps.log.handshakeFailed({
         listener: this.state.config.name,
         source: `${socket.remoteAddress}:${socket.remotePort}`,
@@ -77,8 +87,31 @@ export class InboundListener {
     if (this.server.listening) this.server.close();
   }
 
+  /** Before any cryptography: a handshake slot, or the connection is dropped at once. */
+  private onConnection(raw: Socket): void {
+    const key = `${raw.remoteAddress}:${raw.remotePort}`;
+    const entered = this.deps.handshakes.enter(raw.remoteAddress ?? "");
+    if (typeof entered === "string") {
+      raw.destroy();
+      this.deps.log.handshakeRefused({ listener: this.name, source: key, cause: entered });
+      return;
+    }
+    this.handshaking.set(key, entered);
+    raw.once("close", () => this.handshakeDone(raw));
+  }
+
+  private handshakeDone(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): void {
+    const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.handshaking.get(key)?.();
+    this.handshaking.delete(key);
+  }
+
   private onSecureConnection(socket: TLSSocket): void {
-    new InboundSession(socket, this.state, this.deps).start();
+    this.handshakeDone(socket);
+    new InboundSession(socket, this.state, this.deps).start().catch((e: Error) => {
+      socket.destroy();
+      this.deps.log.error("session failed", { listener: this.name, detail: e.message });
+    });
   }
 }
 

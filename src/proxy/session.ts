@@ -1,16 +1,19 @@
 // One inbound connection after its TLS handshake, moving through its stages:
-// verify the peer's SVID → decide → (allowed only) dial the workload → pump → end.
-// The client socket is not read until the session is allowed and the workload connected: bytes a client
-// sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are forwarded after.
+// verify the peer's SVID → decide → admit (rate and concurrency bounds) → dial the workload → pump → end.
+// The client socket is not read until the session is allowed, admitted and the workload connected:
+// bytes a client sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are
+// forwarded after.
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { ListenerConfig } from "../config/resources.js";
+import type { ListenerConfig, SidecarLimits } from "../config/resources.js";
 import type { SvidResult, SvidVerifier } from "../identity/x509svid.js";
+import type { Admission, Ticket } from "../limits/admission.js";
+import { type SharedThrottles, Throttle } from "../limits/throttle.js";
 import type { AttestationStore } from "../policy/attestation.js";
 import { decide, type Decision, type Obligations } from "../policy/decide.js";
 import type { DecisionLog } from "../telemetry/log.js";
-import { pump } from "./pump.js";
+import { pump, type PumpCounts } from "./pump.js";
 import { peerChain } from "./peerchain.js";
 import type { LiveSession, SessionRegistry } from "./registry.js";
 import { dial, DialError } from "./upstream.js";
@@ -21,18 +24,23 @@ export interface ListenerState {
   readonly verifier: SvidVerifier;
   readonly attestations: AttestationStore;
   readonly maxChainLength: number;
+  readonly limits: SidecarLimits;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
   readonly failClosed?: "config_stale";
+}
+
+export interface SessionDeps {
+  readonly log: DecisionLog;
+  readonly registry: SessionRegistry;
+  readonly admission: Admission;
+  readonly identityThrottles: SharedThrottles;
+  readonly now: () => number;
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired" } as const;
 
-export interface SessionDeps {
-  readonly log: DecisionLog;
-  readonly registry: SessionRegistry;
-  readonly now: () => number;
-}
+type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
 
 /** What the connection brought, fixed at the handshake: every (re-)decision is made on these. */
 interface ConnectionFacts {
@@ -68,7 +76,12 @@ function evaluate(state: ListenerState, facts: ConnectionFacts, now: number): { 
   return { peer, decision };
 }
 
-type Stage = "deciding" | "dialing" | "pumping" | "ended";
+/** The throttles a session's pump charges: its own, and its identity's shared ones. */
+interface SessionThrottles {
+  readonly up: Throttle;
+  readonly down: Throttle;
+  identity?: { up: Throttle; down: Throttle; release(): void };
+}
 
 export class InboundSession implements LiveSession {
   readonly id = randomBytes(8).toString("hex");
@@ -79,6 +92,10 @@ export class InboundSession implements LiveSession {
   private peerId = "";
   private expiryTimer: NodeJS.Timeout | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
+  private ticket: Ticket | undefined;
+  private throttles: SessionThrottles | undefined;
+  private counts: PumpCounts | undefined;
+  private budget: number | undefined;
 
   constructor(
     private readonly client: TLSSocket,
@@ -92,28 +109,50 @@ export class InboundSession implements LiveSession {
     return this.state.config.name;
   }
 
-  /** Runs the session; returns once it is decided (the rest proceeds on socket events). */
-  start(): Decision {
+  /** Runs the session: decides, admits, then dials; the rest proceeds on socket events. */
+  async start(): Promise<void> {
     const t0 = process.hrtime.bigint();
     const now = this.deps.now();
     const { peer, decision } = evaluate(this.state, this.facts, now);
-    this.logDecision(peer, decision, Number(process.hrtime.bigint() - t0) / 1000);
+    const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
+    const id = peer.ok ? peer.svid.id : peer.id;
+    this.peerId = id?.toString() ?? "";
     if (decision.decision === "deny") {
-      this.stage = "ended";
-      this.client.destroy();
-      return decision;
+      this.logDecision(peer, decision, decisionUs);
+      return this.refuse();
     }
-    this.startedAt = now;
+    const o = decision.obligations ?? {};
+    this.stage = "admitting";
+    const admitted = await this.deps.admission.admit(this.peerId, this.listener, {
+      ...(o.rate ? { rate: o.rate } : {}),
+      ...(o.maxSessions !== undefined ? { maxPerIdentity: o.maxSessions } : {}),
+      ...(this.state.config.maxSessions !== undefined ? { maxPerListener: this.state.config.maxSessions } : {}),
+      maxGlobal: this.state.limits.maxSessions,
+      ...(o.maxWaitMs !== undefined ? { maxWaitMs: o.maxWaitMs } : {}),
+    });
+    if (!admitted.ok) {
+      this.logDecision(peer, { ...decision, decision: "deny", reasons: [admitted.reason], detail: admitted.detail, obligations: undefined }, decisionUs, admitted.waitedMs);
+      return this.refuse();
+    }
+    this.ticket = admitted.ticket;
+    this.logDecision(peer, decision, decisionUs, admitted.waitedMs);
+    this.startedAt = this.deps.now();
+    // A session held for a slot may have lost its client meanwhile.
+    if (this.client.destroyed) return this.end("client_closed_before_upstream");
     this.deps.registry.add(this);
-    this.bind(decision.obligations ?? {});
+    this.bind(o);
     this.connect();
-    return decision;
+  }
+
+  private refuse(): void {
+    this.stage = "ended";
+    this.client.destroy();
   }
 
   /**
    * Decides again under a new configuration. A session no longer admitted is revoked (after
-   * `graceMs`); one still admitted takes the new state and obligations, its max duration still
-   * counted from its start.
+   * `graceMs`); one still admitted takes the new state and obligations (a tightened bandwidth applies
+   * at once), its max duration still counted from its start.
    */
   recheck(state: ListenerState, graceMs: number): void {
     if (this.stage === "ended" || this.revokeTimer) return;
@@ -138,8 +177,7 @@ export class InboundSession implements LiveSession {
     this.state = state;
     const o = decision.obligations ?? {};
     const fromStart = o.maxDurationMs !== undefined ? this.startedAt + o.maxDurationMs : undefined;
-    const clamped = fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o;
-    this.bind(clamped);
+    this.bind(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o);
   }
 
   close(reason: string, detail?: string): void {
@@ -147,10 +185,9 @@ export class InboundSession implements LiveSession {
     this.end(reason, detail);
   }
 
-  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number): void {
+  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0): void {
     const id = peer.ok ? peer.svid.id : peer.id;
     const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
-    this.peerId = id?.toString() ?? "";
     const f = this.facts;
     this.deps.log.decision({
       session_id: this.id,
@@ -172,7 +209,9 @@ export class InboundSession implements LiveSession {
       roles: decision.roles,
       ...(decision.wouldDeny ? { would_deny: true, would_deny_rule: decision.wouldDeny.rule, would_deny_reasons: decision.wouldDeny.reasons } : {}),
       ...(decision.obligations ? { obligations: obligationsRecord(decision.obligations) } : {}),
-      ...(decision.svidRule ? { svid_rule: decision.svidRule, detail: decision.detail! } : {}),
+      ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
+      ...(decision.detail ? { detail: decision.detail } : {}),
+      ...(heldMs > 0 ? { held_ms: heldMs } : {}),
       decision_us: Math.round(decisionUs * 10) / 10,
     });
   }
@@ -186,14 +225,27 @@ export class InboundSession implements LiveSession {
     this.expiryTimer.unref();
   }
 
-  /** Arms the timers an allowed session lives under: its expiry and its idle timeout. */
+  /** Puts the obligations in force: expiry, idle timeout, bandwidth (also on a live session). */
   private bind(o: Obligations): void {
     clearTimeout(this.expiryTimer);
     if (o.expiresAt !== undefined) this.armExpiry(o.expiresAt, EXPIRY_REASON[o.expiresBecause ?? "max_duration"]);
     // The client socket sees every byte of both directions, so its inactivity is the session's.
     if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
     else this.client.setTimeout(0);
+    const now = this.deps.now();
+    if (!this.throttles) this.throttles = { up: new Throttle(o.bandwidthBps, now), down: new Throttle(o.bandwidthBps, now) };
+    else {
+      this.throttles.up.setRate(o.bandwidthBps, now);
+      this.throttles.down.setRate(o.bandwidthBps, now);
+    }
+    if (o.identityBandwidthBps !== undefined) {
+      this.throttles.identity ??= this.deps.identityThrottles.acquire(this.peerId, o.identityBandwidthBps, now);
+      this.throttles.identity.up.setRate(o.identityBandwidthBps, now);
+      this.throttles.identity.down.setRate(o.identityBandwidthBps, now);
+    }
+    this.budget = o.byteBudget;
   }
+
   private connect(): void {
     this.stage = "dialing";
     const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
@@ -207,7 +259,19 @@ export class InboundSession implements LiveSession {
         this.client.off("close", onClientGone);
         if (this.stage !== "dialing") return void up.destroy();
         this.stage = "pumping";
-        pump(this.client, up, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+        const t = this.throttles!;
+        const identity = t.identity ? [t.identity] : [];
+        this.counts = pump(
+          this.client,
+          up,
+          {
+            ...(this.budget !== undefined ? { byteBudget: this.budget } : {}),
+            up: [t.up, ...identity.map((i) => i.up)],
+            down: [t.down, ...identity.map((i) => i.down)],
+            now: this.deps.now,
+          },
+          (end) => this.end(end.reason, "detail" in end ? end.detail : undefined),
+        );
       },
       (e: unknown) => {
         if (this.stage !== "dialing") return;
@@ -224,15 +288,16 @@ export class InboundSession implements LiveSession {
     clearTimeout(this.revokeTimer);
     this.client.destroy();
     this.upstream?.destroy();
+    this.ticket?.release();
+    this.throttles?.identity?.release();
     this.deps.registry.remove(this.id);
-    const up = this.upstream;
     this.deps.log.sessionEnd({
       session_id: this.id,
       listener: this.listener,
       peer_id: this.peerId,
       source: this.facts.source,
-      bytes_to_upstream: up?.bytesWritten ?? 0,
-      bytes_to_client: up?.bytesRead ?? 0,
+      bytes_to_upstream: this.counts?.toUpstream ?? 0,
+      bytes_to_client: this.counts?.toClient ?? 0,
       duration_ms: this.deps.now() - this.startedAt,
       end_reason: reason,
       ...(detail ? { detail } : {}),
@@ -250,5 +315,9 @@ function obligationsRecord(o: Obligations): Record<string, number | string> {
   if (o.idleTimeoutMs !== undefined) r.idle_timeout_ms = o.idleTimeoutMs;
   if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
   if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
+  if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
+  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
+  if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
+  if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
   return r;
 }

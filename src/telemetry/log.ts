@@ -38,6 +38,7 @@ export interface DecisionRecord {
   obligations?: Record<string, number | string>;
   svid_rule?: string;
   detail?: string;
+  held_ms?: number;
   decision_us: number;
 }
 
@@ -73,6 +74,12 @@ export interface ConfigRecord {
   sessions_rechecked?: number;
 }
 
+export interface HandshakeRefusalRecord {
+  listener: string;
+  source: string;
+  cause: string;
+}
+
 export interface HandshakeFailureRecord {
   listener: string;
   source: string;
@@ -103,6 +110,21 @@ export class DecisionLog {
   configRejected(r: ConfigRecord): void {
     this.logger.error({ event: "config_rejected", ...r }, "configuration rejected; the previous one stays");
   }
+
+  /** Refusals before the handshake come in floods: logged at most once a second per cause, with a count. */
+  handshakeRefused(r: HandshakeRefusalRecord): void {
+    const now = Date.now();
+    const s = this.refusals.get(r.cause) ?? { at: 0, suppressed: 0 };
+    if (now - s.at < 1000) {
+      s.suppressed++;
+      this.refusals.set(r.cause, s);
+      return;
+    }
+    this.logger.warn({ event: "handshake_refused", ...r, suppressed_since_last: s.suppressed }, "connection refused before the handshake");
+    this.refusals.set(r.cause, { at: now, suppressed: 0 });
+  }
+
+  private readonly refusals = new Map<string, { at: number; suppressed: number }>();
 
   handshakeFailed(r: HandshakeFailureRecord): void {
     this.logger.info({ event: "handshake_failed", ...r }, "TLS handshake failed");
