@@ -15,8 +15,10 @@ export class InboundListener {
   private readonly server: Server;
   private state: ListenerState;
 
-  /** Release of the handshake slot of each raw connection still handshaking, by `address:port`. */
-  private readonly handshaking = new Map<string, () => void>();
+  /** Release of the handshake slot of each raw connection still handshaking. */
+  private readonly handshaking = new WeakMap<Socket, () => void>();
+  /** Raw connections refused before the handshake (their TLS error is still to come). */
+  private readonly refused = new WeakSet<Socket>();
 
   constructor(
     state: ListenerState,
@@ -36,6 +38,8 @@ export class InboundListener {
     this.server.on("connection", (raw: Socket) => this.onConnection(raw));
     this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));
     this.server.on("tlsClientError", (e: NodeJS.ErrnoException, socket: TLSSocket) => {
+      // A connection refused before the handshake was logged as such; its reset is no news.
+      if (this.refused.has(rawOf(socket))) return void socket.destroy();
       this.handshakeDone(socket);
       this.deps.log.handshakeFailed({
         listener: this.state.config.name,
@@ -89,21 +93,19 @@ export class InboundListener {
 
   /** Before any cryptography: a handshake slot, or the connection is dropped at once. */
   private onConnection(raw: Socket): void {
-    const key = `${raw.remoteAddress}:${raw.remotePort}`;
     const entered = this.deps.handshakes.enter(raw.remoteAddress ?? "");
     if (typeof entered === "string") {
+      this.refused.add(raw);
+      this.deps.log.handshakeRefused({ listener: this.name, source: `${raw.remoteAddress}:${raw.remotePort}`, cause: entered });
       raw.destroy();
-      this.deps.log.handshakeRefused({ listener: this.name, source: key, cause: entered });
       return;
     }
-    this.handshaking.set(key, entered);
-    raw.once("close", () => this.handshakeDone(raw));
+    this.handshaking.set(raw, entered);
+    raw.once("close", entered);
   }
 
-  private handshakeDone(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): void {
-    const key = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.handshaking.get(key)?.();
-    this.handshaking.delete(key);
+  private handshakeDone(socket: TLSSocket): void {
+    this.handshaking.get(rawOf(socket))?.();
   }
 
   private onSecureConnection(socket: TLSSocket): void {
@@ -113,6 +115,11 @@ export class InboundListener {
       this.deps.log.error("session failed", { listener: this.name, detail: e.message });
     });
   }
+}
+
+/** The TCP socket under a server-side TLS socket (Node keeps it as `_parent`). */
+function rawOf(socket: TLSSocket): Socket {
+  return (socket as TLSSocket & { _parent: Socket })._parent;
 }
 
 function handshakeCause(e: NodeJS.ErrnoException): string {
