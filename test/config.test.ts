@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, writeFiles } from "./support/harness.js";
+import { configYaml, freePort, writeFiles } from "./support/harness.js";
 import { makePki, type TestPki } from "./support/pki.js";
 
 let pki: TestPki;
@@ -114,12 +114,7 @@ describe("loadConfig", () => {
 
 describe("parley run with a bad config", () => {
   it("exits 2, prints file:line, and binds nothing", async () => {
-    const port = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const yaml = good().replace("listen: 127.0.0.1:0", `listen: 127.0.0.1:${port}`).replace("  b.test: { bundle", "  b.test: { bundel");
     const f = writeFiles({ "bad.yaml": yaml })["bad.yaml"]!;
     const r = spawnSync(process.execPath, ["dist/cli.js", "run", "--config", f], { encoding: "utf8", timeout: 10_000 });

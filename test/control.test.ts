@@ -12,7 +12,7 @@ import { startControlled, type ControlledSidecar } from "../src/control/agent.js
 import { startControlPlane, type ControlPlane } from "../src/control/plane.js";
 import { resourcesFromWire, resourcesToWire } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { dialTls, MemoryLog, readAll, tempDir, waitFor } from "./support/harness.js";
+import { dialTls, freePort, MemoryLog, openSession, readAll, tempDir, waitFor } from "./support/harness.js";
 import { makePki, type TestPki } from "./support/pki.js";
 
 let pki: TestPki;
@@ -137,15 +137,6 @@ function status(port: number): Promise<{ nodes: Array<Record<string, unknown>>; 
   });
 }
 
-async function openSession(port: number, creds: Issued) {
-  const s = await dialTls(port, pki, creds);
-  let got = "";
-  s.on("data", (c: Buffer) => (got += c.toString()));
-  const closed = readAll(s);
-  s.write("ping");
-  await waitFor(() => got === "ping", 3000, "echo");
-  return { s, closed, got: () => got };
-}
 
 const applied = (f: Fixture) => f.logs.of("config_applied").length;
 
@@ -188,7 +179,7 @@ describe("wire format", () => {
 describe("control plane and sidecar", () => {
   it("first config: the sidecar binds what the control plane pushes and serves it; the status shows the ACK", async () => {
     fx = await fixture();
-    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+    expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
     const version = fx.agent.sync.running();
     expect(version).toMatch(/^[0-9a-f]{16}$/);
     const st = await status(fx.cp.adminPort!);
@@ -202,8 +193,8 @@ describe("control plane and sidecar", () => {
   it("an update is pushed within a second and revokes exactly the sessions it no longer admits", async () => {
     fx = await fixture();
     const v1 = fx.agent.sync.running();
-    const a = await openSession(fx.port(), alice);
-    const b = await openSession(fx.port(), bob);
+    const a = await openSession(fx.port(), pki, alice);
+    const b = await openSession(fx.port(), pki, bob);
     const t0 = Date.now();
     fx.writeShared(SHARED(["spiffe://a.test/alice", "b.test"]));
     await waitFor(() => applied(fx!) === 2, 3000, "second config");
@@ -231,7 +222,7 @@ describe("control plane and sidecar", () => {
     expect(st.acked_version).toBe(v1);
     expect((st.last_nack as { issues: string[] }).issues[0]).toMatch(/EADDRINUSE/);
     expect(fx.agent.sync.running()).toBe(v1);
-    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+    expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
   });
 
   it("an invalid file set is refused by the server: logged with file and line, nothing pushed", async () => {
@@ -249,12 +240,12 @@ describe("control plane and sidecar", () => {
 
   it("control plane down: sessions keep flowing on the last good config; back up: config resumes", async () => {
     fx = await fixture();
-    const a = await openSession(fx.port(), alice);
+    const a = await openSession(fx.port(), pki, alice);
     await fx.cp.close();
     await fx.logs.next("lifecycle", (r) => r.msg === "control plane unreachable");
     a.s.write("+");
     await waitFor(() => a.got() === "ping+", 2000, "live session during outage");
-    expect((await openSession(fx.port(), bob)).got()).toBe("ping");
+    expect((await openSession(fx.port(), pki, bob)).got()).toBe("ping");
     fx.writeShared(SHARED(["spiffe://a.test/alice"])); // changed while down
     await fx.restartControlPlane();
     await waitFor(() => applied(fx!) === 2, 5000, "config after reconnect");
@@ -266,7 +257,7 @@ describe("control plane and sidecar", () => {
 
   it("past max staleness it fails closed: new sessions denied (config_stale), live ones revoked; fresh again on reconnect", async () => {
     fx = await fixture({ maxStaleness: "400ms" });
-    const a = await openSession(fx.port(), alice);
+    const a = await openSession(fx.port(), pki, alice);
     await fx.cp.close();
     await a.closed;
     expect((await fx.logs.next("revoked")).reasons).toEqual(["config_stale"]);
@@ -275,20 +266,20 @@ describe("control plane and sidecar", () => {
     await fx.logs.next("decision", (r) => (r.reasons as string[])[0] === "config_stale");
     await fx.restartControlPlane();
     await fx.logs.next("lifecycle", (r) => r.msg === "configuration fresh again: serving it");
-    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+    expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
   });
 
   it("fail_open keeps serving the stale configuration when the operator says so", async () => {
     fx = await fixture({ maxStaleness: "300ms", onStale: "fail_open" });
     await fx.cp.close();
     await fx.logs.next("error", (r) => String(r.msg).includes("failing open"));
-    expect((await openSession(fx.port(), alice)).got()).toBe("ping");
+    expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
   });
 
   it("a bundle rotation that removes a root revokes the sessions chained to it", async () => {
     fx = await fixture();
-    const c = await openSession(fx.port(), carol);
-    const a = await openSession(fx.port(), alice);
+    const c = await openSession(fx.port(), pki, carol);
+    const a = await openSession(fx.port(), pki, alice);
     const otherB = (await import("../src/certs/issue.js")).CertificateAuthority.root({ trustDomain: "b.test" });
     writeFileSync(join(fx.dir, "b.pem"), (await otherB).certPem);
     fx.writeShared(SHARED(["spiffe://a.test/alice", "spiffe://a.test/bob", "b.test"]) + "\n# rotated\n");
@@ -362,12 +353,7 @@ describe("before the first push", () => {
       `identity: { cert: cert.pem, key: key.pem }\n${SHARED(["spiffe://a.test/bob"])}${NODE(up)}`,
     );
     // The control plane is not running yet.
-    const cpPort = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const cpPort = await freePort();
     writeFileSync(
       join(dir, "bootstrap.yaml"),
       `identity: { cert: cert.pem, key: key.pem }
@@ -380,7 +366,7 @@ initial: { static: fallback.yaml }
     let cp: ControlPlane | undefined;
     try {
       const port = agent.sidecar.addresses()["main"]!.port;
-      expect((await openSession(port, bob)).got()).toBe("ping");
+      expect((await openSession(port, pki, bob)).got()).toBe("ping");
       mkdirSync(join(dir, "cp", "nodes"), { recursive: true });
       writeFileSync(join(dir, "cp", "a.pem"), pki.a.certPem);
       writeFileSync(join(dir, "cp", "b.pem"), pki.b.certPem);
@@ -391,7 +377,7 @@ initial: { static: fallback.yaml }
       const s = await dialTls(port, pki, bob);
       await readAll(s);
       expect((await logs.next("decision", (r) => r.peer_id === "spiffe://a.test/bob" && r.decision === "deny")).policy_version).toBe(agent.sync.running());
-      expect((await openSession(port, alice)).got()).toBe("ping");
+      expect((await openSession(port, pki, alice)).got()).toBe("ping");
     } finally {
       await agent.stop(50);
       await cp?.close();

@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, KeyUsage, selfSignedLeaf, type Issued } from "../src/certs/issue.js";
-import { dialTls, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
+import { dialTls, freePort, openSession, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
 import { makePki, type TestPki } from "./support/pki.js";
 
 let pki: TestPki;
@@ -192,12 +192,7 @@ describe("denied peers never reach the workload", () => {
 
 describe("upstream failures", () => {
   it("upstream down: the session ends with a logged reason and the sidecar keeps serving", async () => {
-    const deadPort = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const deadPort = await freePort();
     const down = await startHarness(pki, { upstreamPort: deadPort });
     try {
       const s = await dialTls(down.port, pki, allowed);

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { dialTls, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
+import { dialTls, freePort, openSession, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
 import { makePki, type TestPki } from "./support/pki.js";
 
 let pki: TestPki;
@@ -30,23 +30,13 @@ const policies = (ids: string[], extra = "") => `
         match: [${ids.map((i) => `{ id: ${i} }`).join(", ")}]${extra}
 `;
 
-/** Opens a session and checks it echoes; returns it still open. */
-async function openSession(port: number, creds: Issued) {
-  const s = await dialTls(port, pki, creds);
-  let got = "";
-  s.on("data", (c: Buffer) => (got += c.toString()));
-  const closed = readAll(s);
-  s.write("ping");
-  await waitFor(() => got === "ping", 3000, "echo");
-  return { s, closed, got: () => got };
-}
 
 describe("reload", () => {
   it("applies a valid new version atomically, logs it, and revokes exactly the sessions it no longer admits", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice", "spiffe://a.test/bob"]) });
     const v1 = h.sidecar.config.version;
-    const a = await openSession(h.port, alice);
-    const b = await openSession(h.port, bob);
+    const a = await openSession(h.port, pki, alice);
+    const b = await openSession(h.port, pki, bob);
     h.rewrite({ policies: policies(["spiffe://a.test/alice"]) });
     expect(await h.sidecar.reload()).toBe("applied");
     const v2 = h.sidecar.config.version;
@@ -71,7 +61,7 @@ describe("reload", () => {
 
   it("a revocation grace period lets the session go on for that long", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/bob"]), extra: "revocation_grace: 300ms" });
-    const b = await openSession(h.port, bob);
+    const b = await openSession(h.port, pki, bob);
     h.rewrite({ policies: policies(["spiffe://a.test/alice"]), extra: "revocation_grace: 300ms" });
     const t0 = Date.now();
     expect(await h.sidecar.reload()).toBe("applied");
@@ -85,7 +75,7 @@ describe("reload", () => {
   it("refuses an invalid file, logs file:line, and keeps serving the old version", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
     const v1 = h.sidecar.config.version;
-    const a = await openSession(h.port, alice);
+    const a = await openSession(h.port, pki, alice);
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("action: allow", "action: alow"));
     expect(await h.sidecar.reload()).toBe("rejected");
     const rejected = await h.logs.next("config_rejected");
@@ -94,7 +84,7 @@ describe("reload", () => {
     expect(h.sidecar.config.version).toBe(v1);
     a.s.write("+");
     await waitFor(() => a.got() === "ping+", 3000, "old session unaffected");
-    const again = await openSession(h.port, alice);
+    const again = await openSession(h.port, pki, alice);
     expect(again.got()).toBe("ping");
     a.s.end();
     again.s.end();
@@ -109,7 +99,7 @@ describe("reload", () => {
   it("moves a listener: binds the new address, stops the old one and closes its sessions", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
     const oldPort = h.port;
-    const a = await openSession(oldPort, alice);
+    const a = await openSession(oldPort, pki, alice);
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("listen: 127.0.0.1:0", "listen: 127.0.0.2:0"));
     expect(await h.sidecar.reload()).toBe("applied");
     const moved = h.sidecar.addresses()["main"]!;
@@ -129,7 +119,7 @@ describe("reload", () => {
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8").replace("listen: 127.0.0.1:0", `listen: 127.0.0.1:${taken.port}`));
     expect(await h.sidecar.reload()).toBe("rejected");
     expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/EADDRINUSE/);
-    const a = await openSession(h.port, alice);
+    const a = await openSession(h.port, pki, alice);
     a.s.end();
     await a.closed;
   });
@@ -138,14 +128,14 @@ describe("reload", () => {
 describe("session obligations", () => {
   it("an idle session ends with idle_timeout", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { idle_timeout: 200ms }") });
-    const a = await openSession(h.port, alice);
+    const a = await openSession(h.port, pki, alice);
     await a.closed;
     expect((await h.logs.next("session_end")).end_reason).toBe("idle_timeout");
   });
 
   it("a session ends at its max duration even while busy", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { max_duration: 400ms }") });
-    const a = await openSession(h.port, alice);
+    const a = await openSession(h.port, pki, alice);
     const busy = setInterval(() => a.s.writable && a.s.write("."), 50);
     await a.closed;
     clearInterval(busy);

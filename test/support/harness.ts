@@ -2,6 +2,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:net";
 import { connect, type TLSSocket } from "node:tls";
 import { loadConfig } from "../../src/config/load.js";
 import type { Issued } from "../../src/certs/issue.js";
@@ -130,7 +131,6 @@ export function dialTls(port: number, pki: TestPki, creds: Issued | undefined, e
       servername: "localhost",
       ca: pki.a.certPem,
       ...(creds ? { cert: creds.chainPem, key: creds.keyPem } : {}),
-      allowHalfOpen: true,
       ...extra,
     });
     s.once("secureConnect", () => resolve(s));
@@ -147,4 +147,25 @@ export function readAll(s: TLSSocket): Promise<Buffer> {
     s.once("end", () => s.end());
     s.once("close", () => resolve(Buffer.concat(chunks)));
   });
+}
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** Opens a session, checks that the echo workload answers through it, and leaves it open. */
+export async function openSession(port: number, pki: TestPki, creds: Issued) {
+  const s = await dialTls(port, pki, creds);
+  let got = "";
+  s.on("data", (c: Buffer) => (got += c.toString()));
+  const closed = readAll(s);
+  s.write("ping");
+  await waitFor(() => got === "ping", 3000, "echo");
+  return { s, closed, got: () => got };
 }
