@@ -16,8 +16,9 @@ import { ConfigError } from "./config/source.js";
 import { parseHostPort, type HostPort } from "./config/units.js";
 import { DEV_CERTS, PACKAGE_ROOT, startDemo } from "./demo/demo.js";
 import { FileWatcher } from "./config/watch.js";
+import { operations } from "./operations.js";
 import { Sidecar } from "./sidecar.js";
-import { createLogger, DecisionLog } from "./telemetry/log.js";
+import { createLogger, type DecisionLog } from "./telemetry/log.js";
 
 const USAGE = `usage: parley <command> [options]
 
@@ -28,7 +29,7 @@ commands:
   run --bootstrap FILE         run the sidecar on configuration pushed by a control plane
   control-plane --dir DIR [--listen H:P] [--admin H:P] [--tls-cert F --tls-key F [--tls-client-ca F]]
                                serve DIR's resource files to sidecars; status at http://ADMIN/status
-  demo [--listen H:P] [--upstream H:P]
+  demo [--listen H:P] [--upstream H:P] [--admin H:P]
                                the demo: echo workload + sidecar on certs-dev/ (what npm start runs)
   validate FILE                check a configuration file and exit (0 valid, 2 invalid)
   check --config FILE (--id SPIFFE-ID | --cert PEM) [--listener NAME] [--source IP]
@@ -76,16 +77,25 @@ async function run(args: string[]): Promise<number> {
   if (values.bootstrap !== undefined) {
     if (values.config !== undefined) throw new UsageError("run: --config and --bootstrap exclude each other");
     const bootstrap = loadBootstrap(values.bootstrap);
-    const log = new DecisionLog(createLogger(bootstrap.logLevel));
-    const controlled = await startControlled(bootstrap, log, packageVersion());
-    onSignals(() => controlled.stop(), log);
+    const ops = operations(bootstrap.log, bootstrap.admin);
+    const controlled = await startControlled(bootstrap, ops.log, packageVersion());
+    await ops.serveAdmin(controlled.sidecar, {
+      configFresh: () => controlled.sync.state !== "stale",
+      controlPlaneConnected: () => (controlled.sync.state === "connected" ? 1 : 0),
+    });
+    onSignals(async () => {
+      await controlled.stop();
+      await ops.close();
+    }, ops.log);
     return -1;
   }
   if (!values.config) throw new UsageError("run: --config FILE or --bootstrap FILE is required");
   const config = loadConfig(values.config);
-  const log = new DecisionLog(createLogger(config.logLevel));
+  const ops = operations(config.log, config.admin);
+  const log = ops.log;
   const sidecar = new Sidecar(config, { log });
   await sidecar.start();
+  await ops.serveAdmin(sidecar);
   // Reload on any change to the config or a file it names, and on SIGHUP.
   const reload = () => {
     sidecar.reload();
@@ -97,20 +107,20 @@ async function run(args: string[]): Promise<number> {
   onSignals(async () => {
     watcher.close();
     await sidecar.stop();
+    await ops.close();
   }, log);
   return -1;
 }
 
 async function demo(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { listen: { type: "string" }, upstream: { type: "string" } } });
-  const log = new DecisionLog(createLogger("info"));
+  const { values } = parseArgs({ args, options: { listen: { type: "string" }, upstream: { type: "string" }, admin: { type: "string" } } });
   const d = await startDemo({
     listen: hostPortFlag(values.listen, "--listen"),
     upstream: hostPortFlag(values.upstream, "--upstream"),
-    log,
+    ...(values.admin !== undefined ? { admin: values.admin } : {}),
     print: (t) => process.stderr.write(t),
   });
-  onSignals(() => d.stop(), log);
+  onSignals(() => d.stop(), d.log);
   return -1;
 }
 

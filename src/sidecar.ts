@@ -38,7 +38,7 @@ const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
-  readonly counters = new Counters();
+  readonly counters: Counters;
   private readonly listeners = new Map<string, InboundListener>();
   private readonly deps: ListenerDeps;
   private current: SidecarConfig | undefined;
@@ -52,6 +52,9 @@ export class Sidecar {
   ) {
     const now = options.now ?? Date.now;
     const limits = initial?.limits;
+    this.counters = new Counters((name, by) => {
+      if (name.startsWith("limits.")) for (let i = 0; i < by; i++) options.log.limitHit(name.slice(7));
+    });
     this.deps = {
       log: options.log,
       registry: this.registry,
@@ -175,6 +178,31 @@ export class Sidecar {
       this.options.log.configRejected({ file: old.file, old_version: old.version, errors });
       return "rejected";
     }
+  }
+
+  get draining(): boolean {
+    return this.stopping !== undefined;
+  }
+
+  /** What `/readyz` reports: every check must hold. */
+  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean> } {
+    const c = this.current;
+    const checks = {
+      config_loaded: c !== undefined,
+      listeners_bound: c !== undefined && this.listeners.size === c.listeners.length && [...this.listeners.values()].every((l) => l.listening),
+      own_svid_valid: c !== undefined && c.identity.notAfter > now,
+      config_fresh: this.failClosed === undefined,
+      not_draining: this.stopping === undefined,
+    };
+    return { ready: Object.values(checks).every(Boolean), checks };
+  }
+
+  /** Ends one live session by id (an operator's revocation); false if there is none. */
+  revokeSession(id: string): boolean {
+    const s = this.registry.get(id);
+    if (!s) return false;
+    s.close("admin_revoked");
+    return true;
   }
 
   /** Stops accepting, lets sessions finish for up to the drain timeout, then closes the rest. */

@@ -14,7 +14,7 @@ let port = 0;
 beforeAll(async () => {
   // npm start runs `node dist/cli.js demo`; the same entry point, on ephemeral ports.
   expect(pkg.scripts.start).toBe("node dist/cli.js demo");
-  child = spawn(process.execPath, ["dist/cli.js", "demo", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+  child = spawn(process.execPath, ["dist/cli.js", "demo", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
   child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
   port = Number(await waitFor(() => /sidecar listening on 127\.0\.0\.1:(\d+)/.exec(stderr)?.[1], 15_000, "demo banner"));

@@ -6,13 +6,13 @@ import { dirname, resolve } from "node:path";
 import { BundleSet } from "../identity/x509bundle.js";
 import { type OwnIdentity, compileIdentity, readIdentity } from "./identity.js";
 import { CompileContext, compileResources, type Resources } from "./resources.js";
-import { bootstrapSchema, configSchema, type RawBootstrap, type RawConfig } from "./schema.js";
+import { type AdminSettings, bootstrapSchema, configSchema, type LogSettings, type RawBootstrap } from "./schema.js";
 import { parseWith, YamlSource } from "./source.js";
 
 export type { ListenerConfig, Resources } from "./resources.js";
 export type { OwnIdentity } from "./identity.js";
 
-export type LogLevel = RawConfig["log"]["level"];
+export type { AdminSettings, LogSettings } from "./schema.js";
 
 export interface SidecarConfig extends Resources {
   /** The file the configuration (or its bootstrap) came from. */
@@ -20,7 +20,8 @@ export interface SidecarConfig extends Resources {
   readonly identity: OwnIdentity;
   /** Every file this configuration was read from, resolved: what a watcher watches. */
   readonly files: readonly string[];
-  readonly logLevel: LogLevel;
+  readonly log: LogSettings;
+  readonly admin: AdminSettings;
 }
 
 /** A context reading files relative to `file` and recording what it read. */
@@ -43,7 +44,7 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
   const resources = compileResources(raw, c);
   const identity = compileIdentity(c, own, resources.bundles, now);
   c.throwIfAny();
-  return { ...resources, file, identity: identity!, files, logLevel: raw.log.level };
+  return { ...resources, file, identity: identity!, files, log: raw.log, admin: raw.admin };
 }
 
 export interface Bootstrap {
@@ -52,7 +53,8 @@ export interface Bootstrap {
   readonly controlPlane: RawBootstrap["control_plane"] & { readonly caPem?: string };
   /** Served until the first push, if configured. */
   readonly initial: SidecarConfig | "wait";
-  readonly logLevel: LogLevel;
+  readonly log: LogSettings;
+  readonly admin: AdminSettings;
   readonly files: readonly string[];
 }
 
@@ -70,7 +72,8 @@ export function loadBootstrap(file: string, now: number = Date.now()): Bootstrap
     identity: identity!,
     controlPlane: { ...raw.control_plane, ...(caPem !== undefined ? { caPem } : {}) },
     initial,
-    logLevel: raw.log.level,
+    log: raw.log,
+    admin: raw.admin,
     files,
   };
 }

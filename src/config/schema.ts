@@ -102,7 +102,27 @@ const trustDomain = z
   .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), { message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)" });
 
 const identity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
-const log = z.strictObject({ level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info") }).default({ level: "info" });
+const LOG_DEFAULT = { level: "info" as const, categories: { decisions: true, sessions: true, handshakes: true, control: true }, deny_cap: { burst: 10, window: 10_000 } };
+const log = z
+  .strictObject({
+    level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+    /** Switch record kinds off (their metrics still count). */
+    categories: z
+      .strictObject({ decisions: z.boolean().default(true), sessions: z.boolean().default(true), handshakes: z.boolean().default(true), control: z.boolean().default(true) })
+      .default(LOG_DEFAULT.categories),
+    /** Identical denials (same listener, peer, reasons, source address): at most `burst` records per `window`. */
+    deny_cap: z.union([z.literal(false), z.strictObject({ burst: z.number().int().positive(), window: duration })]).default(LOG_DEFAULT.deny_cap),
+  })
+  .default(LOG_DEFAULT);
+
+const admin = z
+  .strictObject({
+    /** Loopback by default: the admin server is for the pod, not the network. */
+    listen: z.union([hostPort, z.literal(false)]).default("127.0.0.1:15000"),
+    /** Allow write methods (revoking a session). */
+    write: z.boolean().default(false),
+  })
+  .default({ listen: "127.0.0.1:15000", write: false });
 
 /** What a control plane may push: everything but the sidecar's own identity and its bootstrap. */
 export const resourcesShape = {
@@ -133,12 +153,13 @@ export const resourcesShape = {
 export const resourcesSchema = z.strictObject(resourcesShape);
 
 /** A static configuration file: identity, log, and the resources. */
-export const configSchema = z.strictObject({ identity, log, ...resourcesShape });
+export const configSchema = z.strictObject({ identity, log, admin, ...resourcesShape });
 
 /** A bootstrap file: identity and where the control plane is; resources come from it. */
 export const bootstrapSchema = z.strictObject({
   identity,
   log,
+  admin,
   control_plane: z.strictObject({
     address: hostPort,
     node_id: name,
@@ -156,3 +177,5 @@ export const bootstrapSchema = z.strictObject({
 export type RawResources = z.output<typeof resourcesSchema>;
 export type RawConfig = z.output<typeof configSchema>;
 export type RawBootstrap = z.output<typeof bootstrapSchema>;
+export type LogSettings = RawConfig["log"];
+export type AdminSettings = RawConfig["admin"];

@@ -35,7 +35,7 @@ export class ConfigSync {
     const origin = `control-plane ${this.bootstrap.controlPlane.address}`;
     try {
       const r = compilePush(resources, version);
-      const config: SidecarConfig = { ...r, file: this.bootstrap.file, identity: this.bootstrap.identity, files: this.bootstrap.files, logLevel: this.bootstrap.logLevel };
+      const config: SidecarConfig = { ...r, file: this.bootstrap.file, identity: this.bootstrap.identity, files: this.bootstrap.files, log: this.bootstrap.log, admin: this.bootstrap.admin };
       const sessions = this.sidecar.registry.size;
       await this.sidecar.apply(config);
       this.log.configApplied({ file: origin, old_version: this.version, new_version: version, sessions_rechecked: sessions });

@@ -6,6 +6,8 @@ import { loadConfig, type SidecarConfig } from "../config/load.js";
 import { formatHostPort, type HostPort } from "../config/units.js";
 import { devCertsFresh, DEV_IDENTITIES, generateDevCerts } from "../certs/dev.js";
 import { Sidecar } from "../sidecar.js";
+import { operations } from "../operations.js";
+import type { AdminServer } from "../telemetry/admin.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { startEcho, type EchoServer } from "./echo.js";
 
@@ -16,7 +18,8 @@ export const DEV_CERTS = join(PACKAGE_ROOT, "certs-dev");
 export interface DemoOptions {
   readonly listen?: HostPort;
   readonly upstream?: HostPort;
-  readonly log: DecisionLog;
+  /** Admin server address (default from the demo config: 127.0.0.1:15000). */
+  readonly admin?: string;
   /** Where the how-to-try text goes. */
   readonly print: (text: string) => void;
 }
@@ -24,6 +27,7 @@ export interface DemoOptions {
 export interface Demo {
   readonly sidecar: Sidecar;
   readonly echo: EchoServer;
+  readonly log: DecisionLog;
   stop(): Promise<void>;
 }
 
@@ -41,25 +45,31 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     ...loaded,
     listeners: [{ ...base, listen: opts.listen ?? base.listen, upstream: { host: echoAddr.address, port: echoAddr.port } }],
   };
-  const sidecar = new Sidecar(config, { log: opts.log });
+  const ops = operations(config.log, opts.admin !== undefined ? { ...config.admin, listen: opts.admin } : config.admin);
+  const sidecar = new Sidecar(config, { log: ops.log });
+  let admin: AdminServer | undefined;
   try {
     await sidecar.start();
+    admin = await ops.serveAdmin(sidecar);
   } catch (e) {
+    await sidecar.stop(0);
     echo.server.close();
     throw e;
   }
-  opts.print(banner(sidecar.addresses()["echo"]!, echoAddr));
+  opts.print(banner(sidecar.addresses()["echo"]!, echoAddr, admin?.port));
   return {
     sidecar,
     echo,
+    log: ops.log,
     async stop() {
       await sidecar.stop(1000);
+      await ops.close();
       echo.server.close();
     },
   };
 }
 
-function banner(listen: { address: string; port: number }, upstream: { address: string; port: number }): string {
+function banner(listen: { address: string; port: number }, upstream: { address: string; port: number }, adminPort: number | undefined): string {
   const certs = relative(process.cwd(), DEV_CERTS) || ".";
   const at = formatHostPort({ host: listen.address, port: listen.port });
   const who = DEV_IDENTITIES.map((d) => `    ${d.file.padEnd(9)} ${d.id.padEnd(44)} ${d.demo}`).join("\n");
@@ -74,6 +84,7 @@ Try it (swap frontend for any name above):
   curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/frontend.pem --key ${certs}/frontend.key https://localhost:${listen.port}/
   curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/reporter.pem --key ${certs}/reporter.key https://localhost:${listen.port}/
 
+${adminPort === undefined ? "" : `Admin: curl http://127.0.0.1:${adminPort}/metrics  (also /healthz /readyz /config /sessions)\n`}
 Ctrl-C (or SIGTERM) drains and stops.
 `;
 }

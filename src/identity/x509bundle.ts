@@ -45,4 +45,8 @@ export class BundleSet {
   trustDomains(): string[] {
     return [...this.byName.keys()];
   }
+
+  all(): X509Bundle[] {
+    return [...this.byName.values()];
+  }
 }

@@ -19,6 +19,8 @@ export class InboundListener {
   private readonly handshaking = new WeakMap<Socket, () => void>();
   /** Raw connections refused before the handshake (their TLS error is still to come). */
   private readonly refused = new WeakSet<Socket>();
+  /** When each raw connection was accepted, for the handshake-duration metric. */
+  private readonly acceptedAt = new WeakMap<Socket, bigint>();
 
   constructor(
     state: ListenerState,
@@ -82,6 +84,10 @@ export class InboundListener {
     });
   }
 
+  get listening(): boolean {
+    return this.server.listening;
+  }
+
   address(): AddressInfo {
     return this.server.address() as AddressInfo;
   }
@@ -101,6 +107,7 @@ export class InboundListener {
       return;
     }
     this.handshaking.set(raw, entered);
+    this.acceptedAt.set(raw, process.hrtime.bigint());
     raw.once("close", entered);
   }
 
@@ -110,6 +117,8 @@ export class InboundListener {
 
   private onSecureConnection(socket: TLSSocket): void {
     this.handshakeDone(socket);
+    const t0 = this.acceptedAt.get(rawOf(socket));
+    if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
     new InboundSession(socket, this.state, this.deps).start().catch((e: Error) => {
       socket.destroy();
       this.deps.log.error("session failed", { listener: this.name, detail: e.message });

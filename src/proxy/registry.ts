@@ -2,9 +2,24 @@
 
 import type { ListenerState } from "./session.js";
 
+export interface SessionInfo {
+  readonly id: string;
+  readonly peer_id: string;
+  readonly listener: string;
+  readonly source: string;
+  readonly stage: string;
+  readonly started_at: string;
+  readonly age_ms: number;
+  readonly bytes_to_upstream: number;
+  readonly bytes_to_client: number;
+  /** When the session's grant ends (max duration, certificate or attestation expiry), if it does. */
+  readonly expires_at: string | null;
+}
+
 export interface LiveSession {
   readonly id: string;
   readonly listener: string;
+  info(now: number): SessionInfo;
   /** Ends the session now with the given reason (logged). */
   close(reason: string): void;
   /** Decides again under a new listener state; revokes the session if no longer admitted. */
@@ -33,6 +48,13 @@ export class SessionRegistry {
 
   get(id: string): LiveSession | undefined {
     return this.sessions.get(id);
+  }
+
+  /** Live sessions per listener. */
+  countsByListener(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const s of this.sessions.values()) out[s.listener] = (out[s.listener] ?? 0) + 1;
+    return out;
   }
 
   /** A snapshot: sessions may end while the caller walks it. */

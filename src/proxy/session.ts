@@ -15,7 +15,7 @@ import { decide, type Decision, type Obligations } from "../policy/decide.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { pump, type PumpCounts } from "./pump.js";
 import { peerChain } from "./peerchain.js";
-import type { LiveSession, SessionRegistry } from "./registry.js";
+import type { LiveSession, SessionInfo, SessionRegistry } from "./registry.js";
 import { dial, DialError } from "./upstream.js";
 
 /** What a listener hands each session: read once per connection, swapped whole on reload. */
@@ -96,6 +96,7 @@ export class InboundSession implements LiveSession {
   private throttles: SessionThrottles | undefined;
   private counts: PumpCounts | undefined;
   private budget: number | undefined;
+  private expiresAt: number | undefined;
 
   constructor(
     private readonly client: TLSSocket,
@@ -185,6 +186,21 @@ export class InboundSession implements LiveSession {
     this.end(reason, detail);
   }
 
+  info(now: number): SessionInfo {
+    return {
+      id: this.id,
+      peer_id: this.peerId,
+      listener: this.listener,
+      source: this.facts.source,
+      stage: this.stage,
+      started_at: new Date(this.startedAt).toISOString(),
+      age_ms: now - this.startedAt,
+      bytes_to_upstream: this.counts?.toUpstream ?? 0,
+      bytes_to_client: this.counts?.toClient ?? 0,
+      expires_at: this.expiresAt === undefined ? null : new Date(this.expiresAt).toISOString(),
+    };
+  }
+
   private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0): void {
     const id = peer.ok ? peer.svid.id : peer.id;
     const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
@@ -228,6 +244,7 @@ export class InboundSession implements LiveSession {
   /** Puts the obligations in force: expiry, idle timeout, bandwidth (also on a live session). */
   private bind(o: Obligations): void {
     clearTimeout(this.expiryTimer);
+    this.expiresAt = o.expiresAt;
     if (o.expiresAt !== undefined) this.armExpiry(o.expiresAt, EXPIRY_REASON[o.expiresBecause ?? "max_duration"]);
     // The client socket sees every byte of both directions, so its inactivity is the session's.
     if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));

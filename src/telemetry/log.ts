@@ -1,6 +1,8 @@
 // The decision log: JSON lines (pino) on stdout. Its records are a contract with SREs; the schema is
 // documented in the README and changes only by adding fields.
 import { pino, type DestinationStream, type Logger } from "pino";
+import { DenyCap } from "./denycap.js";
+import type { Metrics } from "./metrics.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
@@ -87,33 +89,116 @@ export interface HandshakeFailureRecord {
   detail: string;
 }
 
-/** Typed front of the logger: one method per record kind, so a record's shape is checked where it is made. */
+export interface LogCategories {
+  /** `decision` records (counted in metrics either way). */
+  readonly decisions: boolean;
+  /** `session_end` and `revoked` records. */
+  readonly sessions: boolean;
+  /** `handshake_failed` and `handshake_refused` records. */
+  readonly handshakes: boolean;
+  /** `config_applied`, `config_rejected`, `lifecycle` records. */
+  readonly control: boolean;
+}
+
+export interface DecisionLogOptions {
+  readonly metrics?: Metrics;
+  readonly categories?: Partial<LogCategories>;
+  /** Repeated identical denials: `burst` records per `windowMs`, the rest counted. */
+  readonly denyCap?: { readonly burst: number; readonly windowMs: number };
+  readonly now?: () => number;
+}
+
+const ALL: LogCategories = { decisions: true, sessions: true, handshakes: true, control: true };
+
+/**
+ * The typed front of the logger: one method per record kind, so a record's shape is checked where it
+ * is made. Every record also updates the metrics, whether or not its category is written.
+ */
 export class DecisionLog {
-  constructor(readonly logger: Logger) {}
+  private readonly categories: LogCategories;
+  private readonly cap: DenyCap | undefined;
+  private readonly now: () => number;
+  private flushTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly logger: Logger,
+    private readonly options: DecisionLogOptions = {},
+  ) {
+    this.categories = { ...ALL, ...options.categories };
+    this.cap = options.denyCap ? new DenyCap(options.denyCap) : undefined;
+    this.now = options.now ?? Date.now;
+    if (this.cap) {
+      this.flushTimer = setInterval(() => this.flushDenials(), options.denyCap!.windowMs);
+      this.flushTimer.unref();
+    }
+  }
 
   decision(r: DecisionRecord): void {
-    this.logger.info({ event: "decision", ...r }, r.decision === "allow" ? "session allowed" : "session denied");
+    const m = this.options.metrics;
+    m?.decisions.inc({ listener: r.listener, decision: r.decision, reason: r.reasons[0] ?? "" });
+    m?.decisionSeconds.observe({ listener: r.listener }, r.decision_us / 1e6);
+    if (!this.categories.decisions) return;
+    let suppressedBefore = 0;
+    if (r.decision === "deny" && this.cap) {
+      const verdict = this.cap.admit(denialKey(r), this.now());
+      if (!verdict.write) return void m?.suppressedDenials.inc();
+      suppressedBefore = verdict.suppressedBefore;
+    }
+    const rec = suppressedBefore > 0 ? { event: "decision", ...r, suppressed_before: suppressedBefore } : { event: "decision", ...r };
+    this.logger.info(rec, r.decision === "allow" ? "session allowed" : "session denied");
+  }
+
+  /** Writes a count for each capped denial key whose window has closed. */
+  flushDenials(): void {
+    for (const { key, suppressed } of this.cap?.flush(this.now()) ?? []) {
+      const [listener, peer, reasons, source] = key.split("|");
+      this.logger.info({ event: "denials_suppressed", listener, peer_id: peer || null, reasons: reasons!.split(","), source_ip: source, count: suppressed }, "identical denials not logged one by one");
+    }
+  }
+
+  close(): void {
+    clearInterval(this.flushTimer);
+    this.flushDenials();
   }
 
   sessionEnd(r: SessionEndRecord): void {
-    this.logger.info({ event: "session_end", ...r }, "session ended");
+    const m = this.options.metrics;
+    m?.sessionEnds.inc({ listener: r.listener, reason: r.end_reason });
+    m?.bytes.inc({ listener: r.listener, direction: "to_upstream" }, r.bytes_to_upstream);
+    m?.bytes.inc({ listener: r.listener, direction: "to_client" }, r.bytes_to_client);
+    if (this.categories.sessions) this.logger.info({ event: "session_end", ...r }, "session ended");
+  }
+
+  /** Metrics only: a completed handshake's duration. */
+  handshakeCompleted(listener: string, seconds: number): void {
+    this.options.metrics?.handshakeSeconds.observe({ listener }, seconds);
+  }
+
+  /** Metrics only: a limit was hit. */
+  limitHit(kind: string): void {
+    this.options.metrics?.limitHits.inc({ kind });
   }
 
   revoked(r: RevokedRecord): void {
-    this.logger.info({ event: "revoked", ...r }, "session no longer admitted by the new configuration");
+    this.options.metrics?.revocations.inc({ reason: r.reasons[0] ?? "" });
+    if (this.categories.sessions) this.logger.info({ event: "revoked", ...r }, "session no longer admitted by the new configuration");
   }
 
   configApplied(r: ConfigRecord): void {
-    this.logger.info({ event: "config_applied", ...r }, "configuration applied");
+    this.options.metrics?.configChanges.inc({ outcome: "applied" });
+    if (this.categories.control) this.logger.info({ event: "config_applied", ...r }, "configuration applied");
   }
 
   configRejected(r: ConfigRecord): void {
+    this.options.metrics?.configChanges.inc({ outcome: "rejected" });
     this.logger.error({ event: "config_rejected", ...r }, "configuration rejected; the previous one stays");
   }
 
   /** Refusals before the handshake come in floods: logged at most once a second per cause, with a count. */
   handshakeRefused(r: HandshakeRefusalRecord): void {
-    const now = Date.now();
+    this.options.metrics?.handshakeRefusals.inc({ listener: r.listener, cause: r.cause });
+    if (!this.categories.handshakes) return;
+    const now = this.now();
     const s = this.refusals.get(r.cause) ?? { at: 0, suppressed: 0 };
     if (now - s.at < 1000) {
       s.suppressed++;
@@ -127,14 +212,21 @@ export class DecisionLog {
   private readonly refusals = new Map<string, { at: number; suppressed: number }>();
 
   handshakeFailed(r: HandshakeFailureRecord): void {
-    this.logger.info({ event: "handshake_failed", ...r }, "TLS handshake failed");
+    this.options.metrics?.handshakeFailures.inc({ listener: r.listener, cause: r.cause });
+    if (this.categories.handshakes) this.logger.info({ event: "handshake_failed", ...r }, "TLS handshake failed");
   }
 
   lifecycle(msg: string, fields: Record<string, unknown> = {}): void {
-    this.logger.info({ event: "lifecycle", ...fields }, msg);
+    if (this.categories.control) this.logger.info({ event: "lifecycle", ...fields }, msg);
   }
 
   error(msg: string, fields: Record<string, unknown> = {}): void {
     this.logger.error({ event: "error", ...fields }, msg);
   }
+}
+
+/** Identical denials: same listener, peer (or certificate), reasons and source address. */
+function denialKey(r: DecisionRecord): string {
+  const ip = r.source.slice(0, r.source.lastIndexOf(":"));
+  return `${r.listener}|${r.peer_id ?? r.cert_fingerprint ?? ""}|${r.reasons.join(",")}|${ip}`;
 }

@@ -3,8 +3,12 @@
 export class Counters {
   private readonly values = new Map<string, number>();
 
+  /** `onInc` sees every increment (to feed metrics). */
+  constructor(private readonly onInc?: (name: string, by: number) => void) {}
+
   inc(name: string, by = 1): void {
     this.values.set(name, (this.values.get(name) ?? 0) + by);
+    this.onInc?.(name, by);
   }
 
   get(name: string): number {

@@ -95,6 +95,7 @@ listeners:
     policy: main
     connect_timeout: 1s
 policies:${opts.policies ?? DEFAULT_POLICIES}
+admin: { listen: "127.0.0.1:0" }
 ${opts.extra ?? ""}`;
 }
 
