@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `parley` command. Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad configuration.
-import { readFileSync } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generateDevCerts } from "./certs/dev.js";
@@ -17,6 +18,7 @@ import { parseHostPort, type HostPort } from "./config/units.js";
 import { DEV_CERTS, PACKAGE_ROOT, startDemo } from "./demo/demo.js";
 import { FileWatcher } from "./config/watch.js";
 import { operations } from "./operations.js";
+import { formatLine, matches, parseLine, parseSince, Summary } from "./telemetry/tail.js";
 import { Sidecar } from "./sidecar.js";
 import { createLogger, type DecisionLog } from "./telemetry/log.js";
 
@@ -37,6 +39,8 @@ commands:
                                decide offline and explain (exit 0 allow, 1 deny, 2 bad input)
   certs dev [--dir DIR] [--key-type ec-p256|rsa-2048]
                                regenerate the development certificates (default certs-dev/)
+  tail [FILE] [--deny] [--id S] [--reason R] [--listener L] [--since 10m|TIME] [--summary] [--no-color]
+                               read decision logs (default stdin) as a readable, filterable view
   version                      print the version
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration`;
@@ -181,6 +185,44 @@ async function certs(args: string[]): Promise<number> {
   return 0;
 }
 
+async function tail(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      deny: { type: "boolean", default: false },
+      id: { type: "string" },
+      reason: { type: "string" },
+      listener: { type: "string" },
+      since: { type: "string" },
+      summary: { type: "boolean", default: false },
+      color: { type: "boolean" },
+      "no-color": { type: "boolean" },
+    },
+  });
+  if (positionals.length > 1) throw new UsageError("tail: at most one FILE (default: standard input)");
+  const since = values.since === undefined ? undefined : parseSince(values.since, Date.now());
+  if (values.since !== undefined && since === undefined) throw new UsageError(`--since: expected a duration (10m) or an ISO time, got ${values.since}`);
+  const color = values["no-color"] ? false : (values.color ?? (process.stdout.isTTY === true && !process.env.NO_COLOR));
+  const filter = { deny: values.deny, ...(values.id !== undefined ? { id: values.id } : {}), ...(values.reason !== undefined ? { reason: values.reason } : {}), ...(values.listener !== undefined ? { listener: values.listener } : {}), ...(since !== undefined ? { since } : {}) };
+  const filtering = values.deny || Object.keys(filter).length > 1;
+  const input = positionals[0] === undefined || positionals[0] === "-" ? process.stdin : createReadStream(positionals[0]);
+  const summary = new Summary();
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    const rec = parseLine(line);
+    if (!rec) {
+      // Lines that are not records pass through unfiltered views only.
+      if (!values.summary && line.trim() && !filtering) process.stdout.write(line + "\n");
+      continue;
+    }
+    if (!matches(rec, filter)) continue;
+    if (values.summary) summary.add(rec);
+    else process.stdout.write(formatLine(rec, color) + "\n");
+  }
+  if (values.summary) process.stdout.write(summary.render(color));
+  return 0;
+}
+
 function packageVersion(): string {
   return JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")).version;
 }
@@ -235,6 +277,8 @@ async function main(argv: string[]): Promise<number> {
       return certs(rest);
     case "control-plane":
       return controlPlane(rest);
+    case "tail":
+      return tail(rest);
     case "version":
     case "--version":
       process.stdout.write(packageVersion() + "\n");

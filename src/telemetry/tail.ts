@@ -1,0 +1,147 @@
+// `parley tail`: decision-log records as a readable, filterable, optionally coloured view, or a summary
+// of who was denied and why. Pure: lines in, text out.
+import { parseDuration } from "../config/units.js";
+
+export type LogLine = Record<string, unknown> & { event?: string; time?: string };
+
+export interface TailFilter {
+  /** Only denials (decision records with decision = deny). */
+  readonly deny?: boolean;
+  /** Substring of the peer SPIFFE ID. */
+  readonly id?: string;
+  /** A reason code, or its prefix (`condition_failed` matches `condition_failed:sni`). */
+  readonly reason?: string;
+  readonly listener?: string;
+  /** Epoch ms: only records at or after it. */
+  readonly since?: number;
+}
+
+/** `10m` (that long ago, from `now`) or an ISO 8601 time → epoch ms; undefined if neither. */
+export function parseSince(text: string, now: number): number | undefined {
+  const d = parseDuration(text);
+  if (d !== undefined) return now - d;
+  const t = Date.parse(text);
+  return /^\d{4}-\d\d-\d\d/.test(text) && !Number.isNaN(t) ? t : undefined;
+}
+
+export function parseLine(line: string): LogLine | undefined {
+  if (!line.startsWith("{")) return undefined;
+  try {
+    const v = JSON.parse(line) as unknown;
+    return v && typeof v === "object" && !Array.isArray(v) ? (v as LogLine) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const reasonsOf = (r: LogLine): string[] => (Array.isArray(r.reasons) ? (r.reasons as unknown[]).map(String) : []);
+
+export function matches(r: LogLine, f: TailFilter): boolean {
+  if (f.deny && !(r.event === "decision" && r.decision === "deny")) return false;
+  if (f.id !== undefined && !String(r.peer_id ?? "").includes(f.id)) return false;
+  if (f.reason !== undefined && !reasonsOf(r).some((x) => x === f.reason || x.startsWith(`${f.reason}:`)) && r.end_reason !== f.reason) return false;
+  if (f.listener !== undefined && r.listener !== f.listener) return false;
+  if (f.since !== undefined && !(typeof r.time === "string" && Date.parse(r.time) >= f.since)) return false;
+  return true;
+}
+
+const COLORS = { red: 31, green: 32, yellow: 33, magenta: 35, cyan: 36, dim: 2, bold: 1 } as const;
+type Color = keyof typeof COLORS;
+
+function paint(color: boolean): (c: Color, s: string) => string {
+  return color ? (c, s) => `\x1b[${COLORS[c]}m${s}\x1b[0m` : (_c, s) => s;
+}
+
+function bytes(n: unknown): string {
+  const v = Number(n ?? 0);
+  return v >= 1048576 ? `${(v / 1048576).toFixed(1)}MiB` : v >= 1024 ? `${(v / 1024).toFixed(1)}KiB` : `${v}B`;
+}
+
+/** One record as one line. */
+export function formatLine(r: LogLine, color: boolean): string {
+  const p = paint(color);
+  const time = p("dim", String(r.time ?? "").padEnd(24));
+  const peer = String(r.peer_id ?? "-");
+  const listener = String(r.listener ?? "-");
+  switch (r.event) {
+    case "decision": {
+      const allow = r.decision === "allow";
+      const tag = allow ? p("green", "ALLOW ") : p("red", "DENY  ");
+      const audit = r.would_deny ? p("yellow", ` [audit: would deny ${(r.would_deny_reasons as string[] | undefined)?.join(",") ?? ""}]`) : "";
+      const svid = r.svid_rule ? ` svid=${r.svid_rule}` : "";
+      const suppressed = r.suppressed_before ? p("yellow", ` (+${r.suppressed_before} identical suppressed)`) : "";
+      return `${time} ${tag} ${listener} ${p("bold", peer)} rule=${r.rule ?? "-"} reasons=${reasonsOf(r).join(",")}${svid} from ${r.source ?? "-"}${audit}${suppressed}`;
+    }
+    case "session_end":
+      return `${time} ${p("cyan", "END   ")} ${listener} ${p("bold", peer)} ${r.end_reason} up=${bytes(r.bytes_to_upstream)} down=${bytes(r.bytes_to_client)} ${r.duration_ms}ms${r.detail ? ` (${r.detail})` : ""}`;
+    case "revoked":
+      return `${time} ${p("magenta", "REVOKE")} ${listener} ${p("bold", peer)} reasons=${reasonsOf(r).join(",")} ${r.old_version} → ${r.new_version}`;
+    case "handshake_failed":
+    case "handshake_refused":
+      return `${time} ${p("yellow", "TLS   ")} ${listener} ${r.source ?? "-"} ${r.cause}${r.detail ? ` (${r.detail})` : ""}`;
+    case "denials_suppressed":
+      return `${time} ${p("yellow", "QUIET ")} ${listener} ${p("bold", peer)} ${r.count} identical denials (${reasonsOf(r).join(",")}) from ${r.source_ip}`;
+    default:
+      return `${time} ${p("dim", String(r.event ?? "log").padEnd(6))} ${r.msg ?? ""}`;
+  }
+}
+
+/** Counts for `--summary`. */
+export class Summary {
+  private decisions = 0;
+  private denied = 0;
+  private readonly deniedIds = new Map<string, number>();
+  private readonly reasons = new Map<string, number>();
+  private readonly listeners = new Map<string, { allow: number; deny: number }>();
+
+  add(r: LogLine): void {
+    if (r.event === "denials_suppressed") {
+      this.denied += Number(r.count);
+      this.decisions += Number(r.count);
+      const l = this.listeners.get(String(r.listener)) ?? { allow: 0, deny: 0 };
+      this.listeners.set(String(r.listener), l);
+      l.deny += Number(r.count);
+      this.bump(this.deniedIds, String(r.peer_id ?? "(no identity)"), Number(r.count));
+      for (const x of reasonsOf(r)) this.bump(this.reasons, x, Number(r.count));
+      return;
+    }
+    if (r.event !== "decision") return;
+    const extra = 1 + Number(r.suppressed_before ?? 0);
+    this.decisions += extra;
+    const l = this.listeners.get(String(r.listener)) ?? { allow: 0, deny: 0 };
+    this.listeners.set(String(r.listener), l);
+    if (r.decision === "allow") return void l.allow++;
+    l.deny += extra;
+    this.denied += extra;
+    this.bump(this.deniedIds, String(r.peer_id ?? "(no identity)"), extra);
+    for (const x of reasonsOf(r)) this.bump(this.reasons, x, extra);
+  }
+
+  private bump(m: Map<string, number>, k: string, n: number): void {
+    m.set(k, (m.get(k) ?? 0) + n);
+  }
+
+  render(color: boolean, top = 10): string {
+    const p = paint(color);
+    const table = (m: Map<string, number>) =>
+      [...m]
+        .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+        .slice(0, top)
+        .map(([k, n]) => `  ${String(n).padStart(7)}  ${k}`)
+        .join("\n") || "  (none)";
+    const listeners = [...this.listeners].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `  ${k}: ${v.allow} allowed, ${v.deny} denied`).join("\n") || "  (none)";
+    return [
+      p("bold", `decisions: ${this.decisions}, denied: ${this.denied}`),
+      "",
+      p("bold", "top denied identities:"),
+      table(this.deniedIds),
+      "",
+      p("bold", "top denial reasons:"),
+      table(this.reasons),
+      "",
+      p("bold", "by listener:"),
+      listeners,
+      "",
+    ].join("\n");
+  }
+}
