@@ -135,7 +135,7 @@ function compileBundles(c: CompileContext, raw: RawResources): BundleSet {
     if (pem === undefined) continue;
     if (td.bundle === undefined) c.saw(pem);
     try {
-      out.push(X509Bundle.fromPem(trustDomain, pem, td.bundle ?? `bundle of ${name}`));
+      out.push(X509Bundle.fromDocument(trustDomain, pem, td.bundle ?? `bundle of ${name}`));
     } catch (e) {
       c.error(path, (e as Error).message);
     }
