@@ -14,6 +14,9 @@ import type { DecisionLog } from "./telemetry/log.js";
 import { Counters } from "./telemetry/stats.js";
 import type { ListenerDeps } from "./proxy/listener.js";
 import type { SidecarLimits } from "./config/resources.js";
+import type { OwnIdentity } from "./config/identity.js";
+import { at, type LongTimer } from "./clock.js";
+import type { BundleSet } from "./identity/x509bundle.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
@@ -26,6 +29,7 @@ export class ApplyError extends Error {
 
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
 
+const OWN_EXPIRY_WARNING_MS = 5 * 60_000;
 const DEFAULT_HANDSHAKES: HandshakeLimits = { maxInFlight: 256, maxInFlightPerSource: 64 };
 
 function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
@@ -33,18 +37,44 @@ function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
   return { maxInFlight: l.maxHandshakes, maxInFlightPerSource: l.maxHandshakesPerSource, ...(l.sourceRate ? { sourceRate: l.sourceRate } : {}) };
 }
 
-const tlsOf = (c: SidecarConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
+/** A configuration with its own identity known: what can actually serve. */
+export type EffectiveConfig = SidecarConfig & { readonly identity: OwnIdentity };
+
+/** Identity and trust from a source outside the configuration (the Workload API). */
+export interface TrustOverlay {
+  readonly identity: OwnIdentity;
+  /** Replace the configuration's bundles of the same trust domains; the set is complete. */
+  readonly bundles: BundleSet;
+  readonly version: string;
+}
+
+const tlsOf = (c: EffectiveConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
 const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
+
+/** A bundle whose spiffe_sequence goes backwards is a rollback: refused, naming the trust domain. */
+function checkSequences(prev: EffectiveConfig | undefined, next: EffectiveConfig): void {
+  if (!prev) return;
+  for (const b of next.bundles.all()) {
+    const old = prev.bundles.forTrustDomain(b.trustDomain);
+    if (old?.sequence !== undefined && b.sequence !== undefined && b.sequence < old.sequence) {
+      throw new ApplyError(`bundle of ${b.trustDomain}: spiffe_sequence ${b.sequence} is older than the ${old.sequence} in force`);
+    }
+  }
+}
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
   readonly counters: Counters;
   private readonly listeners = new Map<string, InboundListener>();
   private readonly deps: ListenerDeps;
-  private current: SidecarConfig | undefined;
+  private current: EffectiveConfig | undefined;
+  /** The configuration last given, before the overlay. */
+  private base: SidecarConfig | undefined;
+  private overlay: TrustOverlay | undefined;
   private failClosed: ListenerState["failClosed"];
   private queue: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
+  private ownTimers: LongTimer[] = [];
 
   constructor(
     private readonly initial: SidecarConfig | undefined,
@@ -70,7 +100,7 @@ export class Sidecar {
   }
 
   /** The configuration in force; undefined until the first one is applied. */
-  get config(): SidecarConfig {
+  get config(): EffectiveConfig {
     if (!this.current) throw new Error("no configuration applied yet");
     return this.current;
   }
@@ -96,14 +126,42 @@ export class Sidecar {
    * Calls are serialized.
    */
   apply(next: SidecarConfig): Promise<void> {
-    const run = this.queue.then(() => this.applyNow(next));
+    return this.serialized(async () => {
+      const effective = this.effective(next, this.overlay);
+      if (effective) await this.applyNow(effective);
+      else this.options.log.lifecycle("configuration kept until the own SVID arrives from the Workload API", { config_version: next.version });
+      this.base = next;
+    });
+  }
+
+  /**
+   * Takes a new identity and trust bundles from outside the configuration (each one the complete
+   * current set): new handshakes present the new SVID, and live sessions are re-checked against the
+   * new bundles (a trust domain that disappeared revokes the sessions chained to it).
+   */
+  setOverlay(overlay: TrustOverlay): Promise<void> {
+    return this.serialized(async () => {
+      const effective = this.base ? this.effective(this.base, overlay) : undefined;
+      if (effective) await this.applyNow(effective);
+      this.overlay = overlay;
+    });
+  }
+
+  private effective(base: SidecarConfig, overlay: TrustOverlay | undefined): EffectiveConfig | undefined {
+    if (!overlay) return base.identity ? (base as EffectiveConfig) : undefined;
+    return { ...base, identity: overlay.identity, bundles: base.bundles.overlaidWith(overlay.bundles) };
+  }
+
+  private serialized(step: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(step);
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async applyNow(next: SidecarConfig): Promise<void> {
+  private async applyNow(next: EffectiveConfig): Promise<void> {
     if (this.stopping) throw new ApplyError("the sidecar is stopping");
     const prev = this.current;
+    checkSequences(prev, next);
     const states = this.statesFor(next);
     const oldWhere = new Map(prev?.listeners.map((l) => [l.name, where(l)]) ?? []);
     const added = next.listeners.filter((l) => oldWhere.get(l.name) !== where(l));
@@ -131,6 +189,7 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
+    if (next.identity !== prev?.identity) this.watchOwnExpiry(next.identity);
     this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
       l.stopAccepting();
@@ -144,7 +203,26 @@ export class Sidecar {
     }
   }
 
-  private statesFor(config: SidecarConfig): Map<string, ListenerState> {
+  /**
+   * Warns (log; the metric parley_own_svid_expiry_seconds shows it too) when the own SVID is within
+   * the warning window of expiry, and fails closed when it expires: a sidecar never serves with an
+   * expired SVID. A new SVID clears both.
+   */
+  private watchOwnExpiry(own: OwnIdentity): void {
+    for (const t of this.ownTimers) t.clear();
+    const now = this.deps.now;
+    if (this.failClosed === "own_svid_expired" && own.notAfter > now()) this.setFailClosed(undefined);
+    const warn = () => this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
+    this.ownTimers = [
+      at(own.notAfter - OWN_EXPIRY_WARNING_MS, warn, now),
+      at(own.notAfter, () => {
+        this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
+        this.setFailClosed("own_svid_expired");
+      }, now),
+    ];
+  }
+
+  private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
     const base = { verifier, attestations: config.attestations, maxChainLength: config.maxChainLength, limits: config.limits, ...(this.failClosed ? { failClosed: this.failClosed } : {}) };
     return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
@@ -165,7 +243,7 @@ export class Sidecar {
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */
   async reload(): Promise<ReloadOutcome> {
-    const old = this.config;
+    const old = this.base!;
     try {
       const next = loadConfig(old.file);
       if (next.version === old.version) return "unchanged";
@@ -211,6 +289,7 @@ export class Sidecar {
       await this.queue;
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
       for (const l of this.listeners.values()) l.stopAccepting();
+      for (const t of this.ownTimers) t.clear();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();

@@ -36,7 +36,7 @@ describe("loadConfig", () => {
     expect(c.listeners[0]!.connectTimeoutMs).toBe(1000);
     expect(c.listeners[0]!.handshakeTimeoutMs).toBe(5000);
     expect(c.bundles.trustDomains().sort()).toEqual(["a.test", "b.test"]);
-    expect(c.identity.id.toString()).toBe("spiffe://a.test/sidecar");
+    expect(c.identity!.id.toString()).toBe("spiffe://a.test/sidecar");
     expect(c.listeners[0]!.policy.rules.map((r) => r.name)).toEqual(["deny-banned", "allow-allowed"]);
     expect(c.version).toMatch(/^[0-9a-f]{16}$/);
     expect(c.listeners[0]!.policy.version).toBe(c.version);

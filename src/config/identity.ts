@@ -1,17 +1,13 @@
 // The sidecar's own X509-SVID and key, read from files and checked before anything binds.
 import { createPrivateKey } from "node:crypto";
-import type { SpiffeId } from "../identity/spiffeid.js";
+import type { OwnSvid } from "../identity/workloadapi.js";
 import type { BundleSet } from "../identity/x509bundle.js";
 import { derFromPem } from "../identity/x509cert.js";
 import { SvidVerifier } from "../identity/x509svid.js";
 import type { CompileContext } from "./resources.js";
 
-export interface OwnIdentity {
-  readonly id: SpiffeId;
-  readonly certChainPem: string;
-  readonly keyPem: string;
-  readonly notAfter: number;
-}
+/** The sidecar's own SVID, however it was obtained. */
+export type OwnIdentity = OwnSvid;
 
 export interface IdentityFiles {
   readonly certName: string;

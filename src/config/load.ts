@@ -6,18 +6,20 @@ import { dirname, resolve } from "node:path";
 import { BundleSet } from "../identity/x509bundle.js";
 import { type OwnIdentity, compileIdentity, readIdentity } from "./identity.js";
 import { CompileContext, compileResources, type Resources } from "./resources.js";
-import { type AdminSettings, bootstrapSchema, configSchema, type LogSettings, type RawBootstrap } from "./schema.js";
+import { type AdminSettings, bootstrapSchema, configSchema, type LogSettings, type RawBootstrap, type WorkloadApiSettings } from "./schema.js";
 import { parseWith, YamlSource } from "./source.js";
 
 export type { ListenerConfig, Resources } from "./resources.js";
 export type { OwnIdentity } from "./identity.js";
 
-export type { AdminSettings, LogSettings } from "./schema.js";
+export type { AdminSettings, LogSettings, WorkloadApiSettings } from "./schema.js";
 
 export interface SidecarConfig extends Resources {
   /** The file the configuration (or its bootstrap) came from. */
   readonly file: string;
-  readonly identity: OwnIdentity;
+  /** Undefined when the identity comes from the Workload API (`identitySource`) and has not arrived. */
+  readonly identity: OwnIdentity | undefined;
+  readonly identitySource?: WorkloadApiSettings;
   /** Every file this configuration was read from, resolved: what a watcher watches. */
   readonly files: readonly string[];
   readonly log: LogSettings;
@@ -40,6 +42,10 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
   const raw = parseWith(configSchema, src.toJS(), src);
   const files = [resolve(file)];
   const c = fileContext(src, files);
+  if ("workload_api" in raw.identity) {
+    const resources = compileResources(raw, c);
+    return { ...resources, file, identity: undefined, identitySource: raw.identity.workload_api, files, log: raw.log, admin: raw.admin };
+  }
   const own = readIdentity(c, raw.identity);
   const resources = compileResources(raw, c);
   const identity = compileIdentity(c, own, resources.bundles, now);

@@ -101,7 +101,14 @@ const trustDomain = z
   .strictObject({ bundle: z.string().min(1).optional(), bundle_pem: z.string().min(1).optional() })
   .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), { message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)" });
 
-const identity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+const identity = z.union([
+  z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }),
+  /** The SVID and trust bundles from the SPIFFE Workload API (endpoint default: SPIFFE_ENDPOINT_SOCKET). */
+  z.strictObject({
+    workload_api: z.strictObject({ endpoint: z.string().min(1).optional(), hint: z.string().min(1).optional() }),
+  }),
+]);
+const fileIdentity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 const LOG_DEFAULT = { level: "info" as const, categories: { decisions: true, sessions: true, handshakes: true, control: true }, deny_cap: { burst: 10, window: 10_000 } };
 const log = z
   .strictObject({
@@ -157,7 +164,7 @@ export const configSchema = z.strictObject({ identity, log, admin, ...resourcesS
 
 /** A bootstrap file: identity and where the control plane is; resources come from it. */
 export const bootstrapSchema = z.strictObject({
-  identity,
+  identity: fileIdentity,
   log,
   admin,
   control_plane: z.strictObject({
@@ -179,3 +186,4 @@ export type RawConfig = z.output<typeof configSchema>;
 export type RawBootstrap = z.output<typeof bootstrapSchema>;
 export type LogSettings = RawConfig["log"];
 export type AdminSettings = RawConfig["admin"];
+export type WorkloadApiSettings = { endpoint?: string; hint?: string };

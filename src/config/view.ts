@@ -3,6 +3,7 @@
 import { describeMatcher } from "../policy/matcher.js";
 import type { Limits, Rule } from "../policy/model.js";
 import type { SidecarConfig } from "./load.js";
+import type { OwnIdentity } from "./identity.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -32,11 +33,11 @@ function ruleView(r: Rule): Record<string, unknown> {
   };
 }
 
-export function configView(c: SidecarConfig): Record<string, unknown> {
+export function configView(c: SidecarConfig & { identity: OwnIdentity }): Record<string, unknown> {
   return {
     version: c.version,
     file: c.file,
-    identity: { id: c.identity.id.toString(), not_after: iso(c.identity.notAfter), private_key: "[redacted]" },
+    identity: { id: c.identity.id.toString(), not_after: iso(c.identity.notAfter), private_key: "[redacted]", source: c.identitySource ? "workload_api" : "files" },
     trust_domains: Object.fromEntries(
       c.bundles.all().map((b) => [b.trustDomain.name, b.roots.map((r) => ({ subject: r.x509.subject, fingerprint: r.fingerprint, not_after: iso(r.notAfter) }))]),
     ),

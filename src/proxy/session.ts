@@ -4,6 +4,7 @@
 // bytes a client sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are
 // forwarded after.
 import { randomBytes } from "node:crypto";
+import { at, type LongTimer } from "../clock.js";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { ListenerConfig, SidecarLimits } from "../config/resources.js";
@@ -26,7 +27,7 @@ export interface ListenerState {
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
-  readonly failClosed?: "config_stale";
+  readonly failClosed?: "config_stale" | "own_svid_expired";
 }
 
 export interface SessionDeps {
@@ -37,7 +38,6 @@ export interface SessionDeps {
   readonly now: () => number;
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired" } as const;
 
 type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
@@ -90,7 +90,7 @@ export class InboundSession implements LiveSession {
   private readonly facts: ConnectionFacts;
   private startedAt = 0;
   private peerId = "";
-  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: LongTimer | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
   private ticket: Ticket | undefined;
   private throttles: SessionThrottles | undefined;
@@ -232,20 +232,14 @@ export class InboundSession implements LiveSession {
     });
   }
 
-  /** Timers cannot wait longer than 2^31-1 ms (about 24 days): longer waits are taken in steps. */
-  private armExpiry(at: number, reason: string): void {
-    const delay = at - this.deps.now();
-    this.expiryTimer = delay > MAX_TIMER_MS
-      ? setTimeout(() => this.armExpiry(at, reason), MAX_TIMER_MS)
-      : setTimeout(() => this.close(reason), Math.max(0, delay));
-    this.expiryTimer.unref();
-  }
-
   /** Puts the obligations in force: expiry, idle timeout, bandwidth (also on a live session). */
   private bind(o: Obligations): void {
-    clearTimeout(this.expiryTimer);
+    this.expiryTimer?.clear();
     this.expiresAt = o.expiresAt;
-    if (o.expiresAt !== undefined) this.armExpiry(o.expiresAt, EXPIRY_REASON[o.expiresBecause ?? "max_duration"]);
+    if (o.expiresAt !== undefined) {
+      const reason = EXPIRY_REASON[o.expiresBecause ?? "max_duration"];
+      this.expiryTimer = at(o.expiresAt, () => this.close(reason), this.deps.now);
+    }
     // The client socket sees every byte of both directions, so its inactivity is the session's.
     if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
     else this.client.setTimeout(0);
@@ -301,7 +295,7 @@ export class InboundSession implements LiveSession {
   private end(reason: string, detail?: string): void {
     if (this.stage === "ended") return;
     this.stage = "ended";
-    clearTimeout(this.expiryTimer);
+    this.expiryTimer?.clear();
     clearTimeout(this.revokeTimer);
     this.client.destroy();
     this.upstream?.destroy();
