@@ -20,6 +20,7 @@ import { FileWatcher } from "./config/watch.js";
 import { operations } from "./operations.js";
 import { formatLine, matches, parseLine, parseSince, Summary } from "./telemetry/tail.js";
 import { Sidecar } from "./sidecar.js";
+import { followWorkloadApi } from "./workload.js";
 import { createLogger, type DecisionLog } from "./telemetry/log.js";
 
 const USAGE = `usage: parley <command> [options]
@@ -99,6 +100,7 @@ async function run(args: string[]): Promise<number> {
   const log = ops.log;
   const sidecar = new Sidecar(config, { log });
   await sidecar.start();
+  const workload = config.identitySource ? followWorkloadApi(sidecar, config.identitySource, log) : undefined;
   await ops.serveAdmin(sidecar);
   // Reload on any change to the config or a file it names, and on SIGHUP.
   const reload = () => {
@@ -110,6 +112,7 @@ async function run(args: string[]): Promise<number> {
   process.on("SIGHUP", reload);
   onSignals(async () => {
     watcher.close();
+    workload?.stop();
     await sidecar.stop();
     await ops.close();
   }, log);

@@ -269,7 +269,7 @@ export class Sidecar {
       config_loaded: c !== undefined,
       listeners_bound: c !== undefined && this.listeners.size === c.listeners.length && [...this.listeners.values()].every((l) => l.listening),
       own_svid_valid: c !== undefined && c.identity.notAfter > now,
-      config_fresh: this.failClosed === undefined,
+      config_fresh: this.failClosed !== "config_stale",
       not_draining: this.stopping === undefined,
     };
     return { ready: Object.values(checks).every(Boolean), checks };

@@ -125,6 +125,57 @@ describe("reload", () => {
   });
 });
 
+describe("own SVID from files", () => {
+  it("a rotated set swaps in for new handshakes, live sessions continue; a broken set is refused and the old one stays", async () => {
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"]) });
+    const served = async () => {
+      const s = await dialTls(h!.port, pki, alice);
+      const fp = s.getPeerX509Certificate()!.fingerprint256;
+      s.destroy();
+      return fp;
+    };
+    const first = await served();
+    const live = await openSession(h.port, pki, alice);
+    const dir = h.configFile.replace(/\/parley\.yaml$/, "");
+    const rotated = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"] });
+    writeFileSync(`${dir}/cert.pem`, rotated.chainPem);
+    writeFileSync(`${dir}/key.pem`, rotated.keyPem);
+    expect(await h.sidecar.reload()).toBe("applied");
+    const second = await served();
+    expect(second).not.toBe(first);
+    live.s.write("+");
+    await waitFor(() => live.got() === "ping+", 2000, "live session across rotation");
+    // A broken set: the new certificate with the old key.
+    const broken = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"] });
+    writeFileSync(`${dir}/cert.pem`, broken.chainPem);
+    expect(await h.sidecar.reload()).toBe("rejected");
+    expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/identity\.key: private key does not match/);
+    expect(await served()).toBe(second);
+    // A not-yet-valid set is refused too.
+    const early = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], notBefore: new Date(Date.now() + 3600_000), notAfter: new Date(Date.now() + 7200_000) });
+    writeFileSync(`${dir}/cert.pem`, early.chainPem);
+    writeFileSync(`${dir}/key.pem`, early.keyPem);
+    expect(await h.sidecar.reload()).toBe("rejected");
+    expect(await served()).toBe(second);
+    live.s.end();
+  });
+});
+
+describe("own SVID expiry", () => {
+  it("warns inside the window and fails closed once the own SVID expires", async () => {
+    const shortLived = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"], notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 1500) });
+    h = await startHarness({ ...pki, server: shortLived }, { policies: policies(["spiffe://a.test/alice"]) });
+    await h.logs.next("error", (r) => r.msg === "own SVID expires soon and no rotation has arrived");
+    expect(h.sidecar.readiness().checks.own_svid_valid).toBe(true);
+    await h.logs.next("error", (r) => String(r.msg).startsWith("own SVID expired"), 4000);
+    expect(h.sidecar.readiness()).toMatchObject({ ready: false, checks: { own_svid_valid: false, config_fresh: true } });
+    // Clients refuse the expired certificate themselves; one that does not check still gets nothing.
+    const s = await dialTls(h.port, pki, alice, { rejectUnauthorized: false });
+    await readAll(s);
+    expect((await h.logs.next("decision", (r) => r.decision === "deny")).reasons).toEqual(["own_svid_expired"]);
+  });
+});
+
 describe("session obligations", () => {
   it("an idle session ends with idle_timeout", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { idle_timeout: 200ms }") });
