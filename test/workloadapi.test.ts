@@ -9,7 +9,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { loadWorkloadService, type WorkloadApiSource } from "../src/identity/workloadapi.js";
+import { loadWorkloadService, readX509Message, type WorkloadApiSource } from "../src/identity/workloadapi.js";
 import { derFromPem } from "../src/identity/x509cert.js";
 import { Sidecar } from "../src/sidecar.js";
 import { followWorkloadApi } from "../src/workload.js";
@@ -39,13 +39,14 @@ class FakeWorkloadApi {
   readonly streams = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   denyFirst = 0;
   calls = 0;
+  jwks = JSON.stringify({ keys: [] });
   constructor(
     readonly socket: string,
     public state: State,
   ) {
     this.server.addService(loadWorkloadService().service, {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => this.x509()),
-      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => ({ bundles: {} })),
+      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => ({ bundles: { "spiffe://a.test": Buffer.from(this.jwks) } })),
     });
   }
 
@@ -161,6 +162,40 @@ describe("Workload API identity", () => {
     expect(await served(rig.port(), rig.pki)).toBe(fingerprintOf(rig.api.state.svid));
     expect((await openSession(rig.port(), rig.pki, alice)).got()).toBe("ping");
     expect((await openSession(rig.port(), rig.pki, carol)).got()).toBe("ping"); // b.test, federated
+  });
+
+  it("takes JWT authorities from FetchJWTBundles into the trust domain's bundle", async () => {
+    const { generateKeyPair, exportJWK } = await import("jose");
+    const k = await generateKeyPair("ES256");
+    rig = await start();
+    rig.api.jwks = JSON.stringify({ keys: [{ use: "jwt-svid", kid: "k9", ...(await exportJWK(k.publicKey)) }] });
+    // A new stream picks the new JWKS up: break the current ones.
+    for (const st of rig.api.streams) st.emit("error", { code: grpc.status.UNAVAILABLE, details: "restart" });
+    const deadline = Date.now() + 5000;
+    while (!rig.sidecar.configured || rig.sidecar.config.bundles.all().find((x) => x.trustDomain.name === "a.test")?.jwtKey("k9") === undefined) {
+      if (Date.now() > deadline) throw new Error("JWT authority never arrived");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+
+  it("chooses the SVID whose hint is configured, else the first", async () => {
+    const first = await svid();
+    const internal = await a.leaf({ uris: ["spiffe://a.test/internal"] });
+    const der = (pem: string) => Buffer.concat(derFromPem(pem, "pem"));
+    const key = (i: Issued) => Buffer.from(i.keyPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+    const msg = {
+      svids: [
+        { spiffe_id: "spiffe://a.test/sidecar", x509_svid: der(first.chainPem), x509_svid_key: key(first), bundle: der(a.certPem), hint: "external" },
+        { spiffe_id: "spiffe://a.test/internal", x509_svid: der(internal.chainPem), x509_svid_key: key(internal), bundle: der(a.certPem), hint: "internal" },
+      ],
+      federated_bundles: {},
+    };
+    expect(readX509Message(msg, undefined, Date.now()).svid.id.toString()).toBe("spiffe://a.test/sidecar");
+    expect(readX509Message(msg, "internal", Date.now()).svid.id.toString()).toBe("spiffe://a.test/internal");
+    expect(() => readX509Message(msg, "nope", Date.now())).toThrow(/no SVID with hint nope/);
+    expect(() => readX509Message({ svids: [], federated_bundles: {} }, undefined, Date.now())).toThrow(/no SVID/);
+    const mismatched = { ...msg, svids: [{ ...msg.svids[0]!, x509_svid_key: key(internal) }] };
+    expect(() => readX509Message(mismatched, undefined, Date.now())).toThrow(/does not match/);
   });
 
   it("rotations swap the SVID for new handshakes while live sessions continue", async () => {
