@@ -121,7 +121,7 @@ control_plane:
     async close() {
       await agent.stop(100);
       await cp.close();
-      echo.server.close();
+      await echo.close();
     },
   };
   return f;
@@ -334,7 +334,7 @@ control_plane:
       await agent.stop(50);
       await refused.stop(50);
       await cp.close();
-      echo.server.close();
+      await echo.close();
     }
   });
 });
@@ -381,7 +381,7 @@ initial: { static: fallback.yaml }
     } finally {
       await agent.stop(50);
       await cp?.close();
-      echo.server.close();
+      await echo.close();
     }
   });
 });

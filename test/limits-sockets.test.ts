@@ -43,7 +43,8 @@ async function attempt(creds: Issued, port = h!.port): Promise<{ admitted: boole
 
 describe("new-session rate per identity", () => {
   it("admits the burst, rejects the excess with rate_limited, then admits at the steady rate", async () => {
-    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 4, burst: 2 } }") });
+    // One token a second: slow enough that a loaded machine's handshake times cannot refill one unseen.
+    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 1, burst: 2 } }") });
     const first = await Promise.all([attempt(alice), attempt(alice), attempt(alice), attempt(alice)]);
     expect(first.filter((r) => r.admitted)).toHaveLength(2);
     const denied = h.logs.of("decision").filter((d) => d.decision === "deny");
@@ -51,7 +52,7 @@ describe("new-session rate per identity", () => {
     expect(denied[0]!.rule).toBe("allowed");
     // Another identity has its own bucket.
     expect((await attempt(bob)).admitted).toBe(true);
-    await new Promise((r) => setTimeout(r, 300)); // a token a quarter second
+    await new Promise((r) => setTimeout(r, 1100)); // one new token
     expect((await attempt(alice)).admitted).toBe(true);
     expect((await attempt(alice)).admitted).toBe(false);
     for (const r of first) r.s.destroy();

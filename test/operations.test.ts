@@ -61,7 +61,7 @@ async function start(opts: { write?: boolean; extra?: string } = {}): Promise<Ri
     async close() {
       await sidecar.stop(100);
       await ops.close();
-      echo.server.close();
+      await echo.close();
     },
   };
 }
@@ -236,7 +236,7 @@ describe("lifecycle", () => {
       expect(ends.sort()).toEqual(["completed", "drain_timeout"]);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
-      echo.server.close();
+      await echo.close();
     }
   });
 });

@@ -250,6 +250,6 @@ describe("drain", () => {
     await liveClosed;
     const end = await hh.logs.next("session_end");
     expect(end.end_reason).toBe("drain_timeout");
-    await new Promise((r) => hh.echo.server.close(r));
+    await hh.echo.close();
   });
 });

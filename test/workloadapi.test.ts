@@ -140,7 +140,7 @@ admin: { listen: false }
       source.stop();
       await sidecar.stop(100);
       api.server.forceShutdown();
-      echo.server.close();
+      await echo.close();
     },
   };
 }

@@ -91,7 +91,13 @@ export class YamlSource implements IssueLocator {
 
   static parse(file: string, text: string): YamlSource {
     const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+    let doc: Document;
+    try {
+      doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+    } catch (e) {
+      // e.g. nesting deep enough to exhaust the parser's stack
+      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `YAML: cannot be parsed: ${(e as Error).message}` }]);
+    }
     const src = new YamlSource(file, text, doc, lines);
     if (doc.errors.length > 0) {
       throw new ConfigError(doc.errors.map((e) => src.issueAt(e.pos[0], "", `YAML: ${e.message.split("\n")[0]}`)));
@@ -104,6 +110,7 @@ export class YamlSource implements IssueLocator {
     try {
       return this.doc.toJS({ maxAliasCount: MAX_ALIASES });
     } catch (e) {
+      // alias bombs, and structures too deep to convert
       throw new ConfigError([this.issueAt(0, "", `YAML: ${(e as Error).message}`)]);
     }
   }

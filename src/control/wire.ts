@@ -43,18 +43,21 @@ export function toStruct(o: Record<string, unknown>): WireStruct {
   return { fields: Object.fromEntries(Object.entries(o).map(([k, v]) => [k, toValue(v)])) };
 }
 
-export function fromValue(v: WireValue | undefined): unknown {
-  if (!v) return null;
+/** Values nested deeper than this are cut to null: a push cannot exhaust the stack. */
+const MAX_VALUE_DEPTH = 32;
+
+export function fromValue(v: WireValue | undefined, depth = 0): unknown {
+  if (!v || depth > MAX_VALUE_DEPTH) return null;
   if ("numberValue" in v) return v.numberValue;
   if ("stringValue" in v) return v.stringValue;
   if ("boolValue" in v) return v.boolValue;
-  if ("structValue" in v) return fromStruct(v.structValue);
-  if ("listValue" in v) return (v.listValue.values ?? []).map(fromValue);
+  if ("structValue" in v) return fromStruct(v.structValue, depth + 1);
+  if ("listValue" in v) return (v.listValue.values ?? []).map((x) => fromValue(x, depth + 1));
   return null;
 }
 
-export function fromStruct(s: WireStruct | undefined): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(s?.fields ?? {}).map(([k, v]) => [k, fromValue(v)]));
+export function fromStruct(s: WireStruct | undefined, depth = 0): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(s?.fields ?? {}).map(([k, v]) => [k, fromValue(v, depth)]));
 }
 
 // ---- resources ----

@@ -64,7 +64,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     async stop() {
       await sidecar.stop(1000);
       await ops.close();
-      echo.server.close();
+      await echo.close();
     },
   };
 }

@@ -34,19 +34,29 @@ export interface EchoServer {
   readonly server: Server;
   /** Connections accepted so far. */
   accepted(): number;
+  /** Stops listening and ends every open connection. */
+  close(): Promise<void>;
 }
 
 export function startEcho(host: string, port: number): Promise<EchoServer> {
   let accepted = 0;
+  const open = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (s) => {
     accepted++;
+    open.add(s);
+    s.once("close", () => open.delete(s));
     serve(s);
   });
+  const close = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of open) s.destroy();
+    });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
       server.off("error", reject);
-      resolve({ server, accepted: () => accepted });
+      resolve({ server, accepted: () => accepted, close });
     });
   });
 }

@@ -24,12 +24,15 @@ export type AttestationCheck =
   | { readonly ok: true; readonly record: AttestationRecord }
   | { readonly ok: false; readonly reason: AttestationFailure; readonly detail: string };
 
-/** Flattens `{image: {signed: true}}` to `image.signed → true`; non-scalar leaves are dropped. */
-export function flattenClaims(obj: Record<string, unknown>, prefix = "", out = new Map<string, ClaimValue>()): Map<string, ClaimValue> {
+const MAX_CLAIM_DEPTH = 16;
+
+/** Flattens `{image: {signed: true}}` to `image.signed → true`; non-scalar leaves, and anything nested deeper than 16, are dropped. */
+export function flattenClaims(obj: Record<string, unknown>, prefix = "", out = new Map<string, ClaimValue>(), depth = 0): Map<string, ClaimValue> {
+  if (depth >= MAX_CLAIM_DEPTH) return out;
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
     if (typeof v === "string" || typeof v === "number" || typeof v === "boolean") out.set(key, v);
-    else if (v && typeof v === "object" && !Array.isArray(v)) flattenClaims(v as Record<string, unknown>, key, out);
+    else if (v && typeof v === "object" && !Array.isArray(v)) flattenClaims(v as Record<string, unknown>, key, out, depth + 1);
   }
   return out;
 }

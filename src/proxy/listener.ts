@@ -1,6 +1,7 @@
 // An inbound listener: a TLS server that requires a client certificate and hands each established
 // connection to an InboundSession. Certificate verification is parley's own (per trust domain, by the
 // SPIFFE rules), so OpenSSL is told to request the certificate but not to judge it.
+import { constants } from "node:crypto";
 import type { AddressInfo, Socket } from "node:net";
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort } from "../config/units.js";
@@ -33,6 +34,8 @@ export class InboundListener {
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: "TLSv1.2",
+      // Renegotiation would let a peer swap its certificate after the decision: refused outright.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
       handshakeTimeout: state.config.handshakeTimeoutMs,
       allowHalfOpen: true,
       pauseOnConnect: false,

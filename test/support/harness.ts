@@ -56,6 +56,8 @@ export interface HarnessOptions {
   policies?: string;
   upstreamPort?: number;
   extra?: string;
+  /** More keys of the listener, e.g. `handshake_timeout: 500ms`. */
+  listenerExtra?: string;
 }
 
 export interface Harness {
@@ -94,7 +96,7 @@ listeners:
     upstream: 127.0.0.1:${upstreamPort}
     policy: main
     connect_timeout: 1s
-policies:${opts.policies ?? DEFAULT_POLICIES}
+${opts.listenerExtra ? `    ${opts.listenerExtra}\n` : ""}policies:${opts.policies ?? DEFAULT_POLICIES}
 admin: { listen: "127.0.0.1:0" }
 ${opts.extra ?? ""}`;
 }
@@ -118,7 +120,7 @@ export async function startHarness(pki: TestPki, opts: HarnessOptions = {}): Pro
     rewrite: (o) => writeFileSync(configFile, configYaml(paths, upstreamPort, o)),
     async close() {
       await sidecar.stop(200);
-      await new Promise((r) => echo.server.close(r));
+      await echo.close();
     },
   };
 }
