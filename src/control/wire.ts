@@ -47,7 +47,7 @@ export function toStruct(o: Record<string, unknown>): WireStruct {
 const MAX_VALUE_DEPTH = 32;
 
 export function fromValue(v: WireValue | undefined, depth = 0): unknown {
-  if (!v || depth > MAX_VALUE_DEPTH) return null;
+  if (!v || typeof v !== "object" || depth > MAX_VALUE_DEPTH) return null;
   if ("numberValue" in v) return v.numberValue;
   if ("stringValue" in v) return v.stringValue;
   if ("boolValue" in v) return v.boolValue;
@@ -57,7 +57,9 @@ export function fromValue(v: WireValue | undefined, depth = 0): unknown {
 }
 
 export function fromStruct(s: WireStruct | undefined, depth = 0): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(s?.fields ?? {}).map(([k, v]) => [k, fromValue(v, depth)]));
+  const fields = s?.fields;
+  if (!fields || typeof fields !== "object") return {};
+  return Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, fromValue(v, depth)]));
 }
 
 // ---- resources ----
@@ -162,6 +164,16 @@ export function resourcesToWire(raw: Obj): WireResource[] {
   return out;
 }
 
+/** Pushed data is untrusted: anything that should be an object and is not becomes an empty one, which
+ * the schema then reports as missing what it needs. */
+function asObj(v: unknown): Obj {
+  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : {};
+}
+
+function list(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
 function matcherIn(m: Obj): Obj {
   return clean({ id: m.id, trust_domain: m.trust_domain, path_prefix: m.path_prefix, glob: m.glob });
 }
@@ -170,21 +182,22 @@ function limitsIn(l: Obj | undefined): Obj | undefined {
   return l ? clean({ ...l }) : undefined;
 }
 
-function ruleIn(r: Obj): Obj {
-  const a = r.attestation as Obj | undefined;
-  const c = r.conditions as Obj | undefined;
+function ruleIn(rule: unknown): Obj {
+  const r = asObj(rule);
+  const a = r.attestation === undefined ? undefined : asObj(r.attestation);
+  const c = r.conditions === undefined ? undefined : asObj(r.conditions);
   return clean({
     name: r.name,
     action: r.action,
     mode: r.mode,
-    match: arr(r.match)?.map((m) => matcherIn(m as Obj)),
+    match: arr(r.match)?.map((m) => matcherIn(asObj(m))),
     roles: arr(r.roles),
     attestation: a
       ? clean({
           attestor: a.attestor,
           claims: Object.fromEntries(
-            Object.entries((a.claims as Record<string, { values?: WireValue[] }> | undefined) ?? {}).map(([k, v]) => {
-              const values = (v.values ?? []).map(fromValue);
+            Object.entries(asObj(a.claims)).map(([k, v]) => {
+              const values = list(asObj(v).values).map((x) => fromValue(x as WireValue));
               return [k, values.length === 1 ? values[0] : values];
             }),
           ),
@@ -197,12 +210,12 @@ function ruleIn(r: Obj): Obj {
           sni: arr(c.sni),
           alpn: arr(c.alpn),
           listeners: arr(c.listeners),
-          time: arr(c.time)?.map((w) => clean({ ...(w as Obj), days: arr((w as Obj).days) })),
+          time: arr(c.time)?.map((w) => clean({ ...asObj(w), days: arr(asObj(w).days) })),
           max_cert_lifetime: c.max_cert_lifetime,
           max_cert_remaining: c.max_cert_remaining,
         })
       : undefined,
-    limits: limitsIn(r.limits as Obj | undefined),
+    limits: limitsIn(r.limits === undefined ? undefined : asObj(r.limits)),
   });
 }
 
@@ -226,25 +239,26 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
     const key = `${kind}/${r.name}`;
     if (seen.has(key)) problems.push(`${key}: duplicate resource`);
     seen.add(key);
-    const body = r[kind] as Obj;
+    if (typeof r.name !== "string" || r.name === "") problems.push(`${kind} resource without a name`);
+    const body = asObj(r[kind]);
     switch (kind) {
       case "listener":
         listeners.push(clean({ name: r.name, ...body }));
         break;
       case "policy":
-        policies[r.name] = clean({ default: body.default, mode: body.mode, limits: limitsIn(body.limits as Obj | undefined), rules: ((body.rules as Obj[] | undefined) ?? []).map(ruleIn) });
+        policies[r.name] = clean({ default: body.default, mode: body.mode, limits: limitsIn(body.limits === undefined ? undefined : asObj(body.limits)), rules: list(body.rules).map(ruleIn) });
         break;
       case "trust_bundle":
         trust_domains[r.name] = { bundle_pem: body.x509_authorities_pem ?? "" };
         break;
       case "role":
-        roles[r.name] = ((body.match as Obj[] | undefined) ?? []).map(matcherIn);
+        roles[r.name] = list(body.match).map((m) => matcherIn(asObj(m)));
         break;
       case "attestor":
         attestors[r.name] = clean({ description: body.description });
         break;
       case "attestation":
-        attestations.push(clean({ ...body, claims: fromStruct(body.claims as WireStruct | undefined) }));
+        attestations.push(clean({ ...body, claims: fromStruct(asObj(body.claims) as WireStruct) }));
         break;
       case "settings":
         if (settings) problems.push("settings: more than one settings resource");
