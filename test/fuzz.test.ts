@@ -115,7 +115,7 @@ describe("frame and format parsers", () => {
       RUNS,
     );
     fc.assert(
-      fc.property(fc.dictionary(fc.string(), fc.jsonValue({ depth: 4 })), (o) => {
+      fc.property(fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 4 })), (o) => {
         expect(fromStruct(toStruct(o))).toEqual(JSON.parse(JSON.stringify(o)));
       }),
       RUNS,
