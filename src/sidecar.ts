@@ -224,7 +224,15 @@ export class Sidecar {
 
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
-    const base = { verifier, attestations: config.attestations, maxChainLength: config.maxChainLength, limits: config.limits, ...(this.failClosed ? { failClosed: this.failClosed } : {}) };
+    const base = {
+      verifier,
+      attestations: config.attestations,
+      maxChainLength: config.maxChainLength,
+      limits: config.limits,
+      ownId: config.identity.id.toString(),
+      ...(config.negotiation ? { negotiation: config.negotiation } : {}),
+      ...(this.failClosed ? { failClosed: this.failClosed } : {}),
+    };
     return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
   }
 

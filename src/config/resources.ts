@@ -1,6 +1,8 @@
 // Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
 // settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey, type KeyObject } from "node:crypto";
+import type { JSONWebKeySet } from "jose";
+import { issuersFrom, type Issuers } from "../negotiation/tokens.js";
 import { SpiffeId, TrustDomain } from "../identity/spiffeid.js";
 import { BundleSet, X509Bundle } from "../identity/x509bundle.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
@@ -18,6 +20,16 @@ export interface ListenerConfig {
   readonly handshakeTimeoutMs: number;
   readonly connectTimeoutMs: number;
   readonly maxSessions?: number;
+  /** ALPN protocols the workload speaks. */
+  readonly alpn: readonly string[];
+}
+
+export interface NegotiationSettings {
+  readonly grantKey: KeyObject;
+  readonly grantTtlMs: number;
+  readonly frameTimeoutMs: number;
+  readonly attestors: Issuers;
+  readonly approvers: Issuers;
 }
 
 export interface SidecarLimits {
@@ -40,6 +52,8 @@ export interface Resources {
   readonly revocationGraceMs: number;
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
+  /** Present when negotiation (ALPN parley/1) is configured. */
+  readonly negotiation?: NegotiationSettings;
 }
 
 /** Collects issues while compiling, reads files named by the data, and hashes what it saw. */
@@ -100,8 +114,10 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
   const v = version ?? c.digest();
   const policies = new Map([...compiled].map(([name, p]) => [name, { ...p, version: v }]));
   const listeners = compileListeners(c, raw, policies);
+  const negotiation = compileNegotiation(c, raw);
   c.throwIfAny();
   return {
+    ...(negotiation ? { negotiation } : {}),
     version: v,
     bundles,
     listeners,
@@ -190,7 +206,36 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
       handshakeTimeoutMs: l.handshake_timeout,
       connectTimeoutMs: l.connect_timeout,
       ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
+      alpn: l.alpn,
     });
   });
   return out;
+}
+
+function compileNegotiation(c: CompileContext, raw: RawResources): NegotiationSettings | undefined {
+  const n = raw.negotiation;
+  if (!n) return undefined;
+  const path = ["negotiation", "grant_key"];
+  const pem = c.readFile(path, n.grant_key);
+  if (pem === undefined) return undefined;
+  let grantKey: KeyObject;
+  try {
+    grantKey = createPrivateKey(pem);
+  } catch (e) {
+    c.error(path, `unreadable private key: ${(e as Error).message}`);
+    return undefined;
+  }
+  if (grantKey.asymmetricKeyType !== "ec" || grantKey.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
+    c.error(path, "the grant key must be an EC P-256 private key (grants are ES256)");
+    return undefined;
+  }
+  const keySets = (o: Record<string, { jwks?: unknown }>, section: string) => {
+    try {
+      return issuersFrom(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v.jwks as JSONWebKeySet | undefined])));
+    } catch (e) {
+      c.error([section], `bad JWKS: ${(e as Error).message}`);
+      return new Map() as Issuers;
+    }
+  };
+  return { grantKey, grantTtlMs: n.grant_ttl, frameTimeoutMs: n.frame_timeout, attestors: keySets(raw.attestors, "attestors"), approvers: keySets(raw.approvers, "approvers") };
 }

@@ -86,7 +86,11 @@ const listener = z.strictObject({
   handshake_timeout: duration.default(5000),
   connect_timeout: duration.default(5000),
   max_sessions: z.number().int().positive().optional(),
+  /** ALPN protocols the workload speaks, selected for clients that offer them (parley/1 aside). */
+  alpn: z.array(z.string().min(1).max(255)).min(1).default(["http/1.1"]),
 });
+
+const jwks = z.looseObject({ keys: z.array(z.record(z.string(), z.unknown())) });
 
 const attestationRecord = z.strictObject({
   subject: z.string(),
@@ -136,7 +140,18 @@ export const resourcesShape = {
   trust_domains: z.record(z.string(), trustDomain),
   listeners: z.array(listener).min(1, "at least one listener is required"),
   roles: z.record(name, z.array(matcher).min(1)).default({}),
-  attestors: z.record(name, z.strictObject({ description: z.string().optional() })).default({}),
+  attestors: z.record(name, z.strictObject({ description: z.string().optional(), jwks: jwks.optional() })).default({}),
+  /** Issuers of task-approval tokens, with their keys. */
+  approvers: z.record(name, z.strictObject({ description: z.string().optional(), jwks })).default({}),
+  /** Negotiation (ALPN parley/1): on when present. */
+  negotiation: z
+    .strictObject({
+      /** The sidecar's grant-signing key: an EC P-256 private key (PEM file). */
+      grant_key: z.string().min(1),
+      grant_ttl: duration.default(600_000),
+      frame_timeout: duration.default(2000),
+    })
+    .optional(),
   attestations: z.array(attestationRecord).default([]),
   policies: z.record(name, policy),
   drain_timeout: duration.default(10_000),

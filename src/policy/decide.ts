@@ -35,7 +35,7 @@ export interface DecisionInput {
 export interface Obligations extends Limits {
   /** When the session must end at the latest, and why. */
   readonly expiresAt?: number;
-  readonly expiresBecause?: "max_duration" | "certificate" | "attestation";
+  readonly expiresBecause?: "max_duration" | "certificate" | "attestation" | "grant";
 }
 
 /** Why one rule did or did not apply. */

@@ -6,6 +6,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { createServer, type SecureContextOptions, type Server, type TLSSocket } from "node:tls";
 import { formatHostPort } from "../config/units.js";
 import type { HandshakeGuard } from "../limits/handshakes.js";
+import { ALPN } from "../negotiation/frame.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
 
 export interface ListenerDeps extends SessionDeps {
@@ -36,6 +37,7 @@ export class InboundListener {
       minVersion: "TLSv1.2",
       // Renegotiation would let a peer swap its certificate after the decision: refused outright.
       secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+      ALPNCallback: ({ protocols }: { protocols: string[] }) => selectAlpn(protocols, this.state),
       handshakeTimeout: state.config.handshakeTimeoutMs,
       allowHalfOpen: true,
       pauseOnConnect: false,
@@ -127,6 +129,16 @@ export class InboundListener {
       this.deps.log.error("session failed", { listener: this.name, detail: e.message });
     });
   }
+}
+
+/**
+ * ALPN: parley/1 for clients that negotiate (when enabled); else the client's most preferred
+ * protocol the workload speaks; else http/1.1 if offered; else the client's first choice (refusing the
+ * handshake would break clients that merely offer ALPN).
+ */
+export function selectAlpn(offered: readonly string[], state: ListenerState): string | undefined {
+  if (offered.includes(ALPN)) return ALPN;
+  return offered.find((p) => state.config.alpn.includes(p)) ?? (offered.includes("http/1.1") ? "http/1.1" : offered[0]);
 }
 
 /** The TCP socket under a server-side TLS socket (Node keeps it as `_parent`). */

@@ -13,6 +13,9 @@ import type { Admission, Ticket } from "../limits/admission.js";
 import { type SharedThrottles, Throttle } from "../limits/throttle.js";
 import type { AttestationStore } from "../policy/attestation.js";
 import { decide, type Decision, type Obligations } from "../policy/decide.js";
+import type { NegotiationSettings } from "../config/resources.js";
+import { ALPN, type DenialCode } from "../negotiation/frame.js";
+import { denial, failureOf, grantFrame, negotiate, type Negotiated } from "../negotiation/negotiate.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { pump, type PumpCounts } from "./pump.js";
 import { peerChain } from "./peerchain.js";
@@ -26,6 +29,9 @@ export interface ListenerState {
   readonly attestations: AttestationStore;
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
+  /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
+  readonly negotiation?: NegotiationSettings;
+  readonly ownId: string;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
   readonly failClosed?: "config_stale" | "own_svid_expired";
 }
@@ -38,7 +44,7 @@ export interface SessionDeps {
   readonly now: () => number;
 }
 
-const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired" } as const;
+const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
 
 type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
 
@@ -64,15 +70,17 @@ function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
 }
 
 /** Verifies and decides on `facts` under `state`: the one path for first decisions and re-checks. */
-function evaluate(state: ListenerState, facts: ConnectionFacts, now: number): { peer: SvidResult; decision: Decision } {
+function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
   const peer = state.verifier.verify(facts.chain, now);
-  const attestations = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
+  const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
+  const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
   const { config } = state;
   if (state.failClosed) {
     const { policy } = config;
     return { peer, decision: { decision: "deny", rule: null, reasons: [state.failClosed], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [] } };
   }
-  const decision = decide(config.policy, { listener: config.name, sourceAddress: facts.sourceAddress, sni: facts.sni, alpn: facts.alpn, now, peer, attestations });
+  const grantedRoles = negotiated?.approval?.roles ?? [];
+  const decision = decide(config.policy, { listener: config.name, sourceAddress: facts.sourceAddress, sni: facts.sni, alpn: facts.alpn, now, peer, attestations, grantedRoles });
   return { peer, decision };
 }
 
@@ -97,6 +105,7 @@ export class InboundSession implements LiveSession {
   private counts: PumpCounts | undefined;
   private budget: number | undefined;
   private expiresAt: number | undefined;
+  private negotiated: Negotiated | undefined;
 
   constructor(
     private readonly client: TLSSocket,
@@ -112,15 +121,20 @@ export class InboundSession implements LiveSession {
 
   /** Runs the session: decides, admits, then dials; the rest proceeds on socket events. */
   async start(): Promise<void> {
+    if (this.facts.alpn === ALPN) {
+      const negotiated = await this.negotiate();
+      if (!negotiated) return;
+      this.negotiated = negotiated;
+    }
     const t0 = process.hrtime.bigint();
     const now = this.deps.now();
-    const { peer, decision } = evaluate(this.state, this.facts, now);
+    const { peer, decision } = evaluate(this.state, this.facts, now, this.negotiated);
     const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
     const id = peer.ok ? peer.svid.id : peer.id;
     this.peerId = id?.toString() ?? "";
     if (decision.decision === "deny") {
       this.logDecision(peer, decision, decisionUs);
-      return this.refuse();
+      return this.refuse(this.negotiated ? denial("denied", "the policy denies this session", decision.reasons) : undefined);
     }
     const o = decision.obligations ?? {};
     this.stage = "admitting";
@@ -133,21 +147,61 @@ export class InboundSession implements LiveSession {
     });
     if (!admitted.ok) {
       this.logDecision(peer, { ...decision, decision: "deny", reasons: [admitted.reason], detail: admitted.detail, obligations: undefined }, decisionUs, admitted.waitedMs);
-      return this.refuse();
+      return this.refuse(this.negotiated ? denial("denied", admitted.detail, [admitted.reason]) : undefined);
     }
     this.ticket = admitted.ticket;
-    this.logDecision(peer, decision, decisionUs, admitted.waitedMs);
+    let obligations = o;
+    let grant: Awaited<ReturnType<typeof grantFrame>> | undefined;
+    if (this.negotiated) {
+      grant = await grantFrame(this.state.negotiation!, this.negotiated, {
+        peerId: this.peerId,
+        ownId: this.state.ownId,
+        heldRoles: decision.roles,
+        obligations: o,
+        obligationsRecord: obligationsRecord(o),
+        now: this.deps.now(),
+      });
+      obligations = { ...o, expiresAt: grant.expiresAt, expiresBecause: grant.expiresAt === o.expiresAt ? o.expiresBecause! : "grant" };
+    }
+    this.logDecision(peer, { ...decision, obligations }, decisionUs, admitted.waitedMs, grant);
     this.startedAt = this.deps.now();
     // A session held for a slot may have lost its client meanwhile.
     if (this.client.destroyed) return this.end("client_closed_before_upstream");
+    if (grant) this.client.write(grant.frame);
     this.deps.registry.add(this);
-    this.bind(o);
+    this.bind(obligations);
     this.connect();
   }
 
-  private refuse(): void {
+  /** Reads and checks the parley/1 request; on failure answers with a denial and closes. */
+  private async negotiate(): Promise<Negotiated | undefined> {
+    const now = this.deps.now();
+    const settings = this.state.negotiation;
+    const peer = this.state.verifier.verify(this.facts.chain, now);
+    const fail = (code: DenialCode, rule: string, message: string) => {
+      this.peerId = (peer.ok ? peer.svid.id : peer.id)?.toString() ?? "";
+      const { policy } = this.state.config;
+      const d: Decision = { decision: "deny", rule: null, reasons: ["negotiation_failed"], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [], detail: message };
+      this.logDecision(peer, d, 0, 0, undefined, rule);
+      this.refuse(denial(code, message, ["negotiation_failed"]));
+      return undefined;
+    };
+    if (!settings) return fail("denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
+    if (!peer.ok) return fail("denied", peer.rule, `the peer certificate is not a valid X509-SVID: ${peer.message}`);
+    try {
+      return await negotiate(this.client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: this.state.ownId, now });
+    } catch (e) {
+      const f = failureOf(e);
+      return fail(f.code, f.rule, f.message);
+    }
+  }
+
+  /** Ends a session that never got to the workload, with a last frame for a negotiating client. */
+  private refuse(last?: Buffer): void {
     this.stage = "ended";
-    this.client.destroy();
+    if (last && !this.client.destroyed) this.client.end(last, () => this.client.destroy());
+    else this.client.destroy();
+    setTimeout(() => this.client.destroy(), 1000).unref();
   }
 
   /**
@@ -158,7 +212,7 @@ export class InboundSession implements LiveSession {
   recheck(state: ListenerState, graceMs: number): void {
     if (this.stage === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
-    const { decision } = evaluate(state, this.facts, this.deps.now());
+    const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated);
     if (decision.decision === "deny") {
       this.deps.log.revoked({
         session_id: this.id,
@@ -201,7 +255,7 @@ export class InboundSession implements LiveSession {
     };
   }
 
-  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0): void {
+  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0, grant?: { id: string; roles: string[] }, negotiationRule?: string): void {
     const id = peer.ok ? peer.svid.id : peer.id;
     const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
     const f = this.facts;
@@ -228,6 +282,10 @@ export class InboundSession implements LiveSession {
       ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
       ...(decision.detail ? { detail: decision.detail } : {}),
       ...(heldMs > 0 ? { held_ms: heldMs } : {}),
+      ...(this.negotiated
+        ? { negotiation: { purpose: this.negotiated.request.purpose ?? null, requested_roles: this.negotiated.request.roles, ...(grant ? { grant_id: grant.id, granted_roles: grant.roles } : {}), ...(this.negotiated.approval ? { approver: this.negotiated.approval.approver } : {}) } }
+        : {}),
+      ...(negotiationRule ? { negotiation_rule: negotiationRule } : {}),
       decision_us: Math.round(decisionUs * 10) / 10,
     });
   }

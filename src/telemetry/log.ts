@@ -41,6 +41,8 @@ export interface DecisionRecord {
   svid_rule?: string;
   detail?: string;
   held_ms?: number;
+  negotiation?: Record<string, unknown>;
+  negotiation_rule?: string;
   decision_us: number;
 }
 

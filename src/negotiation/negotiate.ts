@@ -1,0 +1,63 @@
+// The server side of negotiation for one connection: read the request frame, verify its tokens against
+// this peer and this certificate, and (once the policy has decided) answer with a grant or a denial.
+import { createHash } from "node:crypto";
+import type { Duplex } from "node:stream";
+import type { NegotiationSettings } from "../config/resources.js";
+import type { AttestationRecord } from "../policy/attestation.js";
+import type { Obligations } from "../policy/decide.js";
+import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
+import { signGrant } from "./grant.js";
+import { readRequestFrame } from "./read.js";
+import { TokenError, verifyApprovalToken, verifyAttestationToken, type Approval } from "./tokens.js";
+
+export interface Negotiated {
+  readonly request: RequestFrame;
+  readonly evidence: readonly AttestationRecord[];
+  readonly approval?: Approval;
+  readonly thumbprint: string;
+}
+
+export interface NegotiationPeer {
+  readonly id: string;
+  readonly leafDer: Buffer;
+  readonly ownId: string;
+  readonly now: number;
+}
+
+/** Reads and checks the request; throws NegotiationError (bad frame, timeout) or TokenError. */
+export async function negotiate(socket: Duplex, settings: NegotiationSettings, peer: NegotiationPeer): Promise<Negotiated> {
+  const request = readRequest(await readRequestFrame(socket, settings.frameTimeoutMs));
+  const thumbprint = createHash("sha256").update(peer.leafDer).digest("base64url");
+  const ctx = { audience: peer.ownId, subject: peer.id, thumbprint, now: peer.now };
+  const evidence = request.attestation_token ? [await verifyAttestationToken(request.attestation_token, settings.attestors, ctx)] : [];
+  const approval = request.approval_token ? await verifyApprovalToken(request.approval_token, settings.approvers, ctx, request.roles) : undefined;
+  return { request, evidence, ...(approval ? { approval } : {}), thumbprint };
+}
+
+export function denial(code: DenialCode, message: string, reasons: readonly string[] = []): Buffer {
+  return encodeFrame(FrameType.Denial, { code, reasons, message });
+}
+
+/** What a failed negotiation answers: its denial code and the rule, for the log. */
+export function failureOf(e: unknown): { code: DenialCode; rule: string; message: string } {
+  if (e instanceof NegotiationError) return { code: e.denial, rule: e.denial, message: e.message };
+  if (e instanceof TokenError) return { code: "token_invalid", rule: e.rule, message: e.message };
+  throw e;
+}
+
+/**
+ * The grant for an allowed negotiated session: the roles requested that the peer holds, ending at
+ * the earliest of the grant TTL, the obligations' expiry, the approval's and the attestation's.
+ */
+export async function grantFrame(
+  settings: NegotiationSettings,
+  n: Negotiated,
+  o: { peerId: string; ownId: string; heldRoles: readonly string[]; obligations: Obligations; obligationsRecord: Record<string, number | string>; now: number },
+): Promise<{ frame: Buffer; expiresAt: number; id: string; roles: string[] }> {
+  const ends = [o.now + settings.grantTtlMs, o.obligations.expiresAt, n.approval?.expiresAt, ...n.evidence.map((e) => e.expiresAt)].filter((x): x is number => x !== undefined);
+  const expiresAt = Math.min(...ends);
+  const roles = n.request.roles.filter((r) => o.heldRoles.includes(r));
+  const { jwt, id } = await signGrant(settings.grantKey, { issuer: o.ownId, subject: o.peerId, roles, obligations: o.obligationsRecord, expiresAt, thumbprint: n.thumbprint, now: o.now });
+  const frame = encodeFrame(FrameType.Grant, { grant: jwt, grant_id: id, roles, expires_at: new Date(expiresAt).toISOString(), obligations: o.obligationsRecord });
+  return { frame, expiresAt, id, roles };
+}
