@@ -17,6 +17,7 @@ import { ConfigError } from "./config/source.js";
 import { parseHostPort, type HostPort } from "./config/units.js";
 import { DEV_CERTS, PACKAGE_ROOT, startDemo } from "./demo/demo.js";
 import { FileWatcher } from "./config/watch.js";
+import { connect as connectParley, DeniedError } from "./negotiation/client.js";
 import { operations } from "./operations.js";
 import { formatLine, matches, parseLine, parseSince, Summary } from "./telemetry/tail.js";
 import { Sidecar } from "./sidecar.js";
@@ -40,6 +41,10 @@ commands:
                                decide offline and explain (exit 0 allow, 1 deny, 2 bad input)
   certs dev [--dir DIR] [--key-type ec-p256|rsa-2048]
                                regenerate the development certificates (default certs-dev/)
+  connect HOST:PORT --cert F --key F --ca F [--role R]... [--purpose TEXT]
+        [--attestation-token FILE] [--approval-token FILE]
+                               negotiate (ALPN parley/1), then pipe stdin/stdout through the session
+                               (exit 0 done, 1 denied, 3 could not connect)
   tail [FILE] [--deny] [--id S] [--reason R] [--listener L] [--since 10m|TIME] [--summary] [--no-color]
                                read decision logs (default stdin) as a readable, filterable view
   version                      print the version
@@ -226,6 +231,52 @@ async function tail(args: string[]): Promise<number> {
   return 0;
 }
 
+/** `parley connect`: negotiate, print the grant on stderr, then pipe stdin/stdout through the session. */
+async function connectCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      cert: { type: "string" },
+      key: { type: "string" },
+      ca: { type: "string" },
+      servername: { type: "string" },
+      role: { type: "string", multiple: true },
+      purpose: { type: "string" },
+      "attestation-token": { type: "string" },
+      "approval-token": { type: "string" },
+    },
+  });
+  const target = hostPortFlag(positionals[0], "HOST:PORT");
+  if (!target || !values.cert || !values.key || !values.ca) throw new UsageError("connect: HOST:PORT --cert F --key F --ca F are required");
+  const token = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f, "utf8").trim());
+  try {
+    const { socket, grant } = await connectParley({
+      host: target.host,
+      port: target.port,
+      cert: readFileSync(values.cert, "utf8"),
+      key: readFileSync(values.key, "utf8"),
+      ca: readFileSync(values.ca, "utf8"),
+      ...(values.servername ? { servername: values.servername } : {}),
+      roles: values.role ?? [],
+      ...(values.purpose !== undefined ? { purpose: values.purpose } : {}),
+      ...(values["attestation-token"] !== undefined ? { attestationToken: token(values["attestation-token"])! } : {}),
+      ...(values["approval-token"] !== undefined ? { approvalToken: token(values["approval-token"])! } : {}),
+    });
+    process.stderr.write(`granted ${grant.grant_id}: roles [${grant.roles.join(", ")}] until ${grant.expires_at}\n`);
+    await new Promise<void>((resolve) => {
+      process.stdin.pipe(socket);
+      socket.pipe(process.stdout);
+      socket.resume();
+      socket.once("close", () => resolve());
+    });
+    return 0;
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    return e instanceof DeniedError ? 1 : 3;
+  }
+}
+
 function packageVersion(): string {
   return JSON.parse(readFileSync(join(PACKAGE_ROOT, "package.json"), "utf8")).version;
 }
@@ -282,6 +333,8 @@ async function main(argv: string[]): Promise<number> {
       return controlPlane(rest);
     case "tail":
       return tail(rest);
+    case "connect":
+      return connectCommand(rest);
     case "version":
     case "--version":
       process.stdout.write(packageVersion() + "\n");

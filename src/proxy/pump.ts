@@ -97,5 +97,9 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd
   };
   flow(client, upstream, limits.up, (n) => (counts.toUpstream += n));
   flow(upstream, client, limits.down, (n) => (counts.toClient += n));
+  // A socket paused earlier (negotiation reads its frame, then pauses) does not flow on a new 'data'
+  // listener by itself.
+  client.resume();
+  upstream.resume();
   return counts;
 }

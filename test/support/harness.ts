@@ -149,6 +149,7 @@ export function readAll(s: TLSSocket): Promise<Buffer> {
     s.on("error", () => {});
     s.once("end", () => s.end());
     s.once("close", () => resolve(Buffer.concat(chunks)));
+    s.resume(); // a socket handed over paused (as by the negotiation client) flows again
   });
 }
 

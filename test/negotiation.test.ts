@@ -1,0 +1,231 @@
+// Negotiation at connect (ALPN parley/1): tokens, grants, denials, bad frames, and the client CLI.
+import { spawn } from "node:child_process";
+import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
+import { connect as tlsConnect } from "node:tls";
+import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, UnsecuredJWT, type JWK } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Issued } from "../src/certs/issue.js";
+import { connect, DeniedError } from "../src/negotiation/client.js";
+import { decodeFrame, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
+import { readAll, startHarness, writeFiles, type Harness } from "./support/harness.js";
+import { makePki, type TestPki } from "./support/pki.js";
+
+let pki: TestPki;
+let agent: Issued;
+let other: Issued;
+let h: Harness;
+let grantPublicPem: string;
+let attestor: Awaited<ReturnType<typeof generateKeyPair>>;
+let approver: Awaited<ReturnType<typeof generateKeyPair>>;
+let impostor: Awaited<ReturnType<typeof generateKeyPair>>;
+let files: Record<string, string>;
+const OWN = "spiffe://a.test/sidecar";
+const AGENT = "spiffe://a.test/agent";
+
+const thumbprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("base64url");
+const now = () => Math.floor(Date.now() / 1000);
+
+function attestation(over: Record<string, unknown> = {}, key = attestor.privateKey, header: Record<string, unknown> = {}) {
+  return new SignJWT({ env: "prod", image: { signed: true }, cnf: { "x5t#S256": thumbprint(agent) }, ...over })
+    .setProtectedHeader({ alg: "ES256", kid: "node-1", ...header })
+    .setIssuer((over.iss as string) ?? "node")
+    .setSubject(AGENT)
+    .setAudience((over.aud as string) ?? OWN)
+    .setIssuedAt((over.iat as number) ?? now())
+    .setExpirationTime((over.exp as number) ?? now() + 600)
+    .sign(key);
+}
+
+function approval(scope: string, exp = now() + 600, key = approver.privateKey) {
+  return new SignJWT({ scope }).setProtectedHeader({ alg: "ES256", kid: "tickets-1" }).setIssuer("tickets").setSubject(AGENT).setAudience(OWN).setExpirationTime(exp).sign(key);
+}
+
+beforeAll(async () => {
+  pki = await makePki();
+  agent = await pki.leaf(pki.a, AGENT);
+  other = await pki.leaf(pki.a, AGENT); // same ID, another certificate
+  attestor = await generateKeyPair("ES256");
+  approver = await generateKeyPair("ES256");
+  impostor = await generateKeyPair("ES256");
+  const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  grantPublicPem = grantKey.publicKey.export({ type: "spki", format: "pem" }) as string;
+  files = writeFiles({ "grant.pem": grantKey.privateKey.export({ type: "pkcs8", format: "pem" }) as string });
+  const jwk = async (k: CryptoKey | import("node:crypto").KeyObject, kid: string): Promise<JWK> => ({ ...(await exportJWK(k)), kid, use: "sig" });
+  const policies = `
+  main:
+    rules:
+      - name: attested-writer
+        action: allow
+        match: [{ id: ${AGENT} }]
+        roles: [writer]
+        attestation: { attestor: node, claims: { env: prod, image.signed: true }, max_age: 5m }
+      - name: readers
+        action: allow
+        match: [{ trust_domain: a.test }]
+        roles: [reader]
+roles:
+  reader: [{ trust_domain: a.test }]
+  writer: [{ id: spiffe://a.test/nobody }]
+attestors:
+  node: { jwks: ${JSON.stringify({ keys: [await jwk(attestor.publicKey, "node-1")] })} }
+approvers:
+  tickets: { jwks: ${JSON.stringify({ keys: [await jwk(approver.publicKey, "tickets-1")] })} }
+negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h, frame_timeout: 500ms }`;
+  h = await startHarness(pki, { policies });
+});
+afterAll(() => h.close());
+
+const opts = (creds: Issued = agent) => ({ host: "127.0.0.1", port: h.port, cert: creds.chainPem, key: creds.keyPem, ca: pki.a.certPem });
+
+/** Expects a denial and that the workload saw no connection. */
+async function expectDenied(p: Promise<unknown>, code: string, reason?: string) {
+  const before = h.echo.accepted();
+  const e = await p.then(() => undefined, (x: unknown) => x);
+  expect(e).toBeInstanceOf(DeniedError);
+  expect((e as DeniedError).denial).toBe(code);
+  if (reason) expect((e as DeniedError).reasons).toContain(reason);
+  expect(h.echo.accepted()).toBe(before);
+  return e as DeniedError;
+}
+
+describe("grants", () => {
+  it("an attested, approved agent gets a grant narrowed to what it asked, signed by the sidecar, and a working session", async () => {
+    const approvalExp = now() + 900;
+    const { socket, grant } = await connect({ ...opts(), roles: ["writer", "reader"], purpose: "nightly export", attestationToken: await attestation(), approvalToken: await approval("writer reader", approvalExp) });
+    expect(grant.roles).toEqual(["writer", "reader"]);
+    const { payload } = await jwtVerify(grant.grant, await importSPKI(grantPublicPem, "ES256"), { issuer: OWN, audience: AGENT, subject: AGENT });
+    expect(payload).toMatchObject({ roles: ["writer", "reader"], cnf: { "x5t#S256": thumbprint(agent) }, jti: grant.grant_id });
+    // Expiry: the earliest of grant TTL (1 h), approval (15 min), attestation (10 min), certificate (1 day).
+    expect(Math.abs(Date.parse(grant.expires_at) - (now() + 600) * 1000)).toBeLessThan(3000);
+    const got = readAll(socket);
+    socket.end("through a negotiated session");
+    expect((await got).toString()).toBe("through a negotiated session");
+    const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === grant.grant_id);
+    expect(d).toMatchObject({ rule: "attested-writer", negotiation: { purpose: "nightly export", requested_roles: ["writer", "reader"], granted_roles: ["writer", "reader"], approver: "tickets" } });
+  });
+
+  it("grants no more than requested: asking for nothing grants nothing", async () => {
+    const { socket, grant } = await connect({ ...opts(), attestationToken: await attestation(), approvalToken: await approval("writer") });
+    expect(grant.roles).toEqual([]);
+    socket.destroy();
+  });
+
+  it("without approval the writer role is not held: the reader rule admits with reader only", async () => {
+    const { socket, grant } = await connect({ ...opts(), roles: ["writer", "reader"] });
+    expect(grant.roles).toEqual(["reader"]);
+    socket.destroy();
+  });
+
+  it("the session is closed when the grant expires", async () => {
+    const { socket, grant } = await connect({ ...opts(), roles: ["writer"], attestationToken: await attestation(), approvalToken: await approval("writer", now() + 2) });
+    expect(Date.parse(grant.expires_at) - Date.now()).toBeLessThan(2500);
+    await readAll(socket);
+    expect((await h.logs.next("session_end", (r) => r.end_reason === "grant_expired", 6000)).peer_id).toBe(AGENT);
+  });
+});
+
+describe("tokens that are refused", () => {
+  it.each<[string, () => Promise<Record<string, string | string[]>>, string, string?]>([
+    ["an attestation signed by another key", async () => ({ attestationToken: await attestation({}, impostor.privateKey) }), "token_invalid"],
+    ["an attestation from an unknown attestor", async () => ({ attestationToken: await attestation({ iss: "rogue" }) }), "token_invalid"],
+    ["an attestation bound to no certificate", async () => ({ attestationToken: await attestation({ cnf: undefined }) }), "token_invalid"],
+    ["an attestation for another audience", async () => ({ attestationToken: await attestation({ aud: "spiffe://a.test/elsewhere" }) }), "token_invalid"],
+    ["an unsigned attestation (alg none)", async () => ({ attestationToken: new UnsecuredJWT({ env: "prod" }).setIssuer("node").setSubject(AGENT).setAudience(OWN).setExpirationTime("10m").encode() }), "token_invalid"],
+    ["an HS256 attestation", async () => ({ attestationToken: await new SignJWT({ env: "prod" }).setProtectedHeader({ alg: "HS256" }).setIssuer("node").setSubject(AGENT).setAudience(OWN).setExpirationTime("10m").sign(new Uint8Array(32)) }), "token_invalid"],
+    ["an expired approval", async () => ({ roles: ["writer"], approvalToken: await approval("writer", now() - 120) }), "token_invalid"],
+    ["a request wider than the approved scope", async () => ({ roles: ["writer", "admin"], approvalToken: await approval("writer") }), "token_invalid"],
+  ])("%s", async (_n, make, code, reason) => {
+    const extra = await make();
+    await expectDenied(connect({ ...opts(), ...(extra as object) }), code, reason);
+  });
+
+  it("a stale attestation (older than the rule's max age) does not satisfy the attested rule", async () => {
+    const { socket, grant } = await connect({ ...opts(), roles: ["writer"], attestationToken: await attestation({ iat: now() - 3600 }) });
+    expect(grant.roles).toEqual([]);
+    socket.destroy();
+    const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === grant.grant_id);
+    expect(d.rule).toBe("readers");
+  });
+
+  it("a token replayed over another certificate of the same identity fails (cnf)", async () => {
+    const token = await attestation(); // bound to `agent`'s certificate
+    const e = await expectDenied(connect({ ...opts(other), attestationToken: token }), "token_invalid");
+    expect(e.message).toMatch(/bound to another certificate/);
+    expect((await h.logs.next("decision", (r) => r.negotiation_rule === "wrongly_bound")).reasons).toEqual(["negotiation_failed"]);
+  });
+});
+
+describe("bad frames", () => {
+  /** Opens a parley/1 connection, sends `bytes` (then maybe waits), returns what came back before close. */
+  async function raw(bytes: Buffer, end = true): Promise<Buffer> {
+    const s = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, ALPNProtocols: ["parley/1"] });
+    await new Promise((r) => s.once("secureConnect", r));
+    const got = readAll(s);
+    if (bytes.length) s.write(bytes);
+    if (end) s.end();
+    return got;
+  }
+  const denialCode = (b: Buffer) => (decodeFrame(b)?.payload as { code?: string } | undefined)?.code;
+  const header = (version: number, type: number, length: number) => {
+    const b = Buffer.alloc(10);
+    b.write("PRLY", 0, "latin1");
+    b[4] = version;
+    b[5] = type;
+    b.writeUInt32BE(length, 6);
+    return b;
+  };
+
+  it.each<[string, Buffer, string]>([
+    ["garbage", Buffer.from("GET / HTTP/1.1\r\n\r\n"), "bad_frame"],
+    ["a wrong version", Buffer.concat([header(9, 1, 2), Buffer.from("{}")]), "unsupported_version"],
+    ["an oversized frame", header(1, 1, MAX_PAYLOAD + 1), "bad_frame"],
+    ["a payload that is not an object", Buffer.concat([header(1, 1, 2), Buffer.from("[]")]), "bad_frame"],
+    ["an unknown field", encodeFrame(FrameType.Request, { roles: [], tokens: "x" }), "bad_frame"],
+    ["a frame cut short, then the end", header(1, 1, 100), "bad_frame"],
+  ])("%s gets a denial frame, then a close, and nothing reaches the workload", async (_n, bytes, code) => {
+    const before = h.echo.accepted();
+    expect(denialCode(await raw(bytes))).toBe(code);
+    expect(h.echo.accepted()).toBe(before);
+  });
+
+  it("a frame slower than the frame timeout gets frame_timeout", async () => {
+    const before = h.echo.accepted();
+    expect(denialCode(await raw(header(1, 1, 50), false))).toBe("frame_timeout");
+    expect(h.echo.accepted()).toBe(before);
+  });
+
+  it("application bytes sent right behind the request frame are forwarded after the grant", async () => {
+    const s = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, ALPNProtocols: ["parley/1"] });
+    await new Promise((r) => s.once("secureConnect", r));
+    const got = readAll(s);
+    s.end(Buffer.concat([encodeFrame(FrameType.Request, { roles: ["reader"] }), Buffer.from("pipelined")]));
+    const all = await got;
+    const grant = decodeFrame(all)!;
+    expect(grant.type).toBe(FrameType.Grant);
+    expect(all.subarray(grant.size).toString()).toBe("pipelined");
+  });
+});
+
+describe("parley connect", () => {
+  it("negotiates and pipes stdin to stdout; a denial exits 1 with the reasons", async () => {
+    const f = writeFiles({ "agent.pem": agent.chainPem, "agent.key": agent.keyPem, "ca.pem": pki.a.certPem, "att.jwt": await attestation(), "appr.jwt": await approval("writer") });
+    const base = ["dist/cli.js", "connect", `127.0.0.1:${h.port}`, "--cert", f["agent.pem"]!, "--key", f["agent.key"]!, "--ca", f["ca.pem"]!];
+    // Asynchronously: the sidecar runs in this process and must keep answering.
+    const run = (args: string[], input: string) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+        c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        c.on("close", (status) => resolve({ status, stdout, stderr }));
+        c.stdin.end(input);
+      });
+    const ok = await run([...base, "--role", "writer", "--attestation-token", f["att.jwt"]!, "--approval-token", f["appr.jwt"]!], "hello from a script\n");
+    expect([ok.status, ok.stdout, ok.stderr]).toEqual([0, "hello from a script\n", expect.stringMatching(/^granted/)]);
+    expect(ok.stderr).toMatch(/^granted [0-9a-f]+: roles \[writer\] until /);
+    const denied = await run([...base, "--role", "admin", "--approval-token", f["appr.jwt"]!], "");
+    expect(denied.status).toBe(1);
+    expect(denied.stderr).toMatch(/denied the session \(token_invalid.*admin/);
+  });
+});
