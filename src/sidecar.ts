@@ -5,6 +5,7 @@ import { loadConfig, type ListenerConfig, type SidecarConfig } from "./config/lo
 import { ConfigError, formatIssue } from "./config/source.js";
 import { SvidVerifier } from "./identity/x509svid.js";
 import { InboundListener } from "./proxy/listener.js";
+import { OutboundListener } from "./proxy/outbound.js";
 import { SessionRegistry } from "./proxy/registry.js";
 import type { ListenerState } from "./proxy/session.js";
 import { Admission } from "./limits/admission.js";
@@ -66,6 +67,7 @@ export class Sidecar {
   readonly registry = new SessionRegistry();
   readonly counters: Counters;
   private readonly listeners = new Map<string, InboundListener>();
+  private readonly outbound = new Map<string, { listener: OutboundListener; spec: string }>();
   private readonly deps: ListenerDeps;
   private current: EffectiveConfig | undefined;
   /** The configuration last given, before the overlay. */
@@ -177,6 +179,7 @@ export class Sidecar {
       for (const l of fresh.values()) l.stopAccepting();
       throw new ApplyError((e as Error).message);
     }
+    await this.applyOutbound(next);
     const identityChanged = prev !== undefined && (next.identity.certChainPem !== prev.identity.certChainPem || next.identity.keyPem !== prev.identity.keyPem);
     const retired: InboundListener[] = [];
     for (const [name, l] of this.listeners) {
@@ -201,6 +204,40 @@ export class Sidecar {
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
       else s.recheck(state, next.revocationGraceMs);
     }
+  }
+
+  /**
+   * Outbound listeners: a changed route (address, remote, expected ID, negotiation) is a new listener;
+   * an unchanged one takes the new identity and bundles; a dropped one stops.
+   */
+  private async applyOutbound(next: EffectiveConfig): Promise<void> {
+    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
+    const wanted = new Map(next.outbound.map((o) => [o.name, o]));
+    for (const [name, o] of wanted) {
+      const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
+      const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
+      const have = this.outbound.get(name);
+      if (have?.spec === spec) {
+        have.listener.update(state);
+        continue;
+      }
+      const listener = new OutboundListener(state, this.options.log, this.deps.now);
+      have?.listener.stopAccepting();
+      const a = await listener.listen().catch((e: Error) => {
+        throw new ApplyError(`outbound ${name}: cannot listen: ${e.message}`);
+      });
+      this.outbound.set(name, { listener, spec });
+      this.options.log.lifecycle("outbound listener ready", { listener: name, address: `${a.address}:${a.port}`, remote: `${o.remote.host}:${o.remote.port}`, expect_id: o.expectId.toString() });
+    }
+    for (const [name, o] of this.outbound) {
+      if (wanted.has(name)) continue;
+      o.listener.stopAccepting();
+      this.outbound.delete(name);
+    }
+  }
+
+  outboundAddresses(): Record<string, AddressInfo> {
+    return Object.fromEntries([...this.outbound].map(([name, o]) => [name, o.listener.address()]));
   }
 
   /**
@@ -297,6 +334,7 @@ export class Sidecar {
       await this.queue;
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
       for (const l of this.listeners.values()) l.stopAccepting();
+      for (const o of this.outbound.values()) o.listener.stopAccepting();
       for (const t of this.ownTimers) t.clear();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });

@@ -229,3 +229,74 @@ describe("parley connect", () => {
     expect(denied.stderr).toMatch(/denied the session \(token_invalid.*admin/);
   });
 });
+
+describe("outbound mode", () => {
+  async function outboundSidecar(expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }") {
+    const { loadConfig } = await import("../src/config/load.js");
+    const { Sidecar } = await import("../src/sidecar.js");
+    const { MemoryLog } = await import("./support/harness.js");
+    const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": pki.a.certPem });
+    const cfg = writeFiles({
+      "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+outbound:
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${h.port}", expect_id: ${expectId}, negotiate: ${negotiate} }
+policies: {}
+admin: { listen: false }
+`,
+    })["out.yaml"]!;
+    const logs = new MemoryLog();
+    const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
+    await sidecar.start();
+    return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
+  }
+
+  async function plaintext(port: number, payload: string): Promise<string> {
+    const { connect: tcp } = await import("node:net");
+    return new Promise((resolve) => {
+      const s = tcp({ host: "127.0.0.1", port }, () => s.end(payload));
+      let got = "";
+      s.on("data", (c: Buffer) => (got += c.toString()));
+      s.on("error", () => {});
+      s.on("close", () => resolve(got));
+    });
+  }
+
+  it("outbound → inbound: a legacy app's plaintext crosses a negotiated mTLS hop both ways", async () => {
+    const out = await outboundSidecar(OWN);
+    try {
+      expect(await plaintext(out.port, "hello over the mesh")).toBe("hello over the mesh");
+      const o = await out.logs.next("outbound");
+      expect(o).toMatchObject({ decision: "allow", remote_id: OWN, grant_id: expect.stringMatching(/^[0-9a-f]+$/) });
+      const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === o.grant_id);
+      expect(d).toMatchObject({ peer_id: AGENT, rule: "readers", negotiation: { purpose: "legacy app", granted_roles: ["reader"] } });
+    } finally {
+      await out.sidecar.stop(50);
+    }
+  });
+
+  it("a remote that is not the expected SPIFFE ID gets nothing", async () => {
+    const out = await outboundSidecar("spiffe://a.test/someone-else");
+    try {
+      const before = h.echo.accepted();
+      expect(await plaintext(out.port, "secret")).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_id_mismatch" });
+      expect(h.echo.accepted()).toBe(before);
+    } finally {
+      await out.sidecar.stop(50);
+    }
+  });
+
+  it("a refused negotiation closes the app's connection", async () => {
+    const bad = writeFiles({ "token.jwt": "not.a.token" })["token.jwt"]!;
+    const out = await outboundSidecar(OWN, `{ roles: [reader], attestation_token: ${bad} }`);
+    try {
+      const before = h.echo.accepted();
+      expect(await plaintext(out.port, "let me in")).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_denied" });
+      expect(h.echo.accepted()).toBe(before);
+    } finally {
+      await out.sidecar.stop(50);
+    }
+  });
+});

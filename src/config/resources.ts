@@ -24,6 +24,16 @@ export interface ListenerConfig {
   readonly alpn: readonly string[];
 }
 
+export interface OutboundConfig {
+  readonly name: string;
+  readonly listen: HostPort;
+  readonly remote: HostPort;
+  readonly expectId: SpiffeId;
+  readonly serverName?: string;
+  readonly connectTimeoutMs: number;
+  readonly negotiate?: { readonly roles: readonly string[]; readonly purpose?: string; readonly attestationToken?: string; readonly approvalToken?: string };
+}
+
 export interface NegotiationSettings {
   readonly grantKey: KeyObject;
   readonly grantTtlMs: number;
@@ -54,6 +64,7 @@ export interface Resources {
   readonly limits: SidecarLimits;
   /** Present when negotiation (ALPN parley/1) is configured. */
   readonly negotiation?: NegotiationSettings;
+  readonly outbound: readonly OutboundConfig[];
 }
 
 /** Collects issues while compiling, reads files named by the data, and hashes what it saw. */
@@ -115,8 +126,10 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
   const policies = new Map([...compiled].map(([name, p]) => [name, { ...p, version: v }]));
   const listeners = compileListeners(c, raw, policies);
   const negotiation = compileNegotiation(c, raw);
+  const outbound = compileOutbound(c, raw);
   c.throwIfAny();
   return {
+    outbound,
     ...(negotiation ? { negotiation } : {}),
     version: v,
     bundles,
@@ -186,6 +199,7 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
   const names = new Set<string>();
   const addrs = new Set<string>();
   const out: ListenerConfig[] = [];
+  if (raw.listeners.length === 0 && raw.outbound.length === 0) c.error(["listeners"], "at least one listener (inbound, or outbound) is required");
   raw.listeners.forEach((l, i) => {
     const path = ["listeners", i];
     if (names.has(l.name)) c.error([...path, "name"], `duplicate listener name ${l.name}`);
@@ -238,4 +252,34 @@ function compileNegotiation(c: CompileContext, raw: RawResources): NegotiationSe
     }
   };
   return { grantKey, grantTtlMs: n.grant_ttl, frameTimeoutMs: n.frame_timeout, attestors: keySets(raw.attestors, "attestors"), approvers: keySets(raw.approvers, "approvers") };
+}
+
+function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[] {
+  const inbound = new Set(raw.listeners.map((l) => l.name));
+  const out: OutboundConfig[] = [];
+  raw.outbound.forEach((o, i) => {
+    const path = ["outbound", i];
+    if (inbound.has(o.name) || out.some((x) => x.name === o.name)) c.error([...path, "name"], `listener name ${o.name} is already used`);
+    const id = SpiffeId.tryParse(o.expect_id);
+    if (!(id instanceof SpiffeId)) return c.error([...path, "expect_id"], id.message);
+    const token = (k: "attestation_token" | "approval_token") => {
+      const f = o.negotiate?.[k];
+      return f === undefined ? undefined : c.readFile([...path, "negotiate", k], f)?.trim();
+    };
+    const n = o.negotiate;
+    const attestationToken = token("attestation_token");
+    const approvalToken = token("approval_token");
+    out.push({
+      name: o.name,
+      listen: parseHostPort(o.listen)!,
+      remote: parseHostPort(o.remote)!,
+      expectId: id,
+      ...(o.server_name ? { serverName: o.server_name } : {}),
+      connectTimeoutMs: o.connect_timeout,
+      ...(n
+        ? { negotiate: { roles: n.roles, ...(n.purpose ? { purpose: n.purpose } : {}), ...(attestationToken ? { attestationToken } : {}), ...(approvalToken ? { approvalToken } : {}) } }
+        : {}),
+    });
+  });
+  return out;
 }

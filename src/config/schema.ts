@@ -90,6 +90,22 @@ const listener = z.strictObject({
   alpn: z.array(z.string().min(1).max(255)).min(1).default(["http/1.1"]),
 });
 
+const outbound = z.strictObject({
+  name,
+  /** Plaintext from the local application; keep it on loopback. */
+  listen: hostPort,
+  /** The remote sidecar (mTLS). */
+  remote: hostPort,
+  /** The remote's SPIFFE ID must be exactly this. */
+  expect_id: z.string(),
+  server_name: z.string().optional(),
+  connect_timeout: duration.default(5000),
+  /** Negotiate (ALPN parley/1) on the application's behalf. Token values are files, re-read on reload. */
+  negotiate: z
+    .strictObject({ roles: z.array(name).default([]), purpose: z.string().max(512).optional(), attestation_token: z.string().optional(), approval_token: z.string().optional() })
+    .optional(),
+});
+
 const jwks = z.looseObject({ keys: z.array(z.record(z.string(), z.unknown())) });
 
 const attestationRecord = z.strictObject({
@@ -138,7 +154,9 @@ const admin = z
 /** What a control plane may push: everything but the sidecar's own identity and its bootstrap. */
 export const resourcesShape = {
   trust_domains: z.record(z.string(), trustDomain),
-  listeners: z.array(listener).min(1, "at least one listener is required"),
+  listeners: z.array(listener).default([]),
+  /** Outbound listeners: plaintext in from the local app, mTLS out to a remote sidecar. */
+  outbound: z.array(outbound).default([]),
   roles: z.record(name, z.array(matcher).min(1)).default({}),
   attestors: z.record(name, z.strictObject({ description: z.string().optional(), jwks: jwks.optional() })).default({}),
   /** Issuers of task-approval tokens, with their keys. */

@@ -2,7 +2,7 @@
 // and resolves with the socket (now carrying application bytes) and the grant, or rejects with the
 // denial.
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import { ALPN, decodeFrame, encodeFrame, FrameType, NegotiationError, type DenialCode } from "./frame.js";
+import { ALPN, decodeFrame, encodeFrame, FrameType, type NegotiationError, type DenialCode } from "./frame.js";
 
 export interface ConnectOptions {
   readonly host: string;
@@ -38,37 +38,34 @@ export class DeniedError extends Error {
   }
 }
 
-export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: Grant }> {
+export interface GrantRequest {
+  readonly roles?: readonly string[];
+  readonly purpose?: string;
+  readonly attestationToken?: string;
+  readonly approvalToken?: string;
+}
+
+/**
+ * On an established parley/1 connection: sends the request frame and waits for the answer. Resolves
+ * with the grant (the socket paused, any bytes after the frame put back), or rejects (DeniedError for
+ * a denial) after destroying the socket.
+ */
+export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 5000): Promise<Grant> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({
-      host: o.host,
-      port: o.port,
-      cert: o.cert,
-      key: o.key,
-      ca: o.ca,
-      servername: o.servername ?? "localhost",
-      ALPNProtocols: [ALPN],
-    });
-    const timer = setTimeout(() => fail(new Error(`no answer from parley within ${o.timeoutMs ?? 5000} ms`)), o.timeoutMs ?? 5000);
     let buf: Buffer = Buffer.alloc(0);
-    const fail = (e: Error) => {
+    const timer = setTimeout(() => fail(new Error(`no answer from parley within ${timeoutMs} ms`)), timeoutMs);
+    const cleanup = () => {
       clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      socket.off("error", fail);
+    };
+    const fail = (e: Error) => {
+      cleanup();
       socket.destroy();
       reject(e);
     };
-    socket.once("error", fail);
-    socket.once("close", () => fail(new Error("parley closed the connection before answering")));
-    socket.once("secureConnect", () => {
-      if (socket.alpnProtocol !== ALPN) return fail(new Error(`the server did not select ${ALPN}`));
-      socket.write(
-        encodeFrame(FrameType.Request, {
-          roles: o.roles ?? [],
-          ...(o.purpose !== undefined ? { purpose: o.purpose } : {}),
-          ...(o.attestationToken !== undefined ? { attestation_token: o.attestationToken } : {}),
-          ...(o.approvalToken !== undefined ? { approval_token: o.approvalToken } : {}),
-        }),
-      );
-    });
+    const onClose = () => fail(new Error("parley closed the connection before answering"));
     const onData = (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
       let frame: ReturnType<typeof decodeFrame>;
@@ -78,18 +75,44 @@ export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: 
         return fail(e as NegotiationError);
       }
       if (!frame) return;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.removeAllListeners("close");
-      socket.removeListener("error", fail);
+      cleanup();
       socket.pause();
       const rest = buf.subarray(frame.size);
       if (rest.length > 0) socket.unshift(rest);
-      if (frame.type === FrameType.Grant) return resolve({ socket, grant: frame.payload as unknown as Grant });
+      if (frame.type === FrameType.Grant) return resolve(frame.payload as unknown as Grant);
       const d = frame.payload as { code?: DenialCode; reasons?: string[]; message?: string };
       socket.destroy();
       reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? ""));
     };
     socket.on("data", onData);
+    socket.once("close", onClose);
+    socket.once("error", fail);
+    socket.write(
+      encodeFrame(FrameType.Request, {
+        roles: r.roles ?? [],
+        ...(r.purpose !== undefined ? { purpose: r.purpose } : {}),
+        ...(r.attestationToken !== undefined ? { attestation_token: r.attestationToken } : {}),
+        ...(r.approvalToken !== undefined ? { approval_token: r.approvalToken } : {}),
+      }),
+    );
+  });
+}
+
+/**
+ * Opens mTLS with ALPN parley/1 and negotiates. Resolves with the socket (paused: pipe it or resume
+ * it; it carries application bytes now) and the grant; rejects with DeniedError on a denial.
+ */
+export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: Grant }> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: o.host, port: o.port, cert: o.cert, key: o.key, ca: o.ca, servername: o.servername ?? "localhost", ALPNProtocols: [ALPN] });
+    socket.once("error", reject);
+    socket.once("secureConnect", () => {
+      socket.off("error", reject);
+      if (socket.alpnProtocol !== ALPN) {
+        socket.destroy();
+        return reject(new Error(`the server did not select ${ALPN}`));
+      }
+      requestGrant(socket, o, o.timeoutMs).then((grant) => resolve({ socket, grant }), reject);
+    });
   });
 }

@@ -181,6 +181,12 @@ export class DecisionLog {
     this.options.metrics?.limitHits.inc({ kind });
   }
 
+  /** An outbound connection: the remote was verified (and granted, if negotiating), or refused. */
+  outbound(r: Record<string, unknown> & { listener: string; decision: "allow" | "deny" }): void {
+    this.options.metrics?.decisions.inc({ listener: r.listener, decision: r.decision, reason: String(r.reason ?? "remote_verified") });
+    if (this.categories.decisions) this.logger.info({ event: "outbound", ...r }, r.decision === "allow" ? "outbound session opened" : "outbound session refused");
+  }
+
   revoked(r: RevokedRecord): void {
     this.options.metrics?.revocations.inc({ reason: r.reasons[0] ?? "" });
     if (this.categories.sessions) this.logger.info({ event: "revoked", ...r }, "session no longer admitted by the new configuration");
