@@ -11,6 +11,7 @@ import { BundleFormatError, parseSpiffeBundle } from "../src/identity/spiffebund
 import { SpiffeId, SpiffeIdError } from "../src/identity/spiffeid.js";
 import { CertificateParseError, parseCertificate } from "../src/identity/x509cert.js";
 import { parseLine } from "../src/telemetry/tail.js";
+import { decodeFrame, encodeFrame, FrameType, NegotiationError, readRequest } from "../src/negotiation/frame.js";
 
 const RUNS = { numRuns: 400 };
 
@@ -117,6 +118,37 @@ describe("frame and format parsers", () => {
     fc.assert(
       fc.property(fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 4 })), (o) => {
         expect(fromStruct(toStruct(o))).toEqual(o);
+      }),
+      RUNS,
+    );
+  });
+
+  it("negotiation frames: a frame, a need for more bytes, or a NegotiationError", () => {
+    const frameish = fc.oneof(
+      fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+      fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 4 }), fc.jsonValue()).map(([v, t, p]) => {
+        const body = Buffer.from(JSON.stringify(p) ?? "null");
+        const head = Buffer.alloc(10);
+        head.write("PRLY", 0, "latin1");
+        head[4] = v;
+        head[5] = t;
+        head.writeUInt32BE(body.length, 6);
+        return Buffer.concat([head, body]);
+      }),
+    );
+    fc.assert(
+      fc.property(frameish, fc.nat(80), (b, cut) => {
+        onlyThrows(() => {
+          const f = decodeFrame(b.subarray(0, cut));
+          if (f?.type === FrameType.Request) readRequest(f.payload);
+        }, NegotiationError);
+      }),
+      RUNS,
+    );
+    fc.assert(
+      fc.property(fc.record({ roles: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 5 }), purpose: fc.string({ maxLength: 50 }) }), (req) => {
+        const f = decodeFrame(encodeFrame(FrameType.Request, req))!;
+        expect(readRequest(f.payload).roles).toEqual([...new Set(req.roles)]);
       }),
       RUNS,
     );

@@ -22,6 +22,13 @@ let files: Record<string, string>;
 const OWN = "spiffe://a.test/sidecar";
 const AGENT = "spiffe://a.test/agent";
 
+const decodeFrameSafe = (b: Buffer) => {
+  try {
+    return decodeFrame(b)?.type === FrameType.Request;
+  } catch {
+    return false;
+  }
+};
 const thumbprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("base64url");
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -186,6 +193,23 @@ describe("bad frames", () => {
     const before = h.echo.accepted();
     expect(denialCode(await raw(bytes))).toBe(code);
     expect(h.echo.accepted()).toBe(before);
+  });
+
+  it("random and truncated frames never crash the sidecar and never reach the workload", async () => {
+    const fc = (await import("fast-check")).default;
+    const before = h.echo.accepted();
+    const samples = fc.sample(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 200 }).map((b) => Buffer.from(b)), fc.nat(60).map((n) => encodeFrame(FrameType.Request, { roles: ["reader"] }).subarray(0, n + 1))), { numRuns: 25, seed: 7 });
+    for (const bytes of samples) {
+      const got = await Promise.race([raw(bytes), new Promise<Buffer>((_, rej) => setTimeout(() => rej(new Error(`no answer to ${bytes.toString("hex")}`)), 5000))]);
+      const f = got.length ? decodeFrame(got) : undefined;
+      // Either a denial, or (for a whole, valid request) a grant; never workload bytes without a grant.
+      if (f?.type === FrameType.Grant) expect(got.length).toBe(f.size);
+    }
+    expect(h.echo.accepted() - before).toBeLessThanOrEqual(samples.filter((b) => b.length >= 10 && decodeFrameSafe(b)).length);
+    const { socket } = await connect({ ...opts(), roles: ["reader"] });
+    const echoed = readAll(socket);
+    socket.end("still serving");
+    expect((await echoed).toString()).toBe("still serving");
   });
 
   it("a frame slower than the frame timeout gets frame_timeout", async () => {

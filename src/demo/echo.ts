@@ -23,7 +23,11 @@ function serveHttp(socket: Socket, first: Buffer): void {
 
 function serve(socket: Socket): void {
   socket.on("error", () => socket.destroy());
+  // A client that ends without sending anything gets its end back.
+  const endEmpty = () => socket.end();
+  socket.once("end", endEmpty);
   socket.once("data", (first: Buffer) => {
+    socket.off("end", endEmpty);
     if (HTTP_METHOD.test(first.subarray(0, 8).toString("latin1"))) return serveHttp(socket, first);
     socket.write(first);
     socket.pipe(socket);

@@ -93,7 +93,10 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd
         timers.add(t);
       }
     });
-    src.once("end", () => dst.end());
+    // The end may have come already (a peer that sent its request and closed at once, while the
+    // socket was paused for negotiation).
+    if (src.readableEnded) dst.end();
+    else src.once("end", () => dst.end());
   };
   flow(client, upstream, limits.up, (n) => (counts.toUpstream += n));
   flow(upstream, client, limits.down, (n) => (counts.toClient += n));
