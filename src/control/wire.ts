@@ -151,7 +151,9 @@ export function resourcesToWire(raw: Obj): WireResource[] {
   }
   for (const [name, td] of sorted(raw.trust_domains)) out.push({ name, trust_bundle: { x509_authorities_pem: String((td as Obj).bundle_pem ?? "") } });
   for (const [name, ms] of sorted(raw.roles)) out.push({ name, role: { match: (ms as Obj[]).map(matcherOut) } });
-  for (const [name, a] of sorted(raw.attestors)) out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description) }) });
+  const jwksJson = (v: unknown) => (v === undefined ? undefined : JSON.stringify(v));
+  for (const [name, a] of sorted(raw.attestors)) out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
+  for (const [name, a] of sorted(raw.approvers)) out.push({ name, approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
   ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
     out.push({
       name: `${a.subject}#${a.attestor}#${i}`,
@@ -227,6 +229,16 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
   const trust_domains: Obj = {};
   const roles: Obj = {};
   const attestors: Obj = {};
+  const approvers: Obj = {};
+  /** A JWK Set sent as JSON; unparsable text is kept as a string for the schema to refuse. */
+  const jwksOf = (v: unknown) => {
+    if (typeof v !== "string") return undefined;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  };
   const attestations: Obj[] = [];
   let settings: Obj | undefined;
   const seen = new Set<string>();
@@ -255,7 +267,10 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
         roles[r.name] = list(body.match).map((m) => matcherIn(asObj(m)));
         break;
       case "attestor":
-        attestors[r.name] = clean({ description: body.description });
+        attestors[r.name] = clean({ description: body.description, jwks: jwksOf(body.jwks_json) });
+        break;
+      case "approver":
+        approvers[r.name] = clean({ description: body.description, jwks: jwksOf(body.jwks_json) });
         break;
       case "attestation":
         attestations.push(clean({ ...body, claims: fromStruct(asObj(body.claims) as WireStruct) }));
@@ -268,7 +283,7 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
         problems.push(`resource ${r.name}: unknown kind ${kind}`);
     }
   }
-  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, attestations };
+  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations };
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));
