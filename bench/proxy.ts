@@ -1,0 +1,347 @@
+// npm run bench — parley against a bare Node TLS pipe (the floor for any Node proxy) and, when it is
+// installed, nginx's stream module doing mTLS termination, all in front of the same echo workload,
+// with the same certificates, driven by one load generator in alternating rounds. Reports medians,
+// ratios parley/pipe and parley/nginx, and each server's own CPU (utime+stime from /proc) per unit
+// of work, which stays steady where client-side rates are bounded by the load generator itself.
+//
+// nginx: `apt-get install nginx libnginx-mod-stream` (Debian); skipped with a notice when absent.
+// Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (64; the full
+// figure is 512), BENCH_IDLE (2000 idle sessions; the full figure is 10000).
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { connect, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { CertificateAuthority } from "../src/certs/issue.js";
+import { startEcho } from "../src/demo/echo.js";
+import { freePort, tempDir } from "../test/support/harness.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 64);
+const IDLE = Number(process.env.BENCH_IDLE ?? 2000);
+const CONCURRENCY = 16;
+
+const dir = tempDir();
+const ca = await CertificateAuthority.root({ trustDomain: "bench.test" });
+const server = await ca.leaf({ uris: ["spiffe://bench.test/sidecar"], dnsNames: ["localhost"] });
+const client = await ca.leaf({ uris: ["spiffe://bench.test/ns/ns7/sa/svc7"] });
+const f = (name: string, text: string) => {
+  writeFileSync(join(dir, name), text);
+  return join(dir, name);
+};
+const files = { cert: f("cert.pem", server.chainPem), key: f("key.pem", server.keyPem), ca: f("ca.pem", ca.certPem) };
+const echo = await startEcho("127.0.0.1", 0);
+const upstream = (echo.server.address() as { port: number }).port;
+
+/** A realistic parley configuration: 1,000 rules, decision log to a file, limits on. */
+function parleyConfig(port: number): string {
+  const rules = Array.from({ length: 1000 }, (_, i) =>
+    i % 10 === 0
+      ? `      - { name: deny-${i}, action: deny, match: [{ id: spiffe://bench.test/ns/ns${i % 100}/sa/banned${i} }] }`
+      : `      - { name: allow-${i}, action: allow, match: [{ id: spiffe://bench.test/ns/ns${i % 100}/sa/app${i} }], limits: { idle_timeout: 5m, rate: { per_second: 100000, burst: 100000 } } }`,
+  ).join("\n");
+  return `identity: { cert: ${files.cert}, key: ${files.key} }
+trust_domains: { bench.test: { bundle: ${files.ca} } }
+listeners:
+  - { name: main, listen: "127.0.0.1:${port}", upstream: "127.0.0.1:${upstream}", policy: main, max_sessions: 100000 }
+policies:
+  main:
+    rules:
+      - { name: bench-client, action: allow, match: [{ id: spiffe://bench.test/ns/ns7/sa/svc7 }], limits: { idle_timeout: 5m, rate: { per_second: 100000, burst: 100000 } } }
+${rules}
+limits: { max_sessions: 100000, max_handshakes: 4096, max_handshakes_per_source: 4096 }
+log: { deny_cap: false }
+admin: { listen: false }
+`;
+}
+
+function nginxConfig(port: number): string {
+  const modules = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/share/nginx/modules/ngx_stream_module.so"].find(existsSync);
+  return `${modules ? `load_module ${modules};\n` : ""}worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log;
+events { worker_connections 20000; }
+stream {
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_certificate ${files.cert};
+    ssl_certificate_key ${files.key};
+    ssl_client_certificate ${files.ca};
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    proxy_pass 127.0.0.1:${upstream};
+  }
+}
+`;
+}
+
+interface Target {
+  name: "parley" | "pipe" | "nginx";
+  port: number;
+  proc: ChildProcess;
+}
+
+async function waitPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
+      s.on("error", () => resolve(false));
+      s.on("secureConnect", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on("close", () => resolve(true));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listening on ${port}`);
+}
+
+async function start(name: Target["name"]): Promise<Target | undefined> {
+  const port = await freePort();
+  let proc: ChildProcess;
+  if (name === "parley") {
+    const cfg = f("parley.yaml", parleyConfig(port));
+    const log = f("decisions.log", "");
+    proc = spawn("bash", ["-c", `exec "${process.execPath}" dist/cli.js run --config "${cfg}" --no-watch > "${log}"`], { stdio: "ignore" });
+  } else if (name === "pipe") {
+    proc = spawn(process.execPath, ["bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca], { stdio: "ignore" });
+  } else {
+    const bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find(existsSync);
+    if (!bin) {
+      console.log("nginx is not installed: skipping it (apt-get install nginx libnginx-mod-stream)");
+      return undefined;
+    }
+    const conf = f("nginx.conf", nginxConfig(port));
+    proc = spawn(bin, ["-c", conf, "-p", dir], { stdio: "ignore" });
+  }
+  await waitPort(port);
+  return { name, port, proc };
+}
+
+/** utime+stime (ms) of a process and its children (nginx's worker), from /proc. */
+function cpuMs(pid: number): number {
+  const kids = (() => {
+    try {
+      return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  })();
+  let ms = 0;
+  for (const p of [pid, ...kids]) {
+    try {
+      const st = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+      ms += (Number(st[11]) + Number(st[12])) * 10;
+    } catch {
+      // gone
+    }
+  }
+  return ms;
+}
+
+function rssKiB(pid: number): number {
+  const kids = (() => {
+    try {
+      return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  })();
+  let kib = 0;
+  for (const p of [pid, ...kids]) {
+    try {
+      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]);
+    } catch {
+      // gone
+    }
+  }
+  return kib;
+}
+
+const tlsOpts = (port: number, extra: Partial<ConnectionOptions> = {}): ConnectionOptions => ({
+  host: "127.0.0.1",
+  port,
+  servername: "localhost",
+  ca: ca.certPem,
+  cert: client.chainPem,
+  key: client.keyPem,
+  ...extra,
+});
+
+function dial(port: number, extra: Partial<ConnectionOptions> = {}): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(tlsOpts(port, extra));
+    s.once("secureConnect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+function roundTrip(s: TLSSocket, payload: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    let got = 0;
+    const on = (c: Buffer) => {
+      got += c.length;
+      if (got >= payload.length) {
+        s.off("data", on);
+        resolve();
+      }
+    };
+    s.on("data", on);
+    s.write(payload);
+  });
+}
+
+const payload64 = Buffer.alloc(64, 42);
+
+/** Full handshake (or resumed), 64-byte echo, close; at fixed concurrency for SECONDS. */
+async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }> {
+  let done = 0;
+  let errors = 0;
+  const until = Date.now() + SECONDS * 1000;
+  const cpu0 = cpuMs(t.proc.pid!);
+  const worker = async () => {
+    let session: Buffer | undefined;
+    while (Date.now() < until) {
+      try {
+        const s = await dial(t.port, resume && session ? { session } : {});
+        if (resume) s.once("session", (sess: Buffer) => (session = sess));
+        await roundTrip(s, payload64);
+        await new Promise<void>((r) => {
+          s.once("close", () => r());
+          s.end();
+        });
+        done++;
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const cpu = cpuMs(t.proc.pid!) - cpu0;
+  if (errors > done / 100) console.log(`  ${t.name}: ${errors} errors in new sessions`);
+  return { perSec: done / SECONDS, cpuUsPerSession: (cpu * 1000) / Math.max(1, done) };
+}
+
+/** Request/response on long-lived sessions: throughput and latency percentiles. */
+async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99: number; p999: number; cpuUsPerRt: number }> {
+  const sessions = await Promise.all(Array.from({ length: CONCURRENCY }, () => dial(t.port)));
+  const lat: number[] = [];
+  const until = Date.now() + SECONDS * 1000;
+  const cpu0 = cpuMs(t.proc.pid!);
+  await Promise.all(
+    sessions.map(async (s) => {
+      while (Date.now() < until) {
+        const t0 = process.hrtime.bigint();
+        await roundTrip(s, payload64);
+        lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }),
+  );
+  const cpu = cpuMs(t.proc.pid!) - cpu0;
+  for (const s of sessions) s.destroy();
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
+  return { perSec: lat.length / SECONDS, p50: q(0.5), p99: q(0.99), p999: q(0.999), cpuUsPerRt: (cpu * 1000) / lat.length };
+}
+
+/** One session, BULK_MIB each way at once; MB/s and server CPU per GiB. */
+async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number }> {
+  const s = await dial(t.port);
+  const total = BULK_MIB * 1024 * 1024;
+  const chunk = Buffer.alloc(256 * 1024, 7);
+  const cpu0 = cpuMs(t.proc.pid!);
+  const t0 = performance.now();
+  let got = 0;
+  const received = new Promise<void>((resolve) =>
+    s.on("data", (c: Buffer) => {
+      got += c.length;
+      if (got >= total) resolve();
+    }),
+  );
+  for (let sent = 0; sent < total; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+  await received;
+  const secs = (performance.now() - t0) / 1000;
+  const cpu = cpuMs(t.proc.pid!) - cpu0;
+  s.destroy();
+  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / ((2 * total) / 1024 ** 3) };
+}
+
+/** RSS per idle established session, IDLE sessions open at once. */
+async function idleMemory(t: Target): Promise<{ kibPerSession: number }> {
+  const before = rssKiB(t.proc.pid!);
+  const held: TLSSocket[] = [];
+  for (let i = 0; i < IDLE; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, IDLE - i) }, () => dial(t.port).then(async (s) => (await roundTrip(s, payload64), s))));
+    held.push(...batch);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const after = rssKiB(t.proc.pid!);
+  for (const s of held) s.destroy();
+  await new Promise((r) => setTimeout(r, 500));
+  return { kibPerSession: (after - before) / IDLE };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+type Figures = Record<string, number>;
+const results: Record<string, Figures[]> = { parley: [], pipe: [], nginx: [] };
+for (let round = 0; round < ROUNDS; round++) {
+  for (const name of ["parley", "pipe", "nginx"] as const) {
+    const t = await start(name);
+    if (!t) continue;
+    console.log(`round ${round + 1}: ${name}`);
+    const n = await newSessions(t, false);
+    const r = await newSessions(t, true);
+    const rt = await roundTrips(t);
+    const b = await bulk(t);
+    const m = round === 0 ? await idleMemory(t) : { kibPerSession: NaN };
+    results[name]!.push({
+      new_sessions_per_s: n.perSec,
+      cpu_us_per_new_session: n.cpuUsPerSession,
+      resumed_sessions_per_s: r.perSec,
+      cpu_us_per_resumed_session: r.cpuUsPerSession,
+      round_trips_per_s: rt.perSec,
+      rt_p50_ms: rt.p50,
+      rt_p99_ms: rt.p99,
+      rt_p999_ms: rt.p999,
+      cpu_us_per_round_trip: rt.cpuUsPerRt,
+      bulk_mb_per_s: b.mbPerSec,
+      cpu_ms_per_gib: b.cpuMsPerGiB,
+      rss_kib_per_idle_session: m.kibPerSession,
+    });
+    t.proc.kill("SIGTERM");
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+await echo.close();
+
+const keys = Object.keys(results.parley![0]!);
+const med: Record<string, Figures> = {};
+for (const [name, rows] of Object.entries(results)) {
+  if (rows.length === 0) continue;
+  med[name] = Object.fromEntries(keys.map((k) => [k, median(rows.map((r) => r[k]!).filter((v) => !Number.isNaN(v)))]));
+}
+const ratio = (a: string, b: string) => (med[a] && med[b] ? Object.fromEntries(keys.map((k) => [k, +(med[a]![k]! / med[b]![k]!).toFixed(2)])) : undefined);
+const report = {
+  bench: "proxy",
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, memory_gib: Math.round(totalmem() / 1024 ** 3), node: process.version },
+  settings: { seconds: SECONDS, rounds: ROUNDS, concurrency: CONCURRENCY, bulk_mib_each_way: BULK_MIB, idle_sessions: IDLE },
+  medians: med,
+  parley_over_pipe: ratio("parley", "pipe"),
+  parley_over_nginx: ratio("parley", "nginx"),
+};
+mkdirSync("bench/results", { recursive: true });
+writeFileSync("bench/results/proxy.json", JSON.stringify(report, null, 2) + "\n");
+const fmt = (v: number | undefined) => (v === undefined ? "-" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
+console.log(`\n${"figure".padEnd(30)}${"parley".padStart(10)}${"pipe".padStart(10)}${"nginx".padStart(10)}${"p/pipe".padStart(9)}${"p/nginx".padStart(9)}`);
+for (const k of keys) {
+  console.log(`${k.padEnd(30)}${fmt(med.parley?.[k]).padStart(10)}${fmt(med.pipe?.[k]).padStart(10)}${fmt(med.nginx?.[k]).padStart(10)}${fmt(report.parley_over_pipe?.[k]).padStart(9)}${fmt(report.parley_over_nginx?.[k]).padStart(9)}`);
+}
+console.log("\nwritten to bench/results/proxy.json");
+process.exit(0);
