@@ -111,6 +111,16 @@ describe("grants", () => {
     expect(d).toMatchObject({ rule: "attested-writer", negotiation: { purpose: "nightly export", requested_roles: ["writer", "reader"], granted_roles: ["writer", "reader"], approver: "tickets" } });
   });
 
+  it("the grant never outlives the peer certificate", async () => {
+    const shortCert = await pki.leaf(pki.a, AGENT, { notAfter: new Date(Date.now() + 90_000) });
+    const { socket, grant } = await connect({ ...opts(shortCert), roles: ["reader"] });
+    const certEnd = Date.parse(new X509Certificate(shortCert.certPem).validTo);
+    expect(Math.abs(Date.parse(grant.expires_at) - certEnd)).toBeLessThan(1000);
+    const { payload } = await jwtVerify(grant.grant, await importSPKI(grantPublicPem, "ES256"));
+    expect(Math.abs(payload.exp! * 1000 - certEnd)).toBeLessThan(1000);
+    socket.destroy();
+  });
+
   it("grants no more than requested: asking for nothing grants nothing", async () => {
     const { socket, grant } = await connect({ ...opts(), attestationToken: await attestation(), approvalToken: await approval("writer") });
     expect(grant.roles).toEqual([]);
