@@ -9,24 +9,15 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { get } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { ControlClient } from "../src/control/client.js";
 import { compilePush } from "../src/control/validate.js";
+import { freePort } from "../test/support/harness.js";
 
 const N = Number(process.env.BENCH_NODES ?? 1000);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function status(port: number): Promise<{ connected_streams: number; nodes: Array<{ acked_version: string | null; connected: boolean }> }> {
   return new Promise((resolve, reject) => {

@@ -123,17 +123,19 @@ async function start(name: Target["name"]): Promise<Target | undefined> {
   return { name, port, proc };
 }
 
-/** utime+stime (ms) of a process and its children (nginx's worker), from /proc. */
+/** A process and its children (nginx's worker; the shell parley runs under). */
+function tree(pid: number): number[] {
+  try {
+    return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number)];
+  } catch {
+    return [pid];
+  }
+}
+
+/** utime+stime (ms) of a process tree, from /proc. */
 function cpuMs(pid: number): number {
-  const kids = (() => {
-    try {
-      return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  })();
   let ms = 0;
-  for (const p of [pid, ...kids]) {
+  for (const p of tree(pid)) {
     try {
       const st = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
       ms += (Number(st[11]) + Number(st[12])) * 10;
@@ -145,15 +147,8 @@ function cpuMs(pid: number): number {
 }
 
 function rssKiB(pid: number): number {
-  const kids = (() => {
-    try {
-      return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  })();
   let kib = 0;
-  for (const p of [pid, ...kids]) {
+  for (const p of tree(pid)) {
     try {
       kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]);
     } catch {

@@ -233,7 +233,7 @@ describe("control plane and sidecar", () => {
     await waitFor(() => fx!.cpLog.some((l) => l.includes("snapshot_rejected")), 3000, "rejection");
     const rejected = JSON.parse(fx.cpLog.find((l) => l.includes("snapshot_rejected"))!);
     expect(rejected.errors[0]).toMatch(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/);
-    expect((await status(fx.cp.adminPort!)).last_rejected).toBeTruthy();
+    expect((await status(fx.cp.adminPort!)).last_rejected).toMatchObject({ errors: [expect.stringMatching(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/)] });
     await new Promise((r) => setTimeout(r, 300));
     expect(applied(fx)).toBe(1);
     expect(fx.agent.sync.running()).toBe(before);
