@@ -18,7 +18,7 @@ import { ALPN, type DenialCode } from "../negotiation/frame.js";
 import { denial, failureOf, grantFrame, negotiate, type Negotiated } from "../negotiation/negotiate.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { pump, type PumpCounts } from "./pump.js";
-import { peerChain } from "./peerchain.js";
+import { PeerCertificates } from "./peerchain.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "./registry.js";
 import { dial, DialError } from "./upstream.js";
 
@@ -50,7 +50,7 @@ type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
 
 /** What the connection brought, fixed at the handshake: every (re-)decision is made on these. */
 interface ConnectionFacts {
-  readonly chain: readonly Buffer[];
+  readonly certs: PeerCertificates;
   readonly sourceAddress: string;
   readonly source: string;
   readonly sni: string | null;
@@ -60,7 +60,7 @@ interface ConnectionFacts {
 
 function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
   return {
-    chain: peerChain(client, maxChainLength),
+    certs: new PeerCertificates(client, maxChainLength),
     sourceAddress: client.remoteAddress ?? "",
     source: `${client.remoteAddress}:${client.remotePort}`,
     sni: (client as TLSSocket & { servername?: string | false }).servername || null,
@@ -71,7 +71,7 @@ function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
 
 /** Verifies and decides on `facts` under `state`: the one path for first decisions and re-checks. */
 function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
-  const peer = state.verifier.verify(facts.chain, now);
+  const peer = facts.certs.verify(state.verifier, now);
   const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
   const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
   const { config } = state;
@@ -177,7 +177,7 @@ export class InboundSession implements LiveSession {
   private async negotiate(): Promise<Negotiated | undefined> {
     const now = this.deps.now();
     const settings = this.state.negotiation;
-    const peer = this.state.verifier.verify(this.facts.chain, now);
+    const peer = this.facts.certs.verify(this.state.verifier, now);
     const fail = (code: DenialCode, rule: string, message: string) => {
       this.peerId = (peer.ok ? peer.svid.id : peer.id)?.toString() ?? "";
       const { policy } = this.state.config;
