@@ -8,7 +8,6 @@
 // push-to-all time includes 1,000 validations on one core of the client side.
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { get } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -19,14 +18,8 @@ import { freePort } from "../test/support/harness.js";
 
 const N = Number(process.env.BENCH_NODES ?? 1000);
 
-function status(port: number): Promise<{ connected_streams: number; nodes: Array<{ acked_version: string | null; connected: boolean }> }> {
-  return new Promise((resolve, reject) => {
-    get({ host: "127.0.0.1", port, path: "/status" }, (res) => {
-      let b = "";
-      res.on("data", (c) => (b += c));
-      res.on("end", () => resolve(JSON.parse(b)));
-    }).on("error", reject);
-  });
+async function status(port: number): Promise<{ connected_streams: number; nodes: Array<{ acked_version: string | null; connected: boolean }> }> {
+  return (await fetch(`http://127.0.0.1:${port}/status`)).json() as never;
 }
 
 function procStats(pid: number): { rssMiB: number; cpuMs: number } {

@@ -2,7 +2,7 @@
 // apply a configuration (the first one starts it), reload from file, fail closed, stop with a drain.
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "./config/load.js";
-import { ConfigError, formatIssue } from "./config/source.js";
+import { errorLines } from "./config/source.js";
 import { SvidVerifier } from "./identity/x509svid.js";
 import { InboundListener } from "./proxy/listener.js";
 import { OutboundListener } from "./proxy/outbound.js";
@@ -297,7 +297,7 @@ export class Sidecar {
       this.options.log.configApplied({ file: old.file, old_version: old.version, new_version: next.version, sessions_rechecked: sessions });
       return "applied";
     } catch (e) {
-      const errors = e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message];
+      const errors = errorLines(e);
       this.options.log.configRejected({ file: old.file, old_version: old.version, errors });
       return "rejected";
     }

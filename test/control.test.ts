@@ -1,7 +1,6 @@
 // The control plane end to end: the real server over a directory of YAML files, a sidecar driven by it
 // over real gRPC on loopback, real TLS sessions through that sidecar.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { get } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -127,14 +126,8 @@ control_plane:
   return f;
 }
 
-function status(port: number): Promise<{ nodes: Array<Record<string, unknown>>; last_rejected: unknown }> {
-  return new Promise((resolve, reject) => {
-    get({ host: "127.0.0.1", port, path: "/status" }, (res) => {
-      let body = "";
-      res.on("data", (c) => (body += c));
-      res.on("end", () => resolve(JSON.parse(body)));
-    }).on("error", reject);
-  });
+async function status(port: number): Promise<{ nodes: Array<Record<string, unknown>>; last_rejected: unknown }> {
+  return (await fetch(`http://127.0.0.1:${port}/status`)).json() as never;
 }
 
 

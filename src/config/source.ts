@@ -27,6 +27,11 @@ export function formatIssue(i: ConfigIssue): string {
   return `${at}: ${i.path ? i.path + ": " : ""}${i.message}`;
 }
 
+/** Any error as lines for a log or a NACK: each located issue of a ConfigError, else its message. */
+export function errorLines(e: unknown): string[] {
+  return e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message];
+}
+
 /** Turns a path in the configuration data into a located issue. */
 export interface IssueLocator {
   issue(path: ConfigPath, message: string, key?: string): ConfigIssue;

@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { CompileContext, compileResources } from "../config/resources.js";
 import { resourcesSchema } from "../config/schema.js";
-import { ConfigError, formatIssue, parseWith, PathOnlySource, YamlSource } from "../config/source.js";
+import { ConfigError, errorLines, parseWith, PathOnlySource, YamlSource } from "../config/source.js";
 import { resourcesToWire, type WireResource } from "./wire.js";
 
 export interface Snapshot {
@@ -104,7 +104,7 @@ export class SnapshotStore {
       shared = yamlFiles(this.dir).map(readResourceFile);
       nodes = yamlFiles(join(this.dir, "nodes")).map((f) => [basename(f).replace(/\.ya?ml$/, ""), readResourceFile(f)]);
     } catch (e) {
-      return { ok: false, errors: e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message] };
+      return { ok: false, errors: errorLines(e) };
     }
     const errors: string[] = [];
     const perNode = new Map<string, Snapshot>();
@@ -112,7 +112,7 @@ export class SnapshotStore {
       try {
         perNode.set(id, snapshotOf(mergeResources([...shared, layer]), `node ${id}`));
       } catch (e) {
-        errors.push(...(e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message]));
+        errors.push(...errorLines(e));
       }
     }
     // The shared files alone are what nodes without an override get. With no override files at all
@@ -122,7 +122,7 @@ export class SnapshotStore {
     try {
       sharedSnap = snapshotOf(mergeResources(shared), "shared");
     } catch (e) {
-      const msgs = e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message];
+      const msgs = errorLines(e);
       if (nodes.length === 0) errors.push(...msgs);
       sharedError = msgs.join("; ");
     }

@@ -2,7 +2,7 @@
 // nothing (else NACKed, nothing changed); while the stream is down the last good configuration is kept
 // for at most max_staleness, then the sidecar fails closed (or open, if the bootstrap says so).
 import type { Bootstrap, SidecarConfig } from "../config/load.js";
-import { ConfigError, formatIssue } from "../config/source.js";
+import { errorLines } from "../config/source.js";
 import type { Sidecar } from "../sidecar.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import type { PushAnswer } from "./client.js";
@@ -42,7 +42,7 @@ export class ConfigSync {
       this.version = version;
       return { ok: true };
     } catch (e) {
-      const issues = e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message];
+      const issues = errorLines(e);
       this.log.configRejected({ file: origin, old_version: this.version, new_version: version, errors: issues });
       return { ok: false, message: `parley rejected version ${version}: ${issues.length} problem(s)`, issues };
     }

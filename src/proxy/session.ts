@@ -17,6 +17,7 @@ import type { NegotiationSettings } from "../config/resources.js";
 import { ALPN, type DenialCode } from "../negotiation/frame.js";
 import { denial, failureOf, grantFrame, negotiate, type Negotiated } from "../negotiation/negotiate.js";
 import type { DecisionLog } from "../telemetry/log.js";
+import { decisionRecord, obligationsRecord } from "../telemetry/records.js";
 import { pump, type PumpCounts } from "./pump.js";
 import { PeerCertificates } from "./peerchain.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "./registry.js";
@@ -256,38 +257,29 @@ export class InboundSession implements LiveSession {
   }
 
   private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0, grant?: { id: string; roles: string[] }, negotiationRule?: string): void {
-    const id = peer.ok ? peer.svid.id : peer.id;
-    const leaf = peer.ok ? peer.svid.leaf : peer.leaf;
-    const f = this.facts;
-    this.deps.log.decision({
-      session_id: this.id,
-      listener: this.listener,
-      decision: decision.decision,
-      rule: decision.rule,
-      reasons: decision.reasons,
-      policy: decision.policy,
-      policy_version: decision.policyVersion,
-      peer_id: id?.toString() ?? null,
-      trust_domain: id?.trustDomain.name ?? null,
-      cert_serial: leaf?.serial ?? null,
-      cert_fingerprint: leaf?.fingerprint ?? null,
-      source: f.source,
-      sni: f.sni,
-      alpn: f.alpn,
-      tls_version: f.tlsVersion,
-      mode: decision.mode,
-      roles: decision.roles,
-      ...(decision.wouldDeny ? { would_deny: true, would_deny_rule: decision.wouldDeny.rule, would_deny_reasons: decision.wouldDeny.reasons } : {}),
-      ...(decision.obligations ? { obligations: obligationsRecord(decision.obligations) } : {}),
-      ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
-      ...(decision.detail ? { detail: decision.detail } : {}),
-      ...(heldMs > 0 ? { held_ms: heldMs } : {}),
-      ...(this.negotiated
-        ? { negotiation: { purpose: this.negotiated.request.purpose ?? null, requested_roles: this.negotiated.request.roles, ...(grant ? { grant_id: grant.id, granted_roles: grant.roles } : {}), ...(this.negotiated.approval ? { approver: this.negotiated.approval.approver } : {}) } }
-        : {}),
-      ...(negotiationRule ? { negotiation_rule: negotiationRule } : {}),
-      decision_us: Math.round(decisionUs * 10) / 10,
-    });
+    const n = this.negotiated;
+    this.deps.log.decision(
+      decisionRecord({
+        sessionId: this.id,
+        listener: this.listener,
+        connection: this.facts,
+        peer,
+        decision,
+        decisionUs,
+        heldMs,
+        ...(n
+          ? {
+              negotiation: {
+                ...(n.request.purpose !== undefined ? { purpose: n.request.purpose } : {}),
+                requestedRoles: n.request.roles,
+                ...(n.approval ? { approver: n.approval.approver } : {}),
+                ...(grant ? { grant } : {}),
+              },
+            }
+          : {}),
+        ...(negotiationRule ? { negotiationRule } : {}),
+      }),
+    );
   }
 
   /** Puts the obligations in force: expiry, idle timeout, bandwidth (also on a live session). */
@@ -372,21 +364,4 @@ export class InboundSession implements LiveSession {
       ...(detail ? { detail } : {}),
     });
   }
-}
-
-function obligationsRecord(o: Obligations): Record<string, number | string> {
-  const r: Record<string, number | string> = {};
-  if (o.expiresAt !== undefined) {
-    r.expires_at = new Date(o.expiresAt).toISOString();
-    r.expires_because = o.expiresBecause!;
-  }
-  if (o.maxDurationMs !== undefined) r.max_duration_ms = o.maxDurationMs;
-  if (o.idleTimeoutMs !== undefined) r.idle_timeout_ms = o.idleTimeoutMs;
-  if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
-  if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
-  if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
-  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
-  if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
-  if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
-  return r;
 }
