@@ -113,7 +113,11 @@ async function run(args: string[]): Promise<number> {
     if (!values["no-watch"]) watcher.watch(sidecar.config.files);
   };
   const watcher = new FileWatcher(reload);
-  if (!values["no-watch"]) watcher.watch(config.files);
+  if (!values["no-watch"]) {
+    watcher.watch(config.files);
+    // A change made between loading and watching would otherwise go unseen until the next one.
+    reload();
+  }
   process.on("SIGHUP", reload);
   onSignals(async () => {
     watcher.close();
