@@ -45,6 +45,19 @@ export interface SessionDeps {
   readonly now: () => number;
 }
 
+/** 64 random bits in hex, cut from a pooled buffer: one getrandom call per 512 sessions, not per session. */
+const ID_POOL = 4096;
+let idPool = Buffer.alloc(0);
+let idAt = ID_POOL;
+function sessionId(): string {
+  if (idAt === ID_POOL) {
+    idPool = randomBytes(ID_POOL);
+    idAt = 0;
+  }
+  idAt += 8;
+  return idPool.toString("hex", idAt - 8, idAt);
+}
+
 const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
 
 type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
@@ -60,10 +73,13 @@ interface ConnectionFacts {
 }
 
 function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
+  // The TCP socket under a server-side TLS socket already knows its peer (the listener asked at
+  // accept); the TLS socket would ask the kernel again.
+  const tcp = (client as TLSSocket & { _parent?: Socket })._parent ?? client;
   return {
     certs: new PeerCertificates(client, maxChainLength),
-    sourceAddress: client.remoteAddress ?? "",
-    source: `${client.remoteAddress}:${client.remotePort}`,
+    sourceAddress: tcp.remoteAddress ?? "",
+    source: `${tcp.remoteAddress}:${tcp.remotePort}`,
     sni: (client as TLSSocket & { servername?: string | false }).servername || null,
     alpn: client.alpnProtocol || null,
     tlsVersion: client.getProtocol(),
@@ -93,7 +109,7 @@ interface SessionThrottles {
 }
 
 export class InboundSession implements LiveSession {
-  readonly id = randomBytes(8).toString("hex");
+  readonly id = sessionId();
   private stage: Stage = "deciding";
   private upstream: Socket | undefined;
   private readonly facts: ConnectionFacts;
