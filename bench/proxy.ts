@@ -6,7 +6,11 @@
 //
 // nginx: `apt-get install nginx libnginx-mod-stream` (Debian); skipped with a notice when absent.
 // Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (64; the full
-// figure is 512), BENCH_IDLE (2000 idle sessions; the full figure is 10000).
+// figure is 512), BENCH_IDLE (2000 idle sessions; the full figure is 10000). While working on one
+// figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle) run a subset.
+// Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
+// windows: a steadier ratio of CPU per new session (0 skips it).
+// Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -23,6 +27,14 @@ const IDLE = Number(process.env.BENCH_IDLE ?? 2000);
 const CONCURRENCY = 16;
 const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
 const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle").split(","));
+
+// Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
+// workload (which runs in this process): without enough, the run would stall rather than fail.
+const fdLimit = Number(/Max open files\s+(\d+)/.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? Infinity);
+if (fdLimit < 2 * IDLE + 1000) {
+  console.error(`BENCH_IDLE=${IDLE} needs at least ${2 * IDLE + 1000} open files; the limit is ${fdLimit} (raise it: ulimit -n 65536)`);
+  process.exit(2);
+}
 
 const dir = tempDir();
 const ca = await CertificateAuthority.root({ trustDomain: "bench.test" });
@@ -109,7 +121,7 @@ async function start(name: Target["name"]): Promise<Target | undefined> {
   if (name === "parley") {
     const cfg = f("parley.yaml", parleyConfig(port));
     const log = f("decisions.log", "");
-    proc = spawn("bash", ["-c", `exec "${process.execPath}" dist/cli.js run --config "${cfg}" --no-watch > "${log}"`], { stdio: "ignore" });
+    proc = spawn("bash", ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`], { stdio: "ignore" });
   } else if (name === "pipe") {
     proc = spawn(process.execPath, ["bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca], { stdio: "ignore" });
   } else {
@@ -198,31 +210,42 @@ const payload64 = Buffer.alloc(64, 42);
 
 /** Full handshake (or resumed), 64-byte echo, close; at fixed concurrency for SECONDS. */
 async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }> {
-  let done = 0;
+  return (await newSessionsAcross([t], resume))[0]!;
+}
+
+/**
+ * New sessions at fixed concurrency for SECONDS, connections dealt round robin over `targets` (one
+ * target: the turn-based figure; several: served at once, so that whatever else the machine does
+ * weighs on each alike). Rate and server CPU per session, per target.
+ */
+async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
+  const done = targets.map(() => 0);
   let errors = 0;
+  let next = 0;
   const until = Date.now() + SECONDS * 1000;
-  const cpu0 = cpuMs(t.proc.pid!);
+  const cpu0 = targets.map((t) => cpuMs(t.proc.pid!));
   const worker = async () => {
-    let session: Buffer | undefined;
+    const sessions: (Buffer | undefined)[] = targets.map(() => undefined);
     while (Date.now() < until) {
+      const i = next++ % targets.length;
       try {
-        const s = await dial(t.port, resume && session ? { session } : {});
-        if (resume) s.once("session", (sess: Buffer) => (session = sess));
+        const s = await dial(targets[i]!.port, resume && sessions[i] ? { session: sessions[i] } : {});
+        if (resume) s.once("session", (sess: Buffer) => (sessions[i] = sess));
         await roundTrip(s, payload64);
         await new Promise<void>((r) => {
           s.once("close", () => r());
           s.end();
         });
-        done++;
+        done[i]!++;
       } catch {
         errors++;
       }
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  const cpu = cpuMs(t.proc.pid!) - cpu0;
-  if (errors > done / 100) console.log(`  ${t.name}: ${errors} errors in new sessions`);
-  return { perSec: done / SECONDS, cpuUsPerSession: (cpu * 1000) / Math.max(1, done) };
+  const total = done.reduce((a, b) => a + b, 0);
+  if (errors > total / 100) console.log(`  ${targets.map((t) => t.name).join("+")}: ${errors} errors in new sessions`);
+  return targets.map((t, i) => ({ perSec: done[i]! / SECONDS, cpuUsPerSession: ((cpuMs(t.proc.pid!) - cpu0[i]!) * 1000) / Math.max(1, done[i]!) }));
 }
 
 /** Request/response on long-lived sessions: throughput and latency percentiles. */
@@ -322,6 +345,27 @@ for (let round = 0; round < ROUNDS; round++) {
     await new Promise((res) => setTimeout(res, 500));
   }
 }
+
+// Interleaved: parley and the pipe served at once, connections alternating, CPU per new session in
+// several windows. Turns see the machine change between them (±10 % on this one); here both see the
+// same moments, so the ratio is the steadier figure of the two.
+const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 5);
+let interleaved: { windows: number; parley_cpu_us_per_new_session: number; pipe_cpu_us_per_new_session: number; ratios: number[]; median_ratio: number } | undefined;
+if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe") && WINDOWS > 0) {
+  const pair = [(await start("parley"))!, (await start("pipe"))!];
+  console.log(`interleaved: parley and pipe at once, ${WINDOWS} windows`);
+  const rows: { perSec: number; cpuUsPerSession: number }[][] = [];
+  for (let w = 0; w < WINDOWS; w++) rows.push(await newSessionsAcross(pair, false));
+  for (const t of pair) t.proc.kill("SIGTERM");
+  const ratios = rows.map(([p, q]) => +(p!.cpuUsPerSession / q!.cpuUsPerSession).toFixed(3));
+  interleaved = {
+    windows: WINDOWS,
+    parley_cpu_us_per_new_session: median(rows.map((r) => r[0]!.cpuUsPerSession)),
+    pipe_cpu_us_per_new_session: median(rows.map((r) => r[1]!.cpuUsPerSession)),
+    ratios,
+    median_ratio: median(ratios),
+  };
+}
 await echo.close();
 
 const keys = Object.keys(Object.values(results).find((rows) => rows.length > 0)![0]!);
@@ -339,6 +383,7 @@ const report = {
   medians: med,
   parley_over_pipe: ratio("parley", "pipe"),
   parley_over_nginx: ratio("parley", "nginx"),
+  interleaved,
 };
 const subset = TARGETS.length < 3 || FIGURES.size < 5;
 if (!subset) {
@@ -350,5 +395,6 @@ console.log(`\n${"figure".padEnd(30)}${"parley".padStart(10)}${"pipe".padStart(1
 for (const k of keys) {
   console.log(`${k.padEnd(30)}${fmt(med.parley?.[k]).padStart(10)}${fmt(med.pipe?.[k]).padStart(10)}${fmt(med.nginx?.[k]).padStart(10)}${fmt(report.parley_over_pipe?.[k]).padStart(9)}${fmt(report.parley_over_nginx?.[k]).padStart(9)}`);
 }
+if (interleaved) console.log(`\ninterleaved CPU per new session: parley ${interleaved.parley_cpu_us_per_new_session.toFixed(0)} µs, pipe ${interleaved.pipe_cpu_us_per_new_session.toFixed(0)} µs, parley/pipe ${interleaved.median_ratio} (windows: ${interleaved.ratios.join(" ")})`);
 console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
 process.exit(0);
