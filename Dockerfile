@@ -11,6 +11,11 @@ RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 # health check runs inside the container.
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
+# jemalloc in place of glibc's malloc: OpenSSL makes hundreds of small allocations per handshake, and
+# with jemalloc preloaded parley spends about 10 % less CPU per new mTLS session (measured, README).
+RUN apt-get update && apt-get install -y --no-install-recommends libjemalloc2 && rm -rf /var/lib/apt/lists/* \
+  && ln -s "$(find /usr/lib -name libjemalloc.so.2 | head -n 1)" /usr/local/lib/libjemalloc.so.2
+ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules

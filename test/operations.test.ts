@@ -243,7 +243,7 @@ describe("lifecycle", () => {
 
 describe("container and Kubernetes files", () => {
   it("the Dockerfile is multi-stage, runs as non-root without dev dependencies, with a healthcheck", () => {
-    const lines = readFileSync("Dockerfile", "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    const lines = readFileSync("Dockerfile", "utf8").replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
     const froms = lines.filter((l) => l.startsWith("FROM "));
     expect(froms.length).toBeGreaterThanOrEqual(2);
     expect(froms[0]).toMatch(/ AS build$/);
@@ -257,6 +257,11 @@ describe("container and Kubernetes files", () => {
     const health = runtime.find((l) => l.startsWith("HEALTHCHECK "))!;
     expect(health).toContain("/healthz");
     expect(readFileSync(".dockerignore", "utf8")).toMatch(/node_modules/);
+    // The allocator the CPU figures were measured with is the one the image preloads.
+    const preload = runtime.find((l) => l.startsWith("ENV LD_PRELOAD="))!;
+    const lib = preload.slice("ENV LD_PRELOAD=".length);
+    expect(lib).toMatch(/libjemalloc\.so\.2$/);
+    expect(runtime.some((l) => l.includes("libjemalloc2") && l.includes(lib))).toBe(true);
   });
 
   it("the Kubernetes example injects parley beside a workload that listens on loopback only", () => {
