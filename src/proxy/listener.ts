@@ -8,6 +8,7 @@ import { formatHostPort } from "../config/units.js";
 import type { HandshakeGuard } from "../limits/handshakes.js";
 import { ALPN } from "../negotiation/frame.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
+import { tcpOf } from "./tcp.js";
 
 export interface ListenerDeps extends SessionDeps {
   readonly handshakes: HandshakeGuard;
@@ -46,7 +47,7 @@ export class InboundListener {
     this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));
     this.server.on("tlsClientError", (e: NodeJS.ErrnoException, socket: TLSSocket) => {
       // A connection refused before the handshake was logged as such; its reset is no news.
-      if (this.refused.has(rawOf(socket))) return void socket.destroy();
+      if (this.refused.has(tcpOf(socket))) return void socket.destroy();
       this.handshakeDone(socket);
       this.deps.log.handshakeFailed({
         listener: this.state.config.name,
@@ -117,12 +118,12 @@ export class InboundListener {
   }
 
   private handshakeDone(socket: TLSSocket): void {
-    this.handshaking.get(rawOf(socket))?.();
+    this.handshaking.get(tcpOf(socket))?.();
   }
 
   private onSecureConnection(socket: TLSSocket): void {
     this.handshakeDone(socket);
-    const t0 = this.acceptedAt.get(rawOf(socket));
+    const t0 = this.acceptedAt.get(tcpOf(socket));
     if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
     new InboundSession(socket, this.state, this.deps).start().catch((e: Error) => {
       socket.destroy();
@@ -139,11 +140,6 @@ export class InboundListener {
 export function selectAlpn(offered: readonly string[], state: ListenerState): string | undefined {
   if (offered.includes(ALPN)) return ALPN;
   return offered.find((p) => state.config.alpn.includes(p)) ?? (offered.includes("http/1.1") ? "http/1.1" : offered[0]);
-}
-
-/** The TCP socket under a server-side TLS socket (Node keeps it as `_parent`). */
-function rawOf(socket: TLSSocket): Socket {
-  return (socket as TLSSocket & { _parent: Socket })._parent;
 }
 
 function handshakeCause(e: NodeJS.ErrnoException): string {

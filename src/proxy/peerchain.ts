@@ -64,7 +64,8 @@ function leafOf(socket: TLSSocket): Buffer | undefined {
 
 /** A peer's certificates, read from the socket once, as far as verification needs them. */
 export class PeerCertificates {
-  private readonly leaf: readonly Buffer[];
+  /** The leaf alone, as a chain of one (none when the peer sent no certificate). */
+  private readonly leafOnly: readonly Buffer[];
   private full: Buffer[] | undefined;
 
   constructor(
@@ -72,12 +73,12 @@ export class PeerCertificates {
     private readonly limit: number,
   ) {
     const leaf = leafOf(socket);
-    this.leaf = leaf ? [leaf] : [];
+    this.leafOnly = leaf ? [leaf] : [];
   }
 
   /** Verifies the leaf alone, then (if intermediates could help) the whole presented chain. */
   verify(verifier: SvidVerifier, now: number): SvidResult {
-    const alone = verifier.verify(this.leaf, now);
+    const alone = verifier.verify(this.leafOnly, now);
     if (alone.ok || (alone.rule !== "chain_unverified" && alone.rule !== "intermediate_not_ca")) return alone;
     this.full ??= peerChain(this.socket, this.limit);
     return this.full.length > 1 ? verifier.verify(this.full, now) : alone;

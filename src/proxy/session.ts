@@ -3,7 +3,6 @@
 // The client socket is not read until the session is allowed, admitted and the workload connected:
 // bytes a client sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are
 // forwarded after.
-import { randomBytes } from "node:crypto";
 import { at, type LongTimer } from "../clock.js";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
@@ -20,6 +19,8 @@ import type { DecisionLog } from "../telemetry/log.js";
 import { decisionRecord, obligationsRecord } from "../telemetry/records.js";
 import { pump, type PumpCounts } from "./pump.js";
 import { PeerCertificates } from "./peerchain.js";
+import { SessionIds } from "./sessionid.js";
+import { tcpOf } from "./tcp.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "./registry.js";
 import { dial, DialError } from "./upstream.js";
 
@@ -45,18 +46,7 @@ export interface SessionDeps {
   readonly now: () => number;
 }
 
-/** 64 random bits in hex, cut from a pooled buffer: one getrandom call per 512 sessions, not per session. */
-const ID_POOL = 4096;
-let idPool = Buffer.alloc(0);
-let idAt = ID_POOL;
-function sessionId(): string {
-  if (idAt === ID_POOL) {
-    idPool = randomBytes(ID_POOL);
-    idAt = 0;
-  }
-  idAt += 8;
-  return idPool.toString("hex", idAt - 8, idAt);
-}
+const sessionIds = new SessionIds();
 
 const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
 
@@ -73,9 +63,7 @@ interface ConnectionFacts {
 }
 
 function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
-  // The TCP socket under a server-side TLS socket already knows its peer (the listener asked at
-  // accept); the TLS socket would ask the kernel again.
-  const tcp = (client as TLSSocket & { _parent?: Socket })._parent ?? client;
+  const tcp = tcpOf(client);
   return {
     certs: new PeerCertificates(client, maxChainLength),
     sourceAddress: tcp.remoteAddress ?? "",
@@ -109,7 +97,7 @@ interface SessionThrottles {
 }
 
 export class InboundSession implements LiveSession {
-  readonly id = sessionId();
+  readonly id = sessionIds.next();
   private stage: Stage = "deciding";
   private upstream: Socket | undefined;
   private readonly facts: ConnectionFacts;

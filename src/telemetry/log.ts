@@ -11,7 +11,7 @@ export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
  * one write per record cost a thread-pool round trip each, about a tenth of a short session's CPU
  * (measured, README). The buffer is flushed synchronously at exit; a SIGKILL loses at most 100 ms.
  */
-const STDOUT = { dest: 1, sync: false, minLength: 8192, periodicFlush: 100 } as const;
+const BATCHED_STDOUT = { dest: 1, sync: false, minLength: 8192, periodicFlush: 100 } as const;
 
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
   const options = {
@@ -20,7 +20,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
   };
-  return destination ? pino(options, destination) : pino(options, pino.destination(STDOUT));
+  return destination ? pino(options, destination) : pino(options, pino.destination(BATCHED_STDOUT));
 }
 
 export interface DecisionRecord {
