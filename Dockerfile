@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build stage: install with dev dependencies, compile TypeScript, then drop dev dependencies.
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
@@ -9,7 +9,7 @@ RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 # Runtime stage: compiled code, production dependencies and the protocol definitions only, run as the
 # unprivileged node user. The admin server listens on loopback (127.0.0.1:15000 by default), so the
 # health check runs inside the container.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 # jemalloc in place of glibc's malloc: OpenSSL makes hundreds of small allocations per handshake, and
 # with jemalloc preloaded parley spends about 10 % less CPU per new mTLS session (measured, README).
