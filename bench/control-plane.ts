@@ -12,9 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { CertificateAuthority } from "../src/certs/issue.js";
-import { ControlClient } from "../src/control/client.js";
-import { compilePush } from "../src/control/validate.js";
-import { freePort } from "../test/support/harness.js";
+import { ControlClient } from "../src/control/agent/client.js";
+import { compilePush } from "../src/control/agent/validate.js";
+import { freePort } from "../testkit/harness.js";
 
 const N = Number(process.env.BENCH_NODES ?? 1000);
 

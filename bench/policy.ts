@@ -2,7 +2,7 @@
 // 10,000 rules over 10,000 distinct identities. The 10-rule run is the baseline: the report gives each
 // size's figures as ratios to it, measured in the same process.
 import { writeFileSync, mkdirSync } from "node:fs";
-import { SpiffeId } from "../src/identity/spiffeid.js";
+import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { compilePolicies, type RawRule } from "../src/policy/compile.js";
 import { decide, type DecisionInput } from "../src/policy/decide.js";
 import type { Policy } from "../src/policy/model.js";

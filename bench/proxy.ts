@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { connect, createSecureContext, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { startEcho } from "../src/demo/echo.js";
-import { freePort, tempDir } from "../test/support/harness.js";
+import { freePort, tempDir } from "../testkit/harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);

@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { connect, type TLSSocket } from "node:tls";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
 import { startEcho } from "../src/demo/echo.js";
-import { configYaml, freePort, tempDir, writeFiles } from "../test/support/harness.js";
+import { configYaml, freePort, tempDir, writeFiles } from "../testkit/harness.js";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "60" }, sequential: { type: "string" } } });
 

@@ -3,8 +3,8 @@ import { createServer } from "node:net";
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, freePort, writeFiles } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { configYaml, freePort, writeFiles } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let files: Record<string, string> & { dir: string };

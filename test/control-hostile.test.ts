@@ -7,12 +7,11 @@ import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadBootstrap } from "../src/config/load.js";
-import { startControlled, type ControlledSidecar } from "../src/control/agent.js";
-import { startControlPlane, type ControlPlane } from "../src/control/plane.js";
+import { startControlPlane, type ControlPlane } from "../src/control/server/plane.js";
 import { loadControlService } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { freePort, MemoryLog, openSession, tempDir, waitFor } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { freePort, MemoryLog, openSession, tempDir, waitFor, startControlled, type Controlled } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let alice: Issued;
@@ -37,7 +36,7 @@ interface Rig {
   dir: string;
   cpPort: number;
   echo: EchoServer;
-  agent: ControlledSidecar;
+  agent: Controlled;
   logs: MemoryLog;
   port(): number;
   close(): Promise<void>;
@@ -68,7 +67,7 @@ initial: { static: fallback.yaml }
 `,
   );
   const logs = new MemoryLog();
-  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs.log, "test");
+  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
   return {
     dir,
     cpPort,

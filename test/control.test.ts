@@ -7,12 +7,11 @@ import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadBootstrap } from "../src/config/load.js";
-import { startControlled, type ControlledSidecar } from "../src/control/agent.js";
-import { startControlPlane, type ControlPlane } from "../src/control/plane.js";
+import { startControlPlane, type ControlPlane } from "../src/control/server/plane.js";
 import { resourcesFromWire, resourcesToWire } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { dialTls, freePort, MemoryLog, openSession, readAll, tempDir, waitFor } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { dialTls, freePort, MemoryLog, openSession, readAll, tempDir, waitFor, startControlled, type Controlled } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let alice: Issued;
@@ -54,7 +53,7 @@ interface Fixture {
   echo: EchoServer;
   cp: ControlPlane;
   cpLog: string[];
-  agent: ControlledSidecar;
+  agent: Controlled;
   logs: MemoryLog;
   port(): number;
   writeShared(text: string): void;
@@ -100,7 +99,7 @@ control_plane:
 `,
   );
   const logs = new MemoryLog();
-  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs.log, "test");
+  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
   await logs.next("config_applied");
   const f: Fixture = {
     dir: cpDir,
@@ -314,9 +313,9 @@ control_plane:
     writeFileSync(join(dir, "boot-mtls.yaml"), boot(true));
     writeFileSync(join(dir, "boot-plain.yaml"), boot(false));
     const logs = new MemoryLog();
-    const agent = await startControlled(loadBootstrap(join(dir, "boot-mtls.yaml")), logs.log, "test");
+    const agent = await startControlled(loadBootstrap(join(dir, "boot-mtls.yaml")), logs);
     const noCert = new MemoryLog();
-    const refused = await startControlled(loadBootstrap(join(dir, "boot-plain.yaml")), noCert.log, "test");
+    const refused = await startControlled(loadBootstrap(join(dir, "boot-plain.yaml")), noCert);
     try {
       await logs.next("config_applied");
       expect(agent.sidecar.configured).toBe(true);
@@ -356,7 +355,7 @@ initial: { static: fallback.yaml }
 `,
     );
     const logs = new MemoryLog();
-    const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs.log, "test");
+    const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
     let cp: ControlPlane | undefined;
     try {
       const port = agent.sidecar.addresses()["main"]!.port;

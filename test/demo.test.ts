@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { waitFor } from "./support/harness.js";
+import { waitFor } from "../testkit/harness.js";
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
 let child: ChildProcess;

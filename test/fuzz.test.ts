@@ -4,12 +4,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { configSchema } from "../src/config/schema.js";
 import { ConfigError, parseWith, YamlSource } from "../src/config/source.js";
-import { compilePush } from "../src/control/validate.js";
+import { compilePush } from "../src/control/agent/validate.js";
 import { resourcesFromWire, type WireResource } from "../src/control/wire.js";
-import { DerError, splitDer } from "../src/identity/der.js";
-import { BundleFormatError, parseSpiffeBundle } from "../src/identity/spiffebundle.js";
-import { SpiffeId, SpiffeIdError } from "../src/identity/spiffeid.js";
-import { CertificateParseError, parseCertificate } from "../src/identity/x509cert.js";
+import { DerError, splitDer } from "../src/spiffe/der.js";
+import { BundleFormatError, parseSpiffeBundle } from "../src/spiffe/spiffebundle.js";
+import { SpiffeId, SpiffeIdError } from "../src/spiffe/spiffeid.js";
+import { CertificateParseError, parseCertificate } from "../src/spiffe/x509cert.js";
 import { parseLine } from "../src/telemetry/tail.js";
 import { decodeFrame, encodeFrame, FrameType, NegotiationError, readRequest } from "../src/negotiation/frame.js";
 

@@ -4,8 +4,8 @@ import { connect as tcpConnect, createServer, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
-import { dialTls, openSession, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { dialTls, openSession, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let allowed: Issued;

@@ -2,8 +2,8 @@
 import { connect as tcpConnect, createServer, type Socket } from "node:net";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { dialTls, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { dialTls, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let alice: Issued;

@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { decodeFrame, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
-import { readAll, startHarness, writeFiles, type Harness } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { readAll, startHarness, writeFiles, type Harness } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let agent: Issued;
@@ -267,8 +267,8 @@ describe("parley connect", () => {
 describe("outbound mode", () => {
   async function outboundSidecar(expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }") {
     const { loadConfig } = await import("../src/config/load.js");
-    const { Sidecar } = await import("../src/sidecar.js");
-    const { MemoryLog } = await import("./support/harness.js");
+    const { Sidecar } = await import("../src/sidecar/sidecar.js");
+    const { MemoryLog } = await import("../testkit/harness.js");
     const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": pki.a.certPem });
     const cfg = writeFiles({
       "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }

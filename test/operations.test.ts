@@ -8,10 +8,10 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { operations, type Operations } from "../src/operations.js";
-import { Sidecar } from "../src/sidecar.js";
-import { configYaml, dialTls, freePort, openSession, readAll, waitFor, writeFiles, type LogRecord } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { operations, type Operations } from "../src/app/operations.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { configYaml, dialTls, freePort, openSession, readAll, waitFor, writeFiles, type LogRecord } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let alice: Issued;

@@ -3,8 +3,8 @@ import type { AddressInfo } from "node:net";
 import { connect, createServer, type Server, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
-import { sessionPeerCertificate } from "../src/proxy/peerchain.js";
-import { derFromPem } from "../src/identity/x509cert.js";
+import { sessionPeerCertificate } from "../src/proxy/inbound/peerchain.js";
+import { derFromPem } from "../src/spiffe/x509cert.js";
 
 // What the server side of a real mTLS handshake sees: the peer certificate read from the encoded
 // session must be, byte for byte, the leaf the client presented.

@@ -1,6 +1,6 @@
 // The policy engine alone: compiled from raw data, evaluated on plain inputs. No sockets.
 import { describe, expect, it } from "vitest";
-import { SpiffeId } from "../src/identity/spiffeid.js";
+import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../src/policy/attestation.js";
 import { compilePolicies, type PolicySources, type RawPolicy, type RawRule } from "../src/policy/compile.js";
 import { decide, type DecisionInput, type PeerResult } from "../src/policy/decide.js";

@@ -4,8 +4,8 @@ import { createServer } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, KeyUsage, selfSignedLeaf, type Issued } from "../src/certs/issue.js";
-import { dialTls, freePort, openSession, readAll, startHarness, waitFor, type Harness } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { dialTls, freePort, openSession, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let h: Harness;

@@ -7,8 +7,8 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { startEcho } from "../src/demo/echo.js";
-import { configYaml, dialTls, freePort, openSession, readAll, startHarness, waitFor, writeFiles } from "./support/harness.js";
-import { makePki, type TestPki } from "./support/pki.js";
+import { configYaml, dialTls, freePort, openSession, readAll, startHarness, waitFor, writeFiles } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
 let allowed: Issued;

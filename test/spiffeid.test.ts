@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SpiffeId, SpiffeIdError, TrustDomain, type SpiffeIdRule } from "../src/identity/spiffeid.js";
+import { SpiffeId, SpiffeIdError, TrustDomain, type SpiffeIdRule } from "../src/spiffe/spiffeid.js";
 
 describe("SpiffeId.parse accepts", () => {
   it.each([

@@ -9,12 +9,12 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { loadWorkloadService, readX509Message, type WorkloadApiSource } from "../src/identity/workloadapi.js";
-import { derFromPem } from "../src/identity/x509cert.js";
-import { Sidecar } from "../src/sidecar.js";
-import { followWorkloadApi } from "../src/workload.js";
-import { dialTls, MemoryLog, openSession, readAll, tempDir, waitFor } from "./support/harness.js";
-import type { TestPki } from "./support/pki.js";
+import { loadWorkloadService, readX509Message, type WorkloadApiSource } from "../src/workloadapi/client.js";
+import { derFromPem } from "../src/spiffe/x509cert.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { followWorkloadApi } from "../src/identity/workload.js";
+import { dialTls, MemoryLog, openSession, readAll, tempDir, waitFor } from "../testkit/harness.js";
+import type { TestPki } from "../testkit/pki.js";
 
 let a: CertificateAuthority;
 let b: CertificateAuthority;

@@ -1,9 +1,9 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, KeyUsage, selfSignedLeaf, type Issued } from "../src/certs/issue.js";
-import { TrustDomain } from "../src/identity/spiffeid.js";
-import { BundleSet, X509Bundle } from "../src/identity/x509bundle.js";
-import { derFromPem } from "../src/identity/x509cert.js";
-import { SvidVerifier, type SvidResult, type SvidRule } from "../src/identity/x509svid.js";
+import { TrustDomain } from "../src/spiffe/spiffeid.js";
+import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
+import { derFromPem } from "../src/spiffe/x509cert.js";
+import { SvidVerifier, type SvidResult, type SvidRule } from "../src/spiffe/x509svid.js";
 
 let a: CertificateAuthority;
 let b: CertificateAuthority;

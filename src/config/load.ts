@@ -3,14 +3,14 @@
 // with its file and line, and nothing is half-applied.
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { BundleSet } from "../identity/x509bundle.js";
-import { type OwnIdentity, compileIdentity, readIdentity } from "./identity.js";
+import { BundleSet } from "../spiffe/x509bundle.js";
+import { type OwnIdentity, compileIdentity, readIdentity } from "../identity/files.js";
 import { CompileContext, compileResources, type Resources } from "./resources.js";
 import { type AdminSettings, bootstrapSchema, configSchema, type LogSettings, type RawBootstrap, type WorkloadApiSettings } from "./schema.js";
 import { parseWith, YamlSource } from "./source.js";
 
 export type { ListenerConfig, Resources } from "./resources.js";
-export type { OwnIdentity } from "./identity.js";
+export type { OwnIdentity } from "../identity/files.js";
 
 export type { AdminSettings, LogSettings, WorkloadApiSettings } from "./schema.js";
 

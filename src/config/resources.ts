@@ -1,10 +1,9 @@
 // Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
 // settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
-import { createHash, createPrivateKey, type KeyObject } from "node:crypto";
-import type { JSONWebKeySet } from "jose";
-import { issuersFrom, type Issuers } from "../negotiation/tokens.js";
-import { SpiffeId, TrustDomain } from "../identity/spiffeid.js";
-import { BundleSet, X509Bundle } from "../identity/x509bundle.js";
+import { createHash } from "node:crypto";
+import { compileNegotiation, type NegotiationSettings } from "../negotiation/settings.js";
+import { SpiffeId, TrustDomain } from "../spiffe/spiffeid.js";
+import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
 import { compilePolicies } from "../policy/compile.js";
 import type { Policy } from "../policy/model.js";
@@ -32,14 +31,6 @@ export interface OutboundConfig {
   readonly serverName?: string;
   readonly connectTimeoutMs: number;
   readonly negotiate?: { readonly roles: readonly string[]; readonly purpose?: string; readonly attestationToken?: string; readonly approvalToken?: string };
-}
-
-export interface NegotiationSettings {
-  readonly grantKey: KeyObject;
-  readonly grantTtlMs: number;
-  readonly frameTimeoutMs: number;
-  readonly attestors: Issuers;
-  readonly approvers: Issuers;
 }
 
 export interface SidecarLimits {
@@ -224,34 +215,6 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
     });
   });
   return out;
-}
-
-function compileNegotiation(c: CompileContext, raw: RawResources): NegotiationSettings | undefined {
-  const n = raw.negotiation;
-  if (!n) return undefined;
-  const path = ["negotiation", "grant_key"];
-  const pem = c.readFile(path, n.grant_key);
-  if (pem === undefined) return undefined;
-  let grantKey: KeyObject;
-  try {
-    grantKey = createPrivateKey(pem);
-  } catch (e) {
-    c.error(path, `unreadable private key: ${(e as Error).message}`);
-    return undefined;
-  }
-  if (grantKey.asymmetricKeyType !== "ec" || grantKey.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
-    c.error(path, "the grant key must be an EC P-256 private key (grants are ES256)");
-    return undefined;
-  }
-  const keySets = (o: Record<string, { jwks?: unknown }>, section: string) => {
-    try {
-      return issuersFrom(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v.jwks as JSONWebKeySet | undefined])));
-    } catch (e) {
-      c.error([section], `bad JWKS: ${(e as Error).message}`);
-      return new Map() as Issuers;
-    }
-  };
-  return { grantKey, grantTtlMs: n.grant_ttl, frameTimeoutMs: n.frame_timeout, attestors: keySets(raw.attestors, "attestors"), approvers: keySets(raw.approvers, "approvers") };
 }
 
 function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[] {

@@ -1,4 +1,5 @@
 // Reading a YAML file with positions kept, so every error can name file, line and column.
+import { ParleyError } from "../errors/catalogue.js";
 import { readFileSync, statSync } from "node:fs";
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
 
@@ -14,11 +15,9 @@ export interface ConfigIssue {
   readonly message: string;
 }
 
-export class ConfigError extends Error {
-  readonly code = "ERR_CONFIG";
+export class ConfigError extends ParleyError {
   constructor(readonly issues: readonly ConfigIssue[]) {
-    super(issues.map(formatIssue).join("\n"));
-    this.name = "ConfigError";
+    super("PARLEY_ERR_CONFIG", issues.map(formatIssue).join("\n"));
   }
 }
 

@@ -3,7 +3,7 @@
 import { describeMatcher } from "../policy/matcher.js";
 import type { Limits, Rule } from "../policy/model.js";
 import type { SidecarConfig } from "./load.js";
-import type { OwnIdentity } from "./identity.js";
+import type { OwnIdentity } from "../identity/files.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 

@@ -1,11 +1,9 @@
 // The control-plane protocol on the wire: loading the proto, and converting resources between the
 // YAML shape (what files and the schema speak) and the typed messages of parley.control.v1.
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { PROTO_ROOT } from "../assets/paths.js";
 
-export const PROTO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "proto");
 export const PROTO_FILE = "parley/control/v1/control.proto";
 
 /** Field names as in the .proto (snake_case), like the YAML; unset fields absent. */

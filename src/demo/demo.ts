@@ -1,19 +1,14 @@
 // `npm start`: the echo workload and a sidecar in front of it, on the dev certificates, with a note on
 // how to try it.
-import { dirname, join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
+import { relative } from "node:path";
+import { DEMO_CONFIG, DEV_CERTS, packageVersion } from "../assets/paths.js";
 import { loadConfig, type SidecarConfig } from "../config/load.js";
 import { formatHostPort, type HostPort } from "../config/units.js";
 import { devCertsFresh, DEV_IDENTITIES, generateDevCerts } from "../certs/dev.js";
-import { Sidecar } from "../sidecar.js";
-import { operations } from "../operations.js";
-import type { AdminServer } from "../telemetry/admin.js";
+import { assembleSidecar, type RunningSidecar } from "../app/assemble.js";
+import type { Sidecar } from "../sidecar/sidecar.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { startEcho, type EchoServer } from "./echo.js";
-
-export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const DEMO_CONFIG = join(PACKAGE_ROOT, "config", "demo.yaml");
-export const DEV_CERTS = join(PACKAGE_ROOT, "certs-dev");
 
 export interface DemoOptions {
   readonly listen?: HostPort;
@@ -28,6 +23,7 @@ export interface Demo {
   readonly sidecar: Sidecar;
   readonly echo: EchoServer;
   readonly log: DecisionLog;
+  reload(): void;
   stop(): Promise<void>;
 }
 
@@ -45,25 +41,26 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     ...loaded,
     listeners: [{ ...base, listen: opts.listen ?? base.listen, upstream: { host: echoAddr.address, port: echoAddr.port } }],
   };
-  const ops = operations(config.log, opts.admin !== undefined ? { ...config.admin, listen: opts.admin } : config.admin);
-  const sidecar = new Sidecar(config, { log: ops.log });
-  let admin: AdminServer | undefined;
+  let running: RunningSidecar;
   try {
-    await sidecar.start();
-    admin = await ops.serveAdmin(sidecar);
+    running = await assembleSidecar(
+      { kind: "file", config, watch: false },
+      { version: packageVersion(), ...(opts.admin !== undefined ? { admin: { ...config.admin, listen: opts.admin } } : {}) },
+    );
   } catch (e) {
-    await sidecar.stop(0);
-    echo.server.close();
+    await echo.close();
     throw e;
   }
+  const { sidecar, log, admin } = running;
   opts.print(banner(sidecar.addresses()["echo"]!, echoAddr, admin?.port));
   return {
     sidecar,
     echo,
-    log: ops.log,
+    log,
+    // The demo's configuration is the file with its addresses replaced: a reload would undo that.
+    reload: () => log.lifecycle("SIGHUP ignored by the demo", {}),
     async stop() {
-      await sidecar.stop(1000);
-      await ops.close();
+      await running.stop();
       await echo.close();
     },
   };

@@ -1,6 +1,7 @@
 // The client side of negotiation: `connect` opens mTLS with ALPN parley/1, sends one request frame,
 // and resolves with the socket (now carrying application bytes) and the grant, or rejects with the
 // denial.
+import { ParleyError } from "../errors/catalogue.js";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { ALPN, decodeFrame, encodeFrame, FrameType, type NegotiationError, type DenialCode } from "./frame.js";
 
@@ -27,14 +28,13 @@ export interface Grant {
   readonly obligations: Record<string, unknown>;
 }
 
-export class DeniedError extends Error {
-  readonly code = "ERR_PARLEY_DENIED";
+export class DeniedError extends ParleyError {
   constructor(
     readonly denial: DenialCode,
     readonly reasons: readonly string[],
     message: string,
   ) {
-    super(`parley denied the session (${denial}${reasons.length ? `: ${reasons.join(", ")}` : ""}): ${message}`);
+    super("PARLEY_ERR_DENIED", `parley denied the session (${denial}${reasons.length ? `: ${reasons.join(", ")}` : ""}): ${message}`);
   }
 }
 

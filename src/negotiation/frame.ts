@@ -1,6 +1,7 @@
 // Negotiation frames (docs/negotiation.md): a 10-byte header ("PRLY", version, type, length) and a
 // JSON payload. Pure: bytes in, values or NegotiationError out.
 
+import { ParleyError } from "../errors/catalogue.js";
 export const MAGIC = Buffer.from("PRLY", "latin1");
 export const VERSION = 1;
 export const HEADER_BYTES = 10;
@@ -15,13 +16,12 @@ export enum FrameType {
 
 export type DenialCode = "bad_frame" | "unsupported_version" | "frame_timeout" | "token_invalid" | "denied";
 
-export class NegotiationError extends Error {
+export class NegotiationError extends ParleyError {
   constructor(
     readonly denial: DenialCode,
     message: string,
   ) {
-    super(message);
-    this.name = "NegotiationError";
+    super("PARLEY_ERR_NEGOTIATION", message);
   }
 }
 

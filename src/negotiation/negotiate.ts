@@ -2,7 +2,7 @@
 // this peer and this certificate, and (once the policy has decided) answer with a grant or a denial.
 import { createHash } from "node:crypto";
 import type { Duplex } from "node:stream";
-import type { NegotiationSettings } from "../config/resources.js";
+import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
 import type { Obligations } from "../policy/decide.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";

@@ -2,8 +2,9 @@
 // to the peer certificate, and task-approval tokens naming the roles they approve. Both with jose,
 // under the JWT rules of the SPIFFE standards: an algorithm allow-list, `aud` and `exp` required,
 // a small leeway.
+import { ParleyError } from "../errors/catalogue.js";
 import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
-import { JWT_ALGS } from "../identity/jwtsvid.js";
+import { JWT_ALGS } from "../spiffe/jwtsvid.js";
 import { flattenClaims, type AttestationRecord } from "../policy/attestation.js";
 
 /** Issuers by name (attestors, approvers) with their key sets, ready to verify. */
@@ -13,13 +14,15 @@ export function issuersFrom(sets: Record<string, JSONWebKeySet | undefined>): Is
   return new Map(Object.entries(sets).flatMap(([name, jwks]) => (jwks ? [[name, createLocalJWKSet(jwks)] as const] : [])));
 }
 
-export class TokenError extends Error {
-  readonly code = "ERR_TOKEN";
+/** Why a token was refused; logged as the negotiation rule. */
+export type TokenRule = "malformed" | "alg_not_allowed" | "unknown_issuer" | "expired" | `claim_${string}` | "bad_signature" | "unbound" | "wrongly_bound" | "scope_not_approved";
+
+export class TokenError extends ParleyError {
   constructor(
-    readonly rule: string,
+    readonly rule: TokenRule,
     message: string,
   ) {
-    super(message);
+    super("PARLEY_ERR_TOKEN", message);
   }
 }
 

@@ -2,7 +2,7 @@
 // checked (each problem reported at its path), rules that can never apply found, indexes built.
 // Pure: the caller supplies an error sink that knows files and lines.
 import { BlockList, isIP } from "node:net";
-import { SpiffeId, SpiffeIdError, TrustDomain } from "../identity/spiffeid.js";
+import { SpiffeId, SpiffeIdError, TrustDomain } from "../spiffe/spiffeid.js";
 import { IdentityIndex, parseGlob, type IdentityMatcher } from "./matcher.js";
 import type { Action, AttestationRequirement, Conditions, Limits, Mode, Policy, Rule, TimeWindow } from "./model.js";
 

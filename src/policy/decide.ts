@@ -1,7 +1,7 @@
 // The connection-time decision: one typed input, one plain value out. Pure: no sockets, no clock, no
 // logging. The proxy calls it once per connection; `parley check` calls it offline with explain on.
-import type { SpiffeId } from "../identity/spiffeid.js";
-import type { SvidRule } from "../identity/x509svid.js";
+import type { SpiffeId } from "../spiffe/spiffeid.js";
+import type { SvidRule } from "../spiffe/x509svid.js";
 import { checkAttestation, type AttestationRecord } from "./attestation.js";
 import { failedConditions } from "./conditions.js";
 import type { Action, Limits, Mode, Policy, Rule } from "./model.js";

@@ -1,6 +1,7 @@
 // Identity matchers (which SPIFFE IDs a rule or role binding speaks of) and the index that finds, for
 // one ID, every value whose matcher matches it without scanning them all.
-import { SpiffeId, TrustDomain } from "../identity/spiffeid.js";
+import { ParleyError } from "../errors/catalogue.js";
+import { SpiffeId, TrustDomain } from "../spiffe/spiffeid.js";
 
 export type IdentityMatcher =
   | { readonly kind: "id"; readonly id: SpiffeId }
@@ -10,8 +11,10 @@ export type IdentityMatcher =
   /** Whole-segment wildcards: `*` is exactly one segment, a final `**` one or more. */
   | { readonly kind: "glob"; readonly trustDomain: TrustDomain; readonly segments: readonly string[]; readonly text: string };
 
-export class GlobError extends Error {
-  readonly code = "ERR_GLOB";
+export class GlobError extends ParleyError {
+  constructor(message: string) {
+    super("PARLEY_ERR_GLOB", message);
+  }
 }
 
 const SEGMENT = /^[A-Za-z0-9._-]+$/;

@@ -1,6 +1,6 @@
 // The live sessions of a sidecar: what drain waits for and what an operator can close.
 
-import type { ListenerState } from "./session.js";
+import type { ListenerState } from "./inbound/session.js";
 
 export interface SessionInfo {
   readonly id: string;

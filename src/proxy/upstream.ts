@@ -1,17 +1,16 @@
 // Dialing the local workload, only after a session has been allowed.
+import { ParleyError } from "../errors/catalogue.js";
 import { connect, type Socket } from "node:net";
 import type { HostPort } from "../config/units.js";
 
 export type DialFailure = "upstream_connect_failed" | "upstream_connect_timeout";
 
-export class DialError extends Error {
-  readonly code = "ERR_UPSTREAM_DIAL";
+export class DialError extends ParleyError {
   constructor(
     readonly reason: DialFailure,
     message: string,
   ) {
-    super(message);
-    this.name = "DialError";
+    super("PARLEY_ERR_UPSTREAM_DIAL", message);
   }
 }
 

@@ -1,0 +1,29 @@
+// `parley run`: a sidecar on a configuration file or on a control plane's pushes, until signalled.
+import { packageVersion } from "../assets/paths.js";
+import { assembleSidecar } from "../app/assemble.js";
+import { runUntilSignalled } from "../app/lifecycle.js";
+import { loadBootstrap, loadConfig } from "../config/load.js";
+import { type Command, HELP, helped, parse, UsageError } from "./command.js";
+
+export const run: Command = {
+  name: "run",
+  usage: `usage: parley run --config FILE [--no-watch]
+       parley run --bootstrap FILE
+
+Runs the sidecar.
+  --config FILE     a YAML configuration; reloaded on SIGHUP and, unless --no-watch, when it or a
+                    file it names changes
+  --bootstrap FILE  the sidecar's identity and its control plane; configuration comes from pushes
+SIGTERM/SIGINT drain (drain_timeout), a second signal exits at once with 1.
+exit codes: 0 drained stop, 1 runtime failure (e.g. a port that cannot be bound), 2 bad usage or
+invalid configuration`,
+  async run(args) {
+    const { values } = parse(this, { args, options: { config: { type: "string", short: "c" }, bootstrap: { type: "string" }, "no-watch": { type: "boolean", default: false }, ...HELP } });
+    if (values.help) return helped(this);
+    if (values.bootstrap !== undefined && values.config !== undefined) throw new UsageError("--config and --bootstrap exclude each other", this.name);
+    if (values.bootstrap === undefined && values.config === undefined) throw new UsageError("--config FILE or --bootstrap FILE is required", this.name);
+    const spec = values.bootstrap !== undefined ? ({ kind: "controlled", bootstrap: loadBootstrap(values.bootstrap) } as const) : ({ kind: "file", config: loadConfig(values.config!), watch: !values["no-watch"] } as const);
+    await runUntilSignalled(() => assembleSidecar(spec, { version: packageVersion() }));
+    return -1;
+  },
+};

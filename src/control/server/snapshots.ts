@@ -1,0 +1,147 @@
+// The control plane's view of its directory: shared resource files plus per-node overrides, merged,
+// validated with the sidecar's own schema and compiler, and turned into versioned wire snapshots.
+//
+//   DIR/*.yaml            shared resources, merged in file-name order
+//   DIR/nodes/<id>.yaml   resources of node <id>, merged over the shared ones
+//
+// Maps (policies, trust_domains, roles, attestors) merge by key and listeners by name, the later file
+// winning; attestation records add up; settings are overridden one by one.
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { CompileContext, compileResources } from "../../config/resources.js";
+import { resourcesSchema } from "../../config/schema.js";
+import { ConfigError, errorLines, parseWith, PathOnlySource, YamlSource } from "../../config/source.js";
+import { resourcesToWire, type WireResource } from "../wire.js";
+
+export interface Snapshot {
+  readonly version: string;
+  readonly resources: readonly WireResource[];
+}
+
+type Obj = Record<string, unknown>;
+
+const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors"] as const;
+const SCALARS = ["drain_timeout", "revocation_grace"] as const;
+/** Per-file shape check: every section optional, unknown keys still refused with their line. */
+const partialSchema = resourcesSchema.partial();
+
+function yamlFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".yaml") || f.endsWith(".yml"))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+/** Reads one resource file: checked against the schema with file and line, bundles inlined. */
+function readResourceFile(file: string): Obj {
+  const src = YamlSource.read(file);
+  const data = (src.toJS() ?? {}) as Obj;
+  parseWith(partialSchema, data, src);
+  const tds = (data.trust_domains ?? {}) as Record<string, Obj>;
+  const issues = [];
+  for (const [name, td] of Object.entries(tds)) {
+    if (typeof td.bundle !== "string") continue;
+    const full = resolve(dirname(file), td.bundle);
+    try {
+      tds[name] = { bundle_pem: readFileSync(full, "utf8") };
+    } catch (e) {
+      issues.push(src.issue(["trust_domains", name, "bundle"], `cannot read ${full}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`));
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return data;
+}
+
+export function mergeResources(layers: readonly Obj[]): Obj {
+  const out: Obj = {};
+  const listeners = new Map<string, Obj>();
+  const attestations: unknown[] = [];
+  for (const layer of layers) {
+    for (const section of MAP_SECTIONS) {
+      if (layer[section]) out[section] = { ...((out[section] as Obj | undefined) ?? {}), ...(layer[section] as Obj) };
+    }
+    for (const l of (layer.listeners as Obj[] | undefined) ?? []) listeners.set(String(l.name), l);
+    attestations.push(...((layer.attestations as unknown[] | undefined) ?? []));
+    for (const k of SCALARS) if (layer[k] !== undefined) out[k] = layer[k];
+    if (layer.limits) out.limits = { ...((out.limits as Obj | undefined) ?? {}), ...(layer.limits as Obj) };
+  }
+  out.listeners = [...listeners.values()];
+  out.attestations = attestations;
+  for (const section of MAP_SECTIONS) out[section] ??= {};
+  return out;
+}
+
+/** Validates a merged set exactly as a sidecar will, and makes its snapshot. */
+function snapshotOf(merged: Obj, origin: string): Snapshot {
+  const at = new PathOnlySource(origin);
+  compileResources(parseWith(resourcesSchema, merged, at), new CompileContext(at), "validation");
+  const resources = resourcesToWire(merged);
+  const version = createHash("sha256").update(JSON.stringify(resources)).digest("hex").slice(0, 16);
+  return { version, resources };
+}
+
+export type LoadResult = { ok: true; changed: string[] } | { ok: false; errors: string[] };
+
+export class SnapshotStore {
+  /** Snapshot for nodes without an override file; undefined when the shared files alone are incomplete. */
+  private shared: Snapshot | undefined;
+  private sharedError: string | undefined;
+  private perNode = new Map<string, Snapshot>();
+
+  constructor(readonly dir: string) {}
+
+  /**
+   * Re-reads the directory. All or nothing: if any file or any node's merged set is invalid, nothing
+   * changes and the errors are returned. Returns the node ids whose snapshot changed ("*" for the
+   * shared one).
+   */
+  load(): LoadResult {
+    let shared: Obj[];
+    let nodes: Array<[string, Obj]>;
+    try {
+      shared = yamlFiles(this.dir).map(readResourceFile);
+      nodes = yamlFiles(join(this.dir, "nodes")).map((f) => [basename(f).replace(/\.ya?ml$/, ""), readResourceFile(f)]);
+    } catch (e) {
+      return { ok: false, errors: errorLines(e) };
+    }
+    const errors: string[] = [];
+    const perNode = new Map<string, Snapshot>();
+    for (const [id, layer] of nodes) {
+      try {
+        perNode.set(id, snapshotOf(mergeResources([...shared, layer]), `node ${id}`));
+      } catch (e) {
+        errors.push(...errorLines(e));
+      }
+    }
+    // The shared files alone are what nodes without an override get. With no override files at all
+    // they are the whole configuration and must be valid; otherwise they may be incomplete.
+    let sharedSnap: Snapshot | undefined;
+    let sharedError: string | undefined;
+    try {
+      sharedSnap = snapshotOf(mergeResources(shared), "shared");
+    } catch (e) {
+      const msgs = errorLines(e);
+      if (nodes.length === 0) errors.push(...msgs);
+      sharedError = msgs.join("; ");
+    }
+    if (errors.length > 0) return { ok: false, errors };
+    const changed = [...perNode].filter(([id, s]) => this.perNode.get(id)?.version !== s.version).map(([id]) => id);
+    for (const id of this.perNode.keys()) if (!perNode.has(id)) changed.push(id);
+    if (sharedSnap?.version !== this.shared?.version) changed.push("*");
+    this.perNode = perNode;
+    this.shared = sharedSnap;
+    this.sharedError = sharedError;
+    return { ok: true, changed };
+  }
+
+  forNode(nodeId: string): Snapshot | { error: string } {
+    const s = this.perNode.get(nodeId) ?? this.shared;
+    return s ?? { error: `no valid configuration for node ${nodeId}: the shared files alone are incomplete (${this.sharedError})` };
+  }
+
+  nodesWithOverrides(): string[] {
+    return [...this.perNode.keys()];
+  }
+}

@@ -1,0 +1,60 @@
+// Offline decisions (`parley check`): the same decide() the proxy calls, on an ID or a certificate
+// given by hand instead of a live handshake, with explain on.
+import { ParleyError } from "../errors/catalogue.js";
+import type { SidecarConfig } from "../config/load.js";
+import { SpiffeId } from "../spiffe/spiffeid.js";
+import { derFromPem } from "../spiffe/x509cert.js";
+import { SvidVerifier } from "../spiffe/x509svid.js";
+import { decide, type Decision, type PeerResult } from "./decide.js";
+
+export class CheckInputError extends ParleyError {
+  constructor(message: string) {
+    super("PARLEY_ERR_CHECK_INPUT", message);
+  }
+}
+
+export interface CheckRequest {
+  /** A SPIFFE ID; with `certPem` it must be the certificate's. */
+  readonly id?: string;
+  /** A PEM chain, leaf first, verified against the configured bundles at `now`. */
+  readonly certPem?: string;
+  /** Default: the first listener. */
+  readonly listener?: string;
+  readonly sourceAddress: string;
+  readonly sni: string | null;
+  readonly alpn: string | null;
+  readonly now: number;
+}
+
+export function checkOffline(config: SidecarConfig, req: CheckRequest): { decision: Decision; peerId: string } {
+  const listener = req.listener === undefined ? config.listeners[0]! : config.listeners.find((l) => l.name === req.listener);
+  if (!listener) throw new CheckInputError(`unknown listener ${req.listener}; defined: ${config.listeners.map((l) => l.name).join(", ")}`);
+  const { peer, peerId } = peerOf(config, req);
+  const attestations = peer.ok ? config.attestations.for(peerId) : [];
+  const decision = decide(
+    listener.policy,
+    { listener: listener.name, sourceAddress: req.sourceAddress, sni: req.sni, alpn: req.alpn, now: req.now, peer, attestations },
+    { explain: true },
+  );
+  return { decision, peerId };
+}
+
+function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; peerId: string } {
+  if (req.certPem === undefined) {
+    const id = SpiffeId.tryParse(req.id!);
+    if (!(id instanceof SpiffeId)) throw new CheckInputError(`--id: ${id.message}`);
+    return { peer: { ok: true, svid: { id } }, peerId: id.toString() };
+  }
+  let chain: Buffer[];
+  try {
+    chain = derFromPem(req.certPem, "--cert");
+  } catch (e) {
+    throw new CheckInputError((e as Error).message);
+  }
+  const result = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength }).verify(chain, req.now);
+  const certId = result.ok ? result.svid.id : result.id;
+  if (req.id !== undefined && certId?.toString() !== req.id) {
+    throw new CheckInputError(`--id ${req.id} differs from the certificate's ID ${certId ?? "(none)"}`);
+  }
+  return { peer: result, peerId: certId?.toString() ?? "(certificate without a readable SPIFFE ID)" };
+}

@@ -1,0 +1,151 @@
+// An inbound listener: a TLS server that requires a client certificate and hands each established
+// connection to an InboundSession. Certificate verification is parley's own (per trust domain, by the
+// SPIFFE rules), so OpenSSL is told to request the certificate but not to judge it.
+import { constants } from "node:crypto";
+import type { AddressInfo, Socket } from "node:net";
+import { createServer, type SecureContextOptions, type Server, type TLSSocket } from "node:tls";
+import { formatHostPort } from "../../config/units.js";
+import type { HandshakeGuard } from "../../limits/handshakes.js";
+import { ALPN } from "../../negotiation/frame.js";
+import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
+import { tcpOf } from "../tcp.js";
+
+export interface ListenerDeps extends SessionDeps {
+  readonly handshakes: HandshakeGuard;
+}
+
+export class InboundListener {
+  private readonly server: Server;
+  private state: ListenerState;
+
+  /** Release of the handshake slot of each raw connection still handshaking. */
+  private readonly handshaking = new WeakMap<Socket, () => void>();
+  /** Raw connections refused before the handshake (their TLS error is still to come). */
+  private readonly refused = new WeakSet<Socket>();
+  /** When each raw connection was accepted, for the handshake-duration metric. */
+  private readonly acceptedAt = new WeakMap<Socket, bigint>();
+
+  constructor(
+    state: ListenerState,
+    tls: SecureContextOptions,
+    private readonly deps: ListenerDeps,
+  ) {
+    this.state = state;
+    this.server = createServer({
+      ...tls,
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.2",
+      // Renegotiation would let a peer swap its certificate after the decision: refused outright.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+      ALPNCallback: ({ protocols }: { protocols: string[] }) => selectAlpn(protocols, this.state),
+      handshakeTimeout: state.config.handshakeTimeoutMs,
+      allowHalfOpen: true,
+      pauseOnConnect: false,
+    });
+    this.server.on("connection", (raw: Socket) => this.onConnection(raw));
+    this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));
+    this.server.on("tlsClientError", (e: NodeJS.ErrnoException, socket: TLSSocket) => {
+      // A connection refused before the handshake was logged as such; its reset is no news.
+      if (this.refused.has(tcpOf(socket))) return void socket.destroy();
+      this.handshakeDone(socket);
+      this.deps.log.handshakeFailed({
+        listener: this.state.config.name,
+        source: `${socket.remoteAddress}:${socket.remotePort}`,
+        cause: handshakeCause(e),
+        detail: e.message,
+      });
+      socket.destroy();
+    });
+  }
+
+  get name(): string {
+    return this.state.config.name;
+  }
+
+  get current(): ListenerState {
+    return this.state;
+  }
+
+  /** Sessions accepted after this call use the new state; live ones are re-checked by the caller. */
+  update(state: ListenerState): void {
+    this.state = state;
+  }
+
+  /** New handshakes present this certificate; established ones are unaffected. */
+  setIdentity(tls: SecureContextOptions): void {
+    this.server.setSecureContext(tls);
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.state.config.listen;
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(new Error(`listener ${this.name}: cannot listen on ${formatHostPort({ host, port })}: ${e.message}`));
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        this.server.on("error", (e) => this.deps.log.error("listener error", { listener: this.name, detail: e.message }));
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  get listening(): boolean {
+    return this.server.listening;
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting; established sessions are left to the registry's drain. */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
+  }
+
+  /** Before any cryptography: a handshake slot, or the connection is dropped at once. */
+  private onConnection(raw: Socket): void {
+    const entered = this.deps.handshakes.enter(raw.remoteAddress ?? "");
+    if (typeof entered === "string") {
+      this.refused.add(raw);
+      this.deps.log.handshakeRefused({ listener: this.name, source: `${raw.remoteAddress}:${raw.remotePort}`, cause: entered });
+      raw.destroy();
+      return;
+    }
+    this.handshaking.set(raw, entered);
+    this.acceptedAt.set(raw, process.hrtime.bigint());
+    raw.once("close", entered);
+  }
+
+  private handshakeDone(socket: TLSSocket): void {
+    this.handshaking.get(tcpOf(socket))?.();
+  }
+
+  private onSecureConnection(socket: TLSSocket): void {
+    this.handshakeDone(socket);
+    const t0 = this.acceptedAt.get(tcpOf(socket));
+    if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
+    new InboundSession(socket, this.state, this.deps).start().catch((e: Error) => {
+      socket.destroy();
+      this.deps.log.error("session failed", { listener: this.name, detail: e.message });
+    });
+  }
+}
+
+/**
+ * ALPN: parley/1 for clients that negotiate (when enabled); else the client's most preferred
+ * protocol the workload speaks; else http/1.1 if offered; else the client's first choice (refusing the
+ * handshake would break clients that merely offer ALPN).
+ */
+export function selectAlpn(offered: readonly string[], state: ListenerState): string | undefined {
+  if (offered.includes(ALPN)) return ALPN;
+  return offered.find((p) => state.config.alpn.includes(p)) ?? (offered.includes("http/1.1") ? "http/1.1" : offered[0]);
+}
+
+function handshakeCause(e: NodeJS.ErrnoException): string {
+  if (e.code === "ERR_TLS_HANDSHAKE_TIMEOUT") return "handshake_timeout";
+  if (e.code === "ECONNRESET") return "connection_reset";
+  if (/unsupported protocol|wrong version number|no protocols available/i.test(e.message)) return "protocol_version";
+  if (/http request/i.test(e.message)) return "not_tls";
+  return e.code?.startsWith("ERR_SSL_") ? e.code.slice(8).toLowerCase() : "tls_error";
+}

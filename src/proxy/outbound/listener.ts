@@ -1,0 +1,129 @@
+// Outbound listeners, for legacy clients: the local application connects in plaintext on loopback;
+// parley originates mTLS to the remote sidecar with its own SVID, checks that the remote is exactly the
+// SPIFFE ID expected for this route (by the remote trust domain's bundle, like any peer), negotiates on
+// the application's behalf if configured, and only then pipes.
+import { randomBytes } from "node:crypto";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { OutboundConfig } from "../../config/resources.js";
+import type { OwnSvid } from "../../workloadapi/client.js";
+import type { SvidVerifier } from "../../spiffe/x509svid.js";
+import { DeniedError, requestGrant } from "../../negotiation/client.js";
+import { ALPN } from "../../negotiation/frame.js";
+import type { DecisionLog } from "../../telemetry/log.js";
+import { peerChain } from "../inbound/peerchain.js";
+import { pump } from "../pump.js";
+
+export interface OutboundState {
+  readonly config: OutboundConfig;
+  readonly verifier: SvidVerifier;
+  readonly identity: OwnSvid;
+  readonly maxChainLength: number;
+}
+
+export class OutboundListener {
+  private readonly server: Server;
+
+  constructor(
+    private state: OutboundState,
+    private readonly log: DecisionLog,
+    private readonly now: () => number,
+  ) {
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (app) => void this.serve(app));
+    this.server.on("error", (e) => log.error("outbound listener error", { listener: this.name, detail: e.message }));
+  }
+
+  get name(): string {
+    return this.state.config.name;
+  }
+
+  update(state: OutboundState): void {
+    this.state = state;
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.state.config.listen;
+    return new Promise((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, host, () => {
+        this.server.off("error", reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
+  }
+
+  private async serve(app: Socket): Promise<void> {
+    const { config, verifier, identity, maxChainLength } = this.state;
+    const id = randomBytes(8).toString("hex");
+    const started = this.now();
+    const base = { session_id: id, listener: config.name, remote: `${config.remote.host}:${config.remote.port}`, expect_id: config.expectId.toString() };
+    app.on("error", () => {});
+    const remote = tlsConnect({
+      host: config.remote.host,
+      port: config.remote.port,
+      cert: identity.certChainPem,
+      key: identity.keyPem,
+      servername: config.serverName ?? "localhost",
+      // The remote is judged by the SPIFFE rules below, against its own trust domain's bundle.
+      rejectUnauthorized: false,
+      ...(config.negotiate ? { ALPNProtocols: [ALPN] } : {}),
+    });
+    const refuse = (reason: string, detail: string) => {
+      this.log.outbound({ ...base, decision: "deny", reason, detail });
+      remote.destroy();
+      app.destroy();
+    };
+    const connected = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        refuse("remote_connect_timeout", `no TLS session with the remote within ${config.connectTimeoutMs} ms`);
+        resolve(false);
+      }, config.connectTimeoutMs);
+      remote.once("secureConnect", () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      remote.once("error", (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        refuse("remote_connect_failed", e.code ?? e.message);
+        resolve(false);
+      });
+    });
+    if (!connected) return;
+    remote.on("error", () => {});
+    const peer = verifier.verify(peerChain(remote as TLSSocket, maxChainLength), this.now());
+    if (!peer.ok) return refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
+    if (!peer.svid.id.equals(config.expectId)) return refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
+    let grantId: string | undefined;
+    if (config.negotiate) {
+      try {
+        const grant = await requestGrant(remote, config.negotiate);
+        grantId = grant.grant_id;
+      } catch (e) {
+        return refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
+      }
+    }
+    this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
+    const source = `${app.remoteAddress}:${app.remotePort}`;
+    const counts = pump(app, remote, { up: [], down: [], now: this.now }, (end) =>
+      this.log.sessionEnd({
+        session_id: id,
+        listener: config.name,
+        peer_id: peer.svid.id.toString(),
+        source,
+        bytes_to_upstream: counts.toUpstream,
+        bytes_to_client: counts.toClient,
+        duration_ms: this.now() - started,
+        end_reason: end.reason,
+        ...("detail" in end ? { detail: end.detail } : {}),
+      }),
+    );
+  }
+}
