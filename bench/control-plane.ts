@@ -56,8 +56,18 @@ writeFileSync(join(dir, "shared.yaml"), shared(""));
 
 const port = await freePort();
 const admin = await freePort();
-const server = spawn(process.execPath, ["dist/cli.js", "control-plane", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--admin", `127.0.0.1:${admin}`], { stdio: ["ignore", "ignore", "inherit"] });
-await until(async () => status(admin).then(() => true, () => false), 10_000, "server start");
+const server = spawn(process.execPath, ["dist/cli.js", "control-plane", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--admin", `127.0.0.1:${admin}`], {
+  stdio: ["ignore", "ignore", "inherit"],
+});
+await until(
+  async () =>
+    status(admin).then(
+      () => true,
+      () => false,
+    ),
+  10_000,
+  "server start",
+);
 const idle = procStats(server.pid!);
 
 const clients: ControlClient[] = [];
@@ -91,10 +101,14 @@ async function acked(): Promise<Map<string, number>> {
 /** Waits until `n` nodes ACKed one version other than `not`; returns it. */
 async function allOn(n: number, not: string | undefined, timeoutMs: number, what: string): Promise<string> {
   let v = "";
-  await until(async () => {
-    for (const [version, count] of await acked()) if (version !== not && count >= n) v = version;
-    return v !== "";
-  }, timeoutMs, what);
+  await until(
+    async () => {
+      for (const [version, count] of await acked()) if (version !== not && count >= n) v = version;
+      return v !== "";
+    },
+    timeoutMs,
+    what,
+  );
   return v;
 }
 // A real change (comments do not change the content, hence not the version).

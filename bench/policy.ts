@@ -20,7 +20,8 @@ function rules(n: number): RawRule[] {
     if (kind === 0) out.push({ name: `deny-${i}`, action: "deny", match: [{ id: `spiffe://bench.test/${ns}/sa/banned${i}` }] });
     else if (kind < 6) out.push({ name: `exact-${i}`, action: "allow", match: [{ id: `spiffe://bench.test/${ns}/sa/svc${i}` }] });
     else if (kind === 6) out.push({ name: `glob-${i}`, action: "allow", match: [{ glob: `spiffe://bench.test/${ns}/sa/*/v${i}` }] });
-    else if (kind === 7) out.push({ name: `cidr-${i}`, action: "allow", match: [{ id: `spiffe://bench.test/${ns}/sa/svc${i}` }], conditions: { source_cidrs: ["10.0.0.0/8"] } });
+    else if (kind === 7)
+      out.push({ name: `cidr-${i}`, action: "allow", match: [{ id: `spiffe://bench.test/${ns}/sa/svc${i}` }], conditions: { source_cidrs: ["10.0.0.0/8"] } });
     else if (kind === 8) out.push({ name: `role-${i}`, action: "allow", match: [{ id: `spiffe://bench.test/${ns}/sa/svc${i}` }], roles: ["reader"] });
     else out.push({ name: `prefix-${i}`, action: "allow", match: [{ path_prefix: `spiffe://bench.test/${ns}/team${i}` }], conditions: { alpn: ["h2"] } });
   }
@@ -31,7 +32,12 @@ function compile(n: number): { policy: Policy; ms: number } {
   const t0 = performance.now();
   const errors: string[] = [];
   const map = compilePolicies(
-    { policies: { bench: { default: "deny", mode: "enforce", rules: rules(n) } }, roles: { reader: [{ path_prefix: "spiffe://bench.test/ns1" }] }, attestors: [], listeners: ["l"] },
+    {
+      policies: { bench: { default: "deny", mode: "enforce", rules: rules(n) } },
+      roles: { reader: [{ path_prefix: "spiffe://bench.test/ns1" }] },
+      attestors: [],
+      listeners: ["l"],
+    },
     "bench",
     (p, m) => errors.push(`${p.join(".")}: ${m}`),
   );
@@ -47,7 +53,10 @@ function inputs(): DecisionInput[] {
     sni: null,
     alpn: j % 2 ? "h2" : null,
     now,
-    peer: { ok: true, svid: { id: SpiffeId.parse(`spiffe://bench.test/ns${j % NS}/sa/svc${j}`), leaf: { notBefore: now - 1e6, notAfter: now + 3.6e6, fingerprint: "00" } } },
+    peer: {
+      ok: true,
+      svid: { id: SpiffeId.parse(`spiffe://bench.test/ns${j % NS}/sa/svc${j}`), leaf: { notBefore: now - 1e6, notAfter: now + 3.6e6, fingerprint: "00" } },
+    },
   }));
 }
 
@@ -70,7 +79,13 @@ function measure(policy: Policy, ins: DecisionInput[]) {
   }
   const totalS = Number(process.hrtime.bigint() - t0) / 1e9;
   lat.sort();
-  return { decisionsPerSec: Math.round(lat.length / totalS), p50Us: percentile(lat, 50), p99Us: percentile(lat, 99), p999Us: percentile(lat, 99.9), allowedShare: allowed / lat.length };
+  return {
+    decisionsPerSec: Math.round(lat.length / totalS),
+    p50Us: percentile(lat, 50),
+    p99Us: percentile(lat, 99),
+    p999Us: percentile(lat, 99.9),
+    allowedShare: allowed / lat.length,
+  };
 }
 
 const ins = inputs();
@@ -80,7 +95,13 @@ for (const n of [10, 1_000, 10_000]) {
   const { policy, ms } = compile(n);
   const m = measure(policy, ins);
   base ??= m;
-  results.push({ rules: n, compileMs: Math.round(ms), ...m, p99VsBaseline: +(m.p99Us / base.p99Us).toFixed(2), throughputVsBaseline: +(m.decisionsPerSec / base.decisionsPerSec).toFixed(2) });
+  results.push({
+    rules: n,
+    compileMs: Math.round(ms),
+    ...m,
+    p99VsBaseline: +(m.p99Us / base.p99Us).toFixed(2),
+    throughputVsBaseline: +(m.decisionsPerSec / base.decisionsPerSec).toFixed(2),
+  });
 }
 const report = { bench: "policy", date: new Date().toISOString(), node: process.version, identities: IDENTITIES, rounds: ROUNDS, results };
 mkdirSync("bench/results", { recursive: true });

@@ -123,7 +123,11 @@ async function start(name: Target["name"]): Promise<Target | undefined> {
   if (name === "parley") {
     const cfg = f("parley.yaml", parleyConfig(port));
     const log = f("decisions.log", "");
-    proc = spawn("bash", ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`], { stdio: "ignore" });
+    proc = spawn(
+      "bash",
+      ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
+      { stdio: "ignore" },
+    );
   } else if (name === "pipe") {
     proc = spawn(process.execPath, ["bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca], { stdio: "ignore" });
   } else {
@@ -142,7 +146,14 @@ async function start(name: Target["name"]): Promise<Target | undefined> {
 /** A process and its children (nginx's worker; the shell parley runs under). */
 function tree(pid: number): number[] {
   try {
-    return [pid, ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").filter(Boolean).map(Number)];
+    return [
+      pid,
+      ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
+        .trim()
+        .split("\n")
+        .filter(Boolean)
+        .map(Number),
+    ];
   } catch {
     return [pid];
   }
@@ -352,7 +363,8 @@ for (let round = 0; round < ROUNDS; round++) {
 // several windows. Turns see the machine change between them (±10 % on this one); here both see the
 // same moments, so the ratio is the steadier figure of the two.
 const WINDOWS = Number(process.env.BENCH_WINDOWS ?? 5);
-let interleaved: { windows: number; parley_cpu_us_per_new_session: number; pipe_cpu_us_per_new_session: number; ratios: number[]; median_ratio: number } | undefined;
+let interleaved:
+  { windows: number; parley_cpu_us_per_new_session: number; pipe_cpu_us_per_new_session: number; ratios: number[]; median_ratio: number } | undefined;
 if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe") && WINDOWS > 0) {
   const pair = [(await start("parley"))!, (await start("pipe"))!];
   console.log(`interleaved: parley and pipe at once, ${WINDOWS} windows`);
@@ -395,8 +407,13 @@ if (!subset) {
 const fmt = (v: number | undefined) => (v === undefined ? "-" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
 console.log(`\n${"figure".padEnd(30)}${"parley".padStart(10)}${"pipe".padStart(10)}${"nginx".padStart(10)}${"p/pipe".padStart(9)}${"p/nginx".padStart(9)}`);
 for (const k of keys) {
-  console.log(`${k.padEnd(30)}${fmt(med.parley?.[k]).padStart(10)}${fmt(med.pipe?.[k]).padStart(10)}${fmt(med.nginx?.[k]).padStart(10)}${fmt(report.parley_over_pipe?.[k]).padStart(9)}${fmt(report.parley_over_nginx?.[k]).padStart(9)}`);
+  console.log(
+    `${k.padEnd(30)}${fmt(med.parley?.[k]).padStart(10)}${fmt(med.pipe?.[k]).padStart(10)}${fmt(med.nginx?.[k]).padStart(10)}${fmt(report.parley_over_pipe?.[k]).padStart(9)}${fmt(report.parley_over_nginx?.[k]).padStart(9)}`,
+  );
 }
-if (interleaved) console.log(`\ninterleaved CPU per new session: parley ${interleaved.parley_cpu_us_per_new_session.toFixed(0)} µs, pipe ${interleaved.pipe_cpu_us_per_new_session.toFixed(0)} µs, parley/pipe ${interleaved.median_ratio} (windows: ${interleaved.ratios.join(" ")})`);
+if (interleaved)
+  console.log(
+    `\ninterleaved CPU per new session: parley ${interleaved.parley_cpu_us_per_new_session.toFixed(0)} µs, pipe ${interleaved.pipe_cpu_us_per_new_session.toFixed(0)} µs, parley/pipe ${interleaved.median_ratio} (windows: ${interleaved.ratios.join(" ")})`,
+  );
 console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
 process.exit(0);

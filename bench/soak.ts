@@ -25,7 +25,9 @@ const port = await freePort();
 const config = join(f.dir, "parley.yaml");
 writeFileSync(
   config,
-  configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, (echo.server.address() as { port: number }).port, { extra: "log: { level: warn }\nlimits: { max_handshakes_per_source: 1000, max_handshakes: 1000 }" })
+  configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, (echo.server.address() as { port: number }).port, {
+    extra: "log: { level: warn }\nlimits: { max_handshakes_per_source: 1000, max_handshakes: 1000 }",
+  })
     .replace("listen: 127.0.0.1:0", `listen: 127.0.0.1:${port}`)
     .replace('admin: { listen: "127.0.0.1:0" }', "admin: { listen: false }"),
 );

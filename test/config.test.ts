@@ -91,11 +91,17 @@ describe("loadConfig", () => {
   it("rejects an own certificate that is not an SVID", async () => {
     const notSvid = await pki.a.leaf({ dnsNames: ["localhost"] });
     const f = writeFiles({ "c.pem": notSvid.chainPem, "k.pem": notSvid.keyPem });
-    expect(issuesOf(good().replace(files["cert.pem"]!, f["c.pem"]!).replace(files["key.pem"]!, f["k.pem"]!))[0]).toMatch(/identity\.cert: not a usable X509-SVID.*uri_san_count/);
+    expect(issuesOf(good().replace(files["cert.pem"]!, f["c.pem"]!).replace(files["key.pem"]!, f["k.pem"]!))[0]).toMatch(
+      /identity\.cert: not a usable X509-SVID.*uri_san_count/,
+    );
   });
 
   it("rejects an expired own certificate", async () => {
-    const old = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], notBefore: new Date(Date.now() - 2 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) });
+    const old = await pki.a.leaf({
+      uris: ["spiffe://a.test/sidecar"],
+      notBefore: new Date(Date.now() - 2 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+    });
     const f = writeFiles({ "c.pem": old.chainPem, "k.pem": old.keyPem });
     expect(issuesOf(good().replace(files["cert.pem"]!, f["c.pem"]!).replace(files["key.pem"]!, f["k.pem"]!))[0]).toMatch(/identity\.cert: .*expired/);
   });
@@ -107,7 +113,12 @@ describe("loadConfig", () => {
 
   it("rejects a YAML alias bomb without expanding it", () => {
     const bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];
-    for (let i = 1; i < 10; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill("*" + String.fromCharCode(96 + i)).join(", ")}]`);
+    for (let i = 1; i < 10; i++)
+      bomb.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+          .fill("*" + String.fromCharCode(96 + i))
+          .join(", ")}]`,
+      );
     expect(issuesOf(bomb.join("\n"))[0]).toMatch(/YAML: .*alias/i);
   });
 });
@@ -124,7 +135,9 @@ describe("parley run with a bad config", () => {
     expect(r.stdout).not.toMatch(/listener ready/);
     // The port is still free: nothing was bound.
     await new Promise<void>((resolve, reject) => {
-      const s = createServer().once("error", reject).listen(port, "127.0.0.1", () => s.close(() => resolve()));
+      const s = createServer()
+        .once("error", reject)
+        .listen(port, "127.0.0.1", () => s.close(() => resolve()));
     });
   });
 

@@ -88,7 +88,9 @@ async function rogue(port: number, handler: (call: grpc.ServerDuplexStream<unkno
   const service = serialize ? { StreamConfig: { ...def.StreamConfig!, responseSerialize: serialize } } : def;
   const server = new grpc.Server();
   server.addService(service as grpc.ServiceDefinition, { StreamConfig: handler });
-  await new Promise<void>((resolve, reject) => server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+  );
   servers.push(server);
 }
 
@@ -105,7 +107,9 @@ describe("a misbehaving control plane", () => {
     let opened = 0;
     await rogue(port, (call) => {
       opened++;
-      call.on("data", () => call.write({ version_info: "huge", nonce: "n", resources: [{ name: "x", attestor: { description: "x".repeat(5 * 1024 * 1024) } }] }));
+      call.on("data", () =>
+        call.write({ version_info: "huge", nonce: "n", resources: [{ name: "x", attestor: { description: "x".repeat(5 * 1024 * 1024) } }] }),
+      );
     });
     rig = await start(port);
     await waitFor(() => opened >= 3 || undefined, 5000, "reconnects");
@@ -138,7 +142,11 @@ describe("a misbehaving control plane", () => {
       call.on("data", (req: Record<string, unknown>) => {
         requests.push(req);
         if (requests.length === 1) {
-          call.write({ version_info: "v-bad", nonce: "n1", resources: [{ name: "main", listener: { listen: "nowhere", upstream: "127.0.0.1:1", policy: "ghost" } }] });
+          call.write({
+            version_info: "v-bad",
+            nonce: "n1",
+            resources: [{ name: "main", listener: { listen: "nowhere", upstream: "127.0.0.1:1", policy: "ghost" } }],
+          });
         }
       });
     });

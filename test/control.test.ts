@@ -129,7 +129,6 @@ async function status(port: number): Promise<{ nodes: Array<Record<string, unkno
   return (await fetch(`http://127.0.0.1:${port}/status`)).json() as never;
 }
 
-
 const applied = (f: Fixture) => f.logs.of("config_applied").length;
 
 describe("wire format", () => {
@@ -149,7 +148,14 @@ describe("wire format", () => {
               roles: ["x"],
               attestation: { attestor: "node", claims: { env: "prod", tier: ["gold", "silver"], signed: true }, max_age: "1h" },
               conditions: { source_cidrs: ["10.0.0.0/8"], time: [{ zone: "UTC", days: ["mon"], from: "09:00", to: "17:00" }], max_cert_lifetime: "1d" },
-              limits: { byte_budget: "1GiB", bandwidth: "1MiB/s", identity_bandwidth: "2MiB/s", rate: { per_second: 5, burst: 10 }, max_sessions: 3, max_wait: "200ms" },
+              limits: {
+                byte_budget: "1GiB",
+                bandwidth: "1MiB/s",
+                identity_bandwidth: "2MiB/s",
+                rate: { per_second: 5, burst: 10 },
+                max_sessions: 3,
+                max_wait: "200ms",
+              },
             },
           ],
         },
@@ -158,10 +164,25 @@ describe("wire format", () => {
       roles: { x: [{ trust_domain: "td" }] },
       attestors: { node: { description: "d", jwks: { keys: [{ kty: "EC", crv: "P-256", x: "AA", y: "BB", kid: "k" }] } } },
       approvers: { tickets: { jwks: { keys: [] } } },
-      attestations: [{ subject: "spiffe://td/w", attestor: "node", claims: { env: "prod", image: { signed: true } }, issued_at: "2026-01-01T00:00:00Z", expires_at: "2027-01-01T00:00:00Z" }],
+      attestations: [
+        {
+          subject: "spiffe://td/w",
+          attestor: "node",
+          claims: { env: "prod", image: { signed: true } },
+          issued_at: "2026-01-01T00:00:00Z",
+          expires_at: "2027-01-01T00:00:00Z",
+        },
+      ],
       drain_timeout: "5s",
       revocation_grace: "1s",
-      limits: { max_chain_length: 4, max_sessions: 100, max_handshakes: 50, max_handshakes_per_source: 10, source_rate: { per_second: 20, burst: 40 }, max_held: 5 },
+      limits: {
+        max_chain_length: 4,
+        max_sessions: 100,
+        max_handshakes: 50,
+        max_handshakes_per_source: 10,
+        source_rate: { per_second: 20, burst: 40 },
+        max_held: 5,
+      },
     };
     const { raw: back, problems } = resourcesFromWire(resourcesToWire(raw).map((r) => ({ ...r, kind: Object.keys(r).find((k) => k !== "name") })));
     expect(problems).toEqual([]);
@@ -225,7 +246,9 @@ describe("control plane and sidecar", () => {
     await waitFor(() => fx!.cpLog.some((l) => l.includes("snapshot_rejected")), 3000, "rejection");
     const rejected = JSON.parse(fx.cpLog.find((l) => l.includes("snapshot_rejected"))!);
     expect(rejected.errors[0]).toMatch(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/);
-    expect((await status(fx.cp.adminPort!)).last_rejected).toMatchObject({ errors: [expect.stringMatching(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/)] });
+    expect((await status(fx.cp.adminPort!)).last_rejected).toMatchObject({
+      errors: [expect.stringMatching(/shared\.yaml:\d+:\d+: policies\.main\.rules\[0\]\.action/)],
+    });
     await new Promise((r) => setTimeout(r, 300));
     expect(applied(fx)).toBe(1);
     expect(fx.agent.sync.running()).toBe(before);
@@ -297,7 +320,11 @@ describe("TLS to the control plane", () => {
     const echo = await startEcho("127.0.0.1", 0);
     writeFileSync(join(dir, "nodes", "node-a.yaml"), NODE((echo.server.address() as { port: number }).port));
     const lines: string[] = [];
-    const creds = ServerCredentials.createSsl(Buffer.from(pki.a.certPem), [{ cert_chain: Buffer.from(cpCert.chainPem), private_key: Buffer.from(cpCert.keyPem) }], true);
+    const creds = ServerCredentials.createSsl(
+      Buffer.from(pki.a.certPem),
+      [{ cert_chain: Buffer.from(cpCert.chainPem), private_key: Buffer.from(cpCert.keyPem) }],
+      true,
+    );
     const cp = await startControlPlane({ dir, listen: "127.0.0.1:0", credentials: creds, log: quietLogger(lines) });
     writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
     writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
@@ -341,10 +368,7 @@ describe("before the first push", () => {
     writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
     writeFileSync(join(dir, "a.pem"), pki.a.certPem);
     writeFileSync(join(dir, "b.pem"), pki.b.certPem);
-    writeFileSync(
-      join(dir, "fallback.yaml"),
-      `identity: { cert: cert.pem, key: key.pem }\n${SHARED(["spiffe://a.test/bob"])}${NODE(up)}`,
-    );
+    writeFileSync(join(dir, "fallback.yaml"), `identity: { cert: cert.pem, key: key.pem }\n${SHARED(["spiffe://a.test/bob"])}${NODE(up)}`);
     // The control plane is not running yet.
     const cpPort = await freePort();
     writeFileSync(

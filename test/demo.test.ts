@@ -14,7 +14,9 @@ let port = 0;
 beforeAll(async () => {
   // npm start runs `node dist/cli.js demo`; the same entry point, on ephemeral ports.
   expect(pkg.scripts.start).toBe("node dist/cli.js demo");
-  child = spawn(process.execPath, ["dist/cli.js", "demo", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+  child = spawn(process.execPath, ["dist/cli.js", "demo", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0", "--admin", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
   port = Number(await waitFor(() => /sidecar listening on 127\.0\.0\.1:(\d+)/.exec(stderr)?.[1], 15_000, "demo banner"));
@@ -60,7 +62,10 @@ describe("npm start (the demo)", () => {
     expect(await talk("legacy", "let me in")).toBe("");
     expect(await talk("impostor", "let me in")).toBe("");
     const decisions = await waitFor(() => {
-      const d = stdout.split("\n").filter((l) => l.includes('"event":"decision"')).map((l) => JSON.parse(l));
+      const d = stdout
+        .split("\n")
+        .filter((l) => l.includes('"event":"decision"'))
+        .map((l) => JSON.parse(l));
       return d.length >= 6 ? d : undefined;
     });
     expect(decisions.map((d) => [d.peer_id, d.decision, d.reasons[0]])).toEqual([

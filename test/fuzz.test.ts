@@ -28,11 +28,17 @@ const idChars = fc.constantFrom(..."abcXYZ019.-_/:%?#@ ~é".split(""));
 describe("SPIFFE ID parser", () => {
   it("on any string: a SpiffeId whose text round-trips, or a SpiffeIdError naming a rule", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.string({ unit: idChars }).map((s) => `spiffe://${s}`)), (s) => {
-        const r = SpiffeId.tryParse(s);
-        if (r instanceof SpiffeIdError) expect(r.rule).toMatch(/^[a-z_]+$/);
-        else expect(SpiffeId.parse(r.toString()).equals(r)).toBe(true);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.string({ unit: idChars }).map((s) => `spiffe://${s}`),
+        ),
+        (s) => {
+          const r = SpiffeId.tryParse(s);
+          if (r instanceof SpiffeIdError) expect(r.rule).toMatch(/^[a-z_]+$/);
+          else expect(SpiffeId.parse(r.toString()).equals(r)).toBe(true);
+        },
+      ),
       RUNS,
     );
   });
@@ -40,7 +46,7 @@ describe("SPIFFE ID parser", () => {
 
 describe("configuration loader", () => {
   it("on any text: a parsed configuration or a ConfigError", () => {
-    const yamlish = fc.string({ unit: fc.constantFrom(..."ab:- \n\t[]{}&*!|>'\"#,0".split("")) , maxLength: 200 });
+    const yamlish = fc.string({ unit: fc.constantFrom(..."ab:- \n\t[]{}&*!|>'\"#,0".split("")), maxLength: 200 });
     fc.assert(
       fc.property(fc.oneof(fc.string(), yamlish), (text) => {
         onlyThrows(() => {
@@ -53,7 +59,10 @@ describe("configuration loader", () => {
   });
 
   it("on any JSON-like value: schema issues only", () => {
-    fc.assert(fc.property(fc.jsonValue(), (v) => onlyThrows(() => parseWith(configSchema, v, YamlSource.parse("f.yaml", "a: 1")), ConfigError)), RUNS);
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => onlyThrows(() => parseWith(configSchema, v, YamlSource.parse("f.yaml", "a: 1")), ConfigError)),
+      RUNS,
+    );
   });
 
   it("deep nesting and huge inputs are errors, not crashes", () => {
@@ -69,18 +78,40 @@ describe("configuration loader", () => {
 
 describe("frame and format parsers", () => {
   it("splitDer: buffers or DerError", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => onlyThrows(() => splitDer(Buffer.from(b)), DerError)), RUNS);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (b) => onlyThrows(() => splitDer(Buffer.from(b)), DerError)),
+      RUNS,
+    );
   });
 
   it("parseCertificate: facts or CertificateParseError", () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => onlyThrows(() => parseCertificate(Buffer.from([0x30, 0x82, ...b])), CertificateParseError)), { numRuns: 200 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (b) => onlyThrows(() => parseCertificate(Buffer.from([0x30, 0x82, ...b])), CertificateParseError)),
+      { numRuns: 200 },
+    );
   });
 
   it("parseSpiffeBundle: a document or BundleFormatError", () => {
-    const keyish = fc.record({ use: fc.constantFrom("x509-svid", "jwt-svid", "other", 3), kty: fc.constantFrom("EC", "RSA", "OKP", "X"), kid: fc.string(), x5c: fc.array(fc.string()), crv: fc.string(), x: fc.string(), y: fc.string() }, { requiredKeys: [] });
+    const keyish = fc.record(
+      {
+        use: fc.constantFrom("x509-svid", "jwt-svid", "other", 3),
+        kty: fc.constantFrom("EC", "RSA", "OKP", "X"),
+        kid: fc.string(),
+        x5c: fc.array(fc.string()),
+        crv: fc.string(),
+        x: fc.string(),
+        y: fc.string(),
+      },
+      { requiredKeys: [] },
+    );
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v)), fc.array(keyish).map((keys) => JSON.stringify({ keys }))), (text) =>
-        onlyThrows(() => parseSpiffeBundle(text, "fuzz"), BundleFormatError),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+          fc.array(keyish).map((keys) => JSON.stringify({ keys })),
+        ),
+        (text) => onlyThrows(() => parseSpiffeBundle(text, "fuzz"), BundleFormatError),
       ),
       RUNS,
     );
@@ -146,15 +177,27 @@ describe("frame and format parsers", () => {
       RUNS,
     );
     fc.assert(
-      fc.property(fc.record({ roles: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 5 }), purpose: fc.string({ maxLength: 50 }) }), (req) => {
-        const f = decodeFrame(encodeFrame(FrameType.Request, req))!;
-        expect(readRequest(f.payload).roles).toEqual([...new Set(req.roles)]);
-      }),
+      fc.property(
+        fc.record({ roles: fc.array(fc.string({ minLength: 1, maxLength: 10 }), { maxLength: 5 }), purpose: fc.string({ maxLength: 50 }) }),
+        (req) => {
+          const f = decodeFrame(encodeFrame(FrameType.Request, req))!;
+          expect(readRequest(f.payload).roles).toEqual([...new Set(req.roles)]);
+        },
+      ),
       RUNS,
     );
   });
 
   it("parley tail's line reader: a record or nothing", () => {
-    fc.assert(fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v))), (line) => onlyThrows(() => parseLine(line))), RUNS);
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+        ),
+        (line) => onlyThrows(() => parseLine(line)),
+      ),
+      RUNS,
+    );
   });
 });

@@ -15,11 +15,13 @@ let clientHello: Buffer;
 /** A real ClientHello, captured from Node's TLS client talking to a silent TCP server. */
 async function captureClientHello(): Promise<Buffer> {
   return new Promise((resolve) => {
-    const sink = createServer((s) => s.once("data", (d: Buffer) => {
-      resolve(d);
-      s.destroy();
-      sink.close();
-    }));
+    const sink = createServer((s) =>
+      s.once("data", (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+        sink.close();
+      }),
+    );
     sink.listen(0, "127.0.0.1", () => {
       const c = tlsConnect({ host: "127.0.0.1", port: (sink.address() as { port: number }).port, servername: "localhost", rejectUnauthorized: false });
       c.on("error", () => {});

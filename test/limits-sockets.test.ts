@@ -167,7 +167,10 @@ describe("bandwidth", () => {
       const sessions = await Promise.all([dialTls(h.port, pki, alice), dialTls(h.port, pki, alice)]);
       const chunk = Buffer.alloc(16 * 1024, 7);
       let stop = false;
-      for (const s of sessions) void (async () => { while (!stop) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r)); })();
+      for (const s of sessions)
+        void (async () => {
+          while (!stop) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+        })();
       await new Promise((r) => setTimeout(r, 300));
       const n0 = counting.n;
       const t0 = Date.now();

@@ -44,7 +44,13 @@ function attestation(over: Record<string, unknown> = {}, key = attestor.privateK
 }
 
 function approval(scope: string, exp = now() + 600, key = approver.privateKey) {
-  return new SignJWT({ scope }).setProtectedHeader({ alg: "ES256", kid: "tickets-1" }).setIssuer("tickets").setSubject(AGENT).setAudience(OWN).setExpirationTime(exp).sign(key);
+  return new SignJWT({ scope })
+    .setProtectedHeader({ alg: "ES256", kid: "tickets-1" })
+    .setIssuer("tickets")
+    .setSubject(AGENT)
+    .setAudience(OWN)
+    .setExpirationTime(exp)
+    .sign(key);
 }
 
 beforeAll(async () => {
@@ -87,7 +93,10 @@ const opts = (creds: Issued = agent) => ({ host: "127.0.0.1", port: h.port, cert
 /** Expects a denial and that the workload saw no connection. */
 async function expectDenied(p: Promise<unknown>, code: string, reason?: string) {
   const before = h.echo.accepted();
-  const e = await p.then(() => undefined, (x: unknown) => x);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   expect(e).toBeInstanceOf(DeniedError);
   expect((e as DeniedError).denial).toBe(code);
   if (reason) expect((e as DeniedError).reasons).toContain(reason);
@@ -98,7 +107,13 @@ async function expectDenied(p: Promise<unknown>, code: string, reason?: string) 
 describe("grants", () => {
   it("an attested, approved agent gets a grant narrowed to what it asked, signed by the sidecar, and a working session", async () => {
     const approvalExp = now() + 900;
-    const { socket, grant } = await connect({ ...opts(), roles: ["writer", "reader"], purpose: "nightly export", attestationToken: await attestation(), approvalToken: await approval("writer reader", approvalExp) });
+    const { socket, grant } = await connect({
+      ...opts(),
+      roles: ["writer", "reader"],
+      purpose: "nightly export",
+      attestationToken: await attestation(),
+      approvalToken: await approval("writer reader", approvalExp),
+    });
     expect(grant.roles).toEqual(["writer", "reader"]);
     const { payload } = await jwtVerify(grant.grant, await importSPKI(grantPublicPem, "ES256"), { issuer: OWN, audience: AGENT, subject: AGENT });
     expect(payload).toMatchObject({ roles: ["writer", "reader"], cnf: { "x5t#S256": thumbprint(agent) }, jti: grant.grant_id });
@@ -108,7 +123,10 @@ describe("grants", () => {
     socket.end("through a negotiated session");
     expect((await got).toString()).toBe("through a negotiated session");
     const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === grant.grant_id);
-    expect(d).toMatchObject({ rule: "attested-writer", negotiation: { purpose: "nightly export", requested_roles: ["writer", "reader"], granted_roles: ["writer", "reader"], approver: "tickets" } });
+    expect(d).toMatchObject({
+      rule: "attested-writer",
+      negotiation: { purpose: "nightly export", requested_roles: ["writer", "reader"], granted_roles: ["writer", "reader"], approver: "tickets" },
+    });
   });
 
   it("the grant never outlives the peer certificate", async () => {
@@ -134,7 +152,12 @@ describe("grants", () => {
   });
 
   it("the session is closed when the grant expires", async () => {
-    const { socket, grant } = await connect({ ...opts(), roles: ["writer"], attestationToken: await attestation(), approvalToken: await approval("writer", now() + 2) });
+    const { socket, grant } = await connect({
+      ...opts(),
+      roles: ["writer"],
+      attestationToken: await attestation(),
+      approvalToken: await approval("writer", now() + 2),
+    });
     expect(Date.parse(grant.expires_at) - Date.now()).toBeLessThan(2500);
     await readAll(socket);
     expect((await h.logs.next("session_end", (r) => r.end_reason === "grant_expired", 6000)).peer_id).toBe(AGENT);
@@ -147,8 +170,26 @@ describe("tokens that are refused", () => {
     ["an attestation from an unknown attestor", async () => ({ attestationToken: await attestation({ iss: "rogue" }) }), "token_invalid"],
     ["an attestation bound to no certificate", async () => ({ attestationToken: await attestation({ cnf: undefined }) }), "token_invalid"],
     ["an attestation for another audience", async () => ({ attestationToken: await attestation({ aud: "spiffe://a.test/elsewhere" }) }), "token_invalid"],
-    ["an unsigned attestation (alg none)", async () => ({ attestationToken: new UnsecuredJWT({ env: "prod" }).setIssuer("node").setSubject(AGENT).setAudience(OWN).setExpirationTime("10m").encode() }), "token_invalid"],
-    ["an HS256 attestation", async () => ({ attestationToken: await new SignJWT({ env: "prod" }).setProtectedHeader({ alg: "HS256" }).setIssuer("node").setSubject(AGENT).setAudience(OWN).setExpirationTime("10m").sign(new Uint8Array(32)) }), "token_invalid"],
+    [
+      "an unsigned attestation (alg none)",
+      async () => ({
+        attestationToken: new UnsecuredJWT({ env: "prod" }).setIssuer("node").setSubject(AGENT).setAudience(OWN).setExpirationTime("10m").encode(),
+      }),
+      "token_invalid",
+    ],
+    [
+      "an HS256 attestation",
+      async () => ({
+        attestationToken: await new SignJWT({ env: "prod" })
+          .setProtectedHeader({ alg: "HS256" })
+          .setIssuer("node")
+          .setSubject(AGENT)
+          .setAudience(OWN)
+          .setExpirationTime("10m")
+          .sign(new Uint8Array(32)),
+      }),
+      "token_invalid",
+    ],
     ["an expired approval", async () => ({ roles: ["writer"], approvalToken: await approval("writer", now() - 120) }), "token_invalid"],
     ["a request wider than the approved scope", async () => ({ roles: ["writer", "admin"], approvalToken: await approval("writer") }), "token_invalid"],
   ])("%s", async (_n, make, code, reason) => {
@@ -175,7 +216,15 @@ describe("tokens that are refused", () => {
 describe("bad frames", () => {
   /** Opens a parley/1 connection, sends `bytes` (then maybe waits), returns what came back before close. */
   async function raw(bytes: Buffer, end = true): Promise<Buffer> {
-    const s = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, ALPNProtocols: ["parley/1"] });
+    const s = tlsConnect({
+      host: "127.0.0.1",
+      port: h.port,
+      servername: "localhost",
+      ca: pki.a.certPem,
+      cert: agent.chainPem,
+      key: agent.keyPem,
+      ALPNProtocols: ["parley/1"],
+    });
     await new Promise((r) => s.once("secureConnect", r));
     const got = readAll(s);
     if (bytes.length) s.write(bytes);
@@ -208,9 +257,18 @@ describe("bad frames", () => {
   it("random and truncated frames never crash the sidecar and never reach the workload", async () => {
     const fc = (await import("fast-check")).default;
     const before = h.echo.accepted();
-    const samples = fc.sample(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 200 }).map((b) => Buffer.from(b)), fc.nat(60).map((n) => encodeFrame(FrameType.Request, { roles: ["reader"] }).subarray(0, n + 1))), { numRuns: 25, seed: 7 });
+    const samples = fc.sample(
+      fc.oneof(
+        fc.uint8Array({ minLength: 1, maxLength: 200 }).map((b) => Buffer.from(b)),
+        fc.nat(60).map((n) => encodeFrame(FrameType.Request, { roles: ["reader"] }).subarray(0, n + 1)),
+      ),
+      { numRuns: 25, seed: 7 },
+    );
     for (const bytes of samples) {
-      const got = await Promise.race([raw(bytes), new Promise<Buffer>((_, rej) => setTimeout(() => rej(new Error(`no answer to ${bytes.toString("hex")}`)), 5000))]);
+      const got = await Promise.race([
+        raw(bytes),
+        new Promise<Buffer>((_, rej) => setTimeout(() => rej(new Error(`no answer to ${bytes.toString("hex")}`)), 5000)),
+      ]);
       const f = got.length ? decodeFrame(got) : undefined;
       // Either a denial, or (for a whole, valid request) a grant; never workload bytes without a grant.
       if (f?.type === FrameType.Grant) expect(got.length).toBe(f.size);
@@ -229,7 +287,15 @@ describe("bad frames", () => {
   });
 
   it("application bytes sent right behind the request frame are forwarded after the grant", async () => {
-    const s = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, ALPNProtocols: ["parley/1"] });
+    const s = tlsConnect({
+      host: "127.0.0.1",
+      port: h.port,
+      servername: "localhost",
+      ca: pki.a.certPem,
+      cert: agent.chainPem,
+      key: agent.keyPem,
+      ALPNProtocols: ["parley/1"],
+    });
     await new Promise((r) => s.once("secureConnect", r));
     const got = readAll(s);
     s.end(Buffer.concat([encodeFrame(FrameType.Request, { roles: ["reader"] }), Buffer.from("pipelined")]));
@@ -242,7 +308,13 @@ describe("bad frames", () => {
 
 describe("parley connect", () => {
   it("negotiates and pipes stdin to stdout; a denial exits 1 with the reasons", async () => {
-    const f = writeFiles({ "agent.pem": agent.chainPem, "agent.key": agent.keyPem, "ca.pem": pki.a.certPem, "att.jwt": await attestation(), "appr.jwt": await approval("writer") });
+    const f = writeFiles({
+      "agent.pem": agent.chainPem,
+      "agent.key": agent.keyPem,
+      "ca.pem": pki.a.certPem,
+      "att.jwt": await attestation(),
+      "appr.jwt": await approval("writer"),
+    });
     const base = ["dist/cli.js", "connect", `127.0.0.1:${h.port}`, "--cert", f["agent.pem"]!, "--key", f["agent.key"]!, "--ca", f["ca.pem"]!];
     // Asynchronously: the sidecar runs in this process and must keep answering.
     const run = (args: string[], input: string) =>

@@ -43,7 +43,12 @@ async function start(opts: { write?: boolean; extra?: string } = {}): Promise<Ri
   const echo = await startEcho("127.0.0.1", 0);
   const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
   const configFile = join(f.dir, "parley.yaml");
-  writeFileSync(configFile, configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, (echo.server.address() as { port: number }).port, { extra: opts.extra ?? "" }));
+  writeFileSync(
+    configFile,
+    configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, (echo.server.address() as { port: number }).port, {
+      extra: opts.extra ?? "",
+    }),
+  );
   const config = loadConfig(configFile);
   const records: LogRecord[] = [];
   const ops = operations(config.log, { listen: "127.0.0.1:0", write: opts.write ?? false }, { write: (l: string) => void records.push(JSON.parse(l)) });
@@ -89,7 +94,10 @@ describe("admin endpoints", () => {
     rig = await start();
     expect((await http(rig.admin, "/healthz")).body).toBe("ok\n");
     const ready = await http(rig.admin, "/readyz");
-    expect([ready.status, ready.json().checks]).toEqual([200, { config_loaded: true, listeners_bound: true, own_svid_valid: true, config_fresh: true, not_draining: true }]);
+    expect([ready.status, ready.json().checks]).toEqual([
+      200,
+      { config_loaded: true, listeners_bound: true, own_svid_valid: true, config_fresh: true, not_draining: true },
+    ]);
     const config = await http(rig.admin, "/config");
     expect(config.json()).toMatchObject({ version: rig.sidecar.config.version, identity: { id: "spiffe://a.test/sidecar", private_key: "[redacted]" } });
     expect(config.json().policies.main.rules[0]).toMatchObject({ name: "deny-banned", action: "deny", match: ["id spiffe://a.test/banned"] });
@@ -195,7 +203,10 @@ describe("parley tail", () => {
     expect(lines(tail("test/fixtures/decisions.log", "--reason", "invalid_svid", "--no-color"))).toHaveLength(1);
     expect(tail("test/fixtures/decisions.log", "--listener", "other", "--no-color").stdout).toBe("");
     expect(lines(tail("test/fixtures/decisions.log", "--since", "2026-11-23T19:30:00Z", "--no-color"))).toHaveLength(2);
-    const stdin = spawnSync(process.execPath, ["dist/cli.js", "tail", "--deny", "--color"], { input: readFileSync("test/fixtures/decisions.log"), encoding: "utf8" });
+    const stdin = spawnSync(process.execPath, ["dist/cli.js", "tail", "--deny", "--color"], {
+      input: readFileSync("test/fixtures/decisions.log"),
+      encoding: "utf8",
+    });
     expect(stdin.stdout).toContain("\x1b[31mDENY  \x1b[0m");
     expect(tail("--since", "yesterday").status).toBe(2);
   });
@@ -232,7 +243,10 @@ describe("lifecycle", () => {
       await lingering.closed;
       const code = await new Promise((r) => child.once("exit", r));
       expect(code).toBe(0);
-      const ends = out.split("\n").filter((l) => l.includes('"event":"session_end"')).map((l) => JSON.parse(l).end_reason);
+      const ends = out
+        .split("\n")
+        .filter((l) => l.includes('"event":"session_end"'))
+        .map((l) => JSON.parse(l).end_reason);
       expect(ends.sort()).toEqual(["completed", "drain_timeout"]);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
@@ -243,7 +257,11 @@ describe("lifecycle", () => {
 
 describe("container and Kubernetes files", () => {
   it("the Dockerfile is multi-stage, runs as non-root without dev dependencies, with a healthcheck", () => {
-    const lines = readFileSync("Dockerfile", "utf8").replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    const lines = readFileSync("Dockerfile", "utf8")
+      .replace(/\\\n/g, " ")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith("#"));
     const froms = lines.filter((l) => l.startsWith("FROM "));
     expect(froms.length).toBeGreaterThanOrEqual(2);
     expect(froms[0]).toMatch(/ AS build$/);

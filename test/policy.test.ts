@@ -11,10 +11,8 @@ const NOW = Date.parse("2026-11-23T10:30:00Z"); // a Monday
 
 function compileAll(src: Partial<PolicySources> & { policies: Record<string, RawPolicy> }): { policies: Map<string, Policy>; errors: string[] } {
   const errors: string[] = [];
-  const policies = compilePolicies(
-    { roles: {}, attestors: ["node"], listeners: ["web", "admin"], ...src },
-    "v1",
-    (path, msg) => errors.push(`${path.join(".")}: ${msg}`),
+  const policies = compilePolicies({ roles: {}, attestors: ["node"], listeners: ["web", "admin"], ...src }, "v1", (path, msg) =>
+    errors.push(`${path.join(".")}: ${msg}`),
   );
   return { policies, errors };
 }
@@ -82,7 +80,11 @@ describe("evaluation order", () => {
   });
 
   it("allow rules are tried in file order: the first that applies decides", () => {
-    const p = policyOf([allow("needs-role", { roles: ["admin"] }), allow("plain", { match: [{ path_prefix: "spiffe://td/a" }] })], {}, { roles: { admin: [{ id: "spiffe://td/root" }] } });
+    const p = policyOf(
+      [allow("needs-role", { roles: ["admin"] }), allow("plain", { match: [{ path_prefix: "spiffe://td/a" }] })],
+      {},
+      { roles: { admin: [{ id: "spiffe://td/root" }] } },
+    );
     expect(decide(p, input("spiffe://td/a/b")).rule).toBe("plain");
     expect(decide(p, input("spiffe://td/root")).rule).toBe("needs-role");
   });
@@ -125,7 +127,9 @@ describe("attestation", () => {
     source: "config",
     ...over,
   });
-  const p = policyOf([allow("attested", { attestation: { attestor: "node", claims: { env: "prod", "image.signed": true, tier: ["gold", "silver"] }, max_age: 2 * H } })]);
+  const p = policyOf([
+    allow("attested", { attestation: { attestor: "node", claims: { env: "prod", "image.signed": true, tier: ["gold", "silver"] }, max_age: 2 * H } }),
+  ]);
   const run = (records: AttestationRecord[]) => decide(p, input("spiffe://td/w", { attestations: new AttestationStore(records).for("spiffe://td/w") }));
 
   it.each<[string, AttestationRecord[], string]>([
@@ -137,7 +141,11 @@ describe("attestation", () => {
     ["expired evidence", [rec({ expiresAt: NOW - 1 })], "attestation_stale"],
     ["evidence older than max_age", [rec({ issuedAt: NOW - 3 * H })], "attestation_stale"],
     ["a claim with the wrong value", [rec({ claims: flattenClaims({ env: "dev", image: { signed: true }, tier: "gold" }) })], "attestation_claim_mismatch"],
-    ["a claim outside the accepted set", [rec({ claims: flattenClaims({ env: "prod", image: { signed: true }, tier: "bronze" }) })], "attestation_claim_mismatch"],
+    [
+      "a claim outside the accepted set",
+      [rec({ claims: flattenClaims({ env: "prod", image: { signed: true }, tier: "bronze" }) })],
+      "attestation_claim_mismatch",
+    ],
     ["a missing claim", [rec({ claims: flattenClaims({ env: "prod", tier: "gold" }) })], "attestation_claim_mismatch"],
     ["a stale record beside a good one", [rec({ expiresAt: NOW - 1 }), rec()], "allow"],
   ])("%s → %s", (_n, records, want) => {
@@ -170,9 +178,24 @@ describe("conditions", () => {
     ["inside a time window (10:30 UTC Monday)", { time: [{ zone: "UTC", days: ["mon"], from: "09:00", to: "17:00" }] }, {}, true],
     ["outside the days", { time: [{ zone: "UTC", days: ["sat", "sun"], from: "09:00", to: "17:00" }] }, {}, false],
     ["in another zone's hours (11:30 in Paris)", { time: [{ zone: "Europe/Paris", from: "11:00", to: "12:00" }] }, {}, true],
-    ["window across midnight, evening part", { time: [{ zone: "UTC", days: ["sun"], from: "22:00", to: "06:00" }] }, { now: Date.parse("2026-11-22T23:00:00Z") }, true],
-    ["window across midnight, morning part belongs to the day before", { time: [{ zone: "UTC", days: ["sun"], from: "22:00", to: "06:00" }] }, { now: Date.parse("2026-11-23T05:00:00Z") }, true],
-    ["window across midnight, wrong day", { time: [{ zone: "UTC", days: ["mon"], from: "22:00", to: "06:00" }] }, { now: Date.parse("2026-11-23T05:00:00Z") }, false],
+    [
+      "window across midnight, evening part",
+      { time: [{ zone: "UTC", days: ["sun"], from: "22:00", to: "06:00" }] },
+      { now: Date.parse("2026-11-22T23:00:00Z") },
+      true,
+    ],
+    [
+      "window across midnight, morning part belongs to the day before",
+      { time: [{ zone: "UTC", days: ["sun"], from: "22:00", to: "06:00" }] },
+      { now: Date.parse("2026-11-23T05:00:00Z") },
+      true,
+    ],
+    [
+      "window across midnight, wrong day",
+      { time: [{ zone: "UTC", days: ["mon"], from: "22:00", to: "06:00" }] },
+      { now: Date.parse("2026-11-23T05:00:00Z") },
+      false,
+    ],
     ["short-lived certificate", { max_cert_lifetime: 2 * H }, {}, true],
     ["long-lived certificate", { max_cert_lifetime: 2 * H }, { peer: peer("spiffe://td/x", leafFor(24 * 365, 24)) }, false],
     ["remaining lifetime small enough", { max_cert_remaining: 2 * H }, {}, true],
@@ -189,7 +212,10 @@ describe("conditions", () => {
   });
 
   it("narrow a deny rule: it denies only where its conditions hold", () => {
-    const p = policyOf([{ name: "no-outside", action: "deny", conditions: { source_cidrs: ["0.0.0.0/0"] } }, { name: "rest", action: "allow", conditions: { source_cidrs: ["10.0.0.0/8"] } }]);
+    const p = policyOf([
+      { name: "no-outside", action: "deny", conditions: { source_cidrs: ["0.0.0.0/0"] } },
+      { name: "rest", action: "allow", conditions: { source_cidrs: ["10.0.0.0/8"] } },
+    ]);
     // 0.0.0.0/0 holds for every IPv4 source, so the deny applies.
     expect(decide(p, input("spiffe://td/x")).rule).toBe("no-outside");
     expect(decide(p, input("spiffe://td/x", { sourceAddress: "fd00::1" })).reasons).toEqual(["condition_failed:source_cidr", "default_deny"]);
@@ -200,7 +226,13 @@ describe("obligations", () => {
   it("merge policy limits with the rule's and end at the earliest of max duration and certificate expiry", () => {
     const p = policyOf([allow("r", { limits: { max_duration: 10 * 60_000, byte_budget: 1000 } })], { limits: { idle_timeout: 30_000, byte_budget: 5000 } });
     const d = decide(p, input("spiffe://td/x"));
-    expect(d.obligations).toEqual({ idleTimeoutMs: 30_000, byteBudget: 1000, maxDurationMs: 600_000, expiresAt: NOW + 600_000, expiresBecause: "max_duration" });
+    expect(d.obligations).toEqual({
+      idleTimeoutMs: 30_000,
+      byteBudget: 1000,
+      maxDurationMs: 600_000,
+      expiresAt: NOW + 600_000,
+      expiresBecause: "max_duration",
+    });
     const short = decide(p, input("spiffe://td/x", { peer: peer("spiffe://td/x", leafFor(1, 0.05)) }));
     expect(short.obligations?.expiresBecause).toBe("certificate");
   });
@@ -251,22 +283,51 @@ describe("explain", () => {
 });
 
 describe("compile errors name what is wrong and where", () => {
-  const bad = (rules: RawRule[], src: Partial<PolicySources> = {}) => compileAll({ ...src, policies: { p: { default: "deny", mode: "enforce", rules } } }).errors;
+  const bad = (rules: RawRule[], src: Partial<PolicySources> = {}) =>
+    compileAll({ ...src, policies: { p: { default: "deny", mode: "enforce", rules } } }).errors;
   it.each<[string, RawRule[], RegExp]>([
     ["unknown role", [allow("r", { roles: ["ghost"] })], /^policies\.p\.rules\.0\.roles\.0: unknown role ghost/],
-    ["bad CIDR", [allow("r", { conditions: { source_cidrs: ["10.0.0.0/33"] } })], /^policies\.p\.rules\.0\.conditions\.source_cidrs\.0: bad CIDR 10\.0\.0\.0\/33/],
+    [
+      "bad CIDR",
+      [allow("r", { conditions: { source_cidrs: ["10.0.0.0/33"] } })],
+      /^policies\.p\.rules\.0\.conditions\.source_cidrs\.0: bad CIDR 10\.0\.0\.0\/33/,
+    ],
     ["CIDR that is not an address", [allow("r", { conditions: { source_cidrs: ["ten/8"] } })], /bad CIDR ten\/8/],
-    ["glob with a partial wildcard", [allow("r", { match: [{ glob: "spiffe://td/web-*" }] })], /^policies\.p\.rules\.0\.match\.0: bad glob .*no partial wildcards/],
+    [
+      "glob with a partial wildcard",
+      [allow("r", { match: [{ glob: "spiffe://td/web-*" }] })],
+      /^policies\.p\.rules\.0\.match\.0: bad glob .*no partial wildcards/,
+    ],
     ["glob with ** in the middle", [allow("r", { match: [{ glob: "spiffe://td/**/x" }] })], /'\*\*' may only be the last segment/],
     ["invalid SPIFFE ID", [allow("r", { match: [{ id: "spiffe://TD/x" }] })], /trust domain characters .*rule trust_domain_chars/],
-    ["duplicate rule names", [allow("r"), allow("r", { match: [{ id: "spiffe://td/x" }], roles: [] , conditions: { alpn: ["h2"] } })], /^policies\.p\.rules\.1\.name: duplicate rule name r/],
+    [
+      "duplicate rule names",
+      [allow("r"), allow("r", { match: [{ id: "spiffe://td/x" }], roles: [], conditions: { alpn: ["h2"] } })],
+      /^policies\.p\.rules\.1\.name: duplicate rule name r/,
+    ],
     ["unknown attestor", [allow("r", { attestation: { attestor: "tpm" } })], /unknown attestor tpm; defined: node/],
     ["unknown listener", [allow("r", { conditions: { listeners: ["ghost"] } })], /unknown listener ghost; defined: web, admin/],
     ["unknown time zone", [allow("r", { conditions: { time: [{ zone: "Mars/Olympus", from: "09:00", to: "10:00" }] } })], /unknown time zone Mars\/Olympus/],
-    ["unreachable allow rule", [allow("broad"), allow("narrow", { match: [{ path_prefix: "spiffe://td/ns" }] })], /^policies\.p\.rules\.1: rule narrow is unreachable: rule broad always applies first/],
+    [
+      "unreachable allow rule",
+      [allow("broad"), allow("narrow", { match: [{ path_prefix: "spiffe://td/ns" }] })],
+      /^policies\.p\.rules\.1: rule narrow is unreachable: rule broad always applies first/,
+    ],
     ["allow rule behind an unconditional deny", [{ name: "deny-all", action: "deny" }, allow("dead")], /rule dead is unreachable: rule deny-all/],
-    ["allow rule behind a deny rule written after it", [allow("dead", { match: [{ id: "spiffe://td/x" }] }), { name: "deny-td", action: "deny", match: [{ trust_domain: "td" }] }], /rule dead is unreachable: rule deny-td/],
-    ["allow rule whose identities two earlier rules share between them", [allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }), allow("b", { match: [{ glob: "spiffe://td/b/*" }] }), allow("dead", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/b/2" }] })], /rule dead is unreachable: rule a/],
+    [
+      "allow rule behind a deny rule written after it",
+      [allow("dead", { match: [{ id: "spiffe://td/x" }] }), { name: "deny-td", action: "deny", match: [{ trust_domain: "td" }] }],
+      /rule dead is unreachable: rule deny-td/,
+    ],
+    [
+      "allow rule whose identities two earlier rules share between them",
+      [
+        allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }),
+        allow("b", { match: [{ glob: "spiffe://td/b/*" }] }),
+        allow("dead", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/b/2" }] }),
+      ],
+      /rule dead is unreachable: rule a/,
+    ],
   ])("%s", (_n, rules, want) => {
     const errors = bad(rules);
     expect(errors.length).toBeGreaterThan(0);
@@ -278,6 +339,8 @@ describe("compile errors name what is wrong and where", () => {
   });
 
   it("a rule only partly covered by earlier rules is reachable", () => {
-    expect(bad([allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }), allow("wider", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/c/1" }] })])).toEqual([]);
+    expect(
+      bad([allow("a", { match: [{ path_prefix: "spiffe://td/a" }] }), allow("wider", { match: [{ id: "spiffe://td/a/1" }, { id: "spiffe://td/c/1" }] })]),
+    ).toEqual([]);
   });
 });

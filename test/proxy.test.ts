@@ -34,7 +34,11 @@ async function expectDenied(creds: Issued | undefined, reason: string, svidRule?
   const got = readAll(s);
   s.write("secret bytes that must never reach the workload");
   expect((await got).length).toBe(0);
-  const fp = creds ? createHash("sha256").update(Buffer.from(creds.certPem.split("-----")[2]!.replace(/\s/g, ""), "base64")).digest("hex") : null;
+  const fp = creds
+    ? createHash("sha256")
+        .update(Buffer.from(creds.certPem.split("-----")[2]!.replace(/\s/g, ""), "base64"))
+        .digest("hex")
+    : null;
   const rec = await h.logs.next("decision", (r) => r.decision === "deny" && r.cert_fingerprint === fp && r.source === source);
   expect(rec.reasons).toContain(reason);
   if (svidRule) expect(rec.svid_rule).toBe(svidRule);
@@ -178,7 +182,11 @@ describe("denied peers never reach the workload", () => {
   });
 
   it("a CA certificate used as a leaf", async () => {
-    await expectDenied(await pki.leaf(pki.a, "spiffe://a.test/allowed", { isCA: true, keyUsage: KeyUsage.digitalSignature | KeyUsage.keyCertSign }), "invalid_svid", "leaf_is_ca");
+    await expectDenied(
+      await pki.leaf(pki.a, "spiffe://a.test/allowed", { isCA: true, keyUsage: KeyUsage.digitalSignature | KeyUsage.keyCertSign }),
+      "invalid_svid",
+      "leaf_is_ca",
+    );
   });
 
   it("a leaf with two URI SANs", async () => {

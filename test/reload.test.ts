@@ -30,7 +30,6 @@ const policies = (ids: string[], extra = "") => `
         match: [${ids.map((i) => `{ id: ${i} }`).join(", ")}]${extra}
 `;
 
-
 describe("reload", () => {
   it("applies a valid new version atomically, logs it, and revokes exactly the sessions it no longer admits", async () => {
     h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice", "spiffe://a.test/bob"]) });
@@ -152,7 +151,11 @@ describe("own SVID from files", () => {
     expect(String(((await h.logs.next("config_rejected")).errors as string[])[0])).toMatch(/identity\.key: private key does not match/);
     expect(await served()).toBe(second);
     // A not-yet-valid set is refused too.
-    const early = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], notBefore: new Date(Date.now() + 3600_000), notAfter: new Date(Date.now() + 7200_000) });
+    const early = await pki.a.leaf({
+      uris: ["spiffe://a.test/sidecar"],
+      notBefore: new Date(Date.now() + 3600_000),
+      notAfter: new Date(Date.now() + 7200_000),
+    });
     writeFileSync(`${dir}/cert.pem`, early.chainPem);
     writeFileSync(`${dir}/key.pem`, early.keyPem);
     expect(await h.sidecar.reload()).toBe("rejected");
@@ -163,7 +166,12 @@ describe("own SVID from files", () => {
 
 describe("own SVID expiry", () => {
   it("warns inside the window and fails closed once the own SVID expires", async () => {
-    const shortLived = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"], notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 1500) });
+    const shortLived = await pki.a.leaf({
+      uris: ["spiffe://a.test/sidecar"],
+      dnsNames: ["localhost"],
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 1500),
+    });
     h = await startHarness({ ...pki, server: shortLived }, { policies: policies(["spiffe://a.test/alice"]) });
     await h.logs.next("error", (r) => r.msg === "own SVID expires soon and no rotation has arrived");
     expect(h.sidecar.readiness().checks.own_svid_valid).toBe(true);

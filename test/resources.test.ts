@@ -33,7 +33,9 @@ describe("resources", () => {
         .replace('admin: { listen: "127.0.0.1:0" }', "admin: { listen: false }"),
     );
     // A tight descriptor limit for the sidecar process only.
-    const child = spawn("bash", ["-c", `ulimit -n 256 && exec "${process.execPath}" dist/cli.js run --config "${config}" --no-watch`], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("bash", ["-c", `ulimit -n 256 && exec "${process.execPath}" dist/cli.js run --config "${config}" --no-watch`], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     try {

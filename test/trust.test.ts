@@ -76,7 +76,12 @@ describe("SPIFFE bundle format", () => {
 
   it("is accepted by the configuration loader beside PEM bundles", async () => {
     const pki = await makePki();
-    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.json": bundleJson.replace(/a\.test/g, "b.test") });
+    const f = writeFiles({
+      "cert.pem": pki.server.chainPem,
+      "key.pem": pki.server.keyPem,
+      "a.pem": pki.a.certPem,
+      "b.json": bundleJson.replace(/a\.test/g, "b.test"),
+    });
     const yaml = configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.json"]! }, 9);
     const c = loadConfig(writeFiles({ "c.yaml": yaml })["c.yaml"]!);
     expect(c.bundles.forTrustDomain(TrustDomain.parse("b.test"))!.jwtAuthorities).toHaveLength(1);
@@ -110,10 +115,14 @@ describe("JWT-SVID validation", () => {
     ["a key of another authority under a known kid", () => sign(good, otherKeys.privateKey), "bad_signature"],
     ["alg none", async () => new UnsecuredJWT(good).encode(), "alg_not_allowed"],
     ["HS256", () => sign(good, createSecretKey(Buffer.alloc(32, 1)) as never, "k1", "HS256"), "alg_not_allowed"],
-    ["a tampered payload", async () => {
-      const [h, , s] = (await sign(good)).split(".");
-      return `${h}.${Buffer.from(JSON.stringify({ ...good, sub: "spiffe://a.test/admin" })).toString("base64url")}.${s}`;
-    }, "bad_signature"],
+    [
+      "a tampered payload",
+      async () => {
+        const [h, , s] = (await sign(good)).split(".");
+        return `${h}.${Buffer.from(JSON.stringify({ ...good, sub: "spiffe://a.test/admin" })).toString("base64url")}.${s}`;
+      },
+      "bad_signature",
+    ],
     ["not a JWS", async () => "abc", "malformed"],
   ])("refuses %s", async (_n, make, rule) => {
     expect(await check(await make())).toBe(rule);

@@ -46,7 +46,8 @@ class FakeWorkloadApi {
   ) {
     this.server.addService(loadWorkloadService().service, {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => this.x509()),
-      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => ({ bundles: { "spiffe://a.test": Buffer.from(this.jwks) } })),
+      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) =>
+        this.fetch(call, () => ({ bundles: { "spiffe://a.test": Buffer.from(this.jwks) } })),
     });
   }
 
@@ -79,7 +80,9 @@ class FakeWorkloadApi {
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => this.server.bindAsync(`unix://${this.socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.server.bindAsync(`unix://${this.socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
+    );
   }
 }
 
@@ -172,7 +175,13 @@ describe("Workload API identity", () => {
     // A new stream picks the new JWKS up: break the current ones.
     for (const st of rig.api.streams) st.emit("error", { code: grpc.status.UNAVAILABLE, details: "restart" });
     const deadline = Date.now() + 5000;
-    while (!rig.sidecar.configured || rig.sidecar.config.bundles.all().find((x) => x.trustDomain.name === "a.test")?.jwtKey("k9") === undefined) {
+    while (
+      !rig.sidecar.configured ||
+      rig.sidecar.config.bundles
+        .all()
+        .find((x) => x.trustDomain.name === "a.test")
+        ?.jwtKey("k9") === undefined
+    ) {
       if (Date.now() > deadline) throw new Error("JWT authority never arrived");
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -235,7 +244,10 @@ describe("Workload API identity", () => {
     const api = new FakeWorkloadApi(join(dir, "agent.sock"), { svid: await svid(), federated: false });
     await api.listen();
     const Client = loadWorkloadService();
-    const client = new Client(`unix://${join(dir, "agent.sock")}`, grpc.credentials.createInsecure()) as unknown as { FetchX509SVID(req: object): grpc.ClientReadableStream<unknown>; close(): void };
+    const client = new Client(`unix://${join(dir, "agent.sock")}`, grpc.credentials.createInsecure()) as unknown as {
+      FetchX509SVID(req: object): grpc.ClientReadableStream<unknown>;
+      close(): void;
+    };
     const code = await new Promise((resolve) => client.FetchX509SVID({}).on("error", (e: grpc.ServiceError) => resolve(e.code)));
     expect(code).toBe(grpc.status.INVALID_ARGUMENT);
     client.close();

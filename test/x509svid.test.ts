@@ -14,10 +14,7 @@ beforeAll(async () => {
   a = await CertificateAuthority.root({ trustDomain: "a.test" });
   b = await CertificateAuthority.root({ trustDomain: "b.test" });
   verifier = new SvidVerifier(
-    new BundleSet([
-      X509Bundle.fromPem(TrustDomain.parse("a.test"), a.certPem, "a"),
-      X509Bundle.fromPem(TrustDomain.parse("b.test"), b.certPem, "b"),
-    ]),
+    new BundleSet([X509Bundle.fromPem(TrustDomain.parse("a.test"), a.certPem, "a"), X509Bundle.fromPem(TrustDomain.parse("b.test"), b.certPem, "b")]),
     { maxChainLength: 4 },
   );
 });
@@ -51,7 +48,11 @@ describe("X509-SVID leaf rules", () => {
     ["an ID without a path", () => a.leaf({ uris: ["spiffe://a.test"] }), "id_no_path"],
     ["a CA leaf", () => a.leaf({ uris: ["spiffe://a.test/web"], isCA: true, keyUsage: KeyUsage.digitalSignature }), "leaf_is_ca"],
     ["no key usage", () => a.leaf({ uris: ["spiffe://a.test/web"], keyUsage: null }), "key_usage_missing"],
-    ["key usage without digitalSignature", () => a.leaf({ uris: ["spiffe://a.test/web"], keyUsage: KeyUsage.keyEncipherment }), "key_usage_no_digital_signature"],
+    [
+      "key usage without digitalSignature",
+      () => a.leaf({ uris: ["spiffe://a.test/web"], keyUsage: KeyUsage.keyEncipherment }),
+      "key_usage_no_digital_signature",
+    ],
     ["keyCertSign on a leaf", () => a.leaf({ uris: ["spiffe://a.test/web"], keyUsage: KeyUsage.digitalSignature | KeyUsage.keyCertSign }), "key_usage_ca_bits"],
     ["cRLSign on a leaf", () => a.leaf({ uris: ["spiffe://a.test/web"], keyUsage: KeyUsage.digitalSignature | KeyUsage.cRLSign }), "key_usage_ca_bits"],
     ["an unknown trust domain", () => a.leaf({ uris: ["spiffe://c.test/web"] }), "untrusted_domain"],
@@ -123,11 +124,17 @@ describe("chains", () => {
 
 describe("validity", () => {
   it("rejects an expired leaf", async () => {
-    expectRule(verify(await a.leaf({ uris: ["spiffe://a.test/x"], notBefore: new Date(Date.now() - 2 * DAY), notAfter: new Date(Date.now() - DAY) })), "expired");
+    expectRule(
+      verify(await a.leaf({ uris: ["spiffe://a.test/x"], notBefore: new Date(Date.now() - 2 * DAY), notAfter: new Date(Date.now() - DAY) })),
+      "expired",
+    );
   });
 
   it("rejects a not-yet-valid leaf", async () => {
-    expectRule(verify(await a.leaf({ uris: ["spiffe://a.test/x"], notBefore: new Date(Date.now() + DAY), notAfter: new Date(Date.now() + 2 * DAY) })), "not_yet_valid");
+    expectRule(
+      verify(await a.leaf({ uris: ["spiffe://a.test/x"], notBefore: new Date(Date.now() + DAY), notAfter: new Date(Date.now() + 2 * DAY) })),
+      "not_yet_valid",
+    );
   });
 
   it("checks dates on every call even when the chain is cached", async () => {

@@ -187,6 +187,9 @@ export interface Controlled {
 }
 
 export async function startControlled(bootstrap: Bootstrap, logs: MemoryLog): Promise<Controlled> {
-  const r = await assembleSidecar({ kind: "controlled", bootstrap }, { version: "test", admin: { ...bootstrap.admin, listen: false }, destination: logs.destination });
+  const r = await assembleSidecar(
+    { kind: "controlled", bootstrap },
+    { version: "test", admin: { ...bootstrap.admin, listen: false }, destination: logs.destination },
+  );
   return { sidecar: r.sidecar, sync: r.agent!.sync, stop: (ms) => r.stop(ms) };
 }

@@ -15,8 +15,7 @@ import { operations } from "./operations.js";
 
 /** What a sidecar runs on: a configuration file, or a bootstrap naming its control plane. */
 export type SidecarSpec =
-  | { readonly kind: "file"; readonly config: SidecarConfig; readonly watch: boolean }
-  | { readonly kind: "controlled"; readonly bootstrap: Bootstrap };
+  { readonly kind: "file"; readonly config: SidecarConfig; readonly watch: boolean } | { readonly kind: "controlled"; readonly bootstrap: Bootstrap };
 
 export interface AssembleOptions {
   /** parley's version, told to the control plane. */
@@ -59,12 +58,21 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
   };
   try {
     if (initial) await sidecar.start();
-    else log.lifecycle("waiting for the first configuration from the control plane: nothing bound yet", { address: (spec as { bootstrap: Bootstrap }).bootstrap.controlPlane.address });
+    else
+      log.lifecycle("waiting for the first configuration from the control plane: nothing bound yet", {
+        address: (spec as { bootstrap: Bootstrap }).bootstrap.controlPlane.address,
+      });
     const source = initial?.identitySource;
     if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff);
     if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
-    const admin = await ops.serveAdmin(sidecar, agent ? { configFresh: () => agent!.sync.state !== "stale", controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {});
-    const reload = spec.kind === "file" ? fileReload(sidecar, spec, (w) => (watcher = w)) : () => log.lifecycle("SIGHUP ignored: the configuration comes from the control plane", {});
+    const admin = await ops.serveAdmin(
+      sidecar,
+      agent ? { configFresh: () => agent!.sync.state !== "stale", controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {},
+    );
+    const reload =
+      spec.kind === "file"
+        ? fileReload(sidecar, spec, (w) => (watcher = w))
+        : () => log.lifecycle("SIGHUP ignored: the configuration comes from the control plane", {});
     return { sidecar, log, admin, agent, reload, stop: release };
   } catch (e) {
     await release(0);

@@ -72,9 +72,8 @@ function dn(name: string): string {
 
 async function extensionsFor(opts: CertOptions, defaultCA: boolean, subjectKey: CryptoKey): Promise<x509.Extension[]> {
   const isCA = opts.isCA ?? defaultCA;
-  const ku = opts.keyUsage === undefined
-    ? (isCA ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature)
-    : opts.keyUsage;
+  const ku =
+    opts.keyUsage === undefined ? (isCA ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature) : opts.keyUsage;
   const exts: x509.Extension[] = [new x509.BasicConstraintsExtension(isCA, undefined, true)];
   if (ku !== null) exts.push(new x509.KeyUsagesExtension(ku, true));
   const names: x509.JsonGeneralName[] = [
@@ -146,10 +145,7 @@ export class CertificateAuthority {
       publicKey: material.keys.publicKey,
       signingKey: this.material.keys.privateKey,
       signingAlgorithm: SIGNING[this.material.keyType],
-      extensions: [
-        ...(await extensionsFor(opts, defaultCA, material.keys.publicKey)),
-        await x509.AuthorityKeyIdentifierExtension.create(this.cert, false),
-      ],
+      extensions: [...(await extensionsFor(opts, defaultCA, material.keys.publicKey)), await x509.AuthorityKeyIdentifierExtension.create(this.cert, false)],
     });
   }
 }

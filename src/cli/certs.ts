@@ -11,7 +11,11 @@ Makes a new development PKI (trust bundles, intermediates, one SVID per demo ide
   --dir DIR       default: certs-dev/ of the package
   --key-type T    ec-p256 (default) or rsa-2048`,
   async run(args) {
-    const { values, positionals } = parse(this, { args, allowPositionals: true, options: { dir: { type: "string" }, "key-type": { type: "string" }, ...HELP } });
+    const { values, positionals } = parse(this, {
+      args,
+      allowPositionals: true,
+      options: { dir: { type: "string" }, "key-type": { type: "string" }, ...HELP },
+    });
     if (values.help) return helped(this);
     if (positionals[0] !== "dev" || positionals.length !== 1) throw new UsageError("the only subcommand is 'dev'", this.name);
     const keyType = values["key-type"] ?? "ec-p256";

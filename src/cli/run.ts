@@ -18,11 +18,17 @@ SIGTERM/SIGINT drain (drain_timeout), a second signal exits at once with 1.
 exit codes: 0 drained stop, 1 runtime failure (e.g. a port that cannot be bound), 2 bad usage or
 invalid configuration`,
   async run(args) {
-    const { values } = parse(this, { args, options: { config: { type: "string", short: "c" }, bootstrap: { type: "string" }, "no-watch": { type: "boolean", default: false }, ...HELP } });
+    const { values } = parse(this, {
+      args,
+      options: { config: { type: "string", short: "c" }, bootstrap: { type: "string" }, "no-watch": { type: "boolean", default: false }, ...HELP },
+    });
     if (values.help) return helped(this);
     if (values.bootstrap !== undefined && values.config !== undefined) throw new UsageError("--config and --bootstrap exclude each other", this.name);
     if (values.bootstrap === undefined && values.config === undefined) throw new UsageError("--config FILE or --bootstrap FILE is required", this.name);
-    const spec = values.bootstrap !== undefined ? ({ kind: "controlled", bootstrap: loadBootstrap(values.bootstrap) } as const) : ({ kind: "file", config: loadConfig(values.config!), watch: !values["no-watch"] } as const);
+    const spec =
+      values.bootstrap !== undefined
+        ? ({ kind: "controlled", bootstrap: loadBootstrap(values.bootstrap) } as const)
+        : ({ kind: "file", config: loadConfig(values.config!), watch: !values["no-watch"] } as const);
     await runUntilSignalled(() => assembleSidecar(spec, { version: packageVersion() }));
     return -1;
   },

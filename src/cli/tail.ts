@@ -32,9 +32,16 @@ Reads decision logs (default: standard input) and prints one readable row a reco
     if (values.help) return helped(this);
     if (positionals.length > 1) throw new UsageError("at most one FILE (default: standard input)", this.name);
     const since = values.since === undefined ? undefined : parseSince(values.since, Date.now());
-    if (values.since !== undefined && since === undefined) throw new UsageError(`--since: expected a duration (10m) or an ISO time, got ${values.since}`, this.name);
+    if (values.since !== undefined && since === undefined)
+      throw new UsageError(`--since: expected a duration (10m) or an ISO time, got ${values.since}`, this.name);
     const color = values["no-color"] ? false : (values.color ?? (process.stdout.isTTY && !process.env["NO_COLOR"]));
-    const filter = { deny: values.deny, ...(values.id !== undefined ? { id: values.id } : {}), ...(values.reason !== undefined ? { reason: values.reason } : {}), ...(values.listener !== undefined ? { listener: values.listener } : {}), ...(since !== undefined ? { since } : {}) };
+    const filter = {
+      deny: values.deny,
+      ...(values.id !== undefined ? { id: values.id } : {}),
+      ...(values.reason !== undefined ? { reason: values.reason } : {}),
+      ...(values.listener !== undefined ? { listener: values.listener } : {}),
+      ...(since !== undefined ? { since } : {}),
+    };
     const filtering = values.deny || Object.keys(filter).length > 1;
     const input = positionals[0] === undefined || positionals[0] === "-" ? process.stdin : createReadStream(positionals[0]);
     const summary = new Summary();

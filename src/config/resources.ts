@@ -134,7 +134,14 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
       maxSessions: raw.limits.max_sessions,
       maxHandshakes: raw.limits.max_handshakes,
       maxHandshakesPerSource: raw.limits.max_handshakes_per_source,
-      ...(raw.limits.source_rate ? { sourceRate: { perSecond: raw.limits.source_rate.per_second, burst: raw.limits.source_rate.burst ?? Math.max(1, Math.ceil(raw.limits.source_rate.per_second)) } } : {}),
+      ...(raw.limits.source_rate
+        ? {
+            sourceRate: {
+              perSecond: raw.limits.source_rate.per_second,
+              burst: raw.limits.source_rate.burst ?? Math.max(1, Math.ceil(raw.limits.source_rate.per_second)),
+            },
+          }
+        : {}),
       maxHeld: raw.limits.max_held,
     },
   };
@@ -169,7 +176,8 @@ function compileAttestations(c: CompileContext, raw: RawResources): AttestationS
     const path = ["attestations", i];
     const subject = SpiffeId.tryParse(a.subject);
     if (!(subject instanceof SpiffeId)) return c.error([...path, "subject"], subject.message);
-    if (!(a.attestor in raw.attestors)) return c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
+    if (!(a.attestor in raw.attestors))
+      return c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
     const issuedAt = Date.parse(a.issued_at);
     const expiresAt = Date.parse(a.expires_at);
     if (expiresAt <= issuedAt) return c.error([...path, "expires_at"], "expires_at must be after issued_at");
@@ -240,7 +248,14 @@ function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[]
       ...(o.server_name ? { serverName: o.server_name } : {}),
       connectTimeoutMs: o.connect_timeout,
       ...(n
-        ? { negotiate: { roles: n.roles, ...(n.purpose ? { purpose: n.purpose } : {}), ...(attestationToken ? { attestationToken } : {}), ...(approvalToken ? { approvalToken } : {}) } }
+        ? {
+            negotiate: {
+              roles: n.roles,
+              ...(n.purpose ? { purpose: n.purpose } : {}),
+              ...(attestationToken ? { attestationToken } : {}),
+              ...(approvalToken ? { approvalToken } : {}),
+            },
+          }
         : {}),
     });
   });

@@ -9,7 +9,10 @@ const duration = z
   .transform((s) => parseDuration(s)!);
 const size = z.union([
   z.number().int().nonnegative(),
-  z.string().refine((s) => parseSize(s) !== undefined, { message: "expected a size such as 65536, 64KiB, 10MB or 1GiB" }).transform((s) => parseSize(s)!),
+  z
+    .string()
+    .refine((s) => parseSize(s) !== undefined, { message: "expected a size such as 65536, 64KiB, 10MB or 1GiB" })
+    .transform((s) => parseSize(s)!),
 ]);
 const perSecond = z.union([
   z.number().int().positive(),
@@ -53,7 +56,10 @@ const conditions = z.strictObject({
   sni: z.array(z.string()).min(1).optional(),
   alpn: z.array(z.string().min(1)).min(1).optional(),
   listeners: z.array(name).min(1).optional(),
-  time: z.array(z.strictObject({ zone: z.string(), days: z.array(z.string()).min(1).optional(), from: clock, to: clock })).min(1).optional(),
+  time: z
+    .array(z.strictObject({ zone: z.string(), days: z.array(z.string()).min(1).optional(), from: clock, to: clock }))
+    .min(1)
+    .optional(),
   max_cert_lifetime: duration.optional(),
   max_cert_remaining: duration.optional(),
 });
@@ -102,7 +108,12 @@ const outbound = z.strictObject({
   connect_timeout: duration.default(5000),
   /** Negotiate (ALPN parley/1) on the application's behalf. Token values are files, re-read on reload. */
   negotiate: z
-    .strictObject({ roles: z.array(name).default([]), purpose: z.string().max(512).optional(), attestation_token: z.string().optional(), approval_token: z.string().optional() })
+    .strictObject({
+      roles: z.array(name).default([]),
+      purpose: z.string().max(512).optional(),
+      attestation_token: z.string().optional(),
+      approval_token: z.string().optional(),
+    })
     .optional(),
 });
 
@@ -114,12 +125,17 @@ const attestationRecord = z.strictObject({
   claims: z.record(z.string(), z.unknown()).default({}),
   issued_at: instant,
   expires_at: instant,
-  cert_fingerprint: z.string().regex(/^[0-9a-fA-F]{64}$/, "expected the SHA-256 of the certificate's DER, 64 hex digits").optional(),
+  cert_fingerprint: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, "expected the SHA-256 of the certificate's DER, 64 hex digits")
+    .optional(),
 });
 
 const trustDomain = z
   .strictObject({ bundle: z.string().min(1).optional(), bundle_pem: z.string().min(1).optional() })
-  .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), { message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)" });
+  .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), {
+    message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)",
+  });
 
 const identity = z.union([
   z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }),
@@ -129,13 +145,22 @@ const identity = z.union([
   }),
 ]);
 const fileIdentity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
-const LOG_DEFAULT = { level: "info" as const, categories: { decisions: true, sessions: true, handshakes: true, control: true }, deny_cap: { burst: 10, window: 10_000 } };
+const LOG_DEFAULT = {
+  level: "info" as const,
+  categories: { decisions: true, sessions: true, handshakes: true, control: true },
+  deny_cap: { burst: 10, window: 10_000 },
+};
 const log = z
   .strictObject({
     level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
     /** Switch record kinds off (their metrics still count). */
     categories: z
-      .strictObject({ decisions: z.boolean().default(true), sessions: z.boolean().default(true), handshakes: z.boolean().default(true), control: z.boolean().default(true) })
+      .strictObject({
+        decisions: z.boolean().default(true),
+        sessions: z.boolean().default(true),
+        handshakes: z.boolean().default(true),
+        control: z.boolean().default(true),
+      })
       .default(LOG_DEFAULT.categories),
     /** Identical denials (same listener, peer, reasons, source address): at most `burst` records per `window`. */
     deny_cap: z.union([z.literal(false), z.strictObject({ burst: z.number().int().positive(), window: duration })]).default(LOG_DEFAULT.deny_cap),

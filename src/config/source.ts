@@ -46,7 +46,11 @@ export class PathOnlySource implements IssueLocator {
 }
 
 /** Parses `data` with a zod schema; every schema issue becomes a located ConfigIssue. */
-export function parseWith<T>(schema: { safeParse(d: unknown): { success: true; data: T } | { success: false; error: { issues: ZodIssueLike[] } } }, data: unknown, at: IssueLocator): T {
+export function parseWith<T>(
+  schema: { safeParse(d: unknown): { success: true; data: T } | { success: false; error: { issues: ZodIssueLike[] } } },
+  data: unknown,
+  at: IssueLocator,
+): T {
   const parsed = schema.safeParse(data);
   if (parsed.success) return parsed.data;
   throw new ConfigError(

@@ -19,7 +19,9 @@ function ruleView(r: Rule): Record<string, unknown> {
     mode: r.mode,
     match: r.match.length === 0 ? ["every verified peer"] : r.match.map(describeMatcher),
     ...(r.roles.length ? { roles: r.roles } : {}),
-    ...(r.attestation ? { attestation: { attestor: r.attestation.attestor, claims: Object.fromEntries(r.attestation.claims), max_age_ms: r.attestation.maxAgeMs } } : {}),
+    ...(r.attestation
+      ? { attestation: { attestor: r.attestation.attestor, claims: Object.fromEntries(r.attestation.claims), max_age_ms: r.attestation.maxAgeMs } }
+      : {}),
     conditions: {
       ...(c.sourceCidrs ? { source_cidrs: c.sourceCidrs.text } : {}),
       ...(c.sni ? { sni: c.sni } : {}),
@@ -37,9 +39,16 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }): Record
   return {
     version: c.version,
     file: c.file,
-    identity: { id: c.identity.id.toString(), not_after: iso(c.identity.notAfter), private_key: "[redacted]", source: c.identitySource ? "workload_api" : "files" },
+    identity: {
+      id: c.identity.id.toString(),
+      not_after: iso(c.identity.notAfter),
+      private_key: "[redacted]",
+      source: c.identitySource ? "workload_api" : "files",
+    },
     trust_domains: Object.fromEntries(
-      c.bundles.all().map((b) => [b.trustDomain.name, b.roots.map((r) => ({ subject: r.x509.subject, fingerprint: r.fingerprint, not_after: iso(r.notAfter) }))]),
+      c.bundles
+        .all()
+        .map((b) => [b.trustDomain.name, b.roots.map((r) => ({ subject: r.x509.subject, fingerprint: r.fingerprint, not_after: iso(r.notAfter) }))]),
     ),
     listeners: c.listeners.map((l) => ({
       name: l.name,
@@ -50,7 +59,9 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }): Record
       connect_timeout_ms: l.connectTimeoutMs,
       ...(l.maxSessions !== undefined ? { max_sessions: l.maxSessions } : {}),
     })),
-    policies: Object.fromEntries([...c.policies].map(([name, p]) => [name, { default: p.default, mode: p.mode, limits: limitsView(p.limits), rules: p.rules.map(ruleView) }])),
+    policies: Object.fromEntries(
+      [...c.policies].map(([name, p]) => [name, { default: p.default, mode: p.mode, limits: limitsView(p.limits), rules: p.rules.map(ruleView) }]),
+    ),
     attestation_records: c.attestations.size,
     limits: { ...c.limits, max_chain_length: c.maxChainLength },
     drain_timeout_ms: c.drainTimeoutMs,

@@ -111,7 +111,9 @@ function ruleOut(r: Obj): Obj {
     attestation: a
       ? clean({
           attestor: str(a.attestor),
-          claims: Object.fromEntries(Object.entries((a.claims as Obj | undefined) ?? {}).map(([k, v]) => [k, { values: (Array.isArray(v) ? v : [v]).map(toValue) }])),
+          claims: Object.fromEntries(
+            Object.entries((a.claims as Obj | undefined) ?? {}).map(([k, v]) => [k, { values: (Array.isArray(v) ? v : [v]).map(toValue) }]),
+          ),
           max_age: str(a.max_age),
         })
       : undefined,
@@ -140,26 +142,54 @@ export function resourcesToWire(raw: Obj): WireResource[] {
   for (const l of ((raw.listeners as Obj[] | undefined) ?? []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
     out.push({
       name: String(l.name),
-      listener: clean({ listen: str(l.listen), upstream: str(l.upstream), policy: str(l.policy), handshake_timeout: str(l.handshake_timeout), connect_timeout: str(l.connect_timeout), max_sessions: l.max_sessions }),
+      listener: clean({
+        listen: str(l.listen),
+        upstream: str(l.upstream),
+        policy: str(l.policy),
+        handshake_timeout: str(l.handshake_timeout),
+        connect_timeout: str(l.connect_timeout),
+        max_sessions: l.max_sessions,
+      }),
     });
   }
   for (const [name, p] of sorted(raw.policies)) {
     const pol = p as Obj;
-    out.push({ name, policy: clean({ default: str(pol.default), mode: str(pol.mode), limits: limitsOut(pol.limits as Obj | undefined), rules: ((pol.rules as Obj[] | undefined) ?? []).map(ruleOut) }) });
+    out.push({
+      name,
+      policy: clean({
+        default: str(pol.default),
+        mode: str(pol.mode),
+        limits: limitsOut(pol.limits as Obj | undefined),
+        rules: ((pol.rules as Obj[] | undefined) ?? []).map(ruleOut),
+      }),
+    });
   }
   for (const [name, td] of sorted(raw.trust_domains)) out.push({ name, trust_bundle: { x509_authorities_pem: String((td as Obj).bundle_pem ?? "") } });
   for (const [name, ms] of sorted(raw.roles)) out.push({ name, role: { match: (ms as Obj[]).map(matcherOut) } });
   const jwksJson = (v: unknown) => (v === undefined ? undefined : JSON.stringify(v));
-  for (const [name, a] of sorted(raw.attestors)) out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
-  for (const [name, a] of sorted(raw.approvers)) out.push({ name, approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
+  for (const [name, a] of sorted(raw.attestors))
+    out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
+  for (const [name, a] of sorted(raw.approvers))
+    out.push({ name, approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
   ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
     out.push({
       name: `${a.subject}#${a.attestor}#${i}`,
-      attestation: clean({ subject: str(a.subject), attestor: str(a.attestor), claims: toStruct((a.claims as Obj | undefined) ?? {}), issued_at: str(a.issued_at), expires_at: str(a.expires_at), cert_fingerprint: str(a.cert_fingerprint) }),
+      attestation: clean({
+        subject: str(a.subject),
+        attestor: str(a.attestor),
+        claims: toStruct((a.claims as Obj | undefined) ?? {}),
+        issued_at: str(a.issued_at),
+        expires_at: str(a.expires_at),
+        cert_fingerprint: str(a.cert_fingerprint),
+      }),
     });
   });
   const limits = (raw.limits as Obj | undefined) ?? {};
-  const settings = clean({ drain_timeout: str(raw.drain_timeout), revocation_grace: str(raw.revocation_grace), ...Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, limits[k]])) });
+  const settings = clean({
+    drain_timeout: str(raw.drain_timeout),
+    revocation_grace: str(raw.revocation_grace),
+    ...Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, limits[k]])),
+  });
   if (Object.keys(settings).length > 0) out.push({ name: "settings", settings });
   return out;
 }
@@ -256,7 +286,12 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
         listeners.push(clean({ name: r.name, ...body }));
         break;
       case "policy":
-        policies[r.name] = clean({ default: body.default, mode: body.mode, limits: limitsIn(body.limits === undefined ? undefined : asObj(body.limits)), rules: list(body.rules).map(ruleIn) });
+        policies[r.name] = clean({
+          default: body.default,
+          mode: body.mode,
+          limits: limitsIn(body.limits === undefined ? undefined : asObj(body.limits)),
+          rules: list(body.rules).map(ruleIn),
+        });
         break;
       case "trust_bundle":
         trust_domains[r.name] = { bundle_pem: body.x509_authorities_pem ?? "" };

@@ -5,7 +5,12 @@ import { WorkloadApiSource } from "../workloadapi/client.js";
 import type { Sidecar } from "../sidecar/sidecar.js";
 import type { DecisionLog } from "../telemetry/log.js";
 
-export function followWorkloadApi(sidecar: Sidecar, settings: WorkloadApiSettings, log: DecisionLog, backoff?: { initialMs: number; maxMs: number }): WorkloadApiSource {
+export function followWorkloadApi(
+  sidecar: Sidecar,
+  settings: WorkloadApiSettings,
+  log: DecisionLog,
+  backoff?: { initialMs: number; maxMs: number },
+): WorkloadApiSource {
   let last = "";
   const source = new WorkloadApiSource({
     ...(settings.endpoint !== undefined ? { endpoint: settings.endpoint } : {}),
@@ -25,7 +30,8 @@ export function followWorkloadApi(sidecar: Sidecar, settings: WorkloadApiSetting
         (e: Error) => log.error("identity from the Workload API refused", { detail: e.message, version: u.version }),
       );
     },
-    onError: (e) => log.error("Workload API", { stream: e.stream, code: e.code, detail: e.message, ...(e.retryInMs !== undefined ? { retry_in_ms: e.retryInMs } : {}) }),
+    onError: (e) =>
+      log.error("Workload API", { stream: e.stream, code: e.code, detail: e.message, ...(e.retryInMs !== undefined ? { retry_in_ms: e.retryInMs } : {}) }),
   });
   source.start();
   return source;

@@ -86,7 +86,8 @@ export class Admission {
   }
 
   private check(identity: string, listener: string, l: AdmissionLimits): Check {
-    if (l.maxGlobal !== undefined && this.global >= l.maxGlobal) return { ok: false, reason: "concurrency_limited", detail: `all ${l.maxGlobal} sessions of the sidecar are in use` };
+    if (l.maxGlobal !== undefined && this.global >= l.maxGlobal)
+      return { ok: false, reason: "concurrency_limited", detail: `all ${l.maxGlobal} sessions of the sidecar are in use` };
     if (l.maxPerListener !== undefined && (this.perListener.get(listener) ?? 0) >= l.maxPerListener) {
       return { ok: false, reason: "concurrency_limited", detail: `all ${l.maxPerListener} sessions of listener ${listener} are in use` };
     }
@@ -95,7 +96,12 @@ export class Admission {
     }
     // Only take a token once a slot is sure, so a held session does not burn the identity's rate.
     if (l.rate && !this.buckets.take(identity, l.rate, this.o.now())) {
-      return { ok: false, reason: "rate_limited", detail: `${identity} is over ${l.rate.perSecond}/s (burst ${l.rate.burst})`, retryInMs: this.buckets.waitFor(identity, l.rate, this.o.now()) };
+      return {
+        ok: false,
+        reason: "rate_limited",
+        detail: `${identity} is over ${l.rate.perSecond}/s (burst ${l.rate.burst})`,
+        retryInMs: this.buckets.waitFor(identity, l.rate, this.o.now()),
+      };
     }
     return { ok: true };
   }
@@ -131,11 +137,14 @@ export class Admission {
         clearTimeout(timer);
         resolve();
       };
-      const timer = setTimeout(() => {
-        const i = this.released.indexOf(done);
-        if (i >= 0) this.released.splice(i, 1);
-        resolve();
-      }, Math.max(1, ms));
+      const timer = setTimeout(
+        () => {
+          const i = this.released.indexOf(done);
+          if (i >= 0) this.released.splice(i, 1);
+          resolve();
+        },
+        Math.max(1, ms),
+      );
       this.released.push(done);
     });
   }

@@ -104,7 +104,15 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
  */
 export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: Grant }> {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: o.host, port: o.port, cert: o.cert, key: o.key, ca: o.ca, servername: o.servername ?? "localhost", ALPNProtocols: [ALPN] });
+    const socket = tlsConnect({
+      host: o.host,
+      port: o.port,
+      cert: o.cert,
+      key: o.key,
+      ca: o.ca,
+      servername: o.servername ?? "localhost",
+      ALPNProtocols: [ALPN],
+    });
     socket.once("error", reject);
     socket.once("secureConnect", () => {
       socket.off("error", reject);

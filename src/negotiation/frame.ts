@@ -53,7 +53,8 @@ export function decodeFrame(buf: Buffer): { type: FrameType; payload: Record<str
   if (buf.length < HEADER_BYTES) return undefined;
   if (buf[4] !== VERSION) throw new NegotiationError("unsupported_version", `frame version ${buf[4]}; this sidecar speaks ${VERSION}`);
   const type = buf[5]!;
-  if (type !== FrameType.Request && type !== FrameType.Grant && type !== FrameType.Denial) throw new NegotiationError("bad_frame", `unknown frame type ${type}`);
+  if (type !== FrameType.Request && type !== FrameType.Grant && type !== FrameType.Denial)
+    throw new NegotiationError("bad_frame", `unknown frame type ${type}`);
   const length = buf.readUInt32BE(6);
   if (length > MAX_PAYLOAD) throw new NegotiationError("bad_frame", `payload of ${length} bytes is over ${MAX_PAYLOAD}`);
   if (buf.length < HEADER_BYTES + length) return undefined;

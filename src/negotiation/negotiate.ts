@@ -54,10 +54,26 @@ export async function grantFrame(
   n: Negotiated,
   o: { peerId: string; ownId: string; heldRoles: readonly string[]; obligations: Obligations; obligationsRecord: Record<string, number | string>; now: number },
 ): Promise<{ frame: Buffer; expiresAt: number; id: string; roles: string[] }> {
-  const ends = [o.now + settings.grantTtlMs, o.obligations.expiresAt, n.approval?.expiresAt, ...n.evidence.map((e) => e.expiresAt)].filter((x): x is number => x !== undefined);
+  const ends = [o.now + settings.grantTtlMs, o.obligations.expiresAt, n.approval?.expiresAt, ...n.evidence.map((e) => e.expiresAt)].filter(
+    (x): x is number => x !== undefined,
+  );
   const expiresAt = Math.min(...ends);
   const roles = n.request.roles.filter((r) => o.heldRoles.includes(r));
-  const { jwt, id } = await signGrant(settings.grantKey, { issuer: o.ownId, subject: o.peerId, roles, obligations: o.obligationsRecord, expiresAt, thumbprint: n.thumbprint, now: o.now });
-  const frame = encodeFrame(FrameType.Grant, { grant: jwt, grant_id: id, roles, expires_at: new Date(expiresAt).toISOString(), obligations: o.obligationsRecord });
+  const { jwt, id } = await signGrant(settings.grantKey, {
+    issuer: o.ownId,
+    subject: o.peerId,
+    roles,
+    obligations: o.obligationsRecord,
+    expiresAt,
+    thumbprint: n.thumbprint,
+    now: o.now,
+  });
+  const frame = encodeFrame(FrameType.Grant, {
+    grant: jwt,
+    grant_id: id,
+    roles,
+    expires_at: new Date(expiresAt).toISOString(),
+    obligations: o.obligationsRecord,
+  });
   return { frame, expiresAt, id, roles };
 }

@@ -39,5 +39,11 @@ export function compileNegotiation(c: CompileContext, raw: RawResources): Negoti
       return new Map() as Issuers;
     }
   };
-  return { grantKey, grantTtlMs: n.grant_ttl, frameTimeoutMs: n.frame_timeout, attestors: keySets(raw.attestors, "attestors"), approvers: keySets(raw.approvers, "approvers") };
+  return {
+    grantKey,
+    grantTtlMs: n.grant_ttl,
+    frameTimeoutMs: n.frame_timeout,
+    attestors: keySets(raw.attestors, "attestors"),
+    approvers: keySets(raw.approvers, "approvers"),
+  };
 }

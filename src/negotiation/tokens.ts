@@ -15,7 +15,8 @@ export function issuersFrom(sets: Record<string, JSONWebKeySet | undefined>): Is
 }
 
 /** Why a token was refused; logged as the negotiation rule. */
-export type TokenRule = "malformed" | "alg_not_allowed" | "unknown_issuer" | "expired" | `claim_${string}` | "bad_signature" | "unbound" | "wrongly_bound" | "scope_not_approved";
+export type TokenRule =
+  "malformed" | "alg_not_allowed" | "unknown_issuer" | "expired" | `claim_${string}` | "bad_signature" | "unbound" | "wrongly_bound" | "scope_not_approved";
 
 export class TokenError extends ParleyError {
   constructor(
@@ -66,7 +67,8 @@ async function verify(kind: string, token: string, issuers: Issuers, ctx: TokenC
   } catch (e) {
     if (e instanceof errors.JWTExpired) throw new TokenError("expired", `${kind} token has expired`);
     if (e instanceof errors.JWTClaimValidationFailed) throw new TokenError(`claim_${e.claim}`, `${kind} token: ${e.message}`);
-    if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey) throw new TokenError("bad_signature", `${kind} token: signature does not verify with ${String(iss)}'s keys`);
+    if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey)
+      throw new TokenError("bad_signature", `${kind} token: signature does not verify with ${String(iss)}'s keys`);
     throw new TokenError("malformed", `${kind} token: ${(e as Error).message}`);
   }
 }
@@ -94,6 +96,7 @@ export async function verifyApprovalToken(token: string, approvers: Issuers, ctx
   if (typeof p.scope !== "string") throw new TokenError("claim_scope", "approval token has no scope");
   const approved = p.scope.split(" ").filter(Boolean);
   const beyond = requested.filter((r) => !approved.includes(r));
-  if (beyond.length > 0) throw new TokenError("scope_not_approved", `requested role(s) ${beyond.join(", ")} are not in the approved scope (${approved.join(" ")})`);
+  if (beyond.length > 0)
+    throw new TokenError("scope_not_approved", `requested role(s) ${beyond.join(", ")} are not in the approved scope (${approved.join(" ")})`);
   return { approver: p.iss!, roles: approved.filter((r) => requested.includes(r)), expiresAt: p.exp! * 1000 };
 }

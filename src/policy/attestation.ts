@@ -21,8 +21,7 @@ export interface AttestationRecord {
 export type AttestationFailure = "attestation_missing" | "attestation_stale" | "attestation_claim_mismatch";
 
 export type AttestationCheck =
-  | { readonly ok: true; readonly record: AttestationRecord }
-  | { readonly ok: false; readonly reason: AttestationFailure; readonly detail: string };
+  { readonly ok: true; readonly record: AttestationRecord } | { readonly ok: false; readonly reason: AttestationFailure; readonly detail: string };
 
 const MAX_CLAIM_DEPTH = 16;
 
@@ -59,14 +58,23 @@ export function checkAttestation(
 }
 
 function judge(req: AttestationRequirement, r: AttestationRecord, now: number): AttestationCheck {
-  if (now >= r.expiresAt) return { ok: false, reason: "attestation_stale", detail: `evidence from ${r.attestor} expired at ${new Date(r.expiresAt).toISOString()}` };
+  if (now >= r.expiresAt)
+    return { ok: false, reason: "attestation_stale", detail: `evidence from ${r.attestor} expired at ${new Date(r.expiresAt).toISOString()}` };
   if (req.maxAgeMs !== undefined && now - r.issuedAt > req.maxAgeMs) {
-    return { ok: false, reason: "attestation_stale", detail: `evidence from ${r.attestor} is ${Math.round((now - r.issuedAt) / 1000)} s old, over the ${req.maxAgeMs / 1000} s allowed` };
+    return {
+      ok: false,
+      reason: "attestation_stale",
+      detail: `evidence from ${r.attestor} is ${Math.round((now - r.issuedAt) / 1000)} s old, over the ${req.maxAgeMs / 1000} s allowed`,
+    };
   }
   for (const [claim, accepted] of req.claims) {
     const v = r.claims.get(claim);
     if (v === undefined || !accepted.includes(v)) {
-      return { ok: false, reason: "attestation_claim_mismatch", detail: `claim ${claim} is ${v === undefined ? "absent" : JSON.stringify(v)}, want ${accepted.map((a) => JSON.stringify(a)).join(" or ")}` };
+      return {
+        ok: false,
+        reason: "attestation_claim_mismatch",
+        detail: `claim ${claim} is ${v === undefined ? "absent" : JSON.stringify(v)}, want ${accepted.map((a) => JSON.stringify(a)).join(" or ")}`,
+      };
     }
   }
   return { ok: true, record: r };

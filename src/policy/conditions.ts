@@ -67,19 +67,29 @@ export function failedConditions(c: Conditions, ctx: ConditionContext): Conditio
     out.push({ name: "source_cidr", detail: `source ${ctx.sourceAddress} is not in ${c.sourceCidrs.text.join(", ")}` });
   }
   if (c.sni && !sniMatches(c.sni, ctx.sni)) out.push({ name: "sni", detail: `SNI ${ctx.sni ?? "(none)"} is not one of ${c.sni.join(", ")}` });
-  if (c.alpn && (ctx.alpn === null || !c.alpn.includes(ctx.alpn))) out.push({ name: "alpn", detail: `ALPN ${ctx.alpn ?? "(none)"} is not one of ${c.alpn.join(", ")}` });
-  if (c.listeners && !c.listeners.includes(ctx.listener)) out.push({ name: "listener", detail: `listener ${ctx.listener} is not one of ${c.listeners.join(", ")}` });
-  if (c.time && !c.time.some((w) => inWindow(w, ctx.now))) out.push({ name: "time", detail: `${new Date(ctx.now).toISOString()} is outside every time window` });
+  if (c.alpn && (ctx.alpn === null || !c.alpn.includes(ctx.alpn)))
+    out.push({ name: "alpn", detail: `ALPN ${ctx.alpn ?? "(none)"} is not one of ${c.alpn.join(", ")}` });
+  if (c.listeners && !c.listeners.includes(ctx.listener))
+    out.push({ name: "listener", detail: `listener ${ctx.listener} is not one of ${c.listeners.join(", ")}` });
+  if (c.time && !c.time.some((w) => inWindow(w, ctx.now)))
+    out.push({ name: "time", detail: `${new Date(ctx.now).toISOString()} is outside every time window` });
   if (c.maxCertLifetimeMs !== undefined) {
     const life = ctx.cert ? ctx.cert.notAfter - ctx.cert.notBefore : undefined;
     if (life === undefined || life > c.maxCertLifetimeMs) {
-      out.push({ name: "max_cert_lifetime", detail: life === undefined ? "no certificate to judge" : `certificate lifetime ${Math.round(life / 1000)} s exceeds ${c.maxCertLifetimeMs / 1000} s` });
+      out.push({
+        name: "max_cert_lifetime",
+        detail: life === undefined ? "no certificate to judge" : `certificate lifetime ${Math.round(life / 1000)} s exceeds ${c.maxCertLifetimeMs / 1000} s`,
+      });
     }
   }
   if (c.maxCertRemainingMs !== undefined) {
     const left = ctx.cert ? ctx.cert.notAfter - ctx.now : undefined;
     if (left === undefined || left > c.maxCertRemainingMs) {
-      out.push({ name: "max_cert_remaining", detail: left === undefined ? "no certificate to judge" : `certificate has ${Math.round(left / 1000)} s left, more than ${c.maxCertRemainingMs / 1000} s` });
+      out.push({
+        name: "max_cert_remaining",
+        detail:
+          left === undefined ? "no certificate to judge" : `certificate has ${Math.round(left / 1000)} s left, more than ${c.maxCertRemainingMs / 1000} s`,
+      });
     }
   }
   return out;

@@ -179,10 +179,26 @@ function evaluate(policy: Policy, candidates: readonly Rule[], ctx: Context, bas
   }
   if (auditedAllow) {
     const { rule, unmet: u } = auditedAllow;
-    return { ...base, decision: "allow", rule: rule.name, reasons: ["explicit_allow"], roles, obligations: obligationsFor(policy, rule, ctx, undefined), wouldDeny: { rule: rule.name, reasons: u.reasons } };
+    return {
+      ...base,
+      decision: "allow",
+      rule: rule.name,
+      reasons: ["explicit_allow"],
+      roles,
+      obligations: obligationsFor(policy, rule, ctx, undefined),
+      wouldDeny: { rule: rule.name, reasons: u.reasons },
+    };
   }
   if (policy.default === "allow") {
-    return { ...base, decision: "allow", rule: null, reasons: ["default_allow"], roles, obligations: obligationsFor(policy, undefined, ctx, undefined), ...(auditedDeny ? { wouldDeny: auditedDeny } : {}) };
+    return {
+      ...base,
+      decision: "allow",
+      rule: null,
+      reasons: ["default_allow"],
+      roles,
+      obligations: obligationsFor(policy, undefined, ctx, undefined),
+      ...(auditedDeny ? { wouldDeny: auditedDeny } : {}),
+    };
   }
   const reasons: Reason[] = anyAllowCandidate ? [...failures, "default_deny"] : ["identity_not_allowed", "default_deny"];
   return enforceOrAudit(policy, { ...base, decision: "deny", rule: null, reasons, roles }, ctx);

@@ -5,9 +5,7 @@
 import type { Duplex } from "node:stream";
 import type { Throttle } from "../limits/throttle.js";
 
-export type PumpEnd =
-  | { reason: "completed" | "byte_budget" }
-  | { reason: "client_error" | "upstream_error"; detail: string };
+export type PumpEnd = { reason: "completed" | "byte_budget" } | { reason: "client_error" | "upstream_error"; detail: string };
 
 export interface PumpLimits {
   /** Most bytes both directions together may carry. */

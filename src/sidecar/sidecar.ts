@@ -235,7 +235,12 @@ export class Sidecar {
         throw new ApplyError(`outbound ${name}: cannot listen: ${e.message}`);
       });
       this.outbound.set(name, { listener, spec });
-      this.options.log.lifecycle("outbound listener ready", { listener: name, address: `${a.address}:${a.port}`, remote: `${o.remote.host}:${o.remote.port}`, expect_id: o.expectId.toString() });
+      this.options.log.lifecycle("outbound listener ready", {
+        listener: name,
+        address: `${a.address}:${a.port}`,
+        remote: `${o.remote.host}:${o.remote.port}`,
+        expect_id: o.expectId.toString(),
+      });
     }
     for (const [name, o] of this.outbound) {
       if (wanted.has(name)) continue;
@@ -257,13 +262,18 @@ export class Sidecar {
     for (const t of this.ownTimers) t.clear();
     const now = this.deps.now;
     if (this.failClosed === "own_svid_expired" && own.notAfter > now()) this.setFailClosed(undefined);
-    const warn = () => this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
+    const warn = () =>
+      this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
     this.ownTimers = [
       at(own.notAfter - OWN_EXPIRY_WARNING_MS, warn, now),
-      at(own.notAfter, () => {
-        this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
-        this.setFailClosed("own_svid_expired");
-      }, now),
+      at(
+        own.notAfter,
+        () => {
+          this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
+          this.setFailClosed("own_svid_expired");
+        },
+        now,
+      ),
     ];
   }
 

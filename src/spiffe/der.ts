@@ -37,7 +37,7 @@ export function readTlv(buf: Buffer, at: number): Tlv {
 /** Splits concatenated DER SEQUENCEs; throws DerError on a truncated or malformed run. */
 export function splitDer(buf: Buffer): Buffer[] {
   const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; ) {
+  for (let i = 0; i < buf.length;) {
     if (buf[i] !== 0x30) throw new DerError(`byte ${i}: expected a DER SEQUENCE (0x30), found 0x${(buf[i] ?? 0).toString(16)}`);
     const { end } = readTlv(buf, i);
     out.push(buf.subarray(i, end));

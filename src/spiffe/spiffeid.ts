@@ -20,8 +20,7 @@ const RULE_TEXT: Record<SpiffeIdRule, string> = {
   too_long: "a SPIFFE ID URI must not exceed 2048 bytes",
   scheme: "scheme is missing or invalid: it must be exactly 'spiffe://'",
   trust_domain_missing: "trust domain is missing",
-  trust_domain_chars:
-    "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
+  trust_domain_chars: "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores",
   trust_domain_too_long: "trust domain must not exceed 255 bytes",
   path_empty_segment: "path cannot contain empty segments",
   path_dot_segment: "path cannot contain dot segments",

@@ -161,7 +161,10 @@ export class DecisionLog {
   flushDenials(): void {
     for (const { key, suppressed } of this.cap?.flush(this.now()) ?? []) {
       const [listener, peer, reasons, source] = key.split("|");
-      this.logger.info({ event: "denials_suppressed", listener, peer_id: peer || null, reasons: reasons!.split(","), source_ip: source, count: suppressed }, "identical denials not logged one by one");
+      this.logger.info(
+        { event: "denials_suppressed", listener, peer_id: peer || null, reasons: reasons!.split(","), source_ip: source, count: suppressed },
+        "identical denials not logged one by one",
+      );
     }
   }
 
@@ -191,7 +194,8 @@ export class DecisionLog {
   /** An outbound connection: the remote was verified (and granted, if negotiating), or refused. */
   outbound(r: Record<string, unknown> & { listener: string; decision: "allow" | "deny" }): void {
     this.options.metrics?.decisions.inc({ listener: r.listener, decision: r.decision, reason: String(r.reason ?? "remote_verified") });
-    if (this.categories.decisions) this.logger.info({ event: "outbound", ...r }, r.decision === "allow" ? "outbound session opened" : "outbound session refused");
+    if (this.categories.decisions)
+      this.logger.info({ event: "outbound", ...r }, r.decision === "allow" ? "outbound session opened" : "outbound session refused");
   }
 
   revoked(r: RevokedRecord): void {

@@ -15,7 +15,12 @@ export interface LiveFigures {
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly decisions = new Counter({ name: "parley_decisions_total", help: "Connection decisions, by listener, decision and first reason", labelNames: ["listener", "decision", "reason"], registers: [this.registry] });
+  readonly decisions = new Counter({
+    name: "parley_decisions_total",
+    help: "Connection decisions, by listener, decision and first reason",
+    labelNames: ["listener", "decision", "reason"],
+    registers: [this.registry],
+  });
   readonly decisionSeconds = new Histogram({
     name: "parley_decision_duration_seconds",
     help: "Time to verify the peer and decide",
@@ -30,14 +35,48 @@ export class Metrics {
     buckets: [0.5e-3, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 500e-3, 2],
     registers: [this.registry],
   });
-  readonly handshakeFailures = new Counter({ name: "parley_handshake_failures_total", help: "Failed TLS handshakes, by cause", labelNames: ["listener", "cause"], registers: [this.registry] });
-  readonly handshakeRefusals = new Counter({ name: "parley_handshake_refusals_total", help: "Connections refused before the handshake, by cause", labelNames: ["listener", "cause"], registers: [this.registry] });
-  readonly sessionEnds = new Counter({ name: "parley_session_ends_total", help: "Ended sessions, by listener and end reason", labelNames: ["listener", "reason"], registers: [this.registry] });
-  readonly bytes = new Counter({ name: "parley_session_bytes_total", help: "Bytes carried by ended sessions, by direction", labelNames: ["listener", "direction"], registers: [this.registry] });
-  readonly revocations = new Counter({ name: "parley_revocations_total", help: "Live sessions revoked, by first reason", labelNames: ["reason"], registers: [this.registry] });
+  readonly handshakeFailures = new Counter({
+    name: "parley_handshake_failures_total",
+    help: "Failed TLS handshakes, by cause",
+    labelNames: ["listener", "cause"],
+    registers: [this.registry],
+  });
+  readonly handshakeRefusals = new Counter({
+    name: "parley_handshake_refusals_total",
+    help: "Connections refused before the handshake, by cause",
+    labelNames: ["listener", "cause"],
+    registers: [this.registry],
+  });
+  readonly sessionEnds = new Counter({
+    name: "parley_session_ends_total",
+    help: "Ended sessions, by listener and end reason",
+    labelNames: ["listener", "reason"],
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: "parley_session_bytes_total",
+    help: "Bytes carried by ended sessions, by direction",
+    labelNames: ["listener", "direction"],
+    registers: [this.registry],
+  });
+  readonly revocations = new Counter({
+    name: "parley_revocations_total",
+    help: "Live sessions revoked, by first reason",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
   readonly limitHits = new Counter({ name: "parley_limit_hits_total", help: "Limit hits, by kind", labelNames: ["kind"], registers: [this.registry] });
-  readonly configChanges = new Counter({ name: "parley_config_changes_total", help: "Configuration versions applied or rejected (a rejected push is a NACK)", labelNames: ["outcome"], registers: [this.registry] });
-  readonly suppressedDenials = new Counter({ name: "parley_log_suppressed_denials_total", help: "Denial records not written because of the repeated-denial cap", registers: [this.registry] });
+  readonly configChanges = new Counter({
+    name: "parley_config_changes_total",
+    help: "Configuration versions applied or rejected (a rejected push is a NACK)",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
+  readonly suppressedDenials = new Counter({
+    name: "parley_log_suppressed_denials_total",
+    help: "Denial records not written because of the repeated-denial cap",
+    registers: [this.registry],
+  });
 
   constructor(live: LiveFigures) {
     collectDefaultMetrics({ register: this.registry, prefix: "parley_process_" });

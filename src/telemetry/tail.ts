@@ -129,7 +129,11 @@ export class Summary {
         .slice(0, top)
         .map(([k, n]) => `  ${String(n).padStart(7)}  ${k}`)
         .join("\n") || "  (none)";
-    const listeners = [...this.listeners].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `  ${k}: ${v.allow} allowed, ${v.deny} denied`).join("\n") || "  (none)";
+    const listeners =
+      [...this.listeners]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => `  ${k}: ${v.allow} allowed, ${v.deny} denied`)
+        .join("\n") || "  (none)";
     return [
       p("bold", `decisions: ${this.decisions}, denied: ${this.denied}`),
       "",

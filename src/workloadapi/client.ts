@@ -14,7 +14,6 @@ import { parseSpiffeBundle, type JwtAuthority } from "../spiffe/spiffebundle.js"
 import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
 
-
 export interface OwnSvid {
   readonly id: SpiffeId;
   readonly certChainPem: string;
@@ -190,7 +189,9 @@ export class WorkloadApiSource {
     if (!this.x509) return;
     const { svid, roots } = this.x509;
     const domains = new Set([...roots.keys(), ...this.jwt.byDomain.keys()]);
-    const bundles = [...domains].map((td) => X509Bundle.fromDer(TrustDomain.parse(td), roots.get(td) ?? [], `bundle of ${td}`, this.jwt.byDomain.get(td) ?? []));
+    const bundles = [...domains].map((td) =>
+      X509Bundle.fromDer(TrustDomain.parse(td), roots.get(td) ?? [], `bundle of ${td}`, this.jwt.byDomain.get(td) ?? []),
+    );
     const version = createHash("sha256").update(this.x509.hash).update(this.jwt.hash).digest("hex").slice(0, 16);
     this.o.onUpdate({ svid, bundles: new BundleSet(bundles), version });
   }

@@ -43,7 +43,9 @@ export class ControlClient {
 
   constructor(private readonly o: ControlClientOptions) {
     const Service = loadControlService();
-    this.stub = new Service(o.address, o.credentials, { "grpc.max_receive_message_length": 4 * 1024 * 1024, ...o.channelOptions }) as unknown as grpc.Client & { StreamConfig(): Call };
+    this.stub = new Service(o.address, o.credentials, { "grpc.max_receive_message_length": 4 * 1024 * 1024, ...o.channelOptions }) as unknown as grpc.Client & {
+      StreamConfig(): Call;
+    };
   }
 
   start(): void {
@@ -80,7 +82,11 @@ export class ControlClient {
     });
     call.on("error", (e: grpc.ServiceError) => this.down(call, `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`));
     call.on("end", () => this.down(call, "stream ended by the control plane"));
-    call.write({ node: { id: this.o.node.id, cluster: this.o.node.cluster ?? "", parley_version: this.o.node.version }, version_info: this.o.runningVersion(), response_nonce: "" });
+    call.write({
+      node: { id: this.o.node.id, cluster: this.o.node.cluster ?? "", parley_version: this.o.node.version },
+      version_info: this.o.runningVersion(),
+      response_nonce: "",
+    });
   }
 
   private async answer(call: Call, resp: WireResponse): Promise<void> {

@@ -35,7 +35,14 @@ export class ConfigSync {
     const origin = `control-plane ${this.bootstrap.controlPlane.address}`;
     try {
       const r = compilePush(resources, version);
-      const config: SidecarConfig = { ...r, file: this.bootstrap.file, identity: this.bootstrap.identity, files: this.bootstrap.files, log: this.bootstrap.log, admin: this.bootstrap.admin };
+      const config: SidecarConfig = {
+        ...r,
+        file: this.bootstrap.file,
+        identity: this.bootstrap.identity,
+        files: this.bootstrap.files,
+        log: this.bootstrap.log,
+        admin: this.bootstrap.admin,
+      };
       const sessions = this.sidecar.registry.size;
       await this.sidecar.apply(config);
       this.log.configApplied({ file: origin, old_version: this.version, new_version: version, sessions_rechecked: sessions });
@@ -72,7 +79,10 @@ export class ConfigSync {
         this.log.error("configuration stale: failing closed", { max_staleness_ms: max_staleness, version: this.version || null });
         this.sidecar.setFailClosed("config_stale");
       } else {
-        this.log.error("configuration stale: failing open as configured, still serving the last version", { max_staleness_ms: max_staleness, version: this.version || null });
+        this.log.error("configuration stale: failing open as configured, still serving the last version", {
+          max_staleness_ms: max_staleness,
+          version: this.version || null,
+        });
       }
     }, max_staleness);
     this.staleTimer.unref();

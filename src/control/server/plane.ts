@@ -60,7 +60,13 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
   if (o.admin) {
     http = createServer((req, res) => {
       if (req.method === "GET" && req.url === "/status") {
-        const body = { dir: o.dir, connected_streams: server.connectedStreams, nodes_with_overrides: store.nodesWithOverrides(), last_rejected: lastError, nodes: server.status() };
+        const body = {
+          dir: o.dir,
+          connected_streams: server.connectedStreams,
+          nodes_with_overrides: store.nodesWithOverrides(),
+          last_rejected: lastError,
+          nodes: server.status(),
+        };
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body, null, 2));
       } else if (req.method === "GET" && req.url === "/healthz") {
         res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");

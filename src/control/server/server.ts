@@ -146,7 +146,14 @@ export class ControlPlaneServer {
       last_nack: null,
       error: null,
     };
-    Object.assign(n, { cluster: req.node?.cluster || null, parley_version: req.node?.parley_version || null, connected: true, peer, connected_since: now, last_seen: now });
+    Object.assign(n, {
+      cluster: req.node?.cluster || null,
+      parley_version: req.node?.parley_version || null,
+      connected: true,
+      peer,
+      connected_since: now,
+      last_seen: now,
+    });
     n.streams++;
     // A sidecar resuming with a version it already runs has, in effect, ACKed it.
     if (req.version_info) n.acked_version = req.version_info;
@@ -182,7 +189,17 @@ export class ControlPlaneServer {
         message: req.error_detail.message ?? "",
         issues: req.error_detail.issues ?? [],
       };
-      this.log.warn({ event: "nack", node_id: s.nodeId, version: s.sentVersion, running: req.version_info || null, message: n.last_nack.message, issues: n.last_nack.issues }, "node rejected a push");
+      this.log.warn(
+        {
+          event: "nack",
+          node_id: s.nodeId,
+          version: s.sentVersion,
+          running: req.version_info || null,
+          message: n.last_nack.message,
+          issues: n.last_nack.issues,
+        },
+        "node rejected a push",
+      );
       return;
     }
     n.acked_version = req.version_info ?? null;

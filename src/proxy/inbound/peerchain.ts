@@ -36,7 +36,7 @@ export function sessionPeerCertificate(session: Buffer): Buffer | undefined {
   try {
     const outer = readTlv(session, 0);
     if (outer.tag !== SEQUENCE) return undefined;
-    for (let at = outer.start; at < outer.end; ) {
+    for (let at = outer.start; at < outer.end;) {
       const field = readTlv(session, at);
       if (field.tag === SESSION_PEER) {
         const cert = readTlv(session, field.start);

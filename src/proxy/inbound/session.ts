@@ -82,10 +82,22 @@ function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, neg
   const { config } = state;
   if (state.failClosed) {
     const { policy } = config;
-    return { peer, decision: { decision: "deny", rule: null, reasons: [state.failClosed], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [] } };
+    return {
+      peer,
+      decision: { decision: "deny", rule: null, reasons: [state.failClosed], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [] },
+    };
   }
   const grantedRoles = negotiated?.approval?.roles ?? [];
-  const decision = decide(config.policy, { listener: config.name, sourceAddress: facts.sourceAddress, sni: facts.sni, alpn: facts.alpn, now, peer, attestations, grantedRoles });
+  const decision = decide(config.policy, {
+    listener: config.name,
+    sourceAddress: facts.sourceAddress,
+    sni: facts.sni,
+    alpn: facts.alpn,
+    now,
+    peer,
+    attestations,
+    grantedRoles,
+  });
   return { peer, decision };
 }
 
@@ -151,7 +163,12 @@ export class InboundSession implements LiveSession {
       ...(o.maxWaitMs !== undefined ? { maxWaitMs: o.maxWaitMs } : {}),
     });
     if (!admitted.ok) {
-      this.logDecision(peer, { ...decision, decision: "deny", reasons: [admitted.reason], detail: admitted.detail, obligations: undefined }, decisionUs, admitted.waitedMs);
+      this.logDecision(
+        peer,
+        { ...decision, decision: "deny", reasons: [admitted.reason], detail: admitted.detail, obligations: undefined },
+        decisionUs,
+        admitted.waitedMs,
+      );
       return this.refuse(this.negotiated ? denial("denied", admitted.detail, [admitted.reason]) : undefined);
     }
     this.ticket = admitted.ticket;
@@ -186,7 +203,16 @@ export class InboundSession implements LiveSession {
     const fail = (code: DenialCode, rule: string, message: string) => {
       this.peerId = (peer.ok ? peer.svid.id : peer.id)?.toString() ?? "";
       const { policy } = this.state.config;
-      const d: Decision = { decision: "deny", rule: null, reasons: ["negotiation_failed"], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [], detail: message };
+      const d: Decision = {
+        decision: "deny",
+        rule: null,
+        reasons: ["negotiation_failed"],
+        policy: policy.name,
+        policyVersion: policy.version,
+        mode: policy.mode,
+        roles: [],
+        detail: message,
+      };
       this.logDecision(peer, d, 0, 0, undefined, rule);
       this.refuse(denial(code, message, ["negotiation_failed"]));
       return undefined;
@@ -260,7 +286,14 @@ export class InboundSession implements LiveSession {
     };
   }
 
-  private logDecision(peer: SvidResult, decision: Decision, decisionUs: number, heldMs = 0, grant?: { id: string; roles: string[] }, negotiationRule?: string): void {
+  private logDecision(
+    peer: SvidResult,
+    decision: Decision,
+    decisionUs: number,
+    heldMs = 0,
+    grant?: { id: string; roles: string[] },
+    negotiationRule?: string,
+  ): void {
     const n = this.negotiated;
     this.deps.log.decision(
       decisionRecord({
