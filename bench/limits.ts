@@ -3,7 +3,7 @@
 import { writeFileSync, mkdirSync } from "node:fs";
 import { Admission, type AdmissionLimits } from "../src/limits/admission.js";
 import { HandshakeGuard } from "../src/limits/handshakes.js";
-import { Counters } from "../src/telemetry/stats.js";
+import { LimitCounts } from "../src/limits/events.js";
 
 const N = 200_000;
 const IDS = Array.from({ length: 100_000 }, (_, i) => `spiffe://bench.test/ns/ns${i % 100}/sa/svc${i}`);
@@ -26,8 +26,8 @@ async function emptyLoop(): Promise<number> {
 
 async function perConnection(limits: AdmissionLimits): Promise<number> {
   let now = 0;
-  const adm = new Admission({ now: () => now, counters: new Counters(), maxIdentities: 200_000 });
-  const guard = new HandshakeGuard({ maxInFlight: 1e9, maxInFlightPerSource: 1e9, sourceRate: { perSecond: 1e6, burst: 1e6 } }, () => now, new Counters());
+  const adm = new Admission({ now: () => now, counts: new LimitCounts(), maxIdentities: 200_000 });
+  const guard = new HandshakeGuard({ maxInFlight: 1e9, maxInFlightPerSource: 1e9, sourceRate: { perSecond: 1e6, burst: 1e6 } }, () => now, new LimitCounts());
   const run = async (n: number) => {
     for (let i = 0; i < n; i++) {
       now += 0.01;
@@ -44,7 +44,7 @@ async function perConnection(limits: AdmissionLimits): Promise<number> {
 }
 
 async function memoryPerIdentity(): Promise<{ bytesPerIdentity: number; tracked: number }> {
-  const adm = new Admission({ now: () => 0, counters: new Counters(), maxIdentities: 200_000 });
+  const adm = new Admission({ now: () => 0, counts: new LimitCounts(), maxIdentities: 200_000 });
   const held = [];
   global.gc?.();
   const before = process.memoryUsage().heapUsed;

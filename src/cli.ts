@@ -2,19 +2,20 @@
 // The `parley` command: dispatches to one command of src/cli/, and maps errors to exit codes:
 // 0 success, 1 runtime failure, 2 bad usage or invalid configuration (one line naming the problem).
 import { packageVersion } from "./assets/paths.js";
-import { certs } from "./cli/certs.js";
-import { check } from "./cli/check.js";
-import { type Command, UsageError } from "./cli/command.js";
-import { connect } from "./cli/connect.js";
-import { controlPlane } from "./cli/controlplane.js";
-import { demo } from "./cli/demo.js";
-import { run } from "./cli/run.js";
-import { tail } from "./cli/tail.js";
-import { validate } from "./cli/validate.js";
-import { ConfigError } from "./config/source.js";
-import { CheckInputError } from "./policy/check.js";
+import type { Command, UsageError } from "./cli/command.js";
+import { ParleyError } from "./errors/catalogue.js";
 
-const COMMANDS: readonly Command[] = [run, demo, validate, check, certs, connect, tail, controlPlane];
+// Each command's module is loaded only when that command runs: `parley tail` need not load gRPC.
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  run: async () => (await import("./cli/run.js")).run,
+  demo: async () => (await import("./cli/demo.js")).demo,
+  validate: async () => (await import("./cli/validate.js")).validate,
+  check: async () => (await import("./cli/check.js")).check,
+  certs: async () => (await import("./cli/certs.js")).certs,
+  connect: async () => (await import("./cli/connect.js")).connect,
+  tail: async () => (await import("./cli/tail.js")).tail,
+  "control-plane": async () => (await import("./cli/controlplane.js")).controlPlane,
+};
 
 const USAGE = `usage: parley <command> [options]      (parley <command> --help for one command)
 
@@ -35,8 +36,8 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration`;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  const command = COMMANDS.find((c) => c.name === name);
-  if (command) return command.run(rest);
+  const load = name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (load) return (await load()).run(rest);
   switch (name) {
     case "version":
     case "--version":
@@ -62,14 +63,17 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (e: unknown) => {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`invalid configuration:\n${e.message}\n`);
+    // Told apart by their catalogue codes, so this entry point loads no command's modules.
+    const code = e instanceof ParleyError ? e.code : undefined;
+    if (code === "PARLEY_ERR_CONFIG") {
+      process.stderr.write(`invalid configuration:\n${(e as Error).message}\n`);
       process.exitCode = 2;
-    } else if (e instanceof UsageError) {
-      process.stderr.write(`parley ${e.command ?? ""}: ${e.message}\n${e.command ? `see parley ${e.command} --help\n` : ""}`);
+    } else if (code === "PARLEY_ERR_USAGE") {
+      const u = e as UsageError;
+      process.stderr.write(`parley ${u.command ?? ""}: ${u.message}\n${u.command ? `see parley ${u.command} --help\n` : ""}`);
       process.exitCode = 2;
-    } else if (e instanceof CheckInputError) {
-      process.stderr.write(`parley check: ${e.message}\n`);
+    } else if (code === "PARLEY_ERR_CHECK_INPUT") {
+      process.stderr.write(`parley check: ${(e as Error).message}\n`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`parley: ${(e as Error).message}\n`);

@@ -125,7 +125,7 @@ describe("the network", () => {
       }),
     );
     // Handshake slots are capped (and freed again by the 400 ms handshake timeout as the crowd arrives).
-    expect(h.sidecar.counters.get("limits.source_capacity") + h.sidecar.counters.get("limits.handshake_capacity")).toBeGreaterThan(100);
+    expect(h.sidecar.limitCounts.get("source_capacity") + h.sidecar.limitCounts.get("handshake_capacity")).toBeGreaterThan(100);
     const s = await dialTls(h.port, pki, allowed, { localAddress: "127.0.0.9" });
     const got = readAll(s);
     s.end("through the crowd");

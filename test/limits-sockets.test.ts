@@ -223,7 +223,7 @@ describe("before the handshake", () => {
     const got = readAll(s);
     s.end("still served");
     expect((await got).toString()).toBe("still served");
-    expect(h.sidecar.counters.get("limits.source_capacity")).toBeGreaterThanOrEqual(50);
+    expect(h.sidecar.limitCounts.get("source_capacity")).toBeGreaterThanOrEqual(50);
     expect(h.logs.of("handshake_refused")[0]).toMatchObject({ cause: "source_capacity", source: expect.stringMatching(/^127\.0\.0\.2:/) });
     for (const f of flood) f.destroy();
   });
@@ -234,7 +234,7 @@ describe("before the handshake", () => {
     for (const s of idle) s.on("error", () => {});
     await new Promise((r) => setTimeout(r, 100));
     await expect(dialTls(h.port, pki, alice)).rejects.toThrow();
-    expect(h.sidecar.counters.get("limits.handshake_capacity")).toBe(1);
+    expect(h.sidecar.limitCounts.get("handshake_capacity")).toBe(1);
     // The listener's handshake timeout is 5 s by default; the harness's listener uses it.
     await waitFor(() => h!.logs.of("handshake_failed").length >= 2, 8000, "handshake timeouts");
     expect(h.logs.of("handshake_failed")[0]!.cause).toBe("handshake_timeout");

@@ -6,7 +6,7 @@ import { HandshakeGuard } from "../src/limits/handshakes.js";
 import { KeyedBuckets } from "../src/limits/keyed.js";
 import { SharedThrottles, Throttle } from "../src/limits/throttle.js";
 import { Admission } from "../src/limits/admission.js";
-import { Counters } from "../src/telemetry/stats.js";
+import { LimitCounts } from "../src/limits/events.js";
 
 describe("token bucket", () => {
   const rate = { perSecond: 10, burst: 3 };
@@ -78,7 +78,7 @@ describe("throttle", () => {
 
 describe("handshake guard", () => {
   it("caps handshakes in flight in all and per source, and frees slots on release", () => {
-    const c = new Counters();
+    const c = new LimitCounts();
     const g = new HandshakeGuard({ maxInFlight: 3, maxInFlightPerSource: 2 }, () => 0, c);
     const a1 = g.enter("10.0.0.1");
     const a2 = g.enter("10.0.0.1");
@@ -90,11 +90,11 @@ describe("handshake guard", () => {
     expect(typeof g.enter("10.0.0.3")).toBe("function");
     expect(g.handshakesInFlight).toBe(3);
     expect(typeof a2 === "function" && typeof b1 === "function").toBe(true);
-    expect([c.get("limits.source_capacity"), c.get("limits.handshake_capacity")]).toEqual([1, 1]);
+    expect([c.get("source_capacity"), c.get("handshake_capacity")]).toEqual([1, 1]);
   });
   it("rate-limits new connections per source", () => {
     let now = 0;
-    const g = new HandshakeGuard({ maxInFlight: 100, maxInFlightPerSource: 100, sourceRate: { perSecond: 2, burst: 2 } }, () => now, new Counters());
+    const g = new HandshakeGuard({ maxInFlight: 100, maxInFlightPerSource: 100, sourceRate: { perSecond: 2, burst: 2 } }, () => now, new LimitCounts());
     const r = [g.enter("s"), g.enter("s"), g.enter("s"), g.enter("other")].map((x) => (typeof x === "string" ? x : "ok"));
     expect(r).toEqual(["ok", "ok", "source_rate_limited", "ok"]);
     now = 500;
@@ -105,8 +105,8 @@ describe("handshake guard", () => {
 describe("admission", () => {
   it("rejects over the identity's rate and concurrency at once when no wait is allowed", async () => {
     let now = 0;
-    const c = new Counters();
-    const adm = new Admission({ now: () => now, counters: c });
+    const c = new LimitCounts();
+    const adm = new Admission({ now: () => now, counts: c });
     const limits = { rate: { perSecond: 1, burst: 2 }, maxPerIdentity: 5 };
     const r = [];
     for (let i = 0; i < 3; i++) r.push(await adm.admit("id", "l", limits));
@@ -119,11 +119,11 @@ describe("admission", () => {
     expect(second.ok ? "ok" : second.reason).toBe("concurrency_limited");
     if (first.ok) first.ticket.release();
     expect((await adm.admit("other", "l", conc)).ok).toBe(true);
-    expect([c.get("limits.rate_limited"), c.get("limits.concurrency_limited")]).toEqual([1, 1]);
+    expect([c.get("rate_limited"), c.get("concurrency_limited")]).toEqual([1, 1]);
   });
 
   it("caps per listener and in all; a released slot frees identity state", async () => {
-    const adm = new Admission({ now: Date.now, counters: new Counters() });
+    const adm = new Admission({ now: Date.now, counts: new LimitCounts() });
     const a = await adm.admit("x", "l1", { maxPerListener: 1, maxGlobal: 2 });
     expect((await adm.admit("y", "l1", { maxPerListener: 1, maxGlobal: 2 })).ok).toBe(false);
     const b = await adm.admit("y", "l2", { maxPerListener: 1, maxGlobal: 2 });
@@ -135,7 +135,7 @@ describe("admission", () => {
   });
 
   it("holds a session for a slot up to max_wait and admits it when one frees", async () => {
-    const adm = new Admission({ now: Date.now, counters: new Counters() });
+    const adm = new Admission({ now: Date.now, counts: new LimitCounts() });
     const first = await adm.admit("id", "l", { maxPerIdentity: 1 });
     const held = adm.admit("id", "l", { maxPerIdentity: 1, maxWaitMs: 2000 });
     setTimeout(() => first.ok && first.ticket.release(), 100);
@@ -149,13 +149,13 @@ describe("admission", () => {
   });
 
   it("bounds how many sessions are held at once", async () => {
-    const c = new Counters();
-    const adm = new Admission({ now: Date.now, counters: c, maxHeld: 1 });
+    const c = new LimitCounts();
+    const adm = new Admission({ now: Date.now, counts: c, maxHeld: 1 });
     await adm.admit("id", "l", { maxPerIdentity: 1 });
     const held = adm.admit("id", "l", { maxPerIdentity: 1, maxWaitMs: 200 });
     const overflow = await adm.admit("id", "l", { maxPerIdentity: 1, maxWaitMs: 200 });
     expect([overflow.ok, overflow.waitedMs]).toEqual([false, 0]);
-    expect(c.get("limits.held_queue_full")).toBe(1);
+    expect(c.get("held_queue_full")).toBe(1);
     await held;
   });
 });

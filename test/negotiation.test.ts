@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { decodeFrame, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
-import { readAll, startHarness, writeFiles, type Harness } from "../testkit/harness.js";
+import { readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -379,6 +379,25 @@ admin: { listen: false }
     } finally {
       await out.sidecar.stop(50);
     }
+  });
+
+  it("a live outbound session is one of the sidecar's sessions: listed, and closed by the drain at stop", async () => {
+    const { connect: tcp } = await import("node:net");
+    const out = await outboundSidecar(OWN);
+    const app = tcp({ host: "127.0.0.1", port: out.port });
+    app.on("error", () => {});
+    const closed = new Promise<void>((resolve) => app.once("close", () => resolve()));
+    try {
+      app.write("ping");
+      await new Promise<void>((resolve) => app.once("data", () => resolve()));
+      const listed = await waitFor(() => out.sidecar.registry.all().find((s) => s.listener === "to-main"));
+      expect(listed.info(Date.now())).toMatchObject({ peer_id: OWN, listener: "to-main", stage: "pumping", bytes_to_upstream: 4 });
+    } finally {
+      await out.sidecar.stop(50);
+    }
+    await closed;
+    expect(await out.logs.next("session_end", (r) => r.listener === "to-main")).toMatchObject({ end_reason: "drain_timeout", peer_id: OWN });
+    expect(out.sidecar.registry.size).toBe(0);
   });
 
   it("a remote that is not the expected SPIFFE ID gets nothing", async () => {

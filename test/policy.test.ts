@@ -3,8 +3,14 @@ import { describe, expect, it } from "vitest";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../src/policy/attestation.js";
 import { compilePolicies, type PolicySources, type RawPolicy, type RawRule } from "../src/policy/compile.js";
-import { decide, type DecisionInput, type PeerResult } from "../src/policy/decide.js";
+import { decide, type Allow, type Decision, type DecisionInput, type PeerResult } from "../src/policy/decide.js";
 import type { Policy } from "../src/policy/model.js";
+
+/** The allow a test expects (a deny fails the test, naming its reasons). */
+function allowed(d: Decision): Allow {
+  if (d.decision !== "allow") throw new Error(`expected allow, got deny: ${d.reasons.join(", ")}`);
+  return d;
+}
 
 const H = 3_600_000;
 const NOW = Date.parse("2026-11-23T10:30:00Z"); // a Monday
@@ -156,7 +162,7 @@ describe("attestation", () => {
 
   it("bounds the session by the evidence's expiry", () => {
     const d = run([rec({ expiresAt: NOW + 60_000 })]);
-    expect([d.obligations?.expiresAt, d.obligations?.expiresBecause]).toEqual([NOW + 60_000, "attestation"]);
+    expect([allowed(d).obligations.expiresAt, allowed(d).obligations.expiresBecause]).toEqual([NOW + 60_000, "attestation"]);
   });
 });
 
@@ -226,7 +232,7 @@ describe("obligations", () => {
   it("merge policy limits with the rule's and end at the earliest of max duration and certificate expiry", () => {
     const p = policyOf([allow("r", { limits: { max_duration: 10 * 60_000, byte_budget: 1000 } })], { limits: { idle_timeout: 30_000, byte_budget: 5000 } });
     const d = decide(p, input("spiffe://td/x"));
-    expect(d.obligations).toEqual({
+    expect(allowed(d).obligations).toEqual({
       idleTimeoutMs: 30_000,
       byteBudget: 1000,
       maxDurationMs: 600_000,
@@ -234,26 +240,26 @@ describe("obligations", () => {
       expiresBecause: "max_duration",
     });
     const short = decide(p, input("spiffe://td/x", { peer: peer("spiffe://td/x", leafFor(1, 0.05)) }));
-    expect(short.obligations?.expiresBecause).toBe("certificate");
+    expect(allowed(short).obligations.expiresBecause).toBe("certificate");
   });
 });
 
 describe("audit mode", () => {
   it("policy in audit mode admits what it would deny and says so", () => {
     const d = decide(policyOf([{ name: "deny-x", action: "deny", match: [{ id: "spiffe://td/x" }] }], { mode: "audit" }), input("spiffe://td/x"));
-    expect([d.decision, d.mode, d.wouldDeny]).toEqual(["allow", "audit", { rule: "deny-x", reasons: ["explicit_deny"] }]);
+    expect([d.decision, d.mode, allowed(d).wouldDeny]).toEqual(["allow", "audit", { rule: "deny-x", reasons: ["explicit_deny"] }]);
   });
 
   it("an audit deny rule does not deny, but the allow that follows carries would_deny", () => {
     const p = policyOf([{ name: "trial-deny", action: "deny", mode: "audit", match: [{ id: "spiffe://td/x" }] }, allow("all")]);
     const d = decide(p, input("spiffe://td/x"));
-    expect([d.decision, d.rule, d.wouldDeny]).toEqual(["allow", "all", { rule: "trial-deny", reasons: ["explicit_deny"] }]);
+    expect([d.decision, d.rule, allowed(d).wouldDeny]).toEqual(["allow", "all", { rule: "trial-deny", reasons: ["explicit_deny"] }]);
   });
 
   it("an audit allow rule admits a peer that fails its requirements, with the reasons", () => {
     const p = policyOf([allow("trial", { mode: "audit", conditions: { alpn: ["h3"] } })]);
     const d = decide(p, input("spiffe://td/x"));
-    expect([d.decision, d.rule, d.wouldDeny]).toEqual(["allow", "trial", { rule: "trial", reasons: ["condition_failed:alpn"] }]);
+    expect([d.decision, d.rule, allowed(d).wouldDeny]).toEqual(["allow", "trial", { rule: "trial", reasons: ["condition_failed:alpn"] }]);
   });
 
   it("an enforce policy still denies", () => {

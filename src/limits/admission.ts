@@ -2,7 +2,7 @@
 // (token bucket), concurrent sessions per identity, per listener and in all. Over a bound a session is
 // rejected at once or, if its limits allow, held up to a max wait for a token or a slot; the number
 // held at once is bounded. O(1) per session; state for an identity disappears when it has none.
-import type { Counters } from "../telemetry/stats.js";
+import type { LimitCounts } from "./events.js";
 import type { Rate } from "./bucket.js";
 import { KeyedBuckets } from "./keyed.js";
 
@@ -29,7 +29,7 @@ export type AdmissionResult =
 
 export interface AdmissionOptions {
   readonly now: () => number;
-  readonly counters: Counters;
+  readonly counts: LimitCounts;
   /** Most sessions held waiting at once, over all identities. */
   readonly maxHeld?: number;
   /** Most identities whose rate state is kept. */
@@ -66,11 +66,11 @@ export class Admission {
     const maxWait = limits.maxWaitMs ?? 0;
     if (maxWait <= 0) return this.refuse(check, 0);
     if (this.held >= (this.o.maxHeld ?? 1024)) {
-      this.o.counters.inc("limits.held_queue_full");
+      this.o.counts.hit("held_queue_full");
       return this.refuse(check, 0);
     }
     this.held++;
-    this.o.counters.inc("limits.held");
+    this.o.counts.hit("held");
     try {
       for (;;) {
         const left = start + maxWait - this.o.now();
@@ -110,7 +110,7 @@ export class Admission {
     this.global++;
     this.perListener.set(listener, (this.perListener.get(listener) ?? 0) + 1);
     this.perIdentity.set(identity, (this.perIdentity.get(identity) ?? 0) + 1);
-    if (waitedMs > 0) this.o.counters.inc("limits.held_then_admitted");
+    if (waitedMs > 0) this.o.counts.hit("held_then_admitted");
     let released = false;
     const release = () => {
       if (released) return;
@@ -126,7 +126,7 @@ export class Admission {
   }
 
   private refuse(c: Check & { ok: false }, waitedMs: number): AdmissionResult {
-    this.o.counters.inc(`limits.${c.reason}`);
+    this.o.counts.hit(c.reason);
     return { ok: false, reason: c.reason, detail: c.detail, waitedMs };
   }
 

@@ -1,7 +1,7 @@
 // Protection before any cryptography: caps on TLS handshakes in flight (in all and per source
 // address) and an optional per-source new-connection rate, so one address flooding handshakes cannot
 // take the CPU or the handshake slots from the others.
-import type { Counters } from "../telemetry/stats.js";
+import type { LimitCounts } from "./events.js";
 import type { Rate } from "./bucket.js";
 import { KeyedBuckets } from "./keyed.js";
 
@@ -22,7 +22,7 @@ export class HandshakeGuard {
   constructor(
     private limits: HandshakeLimits,
     private readonly now: () => number,
-    private readonly counters: Counters,
+    private readonly counts: LimitCounts,
   ) {}
 
   setLimits(limits: HandshakeLimits): void {
@@ -42,7 +42,7 @@ export class HandshakeGuard {
     else if (mine >= l.maxInFlightPerSource) refusal = "source_capacity";
     else if (l.sourceRate && !this.rates.take(source, l.sourceRate, this.now())) refusal = "source_rate_limited";
     if (refusal) {
-      this.counters.inc(`limits.${refusal}`);
+      this.counts.hit(refusal);
       return refusal;
     }
     this.inFlight++;

@@ -48,25 +48,59 @@ export interface RuleTrace {
   readonly details: readonly string[];
 }
 
-export interface Decision {
-  readonly decision: Action;
+interface Decided {
   /** The rule that decided; null for the policy default or a failed SVID. */
   readonly rule: string | null;
   readonly reasons: readonly Reason[];
   readonly policy: string;
   readonly policyVersion: string;
   readonly mode: Mode;
-  /** Set when audit mode admitted what enforce mode would have denied. */
-  readonly wouldDeny?: { readonly rule: string | null; readonly reasons: readonly Reason[] };
   /** Roles the peer holds (bindings and grants). */
   readonly roles: readonly string[];
-  /** For allowed sessions: the limits they live under. */
-  readonly obligations?: Obligations;
   /** When the SVID failed verification: the rule it broke and why. */
   readonly svidRule?: SvidRule;
   readonly detail?: string;
   /** With `explain`: every rule of the policy and why it did or did not apply. */
   readonly explain?: readonly RuleTrace[];
+}
+
+/** An admitted session and the limits it lives under. */
+export interface Allow extends Decided {
+  readonly decision: "allow";
+  readonly obligations: Obligations;
+  /** Set when audit mode admitted what enforce mode would have denied. */
+  readonly wouldDeny?: { readonly rule: string | null; readonly reasons: readonly Reason[] };
+}
+
+/** Which stage refused: the SVID, the policy, a sidecar failing closed, negotiation or admission. */
+export type DenyCause = "svid" | "policy" | "fail_closed" | "negotiation" | "admission";
+
+export interface Deny extends Decided {
+  readonly decision: "deny";
+  readonly cause: DenyCause;
+}
+
+export type Decision = Allow | Deny;
+
+/** A denial outside the policy's own rules (fail closed, negotiation): the policy named, no rule. */
+export function denyOutsidePolicy(policy: Policy, cause: DenyCause, reasons: readonly Reason[], detail?: string): Deny {
+  return {
+    decision: "deny",
+    cause,
+    rule: null,
+    reasons,
+    policy: policy.name,
+    policyVersion: policy.version,
+    mode: policy.mode,
+    roles: [],
+    ...(detail !== undefined ? { detail } : {}),
+  };
+}
+
+/** An allowed session refused afterwards by admission (rate or concurrency): the rule stays named. */
+export function denyAdmission(allowed: Allow, reason: Reason, detail: string): Deny {
+  const { obligations: _o, wouldDeny: _w, ...rest } = allowed;
+  return { ...rest, decision: "deny", cause: "admission", reasons: [reason], detail };
 }
 
 export interface DecideOptions {
@@ -142,7 +176,7 @@ export function decide(policy: Policy, input: DecisionInput, options: DecideOpti
   if (!peerResult.ok) {
     // Audit mode never admits an unproven identity: there is nobody to attribute the session to.
     const reasons = [svidReason(peerResult.rule)];
-    return { ...base, decision: "deny", rule: null, reasons, roles: [], svidRule: peerResult.rule, detail: peerResult.message };
+    return { ...base, decision: "deny", cause: "svid", rule: null, reasons, roles: [], svidRule: peerResult.rule, detail: peerResult.message };
   }
   const peer = peerResult.svid;
   const bound = policy.roles.lookup(peer.id);
@@ -157,11 +191,11 @@ type Base = { policy: string; policyVersion: string; mode: Mode };
 
 function evaluate(policy: Policy, candidates: readonly Rule[], ctx: Context, base: Base): Decision {
   const roles = ctx.roles;
-  let auditedDeny: Decision["wouldDeny"];
+  let auditedDeny: Allow["wouldDeny"];
   for (const r of candidates) {
     if (r.action !== "deny" || unmet(r, ctx).reasons.length > 0) continue;
     if (r.mode === "audit") auditedDeny ??= { rule: r.name, reasons: ["explicit_deny"] };
-    else return enforceOrAudit(policy, { ...base, decision: "deny", rule: r.name, reasons: ["explicit_deny"], roles }, ctx);
+    else return enforceOrAudit(policy, { ...base, decision: "deny", cause: "policy", rule: r.name, reasons: ["explicit_deny"], roles }, ctx);
   }
   const failures = new Set<Reason>();
   let auditedAllow: { rule: Rule; unmet: Unmet } | undefined;
@@ -201,13 +235,14 @@ function evaluate(policy: Policy, candidates: readonly Rule[], ctx: Context, bas
     };
   }
   const reasons: Reason[] = anyAllowCandidate ? [...failures, "default_deny"] : ["identity_not_allowed", "default_deny"];
-  return enforceOrAudit(policy, { ...base, decision: "deny", rule: null, reasons, roles }, ctx);
+  return enforceOrAudit(policy, { ...base, decision: "deny", cause: "policy", rule: null, reasons, roles }, ctx);
 }
 
 /** In a policy in audit mode a denial is logged as would_deny and the session admitted. */
-function enforceOrAudit(policy: Policy, d: Decision, ctx: Context): Decision {
+function enforceOrAudit(policy: Policy, d: Deny, ctx: Context): Decision {
   if (policy.mode !== "audit") return d;
-  return { ...d, decision: "allow", wouldDeny: { rule: d.rule, reasons: d.reasons }, obligations: obligationsFor(policy, undefined, ctx, undefined) };
+  const { cause: _c, ...rest } = d;
+  return { ...rest, decision: "allow", wouldDeny: { rule: d.rule, reasons: d.reasons }, obligations: obligationsFor(policy, undefined, ctx, undefined) };
 }
 
 function explain(policy: Policy, candidates: readonly Rule[], ctx: Context, d: Decision): RuleTrace[] {
@@ -220,8 +255,9 @@ function explain(policy: Policy, candidates: readonly Rule[], ctx: Context, d: D
     if (!matched.has(r)) return { ...head, outcome: "identity_not_matched", reasons: [], details: [`${ctx.peer.id} matches none of its identity matchers`] };
     const u = unmet(r, ctx);
     if (r.name === d.rule) {
-      decided = r.action === "deny" || u.reasons.length === 0 || d.wouldDeny?.rule === r.name;
-      const outcome = d.wouldDeny?.rule === r.name ? "would_deny" : "applied";
+      const wouldDeny = d.decision === "allow" && d.wouldDeny?.rule === r.name;
+      decided = r.action === "deny" || u.reasons.length === 0 || wouldDeny;
+      const outcome = wouldDeny ? "would_deny" : "applied";
       return { ...head, outcome, reasons: u.reasons, details: u.details };
     }
     if (u.reasons.length === 0 && r.mode === "audit" && r.action === "deny") return { ...head, outcome: "would_deny", reasons: ["explicit_deny"], details: [] };

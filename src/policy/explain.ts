@@ -19,8 +19,10 @@ export function formatDecision(d: Decision, peerId: string): string {
   ];
   if (d.svidRule) lines.push(`  svid     ${d.svidRule}: ${d.detail}`);
   if (d.roles.length > 0) lines.push(`  roles    ${d.roles.join(", ")}`);
-  if (d.wouldDeny) lines.push(`  AUDIT    would deny (rule ${d.wouldDeny.rule ?? "default"}: ${d.wouldDeny.reasons.join(", ")})`);
-  if (d.obligations) for (const o of obligationsText(d.obligations)) lines.push(`  limit    ${o}`);
+  if (d.decision === "allow") {
+    if (d.wouldDeny) lines.push(`  AUDIT    would deny (rule ${d.wouldDeny.rule ?? "default"}: ${d.wouldDeny.reasons.join(", ")})`);
+    for (const o of obligationsText(d.obligations)) lines.push(`  limit    ${o}`);
+  }
   if (d.explain) {
     lines.push("", "rules, in evaluation order (deny rules first):");
     for (const t of d.explain) {

@@ -19,6 +19,8 @@ export interface SessionInfo {
 export interface LiveSession {
   readonly id: string;
   readonly listener: string;
+  /** Inbound sessions are decided by policy and re-checked; outbound ones end with their route. */
+  readonly direction: "inbound" | "outbound";
   info(now: number): SessionInfo;
   /** Ends the session now with the given reason (logged). */
   close(reason: string): void;

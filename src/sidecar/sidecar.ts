@@ -6,14 +6,14 @@ import { loadConfig, type ListenerConfig, type SidecarConfig } from "../config/l
 import { errorLines } from "../config/source.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
 import { InboundListener } from "../proxy/inbound/listener.js";
-import { OutboundListener } from "../proxy/outbound/listener.js";
+import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
 import { SessionRegistry } from "../proxy/registry.js";
 import type { ListenerState } from "../proxy/inbound/session.js";
 import { Admission } from "../limits/admission.js";
 import { HandshakeGuard, type HandshakeLimits } from "../limits/handshakes.js";
 import { SharedThrottles } from "../limits/throttle.js";
 import type { DecisionLog } from "../telemetry/log.js";
-import { Counters } from "../telemetry/stats.js";
+import { LimitCounts } from "../limits/events.js";
 import type { ListenerDeps } from "../proxy/inbound/listener.js";
 import type { SidecarLimits } from "../config/resources.js";
 import type { OwnIdentity } from "../identity/files.js";
@@ -52,6 +52,13 @@ export interface TrustOverlay {
   readonly version: string;
 }
 
+interface OutboundRoute {
+  readonly listener: OutboundListener;
+  readonly spec: string;
+  readonly state: OutboundState;
+  readonly fresh?: boolean;
+}
+
 const tlsOf = (c: EffectiveConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
 const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
 
@@ -68,9 +75,9 @@ function checkSequences(prev: EffectiveConfig | undefined, next: EffectiveConfig
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
-  readonly counters: Counters;
+  readonly limitCounts: LimitCounts;
   private readonly listeners = new Map<string, InboundListener>();
-  private readonly outbound = new Map<string, { listener: OutboundListener; spec: string }>();
+  private outbound = new Map<string, { listener: OutboundListener; spec: string }>();
   private readonly deps: ListenerDeps;
   private current: EffectiveConfig | undefined;
   /** The configuration last given, before the overlay. */
@@ -87,16 +94,14 @@ export class Sidecar {
   ) {
     const now = options.now ?? Date.now;
     const limits = initial?.limits;
-    this.counters = new Counters((name, by) => {
-      if (name.startsWith("limits.")) for (let i = 0; i < by; i++) options.log.limitHit(name.slice(7));
-    });
+    this.limitCounts = new LimitCounts((event) => options.log.limitHit(event));
     this.deps = {
       log: options.log,
       registry: this.registry,
       now,
-      admission: new Admission({ now, counters: this.counters, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
+      admission: new Admission({ now, counts: this.limitCounts, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
       identityThrottles: new SharedThrottles(),
-      handshakes: new HandshakeGuard(handshakeLimits(limits), now, this.counters),
+      handshakes: new HandshakeGuard(handshakeLimits(limits), now, this.limitCounts),
     };
   }
 
@@ -187,7 +192,14 @@ export class Sidecar {
       for (const l of fresh.values()) l.stopAccepting();
       throw new ApplyError((e as Error).message);
     }
-    await this.applyOutbound(next);
+    let routes: Map<string, OutboundRoute>;
+    try {
+      routes = await this.bindOutbound(next);
+    } catch (e) {
+      for (const l of fresh.values()) l.stopAccepting();
+      throw e;
+    }
+    this.commitOutbound(routes);
     const identityChanged = prev !== undefined && (next.identity.certChainPem !== prev.identity.certChainPem || next.identity.keyPem !== prev.identity.keyPem);
     const retired: InboundListener[] = [];
     for (const [name, l] of this.listeners) {
@@ -207,6 +219,7 @@ export class Sidecar {
       this.options.log.lifecycle("listener removed", { listener: l.name, config_version: next.version });
     }
     for (const s of this.registry.all()) {
+      if (s.direction === "outbound") continue;
       const state = states.get(s.listener);
       // A session of a listener that was removed or moved cannot be re-homed.
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
@@ -215,38 +228,50 @@ export class Sidecar {
   }
 
   /**
-   * Outbound listeners: a changed route (address, remote, expected ID, negotiation) is a new listener;
-   * an unchanged one takes the new identity and bundles; a dropped one stops.
+   * Outbound listeners, phase one: a changed route (address, remote, expected ID, negotiation) is a new
+   * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
    */
-  private async applyOutbound(next: EffectiveConfig): Promise<void> {
+  private async bindOutbound(next: EffectiveConfig): Promise<Map<string, OutboundRoute>> {
     const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
-    const wanted = new Map(next.outbound.map((o) => [o.name, o]));
-    for (const [name, o] of wanted) {
-      const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
-      const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
-      const have = this.outbound.get(name);
-      if (have?.spec === spec) {
-        have.listener.update(state);
-        continue;
+    const routes = new Map<string, OutboundRoute>();
+    try {
+      for (const o of next.outbound) {
+        const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
+        const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
+        const have = this.outbound.get(o.name);
+        if (have?.spec === spec) {
+          routes.set(o.name, { ...have, state });
+          continue;
+        }
+        const listener = new OutboundListener(state, this.options.log, this.registry, this.deps.now);
+        routes.set(o.name, { listener, spec, state, fresh: true });
+        const a = await listener.listen().catch((e: Error) => {
+          throw new ApplyError(`outbound ${o.name}: cannot listen: ${e.message}`);
+        });
+        this.options.log.lifecycle("outbound listener ready", {
+          listener: o.name,
+          address: `${a.address}:${a.port}`,
+          remote: `${o.remote.host}:${o.remote.port}`,
+          expect_id: o.expectId.toString(),
+        });
       }
-      const listener = new OutboundListener(state, this.options.log, this.deps.now);
-      have?.listener.stopAccepting();
-      const a = await listener.listen().catch((e: Error) => {
-        throw new ApplyError(`outbound ${name}: cannot listen: ${e.message}`);
-      });
-      this.outbound.set(name, { listener, spec });
-      this.options.log.lifecycle("outbound listener ready", {
-        listener: name,
-        address: `${a.address}:${a.port}`,
-        remote: `${o.remote.host}:${o.remote.port}`,
-        expect_id: o.expectId.toString(),
-      });
+    } catch (e) {
+      for (const r of routes.values()) if (r.fresh) r.listener.stopAccepting();
+      throw e;
     }
-    for (const [name, o] of this.outbound) {
-      if (wanted.has(name)) continue;
-      o.listener.stopAccepting();
-      this.outbound.delete(name);
+    return routes;
+  }
+
+  /** Phase two: the routes in force; replaced or dropped ones stop, and so do their sessions. */
+  private commitOutbound(routes: Map<string, OutboundRoute>): void {
+    for (const [name, old] of this.outbound) {
+      const now = routes.get(name);
+      if (now?.listener === old.listener) continue;
+      old.listener.stopAccepting();
+      for (const s of this.registry.all()) if (s.direction === "outbound" && s.listener === name) s.close("listener_removed");
     }
+    for (const r of routes.values()) r.listener.update(r.state);
+    this.outbound = new Map([...routes].map(([name, r]) => [name, { listener: r.listener, spec: r.spec }]));
   }
 
   outboundAddresses(): Record<string, AddressInfo> {
@@ -301,7 +326,11 @@ export class Sidecar {
     if (!this.current) return;
     const states = this.statesFor(this.current);
     for (const [name, l] of this.listeners) l.update(states.get(name)!);
-    if (reason) for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, 0);
+    if (!reason) return;
+    for (const s of this.registry.all()) {
+      const state = states.get(s.listener);
+      if (state) s.recheck(state, 0);
+    }
   }
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */

@@ -1,5 +1,6 @@
 // The decision log: JSON lines (pino) on stdout. Its records are a contract with SREs; the schema is
 // documented in the README and changes only by adding fields.
+import type { LimitEvent } from "../limits/events.js";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { DenyCap } from "./denycap.js";
 import type { Metrics } from "./metrics.js";
@@ -187,7 +188,7 @@ export class DecisionLog {
   }
 
   /** Metrics only: a limit was hit. */
-  limitHit(kind: string): void {
+  limitHit(kind: LimitEvent): void {
     this.options.metrics?.limitHits.inc({ kind });
   }
 

@@ -1,42 +1,27 @@
-// One inbound connection after its TLS handshake, moving through its stages:
-// verify the peer's SVID → decide → admit (rate and concurrency bounds) → dial the workload → pump → end.
-// The client socket is not read until the session is allowed, admitted and the workload connected:
-// bytes a client sends early wait in the socket (bounded by its buffer, then TCP backpressure) and are
-// forwarded after.
-import { at, type LongTimer } from "../../time/clock.js";
+// One inbound connection after its TLS handshake, as a pipeline whose `start()` reads as its path:
+// facts → negotiate? → decide → admit → grant? → dial → pump → end. The client socket is not read
+// until the session is allowed, admitted and the workload connected: bytes a client sends early wait
+// in the socket (bounded by its buffer, then TCP backpressure) and are forwarded after. Every denial,
+// whatever stage refused, goes through `deny()`; every end through `end()`.
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import type { ListenerConfig, SidecarLimits } from "../../config/resources.js";
-import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
 import type { Admission, Ticket } from "../../limits/admission.js";
-import { type SharedThrottles, Throttle } from "../../limits/throttle.js";
-import type { AttestationStore } from "../../policy/attestation.js";
-import { decide, type Decision, type Obligations } from "../../policy/decide.js";
-import type { NegotiationSettings } from "../../negotiation/settings.js";
-import { ALPN, type DenialCode } from "../../negotiation/frame.js";
-import { denial, failureOf, grantFrame, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
+import type { SharedThrottles } from "../../limits/throttle.js";
+import { ALPN } from "../../negotiation/frame.js";
+import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate.js";
+import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decide.js";
+import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { DecisionLog } from "../../telemetry/log.js";
-import { decisionRecord, obligationsRecord } from "../../telemetry/records.js";
+import { decisionRecord, obligationsRecord, type NegotiationView } from "../../telemetry/records.js";
 import { pump, type PumpCounts } from "../pump.js";
-import { PeerCertificates } from "./peerchain.js";
-import { SessionIds } from "../sessionid.js";
-import { tcpOf } from "../tcp.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
+import { SessionIds } from "../sessionid.js";
 import { dial, DialError } from "../upstream.js";
+import { Enforcement } from "./enforce.js";
+import { evaluate, factsOf, peerIdOf, type ConnectionFacts, type ListenerState } from "./facts.js";
+import { negotiateStage } from "./negotiation.js";
 
-/** What a listener hands each session: read once per connection, swapped whole on reload. */
-export interface ListenerState {
-  readonly config: ListenerConfig;
-  readonly verifier: SvidVerifier;
-  readonly attestations: AttestationStore;
-  readonly maxChainLength: number;
-  readonly limits: SidecarLimits;
-  /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
-  readonly negotiation?: NegotiationSettings;
-  readonly ownId: string;
-  /** Set while the sidecar fails closed: every session is denied with this reason. */
-  readonly failClosed?: "config_stale" | "own_svid_expired";
-}
+export type { ListenerState } from "./facts.js";
 
 export interface SessionDeps {
   readonly log: DecisionLog;
@@ -48,80 +33,30 @@ export interface SessionDeps {
 
 const sessionIds = new SessionIds();
 
-const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
+/** Where the session is; each stage holds exactly what exists from then on. */
+type Stage =
+  | { readonly kind: "deciding" }
+  | { readonly kind: "admitting" }
+  | { readonly kind: "dialing"; readonly ticket: Ticket; readonly enforcement: Enforcement; readonly upstream: Socket }
+  | { readonly kind: "pumping"; readonly ticket: Ticket; readonly enforcement: Enforcement; readonly upstream: Socket; readonly counts: PumpCounts }
+  | { readonly kind: "ended"; readonly counts?: PumpCounts };
 
-type Stage = "deciding" | "admitting" | "dialing" | "pumping" | "ended";
-
-/** What the connection brought, fixed at the handshake: every (re-)decision is made on these. */
-interface ConnectionFacts {
-  readonly certs: PeerCertificates;
-  readonly sourceAddress: string;
-  readonly source: string;
-  readonly sni: string | null;
-  readonly alpn: string | null;
-  readonly tlsVersion: string | null;
-}
-
-function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
-  const tcp = tcpOf(client);
-  return {
-    certs: new PeerCertificates(client, maxChainLength),
-    sourceAddress: tcp.remoteAddress ?? "",
-    source: `${tcp.remoteAddress}:${tcp.remotePort}`,
-    sni: (client as TLSSocket & { servername?: string | false }).servername || null,
-    alpn: client.alpnProtocol || null,
-    tlsVersion: client.getProtocol(),
-  };
-}
-
-/** Verifies and decides on `facts` under `state`: the one path for first decisions and re-checks. */
-function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
-  const peer = facts.certs.verify(state.verifier, now);
-  const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
-  const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
-  const { config } = state;
-  if (state.failClosed) {
-    const { policy } = config;
-    return {
-      peer,
-      decision: { decision: "deny", rule: null, reasons: [state.failClosed], policy: policy.name, policyVersion: policy.version, mode: policy.mode, roles: [] },
-    };
-  }
-  const grantedRoles = negotiated?.approval?.roles ?? [];
-  const decision = decide(config.policy, {
-    listener: config.name,
-    sourceAddress: facts.sourceAddress,
-    sni: facts.sni,
-    alpn: facts.alpn,
-    now,
-    peer,
-    attestations,
-    grantedRoles,
-  });
-  return { peer, decision };
-}
-
-/** The throttles a session's pump charges: its own, and its identity's shared ones. */
-interface SessionThrottles {
-  readonly up: Throttle;
-  readonly down: Throttle;
-  identity?: { up: Throttle; down: Throttle; release(): void };
+/** A decision as logged: the verdict, the peer it was made on, and what it cost. */
+interface Verdict<D> {
+  readonly peer: SvidResult;
+  readonly decision: D;
+  readonly decisionUs: number;
+  readonly heldMs?: number;
 }
 
 export class InboundSession implements LiveSession {
   readonly id = sessionIds.next();
-  private stage: Stage = "deciding";
-  private upstream: Socket | undefined;
+  readonly direction = "inbound";
+  private stage: Stage = { kind: "deciding" };
   private readonly facts: ConnectionFacts;
   private startedAt = 0;
   private peerId = "";
-  private expiryTimer: LongTimer | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
-  private ticket: Ticket | undefined;
-  private throttles: SessionThrottles | undefined;
-  private counts: PumpCounts | undefined;
-  private budget: number | undefined;
-  private expiresAt: number | undefined;
   private negotiated: Negotiated | undefined;
 
   constructor(
@@ -136,25 +71,33 @@ export class InboundSession implements LiveSession {
     return this.state.config.name;
   }
 
-  /** Runs the session: decides, admits, then dials; the rest proceeds on socket events. */
+  /** Runs the session to the point where socket events take over (pumping) or it has been refused. */
   async start(): Promise<void> {
     if (this.facts.alpn === ALPN) {
-      const negotiated = await this.negotiate();
-      if (!negotiated) return;
-      this.negotiated = negotiated;
+      const n = await negotiateStage(this.client, this.state, this.facts, this.deps.now());
+      if (!n.ok) return this.deny({ peer: n.peer, decision: n.decision, decisionUs: 0 }, n.frame, n.rule);
+      this.negotiated = n.negotiated;
     }
+    const verdict = this.decide();
+    if (verdict.decision.decision === "deny") return this.deny(verdict as Verdict<Deny>);
+    const admitted = await this.admit(verdict as Verdict<Allow>);
+    if (!admitted) return;
+    const obligations = await this.grant(admitted);
+    if (!obligations) return;
+    this.dial(admitted.ticket, obligations);
+  }
+
+  private decide(): Verdict<Allow | Deny> {
     const t0 = process.hrtime.bigint();
-    const now = this.deps.now();
-    const { peer, decision } = evaluate(this.state, this.facts, now, this.negotiated);
-    const decisionUs = Number(process.hrtime.bigint() - t0) / 1000;
-    const id = peer.ok ? peer.svid.id : peer.id;
-    this.peerId = id?.toString() ?? "";
-    if (decision.decision === "deny") {
-      this.logDecision(peer, decision, decisionUs);
-      return this.refuse(this.negotiated ? denial("denied", "the policy denies this session", decision.reasons) : undefined);
-    }
-    const o = decision.obligations ?? {};
-    this.stage = "admitting";
+    const { peer, decision } = evaluate(this.state, this.facts, this.deps.now(), this.negotiated);
+    this.peerId = peerIdOf(peer)?.toString() ?? "";
+    return { peer, decision, decisionUs: Number(process.hrtime.bigint() - t0) / 1000 };
+  }
+
+  /** Rate and concurrency bounds: a slot (ticket), or a denial after any allowed wait. */
+  private async admit(v: Verdict<Allow>): Promise<(Verdict<Allow> & { ticket: Ticket }) | undefined> {
+    this.stage = { kind: "admitting" };
+    const o = v.decision.obligations;
     const admitted = await this.deps.admission.admit(this.peerId, this.listener, {
       ...(o.rate ? { rate: o.rate } : {}),
       ...(o.maxSessions !== undefined ? { maxPerIdentity: o.maxSessions } : {}),
@@ -162,74 +105,71 @@ export class InboundSession implements LiveSession {
       maxGlobal: this.state.limits.maxSessions,
       ...(o.maxWaitMs !== undefined ? { maxWaitMs: o.maxWaitMs } : {}),
     });
-    if (!admitted.ok) {
-      this.logDecision(
-        peer,
-        { ...decision, decision: "deny", reasons: [admitted.reason], detail: admitted.detail, obligations: undefined },
-        decisionUs,
-        admitted.waitedMs,
-      );
-      return this.refuse(this.negotiated ? denial("denied", admitted.detail, [admitted.reason]) : undefined);
-    }
-    this.ticket = admitted.ticket;
-    let obligations = o;
-    let grant: Awaited<ReturnType<typeof grantFrame>> | undefined;
-    if (this.negotiated) {
-      grant = await grantFrame(this.state.negotiation!, this.negotiated, {
+    if (admitted.ok) return { ...v, heldMs: admitted.waitedMs, ticket: admitted.ticket };
+    this.deny({ ...v, decision: denyAdmission(v.decision, admitted.reason, admitted.detail), heldMs: admitted.waitedMs });
+    return undefined;
+  }
+
+  /** Logs the allow (with the grant of a negotiated session, sent first) and registers the session. */
+  private async grant(v: Verdict<Allow> & { ticket: Ticket }): Promise<Obligations | undefined> {
+    let obligations = v.decision.obligations;
+    let grant: { id: string; roles: string[]; frame: Buffer } | undefined;
+    const n = this.negotiated;
+    if (n && this.state.negotiation) {
+      const o = obligations;
+      const g = await grantFrame(this.state.negotiation, n, {
         peerId: this.peerId,
         ownId: this.state.ownId,
-        heldRoles: decision.roles,
+        heldRoles: v.decision.roles,
         obligations: o,
         obligationsRecord: obligationsRecord(o),
         now: this.deps.now(),
       });
-      obligations = { ...o, expiresAt: grant.expiresAt, expiresBecause: grant.expiresAt === o.expiresAt ? o.expiresBecause! : "grant" };
+      grant = g;
+      obligations = { ...o, expiresAt: g.expiresAt, expiresBecause: g.expiresAt === o.expiresAt && o.expiresBecause ? o.expiresBecause : "grant" };
     }
-    this.logDecision(peer, { ...decision, obligations }, decisionUs, admitted.waitedMs, grant);
+    this.log({ ...v, decision: { ...v.decision, obligations } }, undefined, grant);
     this.startedAt = this.deps.now();
     // A session held for a slot may have lost its client meanwhile.
-    if (this.client.destroyed) return this.end("client_closed_before_upstream");
+    if (this.client.destroyed) {
+      v.ticket.release();
+      this.end("client_closed_before_upstream");
+      return undefined;
+    }
     if (grant) this.client.write(grant.frame);
     this.deps.registry.add(this);
-    this.bind(obligations);
-    this.connect();
+    return obligations;
   }
 
-  /** Reads and checks the parley/1 request; on failure answers with a denial and closes. */
-  private async negotiate(): Promise<Negotiated | undefined> {
-    const now = this.deps.now();
-    const settings = this.state.negotiation;
-    const peer = this.facts.certs.verify(this.state.verifier, now);
-    const fail = (code: DenialCode, rule: string, message: string) => {
-      this.peerId = (peer.ok ? peer.svid.id : peer.id)?.toString() ?? "";
-      const { policy } = this.state.config;
-      const d: Decision = {
-        decision: "deny",
-        rule: null,
-        reasons: ["negotiation_failed"],
-        policy: policy.name,
-        policyVersion: policy.version,
-        mode: policy.mode,
-        roles: [],
-        detail: message,
-      };
-      this.logDecision(peer, d, 0, 0, undefined, rule);
-      this.refuse(denial(code, message, ["negotiation_failed"]));
-      return undefined;
-    };
-    if (!settings) return fail("denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
-    if (!peer.ok) return fail("denied", peer.rule, `the peer certificate is not a valid X509-SVID: ${peer.message}`);
-    try {
-      return await negotiate(this.client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: this.state.ownId, now });
-    } catch (e) {
-      const f = failureOf(e);
-      return fail(f.code, f.rule, f.message);
-    }
+  private dial(ticket: Ticket, obligations: Obligations): void {
+    const enforcement = new Enforcement(this.client, this.peerId, this.deps.identityThrottles, this.deps.now, (reason) => this.close(reason), obligations);
+    const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
+    this.stage = { kind: "dialing", ticket, enforcement, upstream: socket };
+    // The client may leave while we dial: that ends the session without ever pumping.
+    const onClientGone = () => this.close("client_closed_before_upstream");
+    this.client.once("close", onClientGone);
+    this.client.on("error", () => {}); // reported via close; pump installs its own handler
+    connected.then(
+      (up) => {
+        this.client.off("close", onClientGone);
+        if (this.stage.kind !== "dialing") return void up.destroy();
+        const counts = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+        this.stage = { ...this.stage, kind: "pumping", counts };
+      },
+      (e: unknown) => {
+        if (this.stage.kind !== "dialing") return;
+        const err = e instanceof DialError ? e : new DialError("upstream_connect_failed", String(e));
+        this.end(err.reason, err.message);
+      },
+    );
   }
 
-  /** Ends a session that never got to the workload, with a last frame for a negotiating client. */
-  private refuse(last?: Buffer): void {
-    this.stage = "ended";
+  /** The one place a session is refused: logged, then closed with a last frame for a negotiating client. */
+  private deny(v: Verdict<Deny>, frame?: Buffer, negotiationRule?: string): void {
+    this.peerId = peerIdOf(v.peer)?.toString() ?? "";
+    this.log(v, negotiationRule);
+    this.stage = { kind: "ended" };
+    const last = frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined);
     if (last && !this.client.destroyed) this.client.end(last, () => this.client.destroy());
     else this.client.destroy();
     setTimeout(() => this.client.destroy(), 1000).unref();
@@ -241,7 +181,7 @@ export class InboundSession implements LiveSession {
    * at once), its max duration still counted from its start.
    */
   recheck(state: ListenerState, graceMs: number): void {
-    if (this.stage === "ended" || this.revokeTimer) return;
+    if (this.stage.kind === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
     const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated);
     if (decision.decision === "deny") {
@@ -261,141 +201,76 @@ export class InboundSession implements LiveSession {
       return;
     }
     this.state = state;
-    const o = decision.obligations ?? {};
+    const o = decision.obligations;
     const fromStart = o.maxDurationMs !== undefined ? this.startedAt + o.maxDurationMs : undefined;
-    this.bind(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o);
+    const enforcement = "enforcement" in this.stage ? this.stage.enforcement : undefined;
+    enforcement?.bind(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o);
   }
 
   close(reason: string, detail?: string): void {
-    if (this.stage === "ended") return;
     this.end(reason, detail);
   }
 
   info(now: number): SessionInfo {
+    const counts = "counts" in this.stage ? this.stage.counts : undefined;
+    const expiresAt = "enforcement" in this.stage ? this.stage.enforcement.expiresAt : undefined;
     return {
       id: this.id,
       peer_id: this.peerId,
       listener: this.listener,
       source: this.facts.source,
-      stage: this.stage,
+      stage: this.stage.kind,
       started_at: new Date(this.startedAt).toISOString(),
       age_ms: now - this.startedAt,
-      bytes_to_upstream: this.counts?.toUpstream ?? 0,
-      bytes_to_client: this.counts?.toClient ?? 0,
-      expires_at: this.expiresAt === undefined ? null : new Date(this.expiresAt).toISOString(),
+      bytes_to_upstream: counts?.toUpstream ?? 0,
+      bytes_to_client: counts?.toClient ?? 0,
+      expires_at: expiresAt === undefined ? null : new Date(expiresAt).toISOString(),
     };
   }
 
-  private logDecision(
-    peer: SvidResult,
-    decision: Decision,
-    decisionUs: number,
-    heldMs = 0,
-    grant?: { id: string; roles: string[] },
-    negotiationRule?: string,
-  ): void {
+  private log(v: Verdict<Allow | Deny>, negotiationRule?: string, grant?: { id: string; roles: string[] }): void {
     const n = this.negotiated;
+    const negotiation: NegotiationView | undefined = n && {
+      ...(n.request.purpose !== undefined ? { purpose: n.request.purpose } : {}),
+      requestedRoles: n.request.roles,
+      ...(n.approval ? { approver: n.approval.approver } : {}),
+      ...(grant ? { grant: { id: grant.id, roles: grant.roles } } : {}),
+    };
     this.deps.log.decision(
       decisionRecord({
         sessionId: this.id,
         listener: this.listener,
         connection: this.facts,
-        peer,
-        decision,
-        decisionUs,
-        heldMs,
-        ...(n
-          ? {
-              negotiation: {
-                ...(n.request.purpose !== undefined ? { purpose: n.request.purpose } : {}),
-                requestedRoles: n.request.roles,
-                ...(n.approval ? { approver: n.approval.approver } : {}),
-                ...(grant ? { grant } : {}),
-              },
-            }
-          : {}),
+        peer: v.peer,
+        decision: v.decision,
+        decisionUs: v.decisionUs,
+        heldMs: v.heldMs ?? 0,
+        ...(negotiation ? { negotiation } : {}),
         ...(negotiationRule ? { negotiationRule } : {}),
       }),
     );
   }
 
-  /** Puts the obligations in force: expiry, idle timeout, bandwidth (also on a live session). */
-  private bind(o: Obligations): void {
-    this.expiryTimer?.clear();
-    this.expiresAt = o.expiresAt;
-    if (o.expiresAt !== undefined) {
-      const reason = EXPIRY_REASON[o.expiresBecause ?? "max_duration"];
-      this.expiryTimer = at(o.expiresAt, () => this.close(reason), this.deps.now);
-    }
-    // The client socket sees every byte of both directions, so its inactivity is the session's.
-    if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.close("idle_timeout"));
-    else this.client.setTimeout(0);
-    const now = this.deps.now();
-    if (!this.throttles) this.throttles = { up: new Throttle(o.bandwidthBps, now), down: new Throttle(o.bandwidthBps, now) };
-    else {
-      this.throttles.up.setRate(o.bandwidthBps, now);
-      this.throttles.down.setRate(o.bandwidthBps, now);
-    }
-    if (o.identityBandwidthBps !== undefined) {
-      this.throttles.identity ??= this.deps.identityThrottles.acquire(this.peerId, o.identityBandwidthBps, now);
-      this.throttles.identity.up.setRate(o.identityBandwidthBps, now);
-      this.throttles.identity.down.setRate(o.identityBandwidthBps, now);
-    }
-    this.budget = o.byteBudget;
-  }
-
-  private connect(): void {
-    this.stage = "dialing";
-    const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
-    this.upstream = socket;
-    // The client may leave while we dial: that ends the session without ever pumping.
-    const onClientGone = () => this.close("client_closed_before_upstream");
-    this.client.once("close", onClientGone);
-    this.client.on("error", () => {}); // reported via close; pump installs its own handler
-    connected.then(
-      (up) => {
-        this.client.off("close", onClientGone);
-        if (this.stage !== "dialing") return void up.destroy();
-        this.stage = "pumping";
-        const t = this.throttles!;
-        const identity = t.identity ? [t.identity] : [];
-        this.counts = pump(
-          this.client,
-          up,
-          {
-            ...(this.budget !== undefined ? { byteBudget: this.budget } : {}),
-            up: [t.up, ...identity.map((i) => i.up)],
-            down: [t.down, ...identity.map((i) => i.down)],
-            now: this.deps.now,
-          },
-          (end) => this.end(end.reason, "detail" in end ? end.detail : undefined),
-        );
-      },
-      (e: unknown) => {
-        if (this.stage !== "dialing") return;
-        const err = e instanceof DialError ? e : new DialError("upstream_connect_failed", String(e));
-        this.end(err.reason, err.message);
-      },
-    );
-  }
-
   private end(reason: string, detail?: string): void {
-    if (this.stage === "ended") return;
-    this.stage = "ended";
-    this.expiryTimer?.clear();
+    const stage = this.stage;
+    if (stage.kind === "ended") return;
+    const counts = "counts" in stage ? stage.counts : undefined;
+    this.stage = { kind: "ended", ...(counts ? { counts } : {}) };
     clearTimeout(this.revokeTimer);
     this.client.destroy();
-    this.upstream?.destroy();
-    this.ticket?.release();
-    this.throttles?.identity?.release();
+    if ("upstream" in stage) {
+      stage.upstream.destroy();
+      stage.ticket.release();
+      stage.enforcement.release();
+    }
     this.deps.registry.remove(this.id);
     this.deps.log.sessionEnd({
       session_id: this.id,
       listener: this.listener,
       peer_id: this.peerId,
       source: this.facts.source,
-      bytes_to_upstream: this.counts?.toUpstream ?? 0,
-      bytes_to_client: this.counts?.toClient ?? 0,
+      bytes_to_upstream: counts?.toUpstream ?? 0,
+      bytes_to_client: counts?.toClient ?? 0,
       duration_ms: this.deps.now() - this.startedAt,
       end_reason: reason,
       ...(detail ? { detail } : {}),

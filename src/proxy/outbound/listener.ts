@@ -12,7 +12,8 @@ import { DeniedError, requestGrant } from "../../negotiation/client.js";
 import { ALPN } from "../../negotiation/frame.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
-import { pump } from "../pump.js";
+import type { SessionRegistry } from "../registry.js";
+import { OutboundSession } from "./session.js";
 
 export interface OutboundState {
   readonly config: OutboundConfig;
@@ -27,6 +28,7 @@ export class OutboundListener {
   constructor(
     private state: OutboundState,
     private readonly log: DecisionLog,
+    private readonly registry: SessionRegistry,
     private readonly now: () => number,
   ) {
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (app) => void this.serve(app));
@@ -111,19 +113,7 @@ export class OutboundListener {
       }
     }
     this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
-    const source = `${app.remoteAddress}:${app.remotePort}`;
-    const counts = pump(app, remote, { up: [], down: [], now: this.now }, (end) =>
-      this.log.sessionEnd({
-        session_id: id,
-        listener: config.name,
-        peer_id: peer.svid.id.toString(),
-        source,
-        bytes_to_upstream: counts.toUpstream,
-        bytes_to_client: counts.toClient,
-        duration_ms: this.now() - started,
-        end_reason: end.reason,
-        ...("detail" in end ? { detail: end.detail } : {}),
-      }),
-    );
+    const facts = { id, listener: config.name, remoteId: peer.svid.id.toString(), source: `${app.remoteAddress}:${app.remotePort}`, startedAt: started };
+    new OutboundSession(facts, app, remote, { log: this.log, registry: this.registry, now: this.now });
   }
 }

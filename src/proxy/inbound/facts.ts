@@ -1,0 +1,73 @@
+// What one inbound connection brought, fixed at its handshake, and the one function that verifies and
+// decides on it under a listener's state: first decisions and every re-check go through `evaluate`.
+import type { TLSSocket } from "node:tls";
+import type { ListenerConfig, SidecarLimits } from "../../config/resources.js";
+import type { NegotiationSettings } from "../../negotiation/settings.js";
+import type { Negotiated } from "../../negotiation/negotiate.js";
+import type { AttestationStore } from "../../policy/attestation.js";
+import { decide, denyOutsidePolicy, type Decision } from "../../policy/decide.js";
+import type { SpiffeId } from "../../spiffe/spiffeid.js";
+import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
+import { tcpOf } from "../tcp.js";
+import { PeerCertificates } from "./peerchain.js";
+
+/** What a listener hands each session: read once per connection, swapped whole on reload. */
+export interface ListenerState {
+  readonly config: ListenerConfig;
+  readonly verifier: SvidVerifier;
+  readonly attestations: AttestationStore;
+  readonly maxChainLength: number;
+  readonly limits: SidecarLimits;
+  /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
+  readonly negotiation?: NegotiationSettings;
+  readonly ownId: string;
+  /** Set while the sidecar fails closed: every session is denied with this reason. */
+  readonly failClosed?: "config_stale" | "own_svid_expired";
+}
+
+export interface ConnectionFacts {
+  readonly certs: PeerCertificates;
+  readonly sourceAddress: string;
+  readonly source: string;
+  readonly sni: string | null;
+  readonly alpn: string | null;
+  readonly tlsVersion: string | null;
+}
+
+export function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
+  const tcp = tcpOf(client);
+  return {
+    certs: new PeerCertificates(client, maxChainLength),
+    sourceAddress: tcp.remoteAddress ?? "",
+    source: `${tcp.remoteAddress}:${tcp.remotePort}`,
+    sni: (client as TLSSocket & { servername?: string | false }).servername || null,
+    alpn: client.alpnProtocol || null,
+    tlsVersion: client.getProtocol(),
+  };
+}
+
+/** The peer's SPIFFE ID as far as it could be read, verified or not (for logs). */
+export function peerIdOf(peer: SvidResult): SpiffeId | undefined {
+  return peer.ok ? peer.svid.id : peer.id;
+}
+
+/** Verifies and decides on `facts` under `state`, with what a negotiation proved, if any. */
+export function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
+  const peer = facts.certs.verify(state.verifier, now);
+  const { policy } = state.config;
+  if (state.failClosed) return { peer, decision: denyOutsidePolicy(policy, "fail_closed", [state.failClosed]) };
+  const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
+  const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
+  const grantedRoles = negotiated?.approval?.roles ?? [];
+  const decision = decide(policy, {
+    listener: state.config.name,
+    sourceAddress: facts.sourceAddress,
+    sni: facts.sni,
+    alpn: facts.alpn,
+    now,
+    peer,
+    attestations,
+    grantedRoles,
+  });
+  return { peer, decision };
+}

@@ -1,0 +1,33 @@
+// The negotiation stage of an inbound session (ALPN parley/1): the peer's SVID must verify, then its
+// request frame and tokens are read and checked. A failure is a denial with the frame that tells the
+// client why; the session logs it and closes.
+import type { TLSSocket } from "node:tls";
+import type { DenialCode } from "../../negotiation/frame.js";
+import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
+import { denyOutsidePolicy, type Deny } from "../../policy/decide.js";
+import type { SvidResult } from "../../spiffe/x509svid.js";
+import type { ConnectionFacts, ListenerState } from "./facts.js";
+
+export type NegotiationOutcome =
+  | { readonly ok: true; readonly negotiated: Negotiated }
+  | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
+
+export async function negotiateStage(client: TLSSocket, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
+  const peer = facts.certs.verify(state.verifier, now);
+  const fail = (code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
+    ok: false,
+    peer,
+    decision: denyOutsidePolicy(state.config.policy, "negotiation", ["negotiation_failed"], message),
+    frame: denial(code, message, ["negotiation_failed"]),
+    rule,
+  });
+  const settings = state.negotiation;
+  if (!settings) return fail("denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
+  if (!peer.ok) return fail("denied", peer.rule, `the peer certificate is not a valid X509-SVID: ${peer.message}`);
+  try {
+    return { ok: true, negotiated: await negotiate(client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: state.ownId, now }) };
+  } catch (e) {
+    const f = failureOf(e);
+    return fail(f.code, f.rule, f.message);
+  }
+}

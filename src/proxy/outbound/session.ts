@@ -1,0 +1,80 @@
+// One outbound session once the remote is verified (and granted, if negotiating): registered with the
+// sidecar's sessions, so `/sessions` lists it, an operator can close it and a drain ends it.
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { DecisionLog } from "../../telemetry/log.js";
+import { pump, type PumpCounts } from "../pump.js";
+import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
+
+export interface OutboundFacts {
+  readonly id: string;
+  readonly listener: string;
+  readonly remoteId: string;
+  readonly source: string;
+  readonly startedAt: number;
+}
+
+export class OutboundSession implements LiveSession {
+  readonly direction = "outbound";
+  private readonly counts: PumpCounts;
+  private ended = false;
+
+  constructor(
+    private readonly facts: OutboundFacts,
+    private readonly app: Socket,
+    private readonly remote: TLSSocket,
+    private readonly deps: { readonly log: DecisionLog; readonly registry: SessionRegistry; readonly now: () => number },
+  ) {
+    this.counts = pump(app, remote, { up: [], down: [], now: deps.now }, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+    deps.registry.add(this);
+  }
+
+  get id(): string {
+    return this.facts.id;
+  }
+
+  get listener(): string {
+    return this.facts.listener;
+  }
+
+  /** Outbound sessions carry no policy decision of this sidecar: nothing to re-decide. */
+  recheck(): void {}
+
+  close(reason: string): void {
+    this.end(reason);
+  }
+
+  info(now: number): SessionInfo {
+    return {
+      id: this.id,
+      peer_id: this.facts.remoteId,
+      listener: this.listener,
+      source: this.facts.source,
+      stage: this.ended ? "ended" : "pumping",
+      started_at: new Date(this.facts.startedAt).toISOString(),
+      age_ms: now - this.facts.startedAt,
+      bytes_to_upstream: this.counts.toUpstream,
+      bytes_to_client: this.counts.toClient,
+      expires_at: null,
+    };
+  }
+
+  private end(reason: string, detail?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.app.destroy();
+    this.remote.destroy();
+    this.deps.registry.remove(this.id);
+    this.deps.log.sessionEnd({
+      session_id: this.id,
+      listener: this.listener,
+      peer_id: this.facts.remoteId,
+      source: this.facts.source,
+      bytes_to_upstream: this.counts.toUpstream,
+      bytes_to_client: this.counts.toClient,
+      duration_ms: this.deps.now() - this.facts.startedAt,
+      end_reason: reason,
+      ...(detail ? { detail } : {}),
+    });
+  }
+}
