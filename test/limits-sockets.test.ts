@@ -3,6 +3,7 @@ import { connect as tcpConnect, createServer, type Socket } from "node:net";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { dialTls, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -43,8 +44,9 @@ async function attempt(creds: Issued, port = h!.port): Promise<{ admitted: boole
 
 describe("new-session rate per identity", () => {
   it("admits the burst, rejects the excess with rate_limited, then admits at the steady rate", async () => {
-    // One token a second: slow enough that a loaded machine's handshake times cannot refill one unseen.
-    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 1, burst: 2 } }") });
+    // The sidecar's clock stands still until the test moves it: no token refills unseen.
+    const clock = new ManualClock();
+    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 1, burst: 2 } }"), now: clock.now });
     const first = await Promise.all([attempt(alice), attempt(alice), attempt(alice), attempt(alice)]);
     expect(first.filter((r) => r.admitted)).toHaveLength(2);
     const denied = h.logs.of("decision").filter((d) => d.decision === "deny");
@@ -52,7 +54,7 @@ describe("new-session rate per identity", () => {
     expect(denied[0]!.rule).toBe("allowed");
     // Another identity has its own bucket.
     expect((await attempt(bob)).admitted).toBe(true);
-    await new Promise((r) => setTimeout(r, 1100)); // one new token
+    clock.advance(1000); // one new token
     expect((await attempt(alice)).admitted).toBe(true);
     expect((await attempt(alice)).admitted).toBe(false);
     for (const r of first) r.s.destroy();
@@ -232,7 +234,7 @@ describe("before the handshake", () => {
     h = await startHarness(pki, { policies: policy("{}"), extra: "limits: { max_handshakes: 2, max_handshakes_per_source: 2 }" });
     const idle = [tcpConnect({ host: "127.0.0.1", port: h.port }), tcpConnect({ host: "127.0.0.1", port: h.port })];
     for (const s of idle) s.on("error", () => {});
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(() => h!.sidecar.handshakesInFlight === 2, 3000, "both idle connections hold a handshake slot");
     await expect(dialTls(h.port, pki, alice)).rejects.toThrow();
     expect(h.sidecar.limitCounts.get("handshake_capacity")).toBe(1);
     // The listener's handshake timeout is 5 s by default; the harness's listener uses it.

@@ -63,6 +63,8 @@ export interface HarnessOptions {
   extra?: string;
   /** More keys of the listener, e.g. `handshake_timeout: 500ms`. */
   listenerExtra?: string;
+  /** The sidecar's clock (default Date.now): a ManualClock makes time the test's to move. */
+  now?: () => number;
 }
 
 export interface Harness {
@@ -114,7 +116,7 @@ export async function startHarness(pki: TestPki, opts: HarnessOptions = {}): Pro
   const paths = { cert: files["cert.pem"]!, key: files["key.pem"]!, a: files["a.pem"]!, b: files["b.pem"]! };
   writeFileSync(configFile, configYaml(paths, upstreamPort, opts));
   const logs = new MemoryLog();
-  const sidecar = new Sidecar(loadConfig(configFile), { log: logs.log });
+  const sidecar = new Sidecar(loadConfig(configFile), { log: logs.log, ...(opts.now ? { now: opts.now } : {}) });
   await sidecar.start();
   return {
     port: sidecar.addresses()["main"]!.port,

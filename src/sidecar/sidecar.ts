@@ -105,6 +105,11 @@ export class Sidecar {
     };
   }
 
+  /** TLS handshakes under way now (each holds a slot of the handshake limits). */
+  get handshakesInFlight(): number {
+    return this.deps.handshakes.handshakesInFlight;
+  }
+
   get admission(): Admission {
     return this.deps.admission;
   }
