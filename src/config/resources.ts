@@ -175,12 +175,12 @@ function compileAttestations(c: CompileContext, raw: RawResources): AttestationS
   raw.attestations.forEach((a, i) => {
     const path = ["attestations", i];
     const subject = SpiffeId.tryParse(a.subject);
-    if (!(subject instanceof SpiffeId)) return c.error([...path, "subject"], subject.message);
+    if (!(subject instanceof SpiffeId)) return void c.error([...path, "subject"], subject.message);
     if (!(a.attestor in raw.attestors))
-      return c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
+      return void c.error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${Object.keys(raw.attestors).join(", ") || "none"}`);
     const issuedAt = Date.parse(a.issued_at);
     const expiresAt = Date.parse(a.expires_at);
-    if (expiresAt <= issuedAt) return c.error([...path, "expires_at"], "expires_at must be after issued_at");
+    if (expiresAt <= issuedAt) return void c.error([...path, "expires_at"], "expires_at must be after issued_at");
     records.push({
       subject: subject.toString(),
       attestor: a.attestor,
@@ -232,7 +232,7 @@ function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[]
     const path = ["outbound", i];
     if (inbound.has(o.name) || out.some((x) => x.name === o.name)) c.error([...path, "name"], `listener name ${o.name} is already used`);
     const id = SpiffeId.tryParse(o.expect_id);
-    if (!(id instanceof SpiffeId)) return c.error([...path, "expect_id"], id.message);
+    if (!(id instanceof SpiffeId)) return void c.error([...path, "expect_id"], id.message);
     const token = (k: "attestation_token" | "approval_token") => {
       const f = o.negotiate?.[k];
       return f === undefined ? undefined : c.readFile([...path, "negotiate", k], f)?.trim();

@@ -72,14 +72,14 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
       try {
         frame = decodeFrame(buf);
       } catch (e) {
-        return fail(e as NegotiationError);
+        return void fail(e as NegotiationError);
       }
       if (!frame) return;
       cleanup();
       socket.pause();
       const rest = buf.subarray(frame.size);
       if (rest.length > 0) socket.unshift(rest);
-      if (frame.type === FrameType.Grant) return resolve(frame.payload as unknown as Grant);
+      if (frame.type === FrameType.Grant) return void resolve(frame.payload as unknown as Grant);
       const d = frame.payload as { code?: DenialCode; reasons?: string[]; message?: string };
       socket.destroy();
       reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? ""));
@@ -118,7 +118,7 @@ export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: 
       socket.off("error", reject);
       if (socket.alpnProtocol !== ALPN) {
         socket.destroy();
-        return reject(new Error(`the server did not select ${ALPN}`));
+        return void reject(new Error(`the server did not select ${ALPN}`));
       }
       requestGrant(socket, o, o.timeoutMs).then((grant) => resolve({ socket, grant }), reject);
     });

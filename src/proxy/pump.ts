@@ -53,7 +53,7 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd
   const used = () => counts.toUpstream + counts.toClient;
   const flow = (src: Duplex, dst: Duplex, throttles: readonly Throttle[], count: (n: number) => void) => {
     src.on("data", (chunk: Buffer) => {
-      let c = chunk;
+      const c = chunk;
       if (limits.byteBudget !== undefined) {
         const left = limits.byteBudget - used();
         if (c.length > left) {

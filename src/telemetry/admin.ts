@@ -31,31 +31,31 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
   const url = new URL(req.url ?? "/", "http://admin");
   const revoke = /^\/sessions\/([0-9a-f]{1,32})\/revoke$/.exec(url.pathname);
   if (revoke) {
-    if (req.method !== "POST") return json(res, 405, { error: "use POST" });
-    if (!s.write) return json(res, 403, { error: "write methods are disabled (admin.write: false)" });
+    if (req.method !== "POST") return void json(res, 405, { error: "use POST" });
+    if (!s.write) return void json(res, 403, { error: "write methods are disabled (admin.write: false)" });
     const id = revoke[1]!;
     const done = s.revoke(id);
     s.log.lifecycle("admin revoked a session", { session_id: id, found: done, from: req.socket.remoteAddress });
-    return done ? json(res, 200, { revoked: id }) : json(res, 404, { error: `no live session ${id}` });
+    return done ? void json(res, 200, { revoked: id }) : void json(res, 404, { error: `no live session ${id}` });
   }
-  if (req.method !== "GET") return json(res, 405, { error: "read-only endpoint: use GET" });
+  if (req.method !== "GET") return void json(res, 405, { error: "read-only endpoint: use GET" });
   switch (url.pathname) {
     case "/healthz":
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       return;
     case "/readyz": {
       const r = s.readiness();
-      return json(res, r.ready ? 200 : 503, r);
+      return void json(res, r.ready ? 200 : 503, r);
     }
     case "/metrics":
       res.writeHead(200, { "content-type": s.metrics.contentType }).end(await s.metrics.text());
       return;
     case "/config":
-      return json(res, 200, s.config());
+      return void json(res, 200, s.config());
     case "/sessions":
-      return json(res, 200, { sessions: s.sessions() });
+      return void json(res, 200, { sessions: s.sessions() });
     default:
-      return json(res, 404, { error: "not found", endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "POST /sessions/<id>/revoke"] });
+      return void json(res, 404, { error: "not found", endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "POST /sessions/<id>/revoke"] });
   }
 }
 

@@ -22,7 +22,7 @@ export class DenyCap {
 
   /** Whether to write this denial, and how many identical ones were suppressed before it. */
   admit(key: string, now: number): { write: true; suppressedBefore: number } | { write: false } {
-    let e = this.entries.get(key);
+    const e = this.entries.get(key);
     if (!e || now - e.windowStart >= this.o.windowMs) {
       const carried = e?.suppressed ?? 0;
       this.entries.delete(key);

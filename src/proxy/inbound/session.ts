@@ -75,11 +75,11 @@ export class InboundSession implements LiveSession {
   async start(): Promise<void> {
     if (this.facts.alpn === ALPN) {
       const n = await negotiateStage(this.client, this.state, this.facts, this.deps.now());
-      if (!n.ok) return this.deny({ peer: n.peer, decision: n.decision, decisionUs: 0 }, n.frame, n.rule);
+      if (!n.ok) return void this.deny({ peer: n.peer, decision: n.decision, decisionUs: 0 }, n.frame, n.rule);
       this.negotiated = n.negotiated;
     }
     const verdict = this.decide();
-    if (verdict.decision.decision === "deny") return this.deny(verdict as Verdict<Deny>);
+    if (verdict.decision.decision === "deny") return void this.deny(verdict as Verdict<Deny>);
     const admitted = await this.admit(verdict as Verdict<Allow>);
     if (!admitted) return;
     const obligations = await this.grant(admitted);
@@ -196,7 +196,7 @@ export class InboundSession implements LiveSession {
         grace_ms: graceMs,
         ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
       });
-      if (graceMs <= 0) return this.close("revoked");
+      if (graceMs <= 0) return void this.close("revoked");
       this.revokeTimer = setTimeout(() => this.close("revoked"), graceMs);
       return;
     }
