@@ -13,12 +13,11 @@ export interface Stoppable {
  * then stops what started. Resolves once the process is running; rejects when the start fails.
  */
 export async function runUntilSignalled(start: () => Promise<Stoppable>): Promise<void> {
-  let running: Promise<Stoppable | undefined> | undefined;
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) process.exit(1);
     stopping = true;
-    void (running ?? Promise.resolve(undefined)).then(async (r) => {
+    void running.then(async (r) => {
       if (!r) return process.exit(0);
       r.log?.lifecycle("signal received", { signal });
       try {
@@ -33,8 +32,9 @@ export async function runUntilSignalled(start: () => Promise<Stoppable>): Promis
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
-  process.on("SIGHUP", () => void running?.then((r) => r?.reload()));
+  process.on("SIGHUP", () => void running.then((r) => r?.reload()));
+  // Handlers run on a later turn of the event loop, when `running` is set.
   const started = start();
-  running = started.catch(() => undefined);
+  const running: Promise<Stoppable | undefined> = started.catch(() => undefined);
   await started;
 }

@@ -75,7 +75,7 @@ export class Admission {
       for (;;) {
         const left = start + maxWait - this.o.now();
         if (left <= 0) break;
-        await this.wake(Math.min(left, check.ok ? left : (check.retryInMs ?? left)));
+        await this.wake(Math.min(left, check.retryInMs ?? left));
         check = this.check(identity, listener, limits);
         if (check.ok) return this.grant(identity, listener, this.o.now() - start);
       }

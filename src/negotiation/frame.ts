@@ -14,6 +14,9 @@ export enum FrameType {
   Denial = 3,
 }
 
+const FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Request, FrameType.Grant, FrameType.Denial]);
+const isFrameType = (t: number): t is FrameType => FRAME_TYPES.has(t);
+
 export type DenialCode = "bad_frame" | "unsupported_version" | "frame_timeout" | "token_invalid" | "denied";
 
 export class NegotiationError extends ParleyError {
@@ -53,8 +56,7 @@ export function decodeFrame(buf: Buffer): { type: FrameType; payload: Record<str
   if (buf.length < HEADER_BYTES) return undefined;
   if (buf[4] !== VERSION) throw new NegotiationError("unsupported_version", `frame version ${buf[4]}; this sidecar speaks ${VERSION}`);
   const type = buf[5]!;
-  if (type !== FrameType.Request && type !== FrameType.Grant && type !== FrameType.Denial)
-    throw new NegotiationError("bad_frame", `unknown frame type ${type}`);
+  if (!isFrameType(type)) throw new NegotiationError("bad_frame", `unknown frame type ${type}`);
   const length = buf.readUInt32BE(6);
   if (length > MAX_PAYLOAD) throw new NegotiationError("bad_frame", `payload of ${length} bytes is over ${MAX_PAYLOAD}`);
   if (buf.length < HEADER_BYTES + length) return undefined;

@@ -45,8 +45,8 @@ async function verify(kind: string, token: string, issuers: Issuers, ctx: TokenC
   let iss: unknown;
   let alg: unknown;
   try {
-    iss = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")).iss;
-    alg = JSON.parse(Buffer.from(parts[0]!, "base64url").toString("utf8")).alg;
+    iss = (JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8")) as { iss?: unknown }).iss;
+    alg = (JSON.parse(Buffer.from(parts[0]!, "base64url").toString("utf8")) as { alg?: unknown }).alg;
   } catch {
     throw new TokenError("malformed", `${kind} token is not valid JSON`);
   }

@@ -61,7 +61,7 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
 
 export function startAdmin(host: string, port: number, sources: AdminSources): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
-    route(req, res, sources).catch((e: Error) => json(res, 500, { error: e.message }));
+    route(req, res, sources).catch((e: unknown) => json(res, 500, { error: (e as Error).message }));
   });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
