@@ -4,7 +4,8 @@
 import { writeFileSync, mkdirSync } from "node:fs";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { compilePolicies, type RawRule } from "../src/policy/compile.js";
-import { decide, type DecisionInput } from "../src/policy/decide.js";
+import { decide } from "../src/policy/decide.js";
+import { type DecisionInput } from "../src/policy/decision.js";
 import type { Policy } from "../src/policy/model.js";
 
 const IDENTITIES = 10_000;

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../src/policy/attestation.js";
 import { compilePolicies, type PolicySources, type RawPolicy, type RawRule } from "../src/policy/compile.js";
-import { decide, type Allow, type Decision, type DecisionInput, type PeerResult } from "../src/policy/decide.js";
+import { decide } from "../src/policy/decide.js";
+import { type Allow, type Decision, type DecisionInput, type PeerResult } from "../src/policy/decision.js";
 import type { Policy } from "../src/policy/model.js";
 
 /** The allow a test expects (a deny fails the test, naming its reasons). */

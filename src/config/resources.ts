@@ -1,5 +1,6 @@
 // Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
 // settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
+// One module for every section, so a file and a push compile by the same code, section by section.
 import { createHash } from "node:crypto";
 import { compileNegotiation, type NegotiationSettings } from "../negotiation/settings.js";
 import { SpiffeId, TrustDomain } from "../spiffe/spiffeid.js";

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import type { Duplex } from "node:stream";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
-import type { Obligations } from "../policy/decide.js";
+import type { Obligations } from "../policy/decision.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
 import { readRequestFrame } from "./read.js";

@@ -5,7 +5,8 @@ import type { SidecarConfig } from "../config/load.js";
 import { SpiffeId } from "../spiffe/spiffeid.js";
 import { derFromPem } from "../spiffe/x509cert.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
-import { decide, type Decision, type PeerResult } from "./decide.js";
+import { decide } from "./decide.js";
+import { type Decision, type PeerResult } from "./decision.js";
 
 export class CheckInputError extends ParleyError {
   constructor(message: string) {

@@ -1,107 +1,11 @@
 // The connection-time decision: one typed input, one plain value out. Pure: no sockets, no clock, no
 // logging. The proxy calls it once per connection; `parley check` calls it offline with explain on.
-import type { SpiffeId } from "../spiffe/spiffeid.js";
 import type { SvidRule } from "../spiffe/x509svid.js";
-import { checkAttestation, type AttestationRecord } from "./attestation.js";
+import { checkAttestation } from "./attestation.js";
 import { failedConditions } from "./conditions.js";
-import type { Action, Limits, Mode, Policy, Rule } from "./model.js";
+import type { Limits, Mode, Policy, Rule } from "./model.js";
+import type { Allow, Decision, DecisionInput, Deny, Obligations, PeerIdentity, RuleTrace } from "./decision.js";
 import type { Reason } from "./reasons.js";
-
-/** What decide() needs of a verified peer; a VerifiedSvid fits, and so does a bare ID for offline checks. */
-export interface PeerIdentity {
-  readonly id: SpiffeId;
-  readonly leaf?: { readonly notBefore: number; readonly notAfter: number; readonly fingerprint: string };
-  /** End of the whole chain's validity (earliest notAfter on the path). */
-  readonly notAfter?: number;
-}
-
-export type PeerResult = { readonly ok: true; readonly svid: PeerIdentity } | { readonly ok: false; readonly rule: SvidRule; readonly message: string };
-
-export interface DecisionInput {
-  readonly listener: string;
-  readonly sourceAddress: string;
-  readonly sni: string | null;
-  readonly alpn: string | null;
-  /** Milliseconds since the epoch. */
-  readonly now: number;
-  /** The outcome of X509-SVID verification of the peer's chain. */
-  readonly peer: PeerResult;
-  /** Attestation evidence about this peer. */
-  readonly attestations?: readonly AttestationRecord[];
-  /** Roles granted by a verified task-approval token, on top of role bindings. */
-  readonly grantedRoles?: readonly string[];
-}
-
-export interface Obligations extends Limits {
-  /** When the session must end at the latest, and why. */
-  readonly expiresAt?: number;
-  readonly expiresBecause?: "max_duration" | "certificate" | "attestation" | "grant";
-}
-
-/** Why one rule did or did not apply. */
-export interface RuleTrace {
-  readonly rule: string;
-  readonly action: Action;
-  readonly mode: Mode;
-  readonly outcome: "applied" | "would_deny" | "identity_not_matched" | "requirements_unmet" | "not_reached";
-  readonly reasons: readonly Reason[];
-  readonly details: readonly string[];
-}
-
-interface Decided {
-  /** The rule that decided; null for the policy default or a failed SVID. */
-  readonly rule: string | null;
-  readonly reasons: readonly Reason[];
-  readonly policy: string;
-  readonly policyVersion: string;
-  readonly mode: Mode;
-  /** Roles the peer holds (bindings and grants). */
-  readonly roles: readonly string[];
-  /** When the SVID failed verification: the rule it broke and why. */
-  readonly svidRule?: SvidRule;
-  readonly detail?: string;
-  /** With `explain`: every rule of the policy and why it did or did not apply. */
-  readonly explain?: readonly RuleTrace[];
-}
-
-/** An admitted session and the limits it lives under. */
-export interface Allow extends Decided {
-  readonly decision: "allow";
-  readonly obligations: Obligations;
-  /** Set when audit mode admitted what enforce mode would have denied. */
-  readonly wouldDeny?: { readonly rule: string | null; readonly reasons: readonly Reason[] };
-}
-
-/** Which stage refused: the SVID, the policy, a sidecar failing closed, negotiation or admission. */
-export type DenyCause = "svid" | "policy" | "fail_closed" | "negotiation" | "admission";
-
-export interface Deny extends Decided {
-  readonly decision: "deny";
-  readonly cause: DenyCause;
-}
-
-export type Decision = Allow | Deny;
-
-/** A denial outside the policy's own rules (fail closed, negotiation): the policy named, no rule. */
-export function denyOutsidePolicy(policy: Policy, cause: DenyCause, reasons: readonly Reason[], detail?: string): Deny {
-  return {
-    decision: "deny",
-    cause,
-    rule: null,
-    reasons,
-    policy: policy.name,
-    policyVersion: policy.version,
-    mode: policy.mode,
-    roles: [],
-    ...(detail !== undefined ? { detail } : {}),
-  };
-}
-
-/** An allowed session refused afterwards by admission (rate or concurrency): the rule stays named. */
-export function denyAdmission(allowed: Allow, reason: Reason, detail: string): Deny {
-  const { obligations: _o, wouldDeny: _w, ...rest } = allowed;
-  return { ...rest, decision: "deny", cause: "admission", reasons: [reason], detail };
-}
 
 export interface DecideOptions {
   readonly explain?: boolean;

@@ -1,5 +1,5 @@
 // A decision as text for people: what `parley check` prints.
-import type { Decision, Obligations } from "./decide.js";
+import type { Decision, Obligations } from "./decision.js";
 
 function obligationsText(o: Obligations): string[] {
   const out: string[] = [];

@@ -1,7 +1,7 @@
 // Building decision-log records from the values the data path already holds: a connection's facts, the
 // peer's verification result and the decision. One place, so the schema in the README has one source.
 import type { SvidResult } from "../spiffe/x509svid.js";
-import type { Decision, Obligations } from "../policy/decide.js";
+import type { Decision, Obligations } from "../policy/decision.js";
 import type { DecisionRecord } from "./log.js";
 
 export interface ConnectionView {

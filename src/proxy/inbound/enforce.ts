@@ -4,7 +4,7 @@
 import type { TLSSocket } from "node:tls";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { Throttle } from "../../limits/throttle.js";
-import type { Obligations } from "../../policy/decide.js";
+import type { Obligations } from "../../policy/decision.js";
 import { at, type LongTimer } from "../../time/clock.js";
 import type { PumpLimits } from "../pump.js";
 

@@ -4,7 +4,7 @@
 import type { TLSSocket } from "node:tls";
 import type { DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
-import { denyOutsidePolicy, type Deny } from "../../policy/decide.js";
+import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { ConnectionFacts, ListenerState } from "./facts.js";
 

@@ -2,14 +2,15 @@
 // facts → negotiate? → decide → admit → grant? → dial → pump → end. The client socket is not read
 // until the session is allowed, admitted and the workload connected: bytes a client sends early wait
 // in the socket (bounded by its buffer, then TCP backpressure) and are forwarded after. Every denial,
-// whatever stage refused, goes through `deny()`; every end through `end()`.
+// whatever stage refused, goes through `deny()`; every end through `end()`. Longer than most modules
+// on purpose: it is the one place where the stages meet, each a short method, read top to bottom.
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Admission, Ticket } from "../../limits/admission.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { ALPN } from "../../negotiation/frame.js";
 import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate.js";
-import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decide.js";
+import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { decisionRecord, obligationsRecord, type NegotiationView } from "../../telemetry/records.js";
