@@ -11,6 +11,7 @@ import type { SharedThrottles } from "../../limits/throttle.js";
 import { ALPN } from "../../negotiation/frame.js";
 import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
+import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { decisionRecord, obligationsRecord, type NegotiationView } from "../../telemetry/records.js";
@@ -56,7 +57,8 @@ export class InboundSession implements LiveSession {
   private stage: Stage = { kind: "deciding" };
   private readonly facts: ConnectionFacts;
   private startedAt = 0;
-  private peerId = "";
+  /** The peer as far as its certificate could be read (verified for every allowed session). */
+  private peer: SpiffeId | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
   private negotiated: Negotiated | undefined;
 
@@ -70,6 +72,11 @@ export class InboundSession implements LiveSession {
 
   get listener(): string {
     return this.state.config.name;
+  }
+
+  /** The peer's ID as records and limit keys spell it; "" when no ID could be read. */
+  private get peerText(): string {
+    return this.peer?.toString() ?? "";
   }
 
   /** Runs the session to the point where socket events take over (pumping) or it has been refused. */
@@ -91,7 +98,7 @@ export class InboundSession implements LiveSession {
   private decide(): Verdict<Allow | Deny> {
     const t0 = process.hrtime.bigint();
     const { peer, decision } = evaluate(this.state, this.facts, this.deps.now(), this.negotiated);
-    this.peerId = peerIdOf(peer)?.toString() ?? "";
+    this.peer = peerIdOf(peer);
     return { peer, decision, decisionUs: Number(process.hrtime.bigint() - t0) / 1000 };
   }
 
@@ -99,7 +106,7 @@ export class InboundSession implements LiveSession {
   private async admit(v: Verdict<Allow>): Promise<(Verdict<Allow> & { ticket: Ticket }) | undefined> {
     this.stage = { kind: "admitting" };
     const o = v.decision.obligations;
-    const admitted = await this.deps.admission.admit(this.peerId, this.listener, {
+    const admitted = await this.deps.admission.admit(this.peerText, this.listener, {
       ...(o.rate ? { rate: o.rate } : {}),
       ...(o.maxSessions !== undefined ? { maxPerIdentity: o.maxSessions } : {}),
       ...(this.state.config.maxSessions !== undefined ? { maxPerListener: this.state.config.maxSessions } : {}),
@@ -119,7 +126,7 @@ export class InboundSession implements LiveSession {
     if (n && this.state.negotiation) {
       const o = obligations;
       const g = await grantFrame(this.state.negotiation, n, {
-        peerId: this.peerId,
+        peerId: this.peerText,
         ownId: this.state.ownId,
         heldRoles: v.decision.roles,
         obligations: o,
@@ -143,7 +150,7 @@ export class InboundSession implements LiveSession {
   }
 
   private dial(ticket: Ticket, obligations: Obligations): void {
-    const enforcement = new Enforcement(this.client, this.peerId, this.deps.identityThrottles, this.deps.now, (reason) => this.close(reason), obligations);
+    const enforcement = new Enforcement(this.client, this.peerText, this.deps.identityThrottles, this.deps.now, (reason) => this.close(reason), obligations);
     const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
     this.stage = { kind: "dialing", ticket, enforcement, upstream: socket };
     // The client may leave while we dial: that ends the session without ever pumping.
@@ -167,7 +174,7 @@ export class InboundSession implements LiveSession {
 
   /** The one place a session is refused: logged, then closed with a last frame for a negotiating client. */
   private deny(v: Verdict<Deny>, frame?: Buffer, negotiationRule?: string): void {
-    this.peerId = peerIdOf(v.peer)?.toString() ?? "";
+    this.peer = peerIdOf(v.peer);
     this.log(v, negotiationRule);
     this.stage = { kind: "ended" };
     const last = frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined);
@@ -189,7 +196,7 @@ export class InboundSession implements LiveSession {
       this.deps.log.revoked({
         session_id: this.id,
         listener: this.listener,
-        peer_id: this.peerId,
+        peer_id: this.peerText,
         old_version: oldVersion,
         new_version: decision.policyVersion,
         rule: decision.rule,
@@ -217,7 +224,7 @@ export class InboundSession implements LiveSession {
     const expiresAt = "enforcement" in this.stage ? this.stage.enforcement.expiresAt : undefined;
     return {
       id: this.id,
-      peer_id: this.peerId,
+      peer_id: this.peerText,
       listener: this.listener,
       source: this.facts.source,
       stage: this.stage.kind,
@@ -268,7 +275,7 @@ export class InboundSession implements LiveSession {
     this.deps.log.sessionEnd({
       session_id: this.id,
       listener: this.listener,
-      peer_id: this.peerId,
+      peer_id: this.peerText,
       source: this.facts.source,
       bytes_to_upstream: counts?.toUpstream ?? 0,
       bytes_to_client: counts?.toClient ?? 0,
