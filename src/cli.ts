@@ -8,13 +8,14 @@ import { type Command, UsageError } from "./cli/command.js";
 import { connect } from "./cli/connect.js";
 import { controlPlane } from "./cli/controlplane.js";
 import { demo } from "./cli/demo.js";
+import { health } from "./cli/health.js";
 import { run } from "./cli/run.js";
 import { tail } from "./cli/tail.js";
 import { validate } from "./cli/validate.js";
 import { ConfigError } from "./config/source.js";
 import { CheckInputError } from "./policy/check.js";
 
-const COMMANDS: readonly Command[] = [run, demo, validate, check, certs, connect, tail, controlPlane];
+const COMMANDS: readonly Command[] = [run, demo, validate, check, certs, connect, tail, controlPlane, health];
 
 const USAGE = `usage: parley <command> [options]      (parley <command> --help for one command)
 
@@ -23,12 +24,13 @@ commands:
   run --bootstrap FILE             run the sidecar on configuration pushed by a control plane
   control-plane --dir DIR          serve DIR's resource files to sidecars
   demo                             echo workload + sidecar on certs-dev/ (what npm start runs)
-  validate FILE                    check a configuration file (exit 0 valid, 2 invalid)
+  validate FILE                    check a configuration or bootstrap file (exit 0 valid, 2 invalid)
   check --config FILE --id ID      decide offline and explain (exit 0 allow, 1 deny, 2 bad input)
   certs dev                        regenerate the development certificates
   connect HOST:PORT --cert F --key F --ca F
                                    negotiate (ALPN parley/1) and pipe stdin/stdout
   tail [FILE]                      read decision logs as a readable, filterable view
+  health [--config FILE]           ask a running sidecar's admin server for /healthz (container check)
   version, --version               print the version
 
 exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration`;
@@ -45,15 +47,18 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "help":
     case "--help":
-    case "-h":
-      process.stdout.write(USAGE + "\n");
+    case "-h": {
+      // `parley help COMMAND` is `parley COMMAND --help`.
+      const of = COMMANDS.find((c) => c.name === rest[0]);
+      if (rest[0] !== undefined && !of) throw new UsageError(`no command ${rest[0]}`);
+      process.stdout.write((of?.usage ?? USAGE) + "\n");
       return 0;
+    }
     case undefined:
       process.stderr.write(USAGE + "\n");
       return 2;
     default:
-      process.stderr.write(`parley: unknown command ${name}\n\n${USAGE}\n`);
-      return 2;
+      throw new UsageError(`unknown command ${name}`);
   }
 }
 
@@ -66,7 +71,8 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`invalid configuration:\n${e.message}\n`);
       process.exitCode = 2;
     } else if (e instanceof UsageError) {
-      process.stderr.write(`parley ${e.command ?? ""}: ${e.message}\n${e.command ? `see parley ${e.command} --help\n` : ""}`);
+      const who = e.command === undefined ? "parley" : `parley ${e.command}`;
+      process.stderr.write(`${who}: ${e.message}\nsee ${who} --help\n`);
       process.exitCode = 2;
     } else if (e instanceof CheckInputError) {
       process.stderr.write(`parley check: ${e.message}\n`);

@@ -48,6 +48,37 @@ function talk(name: string, payload: string): Promise<string> {
   });
 }
 
+const ALLOWED = new Set(["frontend", "ops", "billing"]);
+
+/** Runs a printed command line as typed (its words; none needs a shell) and collects its output. */
+function run(line: string): Promise<{ code: number | null; out: string }> {
+  const [cmd, ...args] = line.split(/\s+/);
+  const p = spawn(cmd!, args, { stdio: ["ignore", "pipe", "ignore"] });
+  let out = "";
+  p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  return new Promise((resolve) => p.once("close", (code) => resolve({ code, out })));
+}
+
+/**
+ * An `openssl s_client` line, with `line` typed in: "echoed" when the workload sends it back, "closed"
+ * when the connection ends without it (s_client -quiet stays up until the server closes).
+ */
+async function sClient(line: string, payload: string): Promise<"echoed" | "closed"> {
+  const [cmd, ...args] = line.split(/\s+/);
+  const p = spawn(cmd!, args, { stdio: ["pipe", "pipe", "ignore"] });
+  let out = "";
+  let exited = false;
+  p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  p.once("close", () => (exited = true));
+  p.stdin.write(payload + "\n");
+  const seen = await waitFor(() => (out.includes(payload) ? "echoed" : exited ? "closed" : undefined), 15_000, `${cmd} to echo or close`);
+  if (!exited) {
+    p.kill();
+    await new Promise((r) => p.once("close", r));
+  }
+  return seen;
+}
+
 describe("npm start (the demo)", () => {
   it("prints how to try it with openssl s_client and curl", () => {
     expect(stderr).toMatch(/openssl s_client -connect 127\.0\.0\.1:\d+ -cert certs-dev\/frontend\.pem/);
@@ -77,6 +108,32 @@ describe("npm start (the demo)", () => {
       ["spiffe://partner.demo/billing", "deny", "invalid_svid"],
     ]);
   });
+
+  it("every command line the banner prints works when pasted: allowed ones echo, denied ones are closed", async () => {
+    const lines = stderr
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => /^(openssl|curl) /.test(l));
+    const sClients = lines.filter((l) => l.startsWith("openssl "));
+    expect(sClients.map((l) => /certs-dev\/(\w+)\.pem/.exec(l)?.[1])).toEqual(["frontend", "billing", "reporter"]);
+    // "any name above in place of frontend": every identity, through the first line.
+    for (const name of ["frontend", "ops", "billing", "reporter", "legacy", "impostor"]) {
+      const line = sClients[0]!.replaceAll("frontend", name);
+      expect([name, await sClient(line, `hello from ${name}`)]).toEqual([name, ALLOWED.has(name) ? "echoed" : "closed"]);
+    }
+    for (const line of sClients.slice(1)) {
+      const name = /certs-dev\/(\w+)\.pem/.exec(line)![1]!;
+      expect([name, await sClient(line, `again from ${name}`)]).toEqual([name, ALLOWED.has(name) ? "echoed" : "closed"]);
+    }
+    const curls = lines.filter((l) => l.startsWith("curl "));
+    expect(curls).toHaveLength(3);
+    for (const line of curls) {
+      const r = await run(line);
+      if (line.includes("/metrics")) expect([r.code, r.out]).toEqual([0, expect.stringContaining("parley_decisions_total")]);
+      else if (line.includes("frontend")) expect([r.code, r.out]).toEqual([0, expect.stringContaining("your request reached me through the sidecar")]);
+      else expect([line, r.code === 0, r.out]).toEqual([line, false, ""]);
+    }
+  }, 60_000);
 
   it("answers an HTTP request (what curl sends) through the sidecar", async () => {
     const answer = await talk("frontend", "GET / HTTP/1.1\r\nhost: localhost\r\n\r\n");

@@ -197,8 +197,11 @@ describe("parley tail", () => {
   });
   it("filters by denial, identity, reason, listener and time, and reads standard input", () => {
     const lines = (r: ReturnType<typeof tail>) => r.stdout.trim().split("\n");
-    expect(lines(tail("test/fixtures/decisions.log", "--deny", "--no-color")).every((l) => l.includes(" DENY "))).toBe(true);
-    expect(lines(tail("test/fixtures/decisions.log", "--deny", "--no-color"))).toHaveLength(6);
+    // Denials, and the count of identical ones the cap did not write one by one.
+    expect(lines(tail("test/fixtures/decisions.log", "--deny", "--no-color")).map((l) => l.split(/\s+/)[1])).toEqual([
+      ...Array<string>(6).fill("DENY"),
+      "QUIET",
+    ]);
     expect(lines(tail("test/fixtures/decisions.log", "--id", "ns/ops", "--no-color")).map((l) => l.split(/\s+/)[1])).toEqual(["ALLOW", "END", "REVOKE"]);
     expect(lines(tail("test/fixtures/decisions.log", "--reason", "invalid_svid", "--no-color"))).toHaveLength(1);
     expect(tail("test/fixtures/decisions.log", "--listener", "other", "--no-color").stdout).toBe("");

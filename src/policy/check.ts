@@ -43,6 +43,11 @@ function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; p
   if (req.certPem === undefined) {
     const id = SpiffeId.tryParse(req.id!);
     if (!(id instanceof SpiffeId)) throw new CheckInputError(`--id: ${id.message}`);
+    // As a live peer would be: an ID of a trust domain without a bundle cannot be verified. Bundles that
+    // come from the Workload API are not known offline, so with that identity source any domain passes.
+    if (config.identitySource === undefined && !config.bundles.forTrustDomain(id.trustDomain)) {
+      return { peer: { ok: false, rule: "untrusted_domain", message: `no trust bundle for trust domain ${id.trustDomain}` }, peerId: id.toString() };
+    }
     return { peer: { ok: true, svid: { id } }, peerId: id.toString() };
   }
   let chain: Buffer[];
