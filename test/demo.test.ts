@@ -67,12 +67,12 @@ async function sClient(line: string, payload: string): Promise<"echoed" | "close
   const [cmd, ...args] = line.split(/\s+/);
   const p = spawn(cmd!, args, { stdio: ["pipe", "pipe", "ignore"] });
   let out = "";
-  let exited = false;
+  const state = { exited: false };
   p.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  p.once("close", () => (exited = true));
+  p.once("close", () => (state.exited = true));
   p.stdin.write(payload + "\n");
-  const seen = await waitFor(() => (out.includes(payload) ? "echoed" : exited ? "closed" : undefined), 15_000, `${cmd} to echo or close`);
-  if (!exited) {
+  const seen = await waitFor(() => (out.includes(payload) ? "echoed" : state.exited ? "closed" : undefined), 15_000, `${cmd} to echo or close`);
+  if (!state.exited) {
     p.kill();
     await new Promise((r) => p.once("close", r));
   }

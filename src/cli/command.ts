@@ -42,6 +42,8 @@ export function helped(command: Command): number {
 }
 
 /** A `host:port` flag, or a UsageError naming it. */
+export function hostPortFlag(command: Command, value: string, flag: string): HostPort;
+export function hostPortFlag(command: Command, value: string | undefined, flag: string): HostPort | undefined;
 export function hostPortFlag(command: Command, value: string | undefined, flag: string): HostPort | undefined {
   if (value === undefined) return undefined;
   const hp = parseHostPort(value);

@@ -36,15 +36,17 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
     if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("--tls-cert and --tls-key go together", this.name);
     const logger = createLogger("info");
     const file = (flag: string, path: string) => Buffer.from(readFlagFile(this, flag, path));
-    const credentials = values["tls-cert"]
-      ? grpc.ServerCredentials.createSsl(
-          values["tls-client-ca"] ? file("--tls-client-ca", values["tls-client-ca"]) : null,
-          [{ cert_chain: file("--tls-cert", values["tls-cert"]), private_key: file("--tls-key", values["tls-key"]!) }],
-          values["tls-client-ca"] !== undefined,
-        )
-      : undefined;
+    const [tlsCert, tlsKey] = [values["tls-cert"], values["tls-key"]];
+    const credentials =
+      tlsCert !== undefined && tlsKey !== undefined
+        ? grpc.ServerCredentials.createSsl(
+            values["tls-client-ca"] ? file("--tls-client-ca", values["tls-client-ca"]) : null,
+            [{ cert_chain: file("--tls-cert", tlsCert), private_key: file("--tls-key", tlsKey) }],
+            values["tls-client-ca"] !== undefined,
+          )
+        : undefined;
     await runUntilSignalled(async () => {
-      const cp = await startControlPlane({ dir, listen: values.listen, ...(admin ? { admin } : {}), ...(credentials ? { credentials } : {}), log: logger });
+      const cp = await startControlPlane({ dir, listen: values.listen, admin, ...(credentials ? { credentials } : {}), log: logger });
       return { reload: () => cp.reload(), stop: () => cp.close().then(() => new Promise<void>((r) => logger.flush(() => r()))) };
     });
     return -1;

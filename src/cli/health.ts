@@ -24,7 +24,7 @@ exit codes: 0 healthy, 1 unhealthy, 2 bad usage (no address, admin server disabl
     if (timeout === undefined || timeout <= 0) throw new UsageError(`--timeout: expected a duration (3s), got ${values.timeout}`, this.name);
     const file = values.config ?? process.env["PARLEY_CONFIG"];
     if (values.admin !== undefined && values.config !== undefined) throw new UsageError("--config and --admin exclude each other", this.name);
-    const target = values.admin !== undefined ? hostPortFlag(this, values.admin, "--admin")! : file !== undefined ? adminOf(this, file) : undefined;
+    const target = values.admin !== undefined ? hostPortFlag(this, values.admin, "--admin") : file !== undefined ? adminOf(this, file) : undefined;
     if (!target) throw new UsageError("--config FILE, --admin H:P or PARLEY_CONFIG is required", this.name);
     const url = `http://${formatHostPort(loopbackFor(target))}/healthz`;
     try {
@@ -47,7 +47,7 @@ function adminOf(command: Command, file: string): HostPort {
   const doc = src.toJS();
   const listen = isBootstrapDoc(doc) ? parseWith(bootstrapSchema, doc, src).admin.listen : parseWith(configSchema, doc, src).admin.listen;
   if (listen === false) throw new UsageError(`${file} has no admin server (admin.listen: false): nothing to ask`, command.name);
-  return hostPortFlag(command, listen, "admin.listen")!;
+  return hostPortFlag(command, listen, "admin.listen");
 }
 
 /** The server listens on every address: ask it on loopback of the same family. */

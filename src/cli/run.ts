@@ -28,14 +28,13 @@ invalid configuration`,
     });
     if (values.help) return helped(this);
     if (values.bootstrap !== undefined && values.config !== undefined) throw new UsageError("--config and --bootstrap exclude each other", this.name);
-    const fromEnv = values.bootstrap === undefined && values.config === undefined ? process.env["PARLEY_CONFIG"] : undefined;
-    if (values.bootstrap === undefined && values.config === undefined && !fromEnv)
-      throw new UsageError("--config FILE or --bootstrap FILE (or PARLEY_CONFIG) is required", this.name);
-    const bootstrap = values.bootstrap ?? (fromEnv !== undefined && isBootstrapDoc(YamlSource.read(fromEnv).toJS()) ? fromEnv : undefined);
-    const spec =
-      bootstrap !== undefined
-        ? ({ kind: "controlled", bootstrap: loadBootstrap(bootstrap) } as const)
-        : ({ kind: "file", config: loadConfig((values.config ?? fromEnv)!), watch: !values["no-watch"] } as const);
+    const fromEnv = values.bootstrap === undefined && values.config === undefined ? process.env["PARLEY_CONFIG"] || undefined : undefined;
+    const file = values.bootstrap ?? values.config ?? fromEnv;
+    if (file === undefined) throw new UsageError("--config FILE or --bootstrap FILE (or PARLEY_CONFIG) is required", this.name);
+    const bootstrap = values.bootstrap !== undefined || (fromEnv !== undefined && isBootstrapDoc(YamlSource.read(fromEnv).toJS()));
+    const spec = bootstrap
+      ? ({ kind: "controlled", bootstrap: loadBootstrap(file) } as const)
+      : ({ kind: "file", config: loadConfig(file), watch: !values["no-watch"] } as const);
     await runUntilSignalled(() => assembleSidecar(spec, { version: packageVersion() }));
     return -1;
   },

@@ -47,16 +47,16 @@ Reads decision logs (default: standard input) and prints one readable row a reco
     const input = path === undefined ? process.stdin : createReadStream(readableFlag(this, "FILE", path));
     const lines = createInterface({ input, crlfDelay: Infinity });
     // A reader that goes away (`parley tail | head`) ends the view quietly, as SIGPIPE ends a C tool.
-    let closed = false;
+    const reader = { gone: false };
     process.stdout.on("error", (e: NodeJS.ErrnoException) => {
       if (e.code !== "EPIPE") throw e;
-      closed = true;
+      reader.gone = true;
       lines.close();
       input.destroy();
     });
     const summary = new Summary(filtering);
     for await (const line of lines) {
-      if (closed) break;
+      if (reader.gone) break;
       const rec = parseLine(line);
       if (!rec) {
         // Lines that are not records pass through unfiltered views only.
@@ -67,7 +67,7 @@ Reads decision logs (default: standard input) and prints one readable row a reco
       if (values.summary) summary.add(rec, matched);
       else if (matched) process.stdout.write(formatLine(rec, color) + "\n");
     }
-    if (values.summary && !closed) process.stdout.write(summary.render(color));
+    if (values.summary && !reader.gone) process.stdout.write(summary.render(color));
     return 0;
   },
 };

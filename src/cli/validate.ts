@@ -14,8 +14,8 @@ exit codes: 0 valid, 2 invalid (each problem as file:line:column: path: message)
   run(args) {
     const { values, positionals } = parse(this, { args, allowPositionals: true, options: { ...HELP } });
     if (values.help) return helped(this);
-    if (positionals.length !== 1) throw new UsageError("exactly one FILE", this.name);
-    const file = positionals[0]!;
+    const [file] = positionals;
+    if (positionals.length !== 1 || file === undefined) throw new UsageError("exactly one FILE", this.name);
     process.stdout.write(`${file}: ${isBootstrap(file) ? bootstrapSummary(file) : configSummary(file)}\n`);
     return 0;
   },

@@ -33,7 +33,8 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     await generateDevCerts(DEV_CERTS);
   }
   const loaded = loadConfig(DEMO_CONFIG);
-  const base = loaded.listeners[0]!;
+  const base = loaded.listeners[0];
+  if (!base) throw new Error(`${DEMO_CONFIG} has no listener`);
   const upstreamWanted = opts.upstream ?? base.upstream;
   const echo = await startEcho(upstreamWanted.host, upstreamWanted.port);
   const echoAddr = echo.server.address() as { address: string; port: number };
@@ -52,7 +53,9 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     throw e;
   }
   const { sidecar, log, admin } = running;
-  opts.print(banner(sidecar.addresses()["echo"]!, echoAddr, admin?.port));
+  const at = sidecar.addresses()[base.name];
+  if (!at) throw new Error(`listener ${base.name} is not bound`);
+  opts.print(banner(at, echoAddr, admin?.port));
   return {
     sidecar,
     echo,
