@@ -2,20 +2,24 @@
 // The `parley` command: dispatches to one command of src/cli/, and maps errors to exit codes:
 // 0 success, 1 runtime failure, 2 bad usage or invalid configuration (one line naming the problem).
 import { packageVersion } from "./assets/paths.js";
-import { certs } from "./cli/certs.js";
-import { check } from "./cli/check.js";
 import { type Command, UsageError } from "./cli/command.js";
-import { connect } from "./cli/connect.js";
-import { controlPlane } from "./cli/controlplane.js";
-import { demo } from "./cli/demo.js";
-import { health } from "./cli/health.js";
-import { run } from "./cli/run.js";
-import { tail } from "./cli/tail.js";
-import { validate } from "./cli/validate.js";
-import { ConfigError } from "./config/source.js";
-import { CheckInputError } from "./policy/check.js";
+import { ParleyError } from "./errors/catalogue.js";
 
-const COMMANDS: readonly Command[] = [run, demo, validate, check, certs, connect, tail, controlPlane, health];
+// Each command's module is loaded only when that command runs, so a quick command (tail, health,
+// --help) does not pay for loading gRPC, the certificate libraries and the proxy.
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  run: async () => (await import("./cli/run.js")).run,
+  demo: async () => (await import("./cli/demo.js")).demo,
+  validate: async () => (await import("./cli/validate.js")).validate,
+  check: async () => (await import("./cli/check.js")).check,
+  certs: async () => (await import("./cli/certs.js")).certs,
+  connect: async () => (await import("./cli/connect.js")).connect,
+  tail: async () => (await import("./cli/tail.js")).tail,
+  "control-plane": async () => (await import("./cli/controlplane.js")).controlPlane,
+  health: async () => (await import("./cli/health.js")).health,
+};
+
+const commandNamed = (name: string | undefined) => (name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined);
 
 const USAGE = `usage: parley <command> [options]      (parley <command> --help for one command)
 
@@ -37,8 +41,8 @@ exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration`;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  const command = COMMANDS.find((c) => c.name === name);
-  if (command) return command.run(rest);
+  const command = commandNamed(name);
+  if (command) return (await command()).run(rest);
   switch (name) {
     case "version":
     case "--version":
@@ -49,9 +53,9 @@ async function main(argv: string[]): Promise<number> {
     case "--help":
     case "-h": {
       // `parley help COMMAND` is `parley COMMAND --help`.
-      const of = COMMANDS.find((c) => c.name === rest[0]);
+      const of = commandNamed(rest[0]);
       if (rest[0] !== undefined && !of) throw new UsageError(`no command ${rest[0]}`);
-      process.stdout.write((of?.usage ?? USAGE) + "\n");
+      process.stdout.write((of ? (await of()).usage : USAGE) + "\n");
       return 0;
     }
     case undefined:
@@ -67,19 +71,29 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (e: unknown) => {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`invalid configuration:\n${e.message}\n`);
-      process.exitCode = 2;
-    } else if (e instanceof UsageError) {
-      const who = e.command === undefined ? "parley" : `parley ${e.command}`;
-      process.stderr.write(`${who}: ${e.message}\nsee ${who} --help\n`);
-      process.exitCode = 2;
-    } else if (e instanceof CheckInputError) {
-      process.stderr.write(`parley check: ${e.message}\n`);
-      process.exitCode = 2;
-    } else {
+    if (!(e instanceof ParleyError)) {
       process.stderr.write(`parley: ${(e as Error).message}\n`);
       process.exitCode = 1;
+      return;
     }
+    switch (e.code) {
+      case "PARLEY_ERR_CONFIG":
+        process.stderr.write(`invalid configuration:\n${e.message}\n`);
+        break;
+      case "PARLEY_ERR_USAGE": {
+        const command = e instanceof UsageError ? e.command : undefined;
+        const who = command === undefined ? "parley" : `parley ${command}`;
+        process.stderr.write(`${who}: ${e.message}\nsee ${who} --help\n`);
+        break;
+      }
+      case "PARLEY_ERR_CHECK_INPUT":
+        process.stderr.write(`parley check: ${e.message}\n`);
+        break;
+      default:
+        process.stderr.write(`parley: ${e.message}\n`);
+        process.exitCode = 1;
+        return;
+    }
+    process.exitCode = 2;
   },
 );
