@@ -1,6 +1,8 @@
 // The demo as a new user runs it: `npm start`'s entry point, real ports, the committed dev certificates.
-import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../testkit/harness.js";
@@ -134,6 +136,18 @@ describe("npm start (the demo)", () => {
       else expect([line, r.code === 0, r.out]).toEqual([line, false, ""]);
     }
   }, 60_000);
+
+  it("parley health finds the admin server from the configuration's admin.listen (as the container's check does)", () => {
+    const admin = /curl http:\/\/(127\.0\.0\.1:\d+)\/metrics/.exec(stderr)![1]!;
+    const dir = mkdtempSync(join(tmpdir(), "parley-demo-"));
+    const file = join(dir, "parley.yaml");
+    writeFileSync(file, readFileSync("config/demo.yaml", "utf8") + `admin: { listen: "${admin}" }\n`);
+    const viaEnv = spawnSync(process.execPath, ["dist/cli.js", "health"], { encoding: "utf8", env: { ...process.env, PARLEY_CONFIG: file } });
+    expect([viaEnv.status, viaEnv.stdout]).toEqual([0, `healthy: http://${admin}/healthz\n`]);
+    const wildcard = file.replace(".yaml", "-any.yaml");
+    writeFileSync(wildcard, readFileSync("config/demo.yaml", "utf8") + `admin: { listen: "0.0.0.0:${admin.split(":")[1]}" }\n`);
+    expect(spawnSync(process.execPath, ["dist/cli.js", "health", "--config", wildcard], { encoding: "utf8" }).status).toBe(0);
+  });
 
   it("answers an HTTP request (what curl sends) through the sidecar", async () => {
     const answer = await talk("frontend", "GET / HTTP/1.1\r\nhost: localhost\r\n\r\n");

@@ -275,8 +275,12 @@ describe("container and Kubernetes files", () => {
     expect(lines.some((l) => /npm prune --omit=dev|npm ci .*--omit=dev/.test(l))).toBe(true);
     const entry = runtime.find((l) => l.startsWith("ENTRYPOINT "))!;
     expect(JSON.parse(entry.slice("ENTRYPOINT ".length))).toEqual(["node", "/app/dist/cli.js"]);
+    // The health check follows admin.listen of the file the sidecar runs on (PARLEY_CONFIG), no fixed port.
     const health = runtime.find((l) => l.startsWith("HEALTHCHECK "))!;
-    expect(health).toContain("/healthz");
+    expect(JSON.parse(health.slice(health.indexOf("CMD ") + 4)).slice(0, 3)).toEqual(["node", "/app/dist/cli.js", "health"]);
+    expect(health).not.toMatch(/:\d{2,5}\b/);
+    expect(runtime).toContain("ENV PARLEY_CONFIG=/etc/parley/parley.yaml");
+    expect(JSON.parse(runtime.find((l) => l.startsWith("CMD "))!.slice(4))).toEqual(["run"]);
     expect(readFileSync(".dockerignore", "utf8")).toMatch(/node_modules/);
     // The allocator the CPU figures were measured with is the one the image preloads.
     const preload = runtime.find((l) => l.startsWith("ENV LD_PRELOAD="))!;
