@@ -123,7 +123,7 @@ describe("exit codes for bad paths and files", () => {
     writeFileSync(file, text.replace("node_id: web-1", "node_id: web-1, colour: blue"));
     const bad = parley("validate", file);
     expect([bad.status, bad.stderr]).toEqual([2, expect.stringMatching(/bootstrap\.yaml:2:\d+: control_plane\.colour: unknown key/)]);
-    expect(parley("validate", "config/demo.yaml").stdout).toMatch(/^config\/demo\.yaml: valid configuration \(version \w+, 1 listener\(s\)\)\n$/);
+    expect(parley("validate", "config/demo.yaml").stdout).toMatch(/^config\/demo\.yaml: valid \(version \w+, 1 listener\(s\)\)\n$/);
   });
 });
 

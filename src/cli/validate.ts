@@ -25,7 +25,7 @@ const isBootstrap = (file: string): boolean => isBootstrapDoc(YamlSource.read(fi
 
 function configSummary(file: string): string {
   const config = loadConfig(file);
-  return `valid configuration (version ${config.version}, ${config.listeners.length} listener(s))`;
+  return `valid (version ${config.version}, ${config.listeners.length} listener(s))`;
 }
 
 function bootstrapSummary(file: string): string {
