@@ -71,6 +71,7 @@ async function start(opts: { write?: boolean; extra?: string } = {}): Promise<Ri
   };
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the assertions read admin JSON bodies ad hoc
 async function http(port: number, path: string, method = "GET"): Promise<{ status: number; body: string; json: () => any }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
   const body = await res.text();
