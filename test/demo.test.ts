@@ -147,6 +147,8 @@ describe("npm start (the demo)", () => {
     const wildcard = file.replace(".yaml", "-any.yaml");
     writeFileSync(wildcard, readFileSync("config/demo.yaml", "utf8") + `admin: { listen: "0.0.0.0:${admin.split(":")[1]}" }\n`);
     expect(spawnSync(process.execPath, ["dist/cli.js", "health", "--config", wildcard], { encoding: "utf8" }).status).toBe(0);
+    const ready = spawnSync(process.execPath, ["dist/cli.js", "health", "--ready", "--admin", admin], { encoding: "utf8" });
+    expect([ready.status, ready.stdout]).toEqual([0, `ready: http://${admin}/readyz\n`]);
   });
 
   it("answers an HTTP request (what curl sends) through the sidecar", async () => {

@@ -299,7 +299,9 @@ describe("container and Kubernetes files", () => {
     expect(app.ports ?? []).toHaveLength(0);
     expect(parley.args).toEqual(["run", "--config", "/etc/parley/parley.yaml"]);
     expect(parley.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
-    expect(parley.readinessProbe.exec.command.join(" ")).toContain("/readyz");
+    // Probes follow admin.listen of the mounted file (parley health), no port written twice.
+    expect(parley.readinessProbe.exec.command).toEqual(["node", "/app/dist/cli.js", "health", "--ready", "--config", "/etc/parley/parley.yaml"]);
+    expect(parley.livenessProbe.exec.command).toEqual(["node", "/app/dist/cli.js", "health", "--config", "/etc/parley/parley.yaml"]);
     const cm = docs.find((d) => d.kind === "ConfigMap")!;
     const config = parseYaml(cm.data["parley.yaml"]);
     expect(config.listeners[0].upstream).toMatch(/^127\.0\.0\.1:/);

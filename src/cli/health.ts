@@ -7,17 +7,23 @@ import { type Command, HELP, helped, hostPortFlag, isBootstrapDoc, parse, UsageE
 
 export const health: Command = {
   name: "health",
-  usage: `usage: parley health [--config FILE | --admin H:P] [--timeout 3s]
+  usage: `usage: parley health [--ready] [--config FILE | --admin H:P] [--timeout 3s]
 
-Asks a running sidecar's admin server for /healthz: exit 0 when it answers 200, 1 when it does not
-answer or answers otherwise. The address is admin.listen of FILE (a configuration or a bootstrap
+Asks a running sidecar's admin server for /healthz (alive), or with --ready for /readyz (serving):
+exit 0 when it answers 200, 1 when it does not answer or answers otherwise. The address is admin.listen of FILE (a configuration or a bootstrap
 file; default: the file named by the PARLEY_CONFIG environment variable), or --admin H:P. A wildcard
 listen address (0.0.0.0, ::) is asked on loopback.
 exit codes: 0 healthy, 1 unhealthy, 2 bad usage (no address, admin server disabled)`,
   async run(args) {
     const { values } = parse(this, {
       args,
-      options: { config: { type: "string", short: "c" }, admin: { type: "string" }, timeout: { type: "string", default: "3s" }, ...HELP },
+      options: {
+        config: { type: "string", short: "c" },
+        admin: { type: "string" },
+        ready: { type: "boolean", default: false },
+        timeout: { type: "string", default: "3s" },
+        ...HELP,
+      },
     });
     if (values.help) return helped(this);
     const timeout = parseDuration(values.timeout);
@@ -26,16 +32,18 @@ exit codes: 0 healthy, 1 unhealthy, 2 bad usage (no address, admin server disabl
     if (values.admin !== undefined && values.config !== undefined) throw new UsageError("--config and --admin exclude each other", this.name);
     const target = values.admin !== undefined ? hostPortFlag(this, values.admin, "--admin") : file !== undefined ? adminOf(this, file) : undefined;
     if (!target) throw new UsageError("--config FILE, --admin H:P or PARLEY_CONFIG is required", this.name);
-    const url = `http://${formatHostPort(loopbackFor(target))}/healthz`;
+    const url = `http://${formatHostPort(loopbackFor(target))}/${values.ready ? "readyz" : "healthz"}`;
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(timeout) });
       if (res.status === 200) {
-        process.stdout.write(`healthy: ${url}\n`);
+        process.stdout.write(`${values.ready ? "ready" : "healthy"}: ${url}\n`);
         return 0;
       }
-      process.stderr.write(`unhealthy: ${url} answered ${res.status}\n`);
+      process.stderr.write(`${values.ready ? "not ready" : "unhealthy"}: ${url} answered ${res.status}\n`);
     } catch (e) {
-      process.stderr.write(`unhealthy: ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}\n`);
+      process.stderr.write(
+        `${values.ready ? "not ready" : "unhealthy"}: ${url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}\n`,
+      );
     }
     return 1;
   },
