@@ -7,8 +7,9 @@ COPY src ./src
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
 # Runtime stage: compiled code, production dependencies and the protocol definitions only, run as the
-# unprivileged node user. The admin server listens on loopback (127.0.0.1:15000 by default), so the
-# health check runs inside the container.
+# unprivileged node user. The configuration is the file PARLEY_CONFIG names: `parley run` serves it and
+# `parley health` asks /healthz at its admin.listen (loopback by default, so the check runs inside the
+# container); mount another file or set PARLEY_CONFIG, and both follow.
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 # jemalloc in place of glibc's malloc: OpenSSL makes hundreds of small allocations per handshake, and
@@ -24,6 +25,7 @@ COPY proto ./proto
 COPY config ./config
 USER node
 EXPOSE 8443
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["node", "-e", "fetch('http://127.0.0.1:15000/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENV PARLEY_CONFIG=/etc/parley/parley.yaml
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["node", "/app/dist/cli.js", "health", "--timeout", "2s"]
 ENTRYPOINT ["node", "/app/dist/cli.js"]
-CMD ["run", "--config", "/etc/parley/parley.yaml"]
+CMD ["run"]

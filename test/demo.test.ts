@@ -1,6 +1,8 @@
 // The demo as a new user runs it: `npm start`'s entry point, real ports, the committed dev certificates.
-import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../testkit/harness.js";
@@ -48,6 +50,37 @@ function talk(name: string, payload: string): Promise<string> {
   });
 }
 
+const ALLOWED = new Set(["frontend", "ops", "billing"]);
+
+/** Runs a printed command line as typed (its words; none needs a shell) and collects its output. */
+function run(line: string): Promise<{ code: number | null; out: string }> {
+  const [cmd, ...args] = line.split(/\s+/);
+  const p = spawn(cmd!, args, { stdio: ["ignore", "pipe", "ignore"] });
+  let out = "";
+  p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  return new Promise((resolve) => p.once("close", (code) => resolve({ code, out })));
+}
+
+/**
+ * An `openssl s_client` line, with `line` typed in: "echoed" when the workload sends it back, "closed"
+ * when the connection ends without it (s_client -quiet stays up until the server closes).
+ */
+async function sClient(line: string, payload: string): Promise<"echoed" | "closed"> {
+  const [cmd, ...args] = line.split(/\s+/);
+  const p = spawn(cmd!, args, { stdio: ["pipe", "pipe", "ignore"] });
+  let out = "";
+  const state = { exited: false };
+  p.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  p.once("close", () => (state.exited = true));
+  p.stdin.write(payload + "\n");
+  const seen = await waitFor(() => (out.includes(payload) ? "echoed" : state.exited ? "closed" : undefined), 15_000, `${cmd} to echo or close`);
+  if (!state.exited) {
+    p.kill();
+    await new Promise((r) => p.once("close", r));
+  }
+  return seen;
+}
+
 describe("npm start (the demo)", () => {
   it("prints how to try it with openssl s_client and curl", () => {
     expect(stderr).toMatch(/openssl s_client -connect 127\.0\.0\.1:\d+ -cert certs-dev\/frontend\.pem/);
@@ -76,6 +109,46 @@ describe("npm start (the demo)", () => {
       ["spiffe://parley.demo/ns/web/sa/legacy", "deny", "explicit_deny"],
       ["spiffe://partner.demo/billing", "deny", "invalid_svid"],
     ]);
+  });
+
+  it("every command line the banner prints works when pasted: allowed ones echo, denied ones are closed", async () => {
+    const lines = stderr
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => /^(openssl|curl) /.test(l));
+    const sClients = lines.filter((l) => l.startsWith("openssl "));
+    expect(sClients.map((l) => /certs-dev\/(\w+)\.pem/.exec(l)?.[1])).toEqual(["frontend", "billing", "reporter"]);
+    // "any name above in place of frontend": every identity, through the first line.
+    for (const name of ["frontend", "ops", "billing", "reporter", "legacy", "impostor"]) {
+      const line = sClients[0]!.replaceAll("frontend", name);
+      expect([name, await sClient(line, `hello from ${name}`)]).toEqual([name, ALLOWED.has(name) ? "echoed" : "closed"]);
+    }
+    for (const line of sClients.slice(1)) {
+      const name = /certs-dev\/(\w+)\.pem/.exec(line)![1]!;
+      expect([name, await sClient(line, `again from ${name}`)]).toEqual([name, ALLOWED.has(name) ? "echoed" : "closed"]);
+    }
+    const curls = lines.filter((l) => l.startsWith("curl "));
+    expect(curls).toHaveLength(3);
+    for (const line of curls) {
+      const r = await run(line);
+      if (line.includes("/metrics")) expect([r.code, r.out]).toEqual([0, expect.stringContaining("parley_decisions_total")]);
+      else if (line.includes("frontend")) expect([r.code, r.out]).toEqual([0, expect.stringContaining("your request reached me through the sidecar")]);
+      else expect([line, r.code === 0, r.out]).toEqual([line, false, ""]);
+    }
+  }, 60_000);
+
+  it("parley health finds the admin server from the configuration's admin.listen (as the container's check does)", () => {
+    const admin = /curl http:\/\/(127\.0\.0\.1:\d+)\/metrics/.exec(stderr)![1]!;
+    const dir = mkdtempSync(join(tmpdir(), "parley-demo-"));
+    const file = join(dir, "parley.yaml");
+    writeFileSync(file, readFileSync("config/demo.yaml", "utf8") + `admin: { listen: "${admin}" }\n`);
+    const viaEnv = spawnSync(process.execPath, ["dist/cli.js", "health"], { encoding: "utf8", env: { ...process.env, PARLEY_CONFIG: file } });
+    expect([viaEnv.status, viaEnv.stdout]).toEqual([0, `healthy: http://${admin}/healthz\n`]);
+    const wildcard = file.replace(".yaml", "-any.yaml");
+    writeFileSync(wildcard, readFileSync("config/demo.yaml", "utf8") + `admin: { listen: "0.0.0.0:${admin.split(":")[1]}" }\n`);
+    expect(spawnSync(process.execPath, ["dist/cli.js", "health", "--config", wildcard], { encoding: "utf8" }).status).toBe(0);
+    const ready = spawnSync(process.execPath, ["dist/cli.js", "health", "--ready", "--admin", admin], { encoding: "utf8" });
+    expect([ready.status, ready.stdout]).toEqual([0, `ready: http://${admin}/readyz\n`]);
   });
 
   it("answers an HTTP request (what curl sends) through the sidecar", async () => {

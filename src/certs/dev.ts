@@ -59,6 +59,8 @@ own SVID is \`sidecar.pem\` (\`${SIDECAR_ID}\`, also valid for \`localhost\` and
 ${rows}
 
 Each \`NAME.pem\` holds the certificate chain (leaf first), \`NAME.key\` its PKCS#8 private key.
+\`openssl s_client -cert\` sends only the first certificate of the file: add \`-cert_chain NAME.pem\` so that
+billing's intermediate goes too (curl sends the whole file).
 `;
 }
 

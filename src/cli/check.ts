@@ -1,10 +1,9 @@
 // `parley check`: decide offline for an identity or a certificate, and explain.
-import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { loadConfig } from "../config/load.js";
 import { checkOffline } from "../policy/check.js";
 import { formatDecision } from "../policy/explain.js";
-import { type Command, HELP, helped, parse, UsageError } from "./command.js";
+import { type Command, HELP, helped, parse, readFlagFile, UsageError } from "./command.js";
 
 export const check: Command = {
   name: "check",
@@ -39,10 +38,12 @@ exit codes: 0 allow, 1 deny, 2 bad input`,
     const now = values.at === undefined ? Date.now() : Date.parse(values.at);
     if (Number.isNaN(now)) throw new UsageError(`--at: expected an ISO 8601 time, got ${values.at}`, this.name);
     if (!isIP(values.source)) throw new UsageError(`--source: expected an IP address, got ${values.source}`, this.name);
-    const config = loadConfig(values.config, now);
+    // The configuration (the sidecar's own SVID included) is checked as of now: --at is the time of the
+    // connection being decided, not of the sidecar's start.
+    const config = loadConfig(values.config);
     const result = checkOffline(config, {
       ...(values.id !== undefined ? { id: values.id } : {}),
-      ...(values.cert !== undefined ? { certPem: readFileSync(values.cert, "utf8") } : {}),
+      ...(values.cert !== undefined ? { certPem: readFlagFile(this, "--cert", values.cert) } : {}),
       ...(values.listener !== undefined ? { listener: values.listener } : {}),
       sourceAddress: values.source,
       sni: values.sni ?? null,

@@ -1,7 +1,6 @@
 // `parley connect`: negotiate (ALPN parley/1), print the grant, then pipe stdin/stdout through it.
-import { readFileSync } from "node:fs";
 import { connect as connectParley, DeniedError } from "../negotiation/client.js";
-import { type Command, HELP, helped, hostPortFlag, parse, UsageError } from "./command.js";
+import { type Command, HELP, helped, hostPortFlag, parse, readFlagFile, UsageError } from "./command.js";
 
 export const connect: Command = {
   name: "connect",
@@ -30,20 +29,22 @@ exit codes: 0 done, 1 denied, 2 bad usage, 3 could not connect`,
     if (values.help) return helped(this);
     const target = hostPortFlag(this, positionals[0], "HOST:PORT");
     if (!target || !values.cert || !values.key || !values.ca) throw new UsageError("HOST:PORT --cert F --key F --ca F are required", this.name);
-    const token = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f, "utf8").trim());
+    // Every file is read before dialling: an unreadable path is bad input (2), not a failed connection (3).
+    const file = (flag: string, path: string) => readFlagFile(this, flag, path);
+    const options = {
+      host: target.host,
+      port: target.port,
+      cert: file("--cert", values.cert),
+      key: file("--key", values.key),
+      ca: file("--ca", values.ca),
+      ...(values.servername ? { servername: values.servername } : {}),
+      roles: values.role ?? [],
+      ...(values.purpose !== undefined ? { purpose: values.purpose } : {}),
+      ...(values["attestation-token"] !== undefined ? { attestationToken: file("--attestation-token", values["attestation-token"]).trim() } : {}),
+      ...(values["approval-token"] !== undefined ? { approvalToken: file("--approval-token", values["approval-token"]).trim() } : {}),
+    };
     try {
-      const { socket, grant } = await connectParley({
-        host: target.host,
-        port: target.port,
-        cert: readFileSync(values.cert, "utf8"),
-        key: readFileSync(values.key, "utf8"),
-        ca: readFileSync(values.ca, "utf8"),
-        ...(values.servername ? { servername: values.servername } : {}),
-        roles: values.role ?? [],
-        ...(values.purpose !== undefined ? { purpose: values.purpose } : {}),
-        ...(values["attestation-token"] !== undefined ? { attestationToken: token(values["attestation-token"])! } : {}),
-        ...(values["approval-token"] !== undefined ? { approvalToken: token(values["approval-token"])! } : {}),
-      });
+      const { socket, grant } = await connectParley(options);
       process.stderr.write(`granted ${grant.grant_id}: roles [${grant.roles.join(", ")}] until ${grant.expires_at}\n`);
       await new Promise<void>((resolve) => {
         process.stdin.pipe(socket);

@@ -1,10 +1,9 @@
 // `parley control-plane`: serve a directory of resource files to sidecars.
-import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { runUntilSignalled } from "../app/lifecycle.js";
 import { startControlPlane } from "../control/server/plane.js";
 import { createLogger } from "../telemetry/log.js";
-import { type Command, HELP, helped, hostPortFlag, parse, UsageError } from "./command.js";
+import { type Command, directoryFlag, HELP, helped, hostPortFlag, parse, readFlagFile, UsageError } from "./command.js";
 
 export const controlPlane: Command = {
   name: "control-plane",
@@ -31,20 +30,23 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
     });
     if (values.help) return helped(this);
     if (!values.dir) throw new UsageError("--dir DIR is required", this.name);
+    const dir = directoryFlag(this, "--dir", values.dir);
     hostPortFlag(this, values.listen, "--listen");
     const admin = hostPortFlag(this, values.admin, "--admin");
     if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("--tls-cert and --tls-key go together", this.name);
     const logger = createLogger("info");
-    const credentials = values["tls-cert"]
-      ? grpc.ServerCredentials.createSsl(
-          values["tls-client-ca"] ? readFileSync(values["tls-client-ca"]) : null,
-          [{ cert_chain: readFileSync(values["tls-cert"]), private_key: readFileSync(values["tls-key"]!) }],
-          values["tls-client-ca"] !== undefined,
-        )
-      : undefined;
-    const dir = values.dir;
+    const file = (flag: string, path: string) => Buffer.from(readFlagFile(this, flag, path));
+    const [tlsCert, tlsKey] = [values["tls-cert"], values["tls-key"]];
+    const credentials =
+      tlsCert !== undefined && tlsKey !== undefined
+        ? grpc.ServerCredentials.createSsl(
+            values["tls-client-ca"] ? file("--tls-client-ca", values["tls-client-ca"]) : null,
+            [{ cert_chain: file("--tls-cert", tlsCert), private_key: file("--tls-key", tlsKey) }],
+            values["tls-client-ca"] !== undefined,
+          )
+        : undefined;
     await runUntilSignalled(async () => {
-      const cp = await startControlPlane({ dir, listen: values.listen, ...(admin ? { admin } : {}), ...(credentials ? { credentials } : {}), log: logger });
+      const cp = await startControlPlane({ dir, listen: values.listen, admin, ...(credentials ? { credentials } : {}), log: logger });
       return { reload: () => cp.reload(), stop: () => cp.close().then(() => new Promise<void>((r) => logger.flush(() => r()))) };
     });
     return -1;

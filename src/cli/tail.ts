@@ -2,7 +2,7 @@
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { formatLine, matches, parseLine, parseSince, Summary } from "../telemetry/tail.js";
-import { type Command, HELP, helped, parse, UsageError } from "./command.js";
+import { type Command, HELP, helped, parse, readableFlag, UsageError } from "./command.js";
 
 export const tail: Command = {
   name: "tail",
@@ -43,20 +43,31 @@ Reads decision logs (default: standard input) and prints one readable row a reco
       ...(since !== undefined ? { since } : {}),
     };
     const filtering = values.deny || Object.keys(filter).length > 1;
-    const input = positionals[0] === undefined || positionals[0] === "-" ? process.stdin : createReadStream(positionals[0]);
-    const summary = new Summary();
-    for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    const path = positionals[0] === undefined || positionals[0] === "-" ? undefined : positionals[0];
+    const input = path === undefined ? process.stdin : createReadStream(readableFlag(this, "FILE", path));
+    const lines = createInterface({ input, crlfDelay: Infinity });
+    // A reader that goes away (`parley tail | head`) ends the view quietly, as SIGPIPE ends a C tool.
+    const reader = { gone: false };
+    process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code !== "EPIPE") throw e;
+      reader.gone = true;
+      lines.close();
+      input.destroy();
+    });
+    const summary = new Summary(filtering);
+    for await (const line of lines) {
+      if (reader.gone) break;
       const rec = parseLine(line);
       if (!rec) {
         // Lines that are not records pass through unfiltered views only.
         if (!values.summary && line.trim() && !filtering) process.stdout.write(line + "\n");
         continue;
       }
-      if (!matches(rec, filter)) continue;
-      if (values.summary) summary.add(rec);
-      else process.stdout.write(formatLine(rec, color) + "\n");
+      const matched = matches(rec, filter);
+      if (values.summary) summary.add(rec, matched);
+      else if (matched) process.stdout.write(formatLine(rec, color) + "\n");
     }
-    if (values.summary) process.stdout.write(summary.render(color));
+    if (values.summary && !reader.gone) process.stdout.write(summary.render(color));
     return 0;
   },
 };

@@ -85,16 +85,16 @@ export class YamlSource implements IssueLocator {
   ) {}
 
   static read(file: string): YamlSource {
-    let size: number;
+    const refuse = (message: string) => new ConfigError([{ file, line: 0, column: 0, path: "", message }]);
     try {
-      size = statSync(file).size;
+      const stat = statSync(file);
+      if (stat.isDirectory()) throw refuse("is a directory, not a YAML file");
+      if (stat.size > MAX_CONFIG_BYTES) throw refuse(`file is ${stat.size} bytes, over the limit of ${MAX_CONFIG_BYTES}`);
+      return YamlSource.parse(file, readFileSync(file, "utf8"));
     } catch (e) {
-      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `cannot read: ${(e as Error).message}` }]);
+      if (e instanceof ConfigError) throw e;
+      throw refuse(`cannot read: ${(e as Error).message}`);
     }
-    if (size > MAX_CONFIG_BYTES) {
-      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `file is ${size} bytes, over the limit of ${MAX_CONFIG_BYTES}` }]);
-    }
-    return YamlSource.parse(file, readFileSync(file, "utf8"));
   }
 
   static parse(file: string, text: string): YamlSource {

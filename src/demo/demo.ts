@@ -33,7 +33,8 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     await generateDevCerts(DEV_CERTS);
   }
   const loaded = loadConfig(DEMO_CONFIG);
-  const base = loaded.listeners[0]!;
+  const base = loaded.listeners[0];
+  if (!base) throw new Error(`${DEMO_CONFIG} has no listener`);
   const upstreamWanted = opts.upstream ?? base.upstream;
   const echo = await startEcho(upstreamWanted.host, upstreamWanted.port);
   const echoAddr = echo.server.address() as { address: string; port: number };
@@ -52,7 +53,9 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
     throw e;
   }
   const { sidecar, log, admin } = running;
-  opts.print(banner(sidecar.addresses()["echo"]!, echoAddr, admin?.port));
+  const at = sidecar.addresses()[base.name];
+  if (!at) throw new Error(`listener ${base.name} is not bound`);
+  opts.print(banner(at, echoAddr, admin?.port));
   return {
     sidecar,
     echo,
@@ -66,6 +69,17 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
   };
 }
 
+/** `openssl s_client` as a peer with the identity in `name`.pem: -cert_chain sends the chain's intermediates too. */
+function sClient(at: string, certs: string, name: string): string {
+  const pem = `${certs}/${name}.pem`;
+  return `openssl s_client -connect ${at} -cert ${pem} -cert_chain ${pem} -key ${certs}/${name}.key -CAfile ${certs}/parley.demo.bundle.pem -quiet`;
+}
+
+function curl(port: number, certs: string, name: string): string {
+  return `curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/${name}.pem --key ${certs}/${name}.key https://localhost:${port}/`;
+}
+
+// Every command line the banner prints works when pasted (test/demo.test.ts runs each of them).
 function banner(listen: { address: string; port: number }, upstream: { address: string; port: number }, adminPort: number | undefined): string {
   const certs = relative(process.cwd(), DEV_CERTS) || ".";
   const at = formatHostPort({ host: listen.address, port: listen.port });
@@ -75,13 +89,17 @@ parley demo: sidecar listening on ${at} (mTLS), workload (echo) on ${formatHostP
 Decision logs are JSON lines on stdout. Identities in ${certs}/:
 ${who}
 
-Try it (swap frontend for any name above):
-  openssl s_client -connect ${at} -cert ${certs}/frontend.pem -key ${certs}/frontend.key -CAfile ${certs}/parley.demo.bundle.pem -quiet
-      (type a line: the workload echoes it back; with reporter.pem the connection is closed at once)
-  curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/frontend.pem --key ${certs}/frontend.key https://localhost:${listen.port}/
-  curl --cacert ${certs}/parley.demo.bundle.pem --cert ${certs}/reporter.pem --key ${certs}/reporter.key https://localhost:${listen.port}/
+Try it (any name above in place of frontend):
+  ${sClient(at, certs, "frontend")}
+      (allowed: type a line, the workload echoes it back)
+  ${sClient(at, certs, "billing")}
+      (allowed: -cert_chain also sends billing's intermediate, which its trust domain's root signed)
+  ${sClient(at, certs, "reporter")}
+      (denied: the connection is closed at once)
+  ${curl(listen.port, certs, "frontend")}
+  ${curl(listen.port, certs, "reporter")}
 
-${adminPort === undefined ? "" : `Admin: curl http://127.0.0.1:${adminPort}/metrics  (also /healthz /readyz /config /sessions)\n`}
+${adminPort === undefined ? "" : `Admin server (also /healthz /readyz /config /sessions):\n  curl http://127.0.0.1:${adminPort}/metrics\n`}
 Ctrl-C (or SIGTERM) drains and stops.
 `;
 }

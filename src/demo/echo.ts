@@ -7,11 +7,15 @@ const HTTP_METHOD = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) /;
 function serveHttp(socket: Socket, first: Buffer): void {
   let head = first;
   const finish = () => {
-    const request = head.toString("latin1").split("\r\n\r\n")[0]!;
+    const text = head.toString("latin1");
+    const request = text.slice(0, text.includes("\r\n\r\n") ? text.indexOf("\r\n\r\n") : text.length);
     const body = `parley demo workload: your request reached me through the sidecar.\n\n${request}\n`;
     socket.end(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   };
-  if (head.includes("\r\n\r\n")) return finish();
+  if (head.includes("\r\n\r\n")) {
+    finish();
+    return;
+  }
   socket.on("data", (chunk: Buffer) => {
     head = Buffer.concat([head, chunk]);
     if (head.includes("\r\n\r\n") || head.length > 16_384) {
@@ -28,7 +32,10 @@ function serve(socket: Socket): void {
   socket.once("end", endEmpty);
   socket.once("data", (first: Buffer) => {
     socket.off("end", endEmpty);
-    if (HTTP_METHOD.test(first.subarray(0, 8).toString("latin1"))) return serveHttp(socket, first);
+    if (HTTP_METHOD.test(first.subarray(0, 8).toString("latin1"))) {
+      serveHttp(socket, first);
+      return;
+    }
     socket.write(first);
     socket.pipe(socket);
   });

@@ -28,8 +28,8 @@ export interface CheckRequest {
 }
 
 export function checkOffline(config: SidecarConfig, req: CheckRequest): { decision: Decision; peerId: string } {
-  const listener = req.listener === undefined ? config.listeners[0]! : config.listeners.find((l) => l.name === req.listener);
-  if (!listener) throw new CheckInputError(`unknown listener ${req.listener}; defined: ${config.listeners.map((l) => l.name).join(", ")}`);
+  const listener = config.listeners.find((l) => req.listener === undefined || l.name === req.listener);
+  if (!listener) throw new CheckInputError(`unknown listener ${req.listener ?? "(none defined)"}; defined: ${config.listeners.map((l) => l.name).join(", ")}`);
   const { peer, peerId } = peerOf(config, req);
   const attestations = peer.ok ? config.attestations.for(peerId) : [];
   const decision = decide(
@@ -42,8 +42,14 @@ export function checkOffline(config: SidecarConfig, req: CheckRequest): { decisi
 
 function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; peerId: string } {
   if (req.certPem === undefined) {
-    const id = SpiffeId.tryParse(req.id!);
+    if (req.id === undefined) throw new CheckInputError("a SPIFFE ID or a certificate is required");
+    const id = SpiffeId.tryParse(req.id);
     if (!(id instanceof SpiffeId)) throw new CheckInputError(`--id: ${id.message}`);
+    // As a live peer would be: an ID of a trust domain without a bundle cannot be verified. Bundles that
+    // come from the Workload API are not known offline, so with that identity source any domain passes.
+    if (config.identitySource === undefined && !config.bundles.forTrustDomain(id.trustDomain)) {
+      return { peer: { ok: false, rule: "untrusted_domain", message: `no trust bundle for trust domain ${id.trustDomain.name}` }, peerId: id.toString() };
+    }
     return { peer: { ok: true, svid: { id } }, peerId: id.toString() };
   }
   let chain: Buffer[];
@@ -55,7 +61,7 @@ function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; p
   const result = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength }).verify(chain, req.now);
   const certId = result.ok ? result.svid.id : result.id;
   if (req.id !== undefined && certId?.toString() !== req.id) {
-    throw new CheckInputError(`--id ${req.id} differs from the certificate's ID ${certId ?? "(none)"}`);
+    throw new CheckInputError(`--id ${req.id} differs from the certificate's ID ${certId?.toString() ?? "(none)"}`);
   }
   return { peer: result, peerId: certId?.toString() ?? "(certificate without a readable SPIFFE ID)" };
 }
