@@ -180,14 +180,17 @@ export class Sidecar {
       for (const l of added) {
         const listener = new InboundListener(states.get(l.name)!, tlsOf(next), this.deps);
         fresh.set(l.name, listener);
-        const a = await listener.listen();
+        const a = await listener.listen().catch((e: unknown) => {
+          throw new ApplyError(`listener ${l.name}: cannot listen: ${(e as Error).message}`);
+        });
         this.options.log.lifecycle("listener ready", { listener: l.name, address: `${a.address}:${a.port}`, config_version: next.version });
       }
+      // Outbound binds belong to the same transaction: a failure there releases the listeners above.
+      await this.applyOutbound(next);
     } catch (e) {
       for (const l of fresh.values()) l.stopAccepting();
-      throw new ApplyError((e as Error).message);
+      throw e instanceof ApplyError ? e : new ApplyError((e as Error).message);
     }
-    await this.applyOutbound(next);
     const identityChanged = prev !== undefined && (next.identity.certChainPem !== prev.identity.certChainPem || next.identity.keyPem !== prev.identity.keyPem);
     const retired: InboundListener[] = [];
     for (const [name, l] of this.listeners) {
