@@ -67,6 +67,15 @@ describe("DeadlineQueue", () => {
     expect(fired).toEqual(["past", "soon"]);
   });
 
+  it("a deadline that is not a number is due at once (fails closed)", () => {
+    const q = new DeadlineQueue(now);
+    let fired = 0;
+    q.at(Date.now() + 1000, () => fired--);
+    q.at(NaN, () => fired++);
+    vi.advanceTimersByTime(1);
+    expect(fired).toBe(1);
+  });
+
   it("a callback that throws does not cost the others due with it", () => {
     const q = new DeadlineQueue(now);
     const fired: string[] = [];

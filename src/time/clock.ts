@@ -40,10 +40,11 @@ export class DeadlineQueue {
   }
 
   at(when: number, fn: () => void): LongTimer {
-    const e: Entry = { when, fn, index: this.heap.length };
+    // A deadline that is not a number fails closed: due at once, as setTimeout(fn, NaN) was.
+    const e: Entry = { when: Number.isNaN(when) ? -Infinity : when, fn, index: this.heap.length };
     this.heap.push(e);
     this.up(e);
-    if (when < this.wakeAt) this.arm();
+    if (e.when < this.wakeAt) this.arm();
     return { clear: () => this.remove(e) };
   }
 
