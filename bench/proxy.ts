@@ -7,7 +7,8 @@
 // nginx: `apt-get install nginx libnginx-mod-stream` (Debian); skipped with a notice when absent.
 // Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (512 each way),
 // BENCH_IDLE (10000 idle sessions, fewer if the descriptor limit cannot hold them). While working on one
-// figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle) run a subset.
+// figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle,latency) run a
+// subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
 // Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
 // windows: a steadier ratio of CPU per new session (0 skips it).
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
@@ -17,6 +18,7 @@ import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { connect, createSecureContext, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../src/certs/issue.js";
+import { LATENCY_SKIPPED, latencyVerdict, newSessionLatency } from "./latency.js";
 import { startEcho } from "../src/demo/echo.js";
 import { freePort, tempDir } from "../testkit/harness.js";
 
@@ -25,7 +27,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 512);
 const CONCURRENCY = 16;
 const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
-const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle").split(","));
+const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency").split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
 // workload (which runs in this process): without enough, the run would stall rather than fail.
@@ -340,6 +342,7 @@ for (let round = 0; round < ROUNDS; round++) {
     const rt = await measure("rt", () => roundTrips(t));
     const b = await measure("bulk", () => bulk(t));
     const m = round === 0 ? await measure("idle", () => idleMemory(t)) : skipped;
+    const lat = FIGURES.has("latency") ? await newSessionLatency(tlsOpts(t.port)) : LATENCY_SKIPPED;
     results[name]!.push({
       new_sessions_per_s: n.perSec,
       cpu_us_per_new_session: n.cpuUsPerSession,
@@ -353,6 +356,7 @@ for (let round = 0; round < ROUNDS; round++) {
       bulk_mb_per_s: b.mbPerSec,
       cpu_ms_per_gib: b.cpuMsPerGiB,
       rss_kib_per_idle_session: m.kibPerSession,
+      ...lat,
     });
     t.proc.kill("SIGTERM");
     await new Promise((res) => setTimeout(res, 500));
@@ -399,7 +403,7 @@ const report = {
   parley_over_nginx: ratio("parley", "nginx"),
   interleaved,
 };
-const subset = TARGETS.length < 3 || FIGURES.size < 5;
+const subset = TARGETS.length < 3 || FIGURES.size < 6;
 if (!subset) {
   mkdirSync("bench/results", { recursive: true });
   writeFileSync("bench/results/proxy.json", JSON.stringify(report, null, 2) + "\n");
@@ -415,5 +419,7 @@ if (interleaved)
   console.log(
     `\ninterleaved CPU per new session: parley ${interleaved.parley_cpu_us_per_new_session.toFixed(0)} µs, pipe ${interleaved.pipe_cpu_us_per_new_session.toFixed(0)} µs, parley/pipe ${interleaved.median_ratio} (windows: ${interleaved.ratios.join(" ")})`,
   );
+const verdict = latencyVerdict(med.parley, med.nginx);
+if (verdict) console.log(`\n${verdict}`);
 console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
 process.exit(0);

@@ -75,6 +75,7 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
         : () => log.lifecycle("SIGHUP ignored: the configuration comes from the control plane", {});
     return { sidecar, log, admin, agent, reload, stop: release };
   } catch (e) {
+    log.error("start-up failed: releasing everything bound", { detail: (e as Error).message });
     await release(0);
     throw e;
   }

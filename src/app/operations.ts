@@ -5,7 +5,7 @@ import { parseHostPort } from "../config/units.js";
 import { configView } from "../config/view.js";
 import type { Sidecar } from "../sidecar/sidecar.js";
 import { startAdmin, type AdminServer } from "../telemetry/admin.js";
-import { createLogger, DecisionLog } from "../telemetry/log.js";
+import { bufferedDestination, createLogger, DecisionLog } from "../telemetry/log.js";
 import { Metrics } from "../telemetry/metrics.js";
 import type { DestinationStream } from "pino";
 
@@ -26,7 +26,7 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
     controlPlaneConnected: () => cpConnected?.(),
     configVersion: () => (sidecar?.configured ? sidecar.config.version : undefined),
   });
-  const decisionLog = new DecisionLog(createLogger(log.level, destination), {
+  const decisionLog = new DecisionLog(createLogger(log.level, destination ?? bufferedDestination(log.buffer)), {
     metrics,
     categories: log.categories,
     ...(log.deny_cap ? { denyCap: { burst: log.deny_cap.burst, windowMs: log.deny_cap.window } } : {}),

@@ -149,6 +149,7 @@ const LOG_DEFAULT = {
   level: "info" as const,
   categories: { decisions: true, sessions: true, handshakes: true, control: true },
   deny_cap: { burst: 10, window: 10_000 },
+  buffer: 4 * 1024 * 1024,
 };
 const log = z
   .strictObject({
@@ -164,6 +165,8 @@ const log = z
       .default(LOG_DEFAULT.categories),
     /** Identical denials (same listener, peer, reasons, source address): at most `burst` records per `window`. */
     deny_cap: z.union([z.literal(false), z.strictObject({ burst: z.number().int().positive(), window: duration })]).default(LOG_DEFAULT.deny_cap),
+    /** Bytes of records held while stdout's reader falls behind; past it, records are dropped and counted. */
+    buffer: size.refine((n) => n >= 65536, { error: "at least 64KiB" }).default(LOG_DEFAULT.buffer),
   })
   .default(LOG_DEFAULT);
 

@@ -190,13 +190,16 @@ export class Sidecar {
       for (const l of added) {
         const listener = new InboundListener(states.get(l.name)!, tlsOf(next), this.deps);
         fresh.set(l.name, listener);
-        const a = await listener.listen();
+        const a = await listener.listen().catch((e: unknown) => {
+          throw new ApplyError(`listener ${l.name}: cannot listen: ${(e as Error).message}`);
+        });
         this.options.log.lifecycle("listener ready", { listener: l.name, address: `${a.address}:${a.port}`, config_version: next.version });
       }
     } catch (e) {
       for (const l of fresh.values()) l.stopAccepting();
-      throw new ApplyError((e as Error).message);
+      throw e instanceof ApplyError ? e : new ApplyError((e as Error).message);
     }
+    // Outbound binds belong to the same transaction: a failure there releases the listeners above.
     let routes: Map<string, OutboundRoute>;
     try {
       routes = await this.bindOutbound(next);

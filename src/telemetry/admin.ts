@@ -2,6 +2,7 @@
 // configuration (secrets redacted), live sessions, and (only when enabled) revoking one session.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { ParleyError } from "../errors/catalogue.js";
 import type { SessionInfo } from "../proxy/registry.js";
 import type { DecisionLog } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -59,14 +60,22 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
   }
 }
 
+/** The admin port could not be bound: start-up fails as a whole (src/app/assemble.ts). */
+export class AdminListenError extends ParleyError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("PARLEY_ERR_APPLY", message, options);
+  }
+}
+
 export function startAdmin(host: string, port: number, sources: AdminSources): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     route(req, res, sources).catch((e: unknown) => json(res, 500, { error: (e as Error).message }));
   });
   return new Promise((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (e: Error) => reject(new AdminListenError(`admin server: cannot listen: ${e.message}`, { cause: e }));
+    server.once("error", failed);
     server.listen(port, host, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve({
         port: (server.address() as AddressInfo).port,
         close: () => new Promise((r) => server.close(() => r())),

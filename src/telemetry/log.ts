@@ -1,5 +1,6 @@
 // The decision log: JSON lines (pino) on stdout. Its records are a contract with SREs; the schema is
 // documented in the README and changes only by adding fields.
+import { EventEmitter } from "node:events";
 import type { LimitEvent } from "../limits/events.js";
 import { pino, type DestinationStream, type Logger } from "pino";
 import { DenyCap } from "./denycap.js";
@@ -7,21 +8,31 @@ import type { Metrics } from "./metrics.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
+/** Bytes of log records held while the reader falls behind (`log.buffer`), by default. */
+export const DEFAULT_LOG_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /**
  * Records are buffered and written in batches of about 8 KiB, or every 100 ms when traffic is light:
  * one write per record cost a thread-pool round trip each, about a tenth of a short session's CPU
  * (measured, README). The buffer is flushed synchronously at exit; a SIGKILL loses at most 100 ms.
+ *
+ * The buffer holds at most `bufferBytes`: a record that would not fit is dropped (sonic-boom's
+ * `maxLength`, which emits `drop`), and DecisionLog counts it. The trade-off: when the reader of
+ * stdout stops (a stuck `| tail`, a wedged collector), records are lost rather than memory or the
+ * data path; blocking instead would stall every session on the event loop behind the reader.
  */
-const BATCHED_STDOUT = { dest: 1, sync: false, minLength: 8192, periodicFlush: 100 } as const;
+export function bufferedDestination(bufferBytes: number = DEFAULT_LOG_BUFFER_BYTES, dest: number | string = 1): DestinationStream {
+  return pino.destination({ dest, sync: false, minLength: 8192, periodicFlush: 100, maxLength: bufferBytes });
+}
 
-export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+export function createLogger(level: LogLevel, destination: DestinationStream = bufferedDestination()): Logger {
   const options = {
     level,
     base: null,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
   };
-  return destination ? pino(options, destination) : pino(options, pino.destination(BATCHED_STDOUT));
+  return pino(options, destination);
 }
 
 export interface DecisionRecord {
@@ -137,6 +148,7 @@ export class DecisionLog {
     this.categories = { ...ALL, ...options.categories };
     this.cap = options.denyCap ? new DenyCap(options.denyCap) : undefined;
     this.now = options.now ?? Date.now;
+    this.countDrops();
     if (this.cap) {
       this.flushTimer = setInterval(() => this.flushDenials(), options.denyCap!.windowMs);
       this.flushTimer.unref();
@@ -156,6 +168,27 @@ export class DecisionLog {
     }
     const rec = suppressedBefore > 0 ? { event: "decision", ...r, suppressed_before: suppressedBefore } : { event: "decision", ...r };
     this.logger.info(rec, r.decision === "allow" ? "session allowed" : "session denied");
+  }
+
+  private dropped = 0;
+
+  /**
+   * A destination that drops records when full (bufferedDestination) tells of each drop; once its
+   * writer has caught up (`drain`), one record says how many were lost.
+   */
+  private countDrops(): void {
+    const stream = (this.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+    if (!(stream instanceof EventEmitter)) return;
+    stream.on("drop", () => {
+      this.dropped++;
+      this.options.metrics?.droppedLogRecords.inc();
+    });
+    stream.on("drain", () => {
+      if (this.dropped === 0) return;
+      const count = this.dropped;
+      this.dropped = 0;
+      this.logger.warn({ event: "log_records_dropped", count }, "log records dropped: the log's reader fell behind and its buffer was full");
+    });
   }
 
   /** Writes a count for each capped denial key whose window has closed. */

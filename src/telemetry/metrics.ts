@@ -77,6 +77,11 @@ export class Metrics {
     help: "Denial records not written because of the repeated-denial cap",
     registers: [this.registry],
   });
+  readonly droppedLogRecords = new Counter({
+    name: "parley_log_records_dropped_total",
+    help: "Log records dropped because the log's buffer was full (its reader fell behind)",
+    registers: [this.registry],
+  });
 
   constructor(live: LiveFigures) {
     collectDefaultMetrics({ register: this.registry, prefix: "parley_process_" });

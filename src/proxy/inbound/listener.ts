@@ -42,6 +42,8 @@ export class InboundListener {
       handshakeTimeout: state.config.handshakeTimeoutMs,
       allowHalfOpen: true,
       pauseOnConnect: false,
+      // Without it a new session's first response waits on Nagle and the client's delayed ACK (~40 ms).
+      noDelay: true,
     });
     this.server.on("connection", (raw: Socket) => this.onConnection(raw));
     this.server.on("secureConnection", (socket: TLSSocket) => this.onSecureConnection(socket));

@@ -31,7 +31,7 @@ export class OutboundListener {
     private readonly registry: SessionRegistry,
     private readonly now: () => number,
   ) {
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (app) => void this.serve(app));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (app) => void this.serve(app));
     this.server.on("error", (e) => log.error("outbound listener error", { listener: this.name, detail: e.message }));
   }
 
