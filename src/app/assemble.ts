@@ -67,7 +67,7 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
     if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
     const admin = await ops.serveAdmin(
       sidecar,
-      agent ? { configFresh: () => agent!.sync.state !== "stale", controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {},
+      agent ? { configFresh: () => agent!.sync.state !== "stale" || failsOpen(spec), controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {},
     );
     const reload =
       spec.kind === "file"
@@ -79,6 +79,9 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
     throw e;
   }
 }
+
+/** A stale configuration served as the bootstrap says (`on_stale: fail_open`) leaves the sidecar ready. */
+const failsOpen = (spec: SidecarSpec) => spec.kind === "controlled" && spec.bootstrap.controlPlane.on_stale === "fail_open";
 
 /** Reload on SIGHUP and, when watching, on any change to the configuration or a file it names. */
 function fileReload(sidecar: Sidecar, spec: { config: SidecarConfig; watch: boolean }, setWatcher: (w: FileWatcher) => void): () => void {

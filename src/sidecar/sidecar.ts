@@ -19,11 +19,19 @@ import type { SidecarLimits } from "../config/resources.js";
 import type { OwnIdentity } from "../identity/files.js";
 import { at, type LongTimer } from "../time/clock.js";
 import type { BundleSet } from "../spiffe/x509bundle.js";
+import { causeOf } from "../identity/changes.js";
+import { FILES_SOURCE, identityView, type IdentitySource, type IdentityStatus } from "../identity/status.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
   readonly now?: () => number;
+  /** The own identity known before any configuration arrives (a bootstrap's files), for readiness. */
+  readonly identity?: OwnIdentity;
 }
+
+type FailReason = NonNullable<ListenerState["failClosed"]>;
+/** When several hold, sessions are denied with the first of these. */
+const FAIL_ORDER: readonly FailReason[] = ["own_svid_withdrawn", "own_svid_expired", "config_stale"];
 
 export class ApplyError extends ParleyError {
   constructor(message: string) {
@@ -76,7 +84,10 @@ export class Sidecar {
   /** The configuration last given, before the overlay. */
   private base: SidecarConfig | undefined;
   private overlay: TrustOverlay | undefined;
-  private failClosed: ListenerState["failClosed"];
+  /** Every reason the sidecar fails closed for now (each one set and cleared by its own cause). */
+  private readonly closedFor = new Set<FailReason>();
+  private identitySource: IdentitySource = FILES_SOURCE;
+  private identityAt: number | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
   private ownTimers: LongTimer[] = [];
@@ -154,6 +165,10 @@ export class Sidecar {
       const effective = this.base ? this.effective(this.base, overlay) : undefined;
       if (effective) await this.applyNow(effective);
       this.overlay = overlay;
+      if (this.closedFor.has("own_svid_withdrawn")) {
+        this.options.log.lifecycle("a new own SVID arrived after the withdrawal: serving again", { id: overlay.identity.id.toString(), serial: overlay.identity.serial });
+        this.failClosedFor("own_svid_withdrawn", false);
+      }
     });
   }
 
@@ -200,17 +215,18 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
-    if (next.identity !== prev?.identity) this.watchOwnExpiry(next.identity);
+    if (next.identity !== prev?.identity) this.identityApplied(next);
     this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
       l.stopAccepting();
       this.options.log.lifecycle("listener removed", { listener: l.name, config_version: next.version });
     }
+    const cause = prev ? causeOf(prev, next) : undefined;
     for (const s of this.registry.all()) {
       const state = states.get(s.listener);
       // A session of a listener that was removed or moved cannot be re-homed.
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
-      else s.recheck(state, next.revocationGraceMs);
+      else s.recheck(state, next.revocationGraceMs, cause);
     }
   }
 
@@ -261,7 +277,7 @@ export class Sidecar {
   private watchOwnExpiry(own: OwnIdentity): void {
     for (const t of this.ownTimers) t.clear();
     const now = this.deps.now;
-    if (this.failClosed === "own_svid_expired" && own.notAfter > now()) this.setFailClosed(undefined);
+    if (own.notAfter > now()) this.failClosedFor("own_svid_expired", false);
     const warn = () =>
       this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
     this.ownTimers = [
@@ -270,7 +286,7 @@ export class Sidecar {
         own.notAfter,
         () => {
           this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
-          this.setFailClosed("own_svid_expired");
+          this.failClosedFor("own_svid_expired", true);
         },
         now,
       ),
@@ -286,22 +302,78 @@ export class Sidecar {
       limits: config.limits,
       ownId: config.identity.id.toString(),
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
-      ...(this.failClosed ? { failClosed: this.failClosed } : {}),
+      ...(this.failReason ? { failClosed: this.failReason } : {}),
     };
     return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
   }
 
+  /** The control plane's staleness: fails closed with `config_stale`, or (undefined) ends that. */
+  setFailClosed(reason: "config_stale" | undefined): void {
+    this.failClosedFor("config_stale", reason !== undefined);
+  }
+
+  private get failReason(): FailReason | undefined {
+    return FAIL_ORDER.find((r) => this.closedFor.has(r));
+  }
+
   /**
-   * Fails closed (every new session denied with `reason`, live ones revoked at once) or, with
-   * undefined, serves the configuration in force again.
+   * Fails closed for `reason` (every new session denied, live ones revoked at once) or ends that; the
+   * sidecar serves again once no reason holds.
    */
-  setFailClosed(reason: ListenerState["failClosed"]): void {
-    if (this.failClosed === reason) return;
-    this.failClosed = reason;
+  private failClosedFor(reason: FailReason, on: boolean): void {
+    if (this.closedFor.has(reason) === on) return;
+    if (on) this.closedFor.add(reason);
+    else this.closedFor.delete(reason);
     if (!this.current) return;
     const states = this.statesFor(this.current);
     for (const [name, l] of this.listeners) l.update(states.get(name)!);
-    if (reason) for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, 0);
+    if (on) for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, 0, { cause: reason });
+  }
+
+  /**
+   * The Workload API withdrew the own SVID (PermissionDenied after issuing it; SPIFFE Workload API
+   * §5.2.1: cease using it): fail closed until a new one arrives.
+   */
+  withdrawIdentity(detail: string): void {
+    const own = this.current?.identity;
+    this.options.log.error("own SVID withdrawn by the Workload API: failing closed until a new one arrives", {
+      ...(own ? { id: own.id.toString(), serial: own.serial } : {}),
+      detail,
+    });
+    this.failClosedFor("own_svid_withdrawn", true);
+  }
+
+  /** Where the own identity comes from, for readiness and metrics (default: the configuration's files). */
+  useIdentitySource(source: IdentitySource): void {
+    this.identitySource = source;
+  }
+
+  /** The own identity as operators see it: its source, the source's state, and the SVID in force. */
+  identityStatus(now = this.deps.now()): IdentityStatus {
+    const svid = this.current?.identity ?? this.options.identity;
+    const probe = this.identitySource.probe();
+    return {
+      source: this.identitySource.kind,
+      connected: probe.connected ?? svid !== undefined,
+      lastUpdate: probe.lastUpdate ?? this.identityAt,
+      svid,
+      usable: svid !== undefined && svid.notAfter > now && !this.closedFor.has("own_svid_withdrawn"),
+      ...(probe.failed ? { failed: probe.failed } : {}),
+    };
+  }
+
+  private identityApplied(next: EffectiveConfig): void {
+    this.identityAt = this.deps.now();
+    this.watchOwnExpiry(next.identity);
+    const i = next.identity;
+    this.options.log.identityUpdate(this.identitySource.kind, "applied");
+    this.options.log.lifecycle("identity applied", {
+      source: this.identitySource.kind,
+      id: i.id.toString(),
+      serial: i.serial,
+      fingerprint: i.fingerprint,
+      not_after: new Date(i.notAfter).toISOString(),
+    });
   }
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */
@@ -325,17 +397,18 @@ export class Sidecar {
     return this.stopping !== undefined;
   }
 
-  /** What `/readyz` reports: every check must hold. */
-  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean> } {
+  /** What `/readyz` reports: every check must hold; `identity` tells the source's state besides. */
+  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean>; identity: Record<string, unknown> } {
     const c = this.current;
+    const identity = this.identityStatus(now);
     const checks = {
       config_loaded: c !== undefined,
       listeners_bound: c !== undefined && this.listeners.size === c.listeners.length && [...this.listeners.values()].every((l) => l.listening),
-      own_svid_valid: c !== undefined && c.identity.notAfter > now,
-      config_fresh: this.failClosed !== "config_stale",
+      own_svid_valid: identity.usable,
+      config_fresh: !this.closedFor.has("config_stale"),
       not_draining: this.stopping === undefined,
     };
-    return { ready: Object.values(checks).every(Boolean), checks };
+    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity) };
   }
 
   /** Ends one live session by id (an operator's revocation); false if there is none. */

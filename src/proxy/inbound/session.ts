@@ -15,7 +15,7 @@ import { decide, type Decision, type Obligations } from "../../policy/decide.js"
 import type { NegotiationSettings } from "../../negotiation/settings.js";
 import { ALPN, type DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, grantFrame, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
-import type { DecisionLog } from "../../telemetry/log.js";
+import type { DecisionLog, RevocationCause } from "../../telemetry/log.js";
 import { decisionRecord, obligationsRecord } from "../../telemetry/records.js";
 import { pump, type PumpCounts } from "../pump.js";
 import { PeerCertificates } from "./peerchain.js";
@@ -35,7 +35,7 @@ export interface ListenerState {
   readonly negotiation?: NegotiationSettings;
   readonly ownId: string;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
-  readonly failClosed?: "config_stale" | "own_svid_expired";
+  readonly failClosed?: "config_stale" | "own_svid_expired" | "own_svid_withdrawn";
 }
 
 export interface SessionDeps {
@@ -240,7 +240,7 @@ export class InboundSession implements LiveSession {
    * `graceMs`); one still admitted takes the new state and obligations (a tightened bandwidth applies
    * at once), its max duration still counted from its start.
    */
-  recheck(state: ListenerState, graceMs: number): void {
+  recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void {
     if (this.stage === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
     const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated);
@@ -255,6 +255,7 @@ export class InboundSession implements LiveSession {
         reasons: decision.reasons,
         grace_ms: graceMs,
         ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
+        ...cause,
       });
       if (graceMs <= 0) return this.close("revoked");
       this.revokeTimer = setTimeout(() => this.close("revoked"), graceMs);
