@@ -45,7 +45,8 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
   const ops = operations(settings.log, opts.admin ?? settings.admin, opts.destination);
   const log = ops.log;
   const initial = spec.kind === "file" ? spec.config : spec.bootstrap.initial === "wait" ? undefined : spec.bootstrap.initial;
-  const sidecar = new Sidecar(initial, { log });
+  // Before the first push, readiness judges the bootstrap's own SVID.
+  const sidecar = new Sidecar(initial, { log, ...(spec.kind === "controlled" ? { identity: spec.bootstrap.identity } : {}) });
   let workload: WorkloadApiSource | undefined;
   let agent: ControlAgent | undefined;
   let watcher: FileWatcher | undefined;

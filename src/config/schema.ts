@@ -137,14 +137,16 @@ const trustDomain = z
     message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)",
   });
 
-const identity = z.union([
-  z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }),
-  /** The SVID and trust bundles from the SPIFFE Workload API (endpoint default: SPIFFE_ENDPOINT_SOCKET). */
-  z.strictObject({
-    workload_api: z.strictObject({ endpoint: z.string().min(1).optional(), hint: z.string().min(1).optional() }),
-  }),
-]);
 const fileIdentity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+/**
+ * The SVID and trust bundles from the SPIFFE Workload API. `workload_api:` with nothing under it (YAML
+ * null) means every default: the endpoint from SPIFFE_ENDPOINT_SOCKET, the first SVID.
+ */
+const workloadApi = z
+  .strictObject({ endpoint: z.string().min(1).optional(), hint: z.string().min(1).optional() })
+  .nullable()
+  .transform((w) => w ?? {});
+const identity = z.union([fileIdentity, z.strictObject({ workload_api: workloadApi })]);
 const LOG_DEFAULT = {
   level: "info" as const,
   categories: { decisions: true, sessions: true, handshakes: true, control: true },

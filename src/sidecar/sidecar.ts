@@ -381,7 +381,10 @@ export class Sidecar {
     const old = this.base!;
     try {
       const next = loadConfig(old.file);
-      if (next.version === old.version) return "unchanged";
+      if (next.version === old.version) {
+        this.options.log.lifecycle("configuration unchanged", { file: old.file, version: old.version });
+        return "unchanged";
+      }
       const sessions = this.registry.size;
       await this.apply(next);
       this.options.log.configApplied({ file: old.file, old_version: old.version, new_version: next.version, sessions_rechecked: sessions });

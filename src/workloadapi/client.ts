@@ -63,6 +63,7 @@ export interface WorkloadApiStatus {
 }
 
 const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 30_000 };
+const MAX_REOPENS = 5;
 const METHOD: Record<StreamKind, string> = { x509: "FetchX509SVID", jwt: "FetchJWTBundles" };
 /** Endpoint §6 and Appendix A: report, do not retry. */
 const FINAL = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED]);
@@ -98,8 +99,8 @@ export class WorkloadApiSource {
   }
 
   start(): void {
-    this.stream("x509", 0, false);
-    this.stream("jwt", 0, false);
+    this.stream("x509", 0, 0);
+    this.stream("jwt", 0, 0);
   }
 
   stop(): void {
@@ -109,16 +110,17 @@ export class WorkloadApiSource {
     this.client.close();
   }
 
-  /** `reopened`: opened at once after a working stream ended (if it ends too, the next one backs off). */
-  private stream(kind: StreamKind, attempt: number, reopened: boolean): void {
+  /** `reopens`: how many times in a row this stream was reopened at once after ending. */
+  private stream(kind: StreamKind, attempt: number, reopens: number): void {
     if (this.stopped) return;
     const md = new grpc.Metadata();
     md.set("workload.spiffe.io", "true");
     const call = this.client[METHOD[kind]]!({}, md);
     this.calls.add(call);
-    let delivered = false;
+    let delivered = 0;
     call.on("data", (m: unknown) => {
-      delivered = true;
+      // A second message shows a stream that lives: the count of quick reopens starts again.
+      if (++delivered > 1) reopens = 0;
       if (kind === "x509") this.x509Open = true;
       try {
         if (kind === "x509") this.onX509(m as X509Message);
@@ -134,15 +136,16 @@ export class WorkloadApiSource {
       this.calls.delete(call);
       if (kind === "x509") this.x509Open = false;
       if (this.stopped) return;
-      // API §4.2: a connection that worked is re-established immediately (once in a row, so a server
-      // that ends every stream at once is not called in a busy loop); failures back off.
-      const now = delivered && !reopened;
-      this.ended(kind, s, now ? 0 : delivered ? 1 : attempt + 1);
+      // API §4.2: a connection that worked is re-established immediately (at most MAX_REOPENS times in a
+      // row, so a server that ends every stream after one message is not called in a busy loop);
+      // failures back off.
+      const now = delivered > 0 && reopens < MAX_REOPENS;
+      this.ended(kind, s, now ? 0 : delivered > 0 ? 1 : attempt + 1, now ? reopens + 1 : 0);
     });
   }
 
   /** Reports the end and schedules the next call: at once when `attempt` is 0, else after a backoff. */
-  private ended(kind: StreamKind, s: grpc.StatusObject, attempt: number): void {
+  private ended(kind: StreamKind, s: grpc.StatusObject, attempt: number, reopens: number): void {
     const code = grpc.status[s.code] ?? String(s.code);
     const message = s.details || (s.code === grpc.status.OK ? "stream ended by the server" : code);
     if (FINAL.has(s.code)) {
@@ -154,7 +157,7 @@ export class WorkloadApiSource {
     this.o.onError({ stream: kind, code, message, retryInMs, final: false });
     const t = setTimeout(() => {
       this.timers.delete(t);
-      this.stream(kind, attempt, attempt === 0);
+      this.stream(kind, attempt, reopens);
     }, retryInMs);
     this.timers.add(t);
   }
