@@ -221,7 +221,7 @@ describe("Workload API identity", () => {
     const churn = (async () => {
       while (!stop) {
         try {
-          const s = await dialTls(rig!.port(), rig!.pki, alice);
+          const s = await dialTls(rig.port(), rig.pki, alice);
           const echoed = readAll(s);
           s.end("hello");
           if ((await echoed).toString() === "hello") handshakes++;

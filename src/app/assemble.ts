@@ -68,7 +68,9 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
     if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
     const admin = await ops.serveAdmin(
       sidecar,
-      agent ? { configFresh: () => agent!.sync.state !== "stale" || failsOpen(spec), controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {},
+      agent
+        ? { configFresh: () => agent!.sync.state !== "stale" || failsOpen(spec), controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) }
+        : {},
     );
     const reload =
       spec.kind === "file"

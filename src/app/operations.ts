@@ -47,7 +47,8 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
           const checks = { ...r.checks, config_fresh: r.checks.config_fresh! && extra.configFresh() };
           return { ...r, ready: Object.values(checks).every(Boolean), checks };
         },
-        config: () => (s.configured ? configView(s.config, s.identityStatus()) : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) }),
+        config: () =>
+          s.configured ? configView(s.config, s.identityStatus()) : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) },
         sessions: () => s.registry.all().map((x) => x.info(Date.now())),
         revoke: (id) => s.revokeSession(id),
         metrics,

@@ -29,7 +29,10 @@ export function causeOf(prev: Side, next: Side): RevocationCause {
   if (prev.version !== next.version) return { cause: "config_changed", changed: { old_version: prev.version, new_version: next.version } };
   const trust = bundleChanges(prev.bundles, next.bundles);
   if (trust.added.length + trust.removed.length + trust.changed.length > 0) {
-    return { cause: "trust_bundle_changed", changed: { trust_domains_added: trust.added, trust_domains_removed: trust.removed, trust_domains_changed: trust.changed } };
+    return {
+      cause: "trust_bundle_changed",
+      changed: { trust_domains_added: trust.added, trust_domains_removed: trust.removed, trust_domains_changed: trust.changed },
+    };
   }
   return { cause: "own_svid_rotated", changed: { old_serial: prev.identity.serial, new_serial: next.identity.serial } };
 }

@@ -44,8 +44,6 @@ export function identityView(s: IdentityStatus): Record<string, unknown> {
     last_update: iso(s.lastUpdate),
     usable: s.usable,
     ...(s.failed ? { failed: s.failed } : {}),
-    ...(s.svid
-      ? { id: s.svid.id.toString(), serial: s.svid.serial, fingerprint: s.svid.fingerprint, not_after: iso(s.svid.notAfter) }
-      : { id: null }),
+    ...(s.svid ? { id: s.svid.id.toString(), serial: s.svid.serial, fingerprint: s.svid.fingerprint, not_after: iso(s.svid.notAfter) } : { id: null }),
   };
 }

@@ -16,10 +16,10 @@ export interface WorkloadApiHooks {
 function report(log: DecisionLog, e: StreamError): void {
   const fields = { stream: e.stream, code: e.code, detail: e.message, ...(e.retryInMs !== undefined ? { retry_in_ms: e.retryInMs } : {}) };
   if (e.final && e.stream === "jwt" && e.code === "UNIMPLEMENTED") {
-    return log.logger.warn({ event: "error", ...fields }, "the Workload API does not serve the JWT profile: JWT bundles not fetched (not retried)");
+    return void log.logger.warn({ event: "error", ...fields }, "the Workload API does not serve the JWT profile: JWT bundles not fetched (not retried)");
   }
-  if (e.final) return log.error(`Workload API ${e.stream} stream given up (${e.code}: not retried, SPIFFE Workload Endpoint §6)`, fields);
-  if (e.retryInMs === 0) return log.lifecycle("Workload API stream ended: reconnecting at once", fields);
+  if (e.final) return void log.error(`Workload API ${e.stream} stream given up (${e.code}: not retried, SPIFFE Workload Endpoint §6)`, fields);
+  if (e.retryInMs === 0) return void log.lifecycle("Workload API stream ended: reconnecting at once", fields);
   log.error("Workload API", fields);
 }
 
@@ -50,9 +50,9 @@ export function followWorkloadApi(
             version: u.version,
           });
         },
-        (e: Error) => {
+        (e: unknown) => {
           log.identityUpdate("workload_api", "refused");
-          log.error("identity from the Workload API refused", { detail: e.message, version: u.version });
+          log.error("identity from the Workload API refused", { detail: (e as Error).message, version: u.version });
         },
       );
     },

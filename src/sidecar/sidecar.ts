@@ -166,7 +166,10 @@ export class Sidecar {
       if (effective) await this.applyNow(effective);
       this.overlay = overlay;
       if (this.closedFor.has("own_svid_withdrawn")) {
-        this.options.log.lifecycle("a new own SVID arrived after the withdrawal: serving again", { id: overlay.identity.id.toString(), serial: overlay.identity.serial });
+        this.options.log.lifecycle("a new own SVID arrived after the withdrawal: serving again", {
+          id: overlay.identity.id.toString(),
+          serial: overlay.identity.serial,
+        });
         this.failClosedFor("own_svid_withdrawn", false);
       }
     });

@@ -64,12 +64,12 @@ export interface WorkloadApiStatus {
 
 const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 30_000 };
 const MAX_REOPENS = 5;
-const METHOD: Record<StreamKind, string> = { x509: "FetchX509SVID", jwt: "FetchJWTBundles" };
+const METHOD = { x509: "FetchX509SVID", jwt: "FetchJWTBundles" } as const;
 /** Endpoint §6 and Appendix A: report, do not retry. */
 const FINAL = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED]);
 
 export class WorkloadApiSource {
-  private readonly client: grpc.Client & Record<string, (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<unknown>>;
+  private readonly client: grpc.Client & Record<(typeof METHOD)[StreamKind], (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<unknown>>;
   private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
   private x509: { svid: OwnSvid; roots: Map<string, Buffer[]>; hash: string } | undefined;
   private jwt: { byDomain: Map<string, JwtAuthority[]>; hash: string } = { byDomain: new Map(), hash: "" };
@@ -115,7 +115,7 @@ export class WorkloadApiSource {
     if (this.stopped) return;
     const md = new grpc.Metadata();
     md.set("workload.spiffe.io", "true");
-    const call = this.client[METHOD[kind]]!({}, md);
+    const call = this.client[METHOD[kind]]({}, md);
     this.calls.add(call);
     let delivered = 0;
     call.on("data", (m: unknown) => {
@@ -146,11 +146,11 @@ export class WorkloadApiSource {
 
   /** Reports the end and schedules the next call: at once when `attempt` is 0, else after a backoff. */
   private ended(kind: StreamKind, s: grpc.StatusObject, attempt: number, reopens: number): void {
-    const code = grpc.status[s.code] ?? String(s.code);
+    const code = (grpc.status[s.code] as string | undefined) ?? String(s.code);
     const message = s.details || (s.code === grpc.status.OK ? "stream ended by the server" : code);
     if (FINAL.has(s.code)) {
       if (kind === "x509") this.failed = `${code}: ${message}`;
-      return this.o.onError({ stream: kind, code, message, final: true });
+      return void this.o.onError({ stream: kind, code, message, final: true });
     }
     if (s.code === grpc.status.PERMISSION_DENIED) this.redacted(kind, code, message);
     const retryInMs = attempt === 0 ? 0 : this.delay(attempt);
@@ -167,7 +167,7 @@ export class WorkloadApiSource {
     if (kind === "jwt") {
       if (this.jwt.byDomain.size === 0) return;
       this.jwt = { byDomain: new Map(), hash: "" };
-      return this.publish();
+      return void this.publish();
     }
     if (!this.x509) return;
     this.x509 = undefined;
@@ -184,7 +184,7 @@ export class WorkloadApiSource {
     const { svid, roots } = readX509Message(m, this.o.hint, Date.now());
     const hash = createHash("sha256");
     for (const s of m.svids) hash.update(s.x509_svid).update(s.bundle);
-    for (const [k, v] of Object.entries(m.federated_bundles ?? {}).sort()) hash.update(k).update(v);
+    for (const [k, v] of Object.entries(m.federated_bundles).sort()) hash.update(k).update(v);
     this.x509 = { svid, roots, hash: hash.digest("hex") };
     this.publish();
   }
@@ -192,7 +192,7 @@ export class WorkloadApiSource {
   private onJwt(m: JwtMessage): void {
     const byDomain = readJwtMessage(m);
     const hash = createHash("sha256");
-    for (const [tdId, json] of Object.entries(m.bundles ?? {}).sort()) hash.update(tdId).update(json);
+    for (const [tdId, json] of Object.entries(m.bundles).sort()) hash.update(tdId).update(json);
     this.jwt = { byDomain, hash: hash.digest("hex") };
     this.publish();
   }

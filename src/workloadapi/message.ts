@@ -49,20 +49,21 @@ function pem(label: string, der: Buffer): string {
 
 /** One X509SVIDResponse → the chosen SVID and the X.509 roots by trust domain. Throws on bad content. */
 export function readX509Message(m: X509Message, hint: string | undefined, now: number): { svid: OwnSvid; roots: Map<string, Buffer[]> } {
-  if (!m.svids?.length) throw new WorkloadApiError("response carries no SVID");
-  const chosen = (hint ? m.svids.find((s) => s.hint === hint) : undefined) ?? m.svids[0]!;
-  if (hint && chosen.hint !== hint) throw new WorkloadApiError(`no SVID with hint ${hint}`);
+  // Decoded with defaults, so every field is present; an empty one is a default value (API §4.5).
+  const chosen = hint ? m.svids.find((s) => s.hint === hint) : m.svids[0];
+  if (!chosen) throw new WorkloadApiError(hint && m.svids.length ? `no SVID with hint ${hint}` : "response carries no SVID");
   const id = SpiffeId.parse(chosen.spiffe_id);
   const roots = new Map<string, Buffer[]>();
-  roots.set(id.trustDomain.name, splitDer(chosen.bundle));
-  for (const [tdId, der] of Object.entries(m.federated_bundles ?? {})) roots.set(TrustDomain.parse(tdId).name, splitDer(der));
+  const ownRoots = splitDer(chosen.bundle);
+  roots.set(id.trustDomain.name, ownRoots);
+  for (const [tdId, der] of Object.entries(m.federated_bundles)) roots.set(TrustDomain.parse(tdId).name, splitDer(der));
   const chain = splitDer(chosen.x509_svid);
   if (chain.length === 0) throw new WorkloadApiError("x509_svid is empty");
   // The SVID must verify against its own trust domain's bundle, and its key must match.
-  const own = new BundleSet([X509Bundle.fromDer(id.trustDomain, roots.get(id.trustDomain.name)!, `bundle of ${id.trustDomain}`)]);
+  const own = new BundleSet([X509Bundle.fromDer(id.trustDomain, ownRoots, `bundle of ${id.trustDomain.name}`)]);
   const check = new SvidVerifier(own).verify(chain, now);
-  if (!check.ok) throw new WorkloadApiError(`SVID ${id} does not verify: ${check.message} (${check.rule})`);
-  if (!check.svid.id.equals(id)) throw new WorkloadApiError(`spiffe_id ${id} differs from the certificate's ${check.svid.id}`);
+  if (!check.ok) throw new WorkloadApiError(`SVID ${id.toString()} does not verify: ${check.message} (${check.rule})`);
+  if (!check.svid.id.equals(id)) throw new WorkloadApiError(`spiffe_id ${id.toString()} differs from the certificate's ${check.svid.id.toString()}`);
   const keyPem = pem("PRIVATE KEY", chosen.x509_svid_key);
   const leaf = check.svid.leaf;
   if (!leaf.x509.checkPrivateKey(createPrivateKey(keyPem))) throw new WorkloadApiError("x509_svid_key does not match the SVID");
@@ -73,7 +74,7 @@ export function readX509Message(m: X509Message, hint: string | undefined, now: n
 /** One JWTBundlesResponse → JWT authorities by trust domain. Throws on bad content. */
 export function readJwtMessage(m: JwtMessage): Map<string, JwtAuthority[]> {
   const byDomain = new Map<string, JwtAuthority[]>();
-  for (const [tdId, json] of Object.entries(m.bundles ?? {}).sort()) {
+  for (const [tdId, json] of Object.entries(m.bundles).sort()) {
     byDomain.set(TrustDomain.parse(tdId).name, [...parseSpiffeBundle(json.toString("utf8"), `JWT bundle of ${tdId}`).jwtAuthorities]);
   }
   return byDomain;
