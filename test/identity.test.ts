@@ -10,9 +10,12 @@ import { join } from "node:path";
 import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { mkdirSync } from "node:fs";
+import { pino } from "pino";
 import { assembleSidecar, type RunningSidecar } from "../src/app/assemble.js";
-import type { Issued } from "../src/certs/issue.js";
-import { loadConfig } from "../src/config/load.js";
+import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
+import { loadBootstrap, loadConfig } from "../src/config/load.js";
+import { startControlPlane } from "../src/control/server/plane.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
 import { workloadTarget } from "../src/workloadapi/endpoint.js";
 import { dialTls, freePort, MemoryLog, openSession, readAll, startHarness, tempDir, waitFor, writeFiles, type LogRecord } from "../testkit/harness.js";
@@ -362,7 +365,6 @@ describe("4. what operators see", () => {
   });
 
   it("/readyz while waiting for the first push: own_svid_valid follows the bootstrap's files", async () => {
-    const { loadBootstrap } = await import("../src/config/load.js");
     const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem });
     const closed = await freePort();
     writeFileSync(
@@ -383,6 +385,82 @@ describe("4. what operators see", () => {
       });
     } finally {
       await run.stop(0);
+    }
+  });
+});
+
+describe("the bootstrap's identity from the Workload API", () => {
+  it("serves pushed configuration with the streamed SVID; the control-plane client presents each new one", async () => {
+    const a2 = await CertificateAuthority.root({ trustDomain: "a.test" });
+    const dir = tempDir();
+    const socket = join(dir, "agent.sock");
+    const api = new TestWorkloadApi(socket, pki.a, { svid: await newSvid(), federated: {} });
+    api.extraRoots = [a2.certPem];
+    await api.listen();
+    const echo = await startEcho("127.0.0.1", 0);
+    const cpDir = join(dir, "cp");
+    mkdirSync(join(cpDir, "nodes"), { recursive: true });
+    writeFileSync(join(cpDir, "a.pem"), pki.a.certPem);
+    writeFileSync(
+      join(cpDir, "shared.yaml"),
+      `trust_domains:\n  a.test: { bundle: a.pem }\npolicies:\n  main:\n    rules:\n      - { name: allowed, action: allow, match: [{ id: spiffe://a.test/allowed }] }\n`,
+    );
+    const upstream = (echo.server.address() as { port: number }).port;
+    writeFileSync(
+      join(cpDir, "nodes", "node-a.yaml"),
+      `listeners:\n  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:${upstream}", policy: main }\n`,
+    );
+    const cpCert = await pki.a.leaf({ uris: ["spiffe://a.test/control-plane"], dnsNames: ["control.a.test"] });
+    /** A control plane that admits client certificates chained to `roots` only. */
+    const plane = (roots: string, listen: string) =>
+      startControlPlane({
+        dir: cpDir,
+        listen,
+        credentials: grpc.ServerCredentials.createSsl(
+          Buffer.from(roots),
+          [{ cert_chain: Buffer.from(cpCert.chainPem), private_key: Buffer.from(cpCert.keyPem) }],
+          true,
+        ),
+        log: pino({ level: "silent" }),
+        settleMs: 50,
+      });
+    let cp = await plane(pki.a.certPem + a2.certPem, "127.0.0.1:0");
+    const cpPort = cp.port;
+    writeFileSync(join(dir, "ca.pem"), pki.a.certPem);
+    writeFileSync(
+      join(dir, "bootstrap.yaml"),
+      `identity: { workload_api: { endpoint: "unix:${socket}" } }
+control_plane:
+  address: 127.0.0.1:${cpPort}
+  node_id: node-a
+  tls: { ca: ca.pem, server_name: control.a.test, mtls: true }
+  backoff: { initial: 50ms, max: 200ms }
+`,
+    );
+    const logs = new MemoryLog();
+    const run = await assembleSidecar(
+      { kind: "controlled", bootstrap: loadBootstrap(join(dir, "bootstrap.yaml")) },
+      { version: "test", admin: { listen: false, write: false }, destination: logs.destination, workloadBackoff: { initialMs: 50, maxMs: 200 } },
+    );
+    const connected = () => logs.of("lifecycle").filter((r) => r.msg === "control plane connected").length;
+    try {
+      await logs.next("config_applied");
+      const port = run.sidecar.addresses()["main"]!.port;
+      expect((await openSession(port, pki, alice)).got()).toBe("ping");
+      expect(await served(port)).toBe(fingerprintOf(api.state.svid));
+      // Rotate to an SVID of the second root; then only that root is admitted by the control plane.
+      const next = await a2.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"] });
+      api.push({ svid: next, federated: {} });
+      await waitFor(() => connected() >= 2, 5000, "the reconnect presenting the new SVID");
+      await cp.close();
+      cp = await plane(a2.certPem, `127.0.0.1:${cpPort}`);
+      await waitFor(() => connected() >= 3, 5000, "a control plane that admits only the new SVID's root");
+      expect(run.sidecar.readiness().ready).toBe(true);
+    } finally {
+      await run.stop(0);
+      await cp.close();
+      api.close();
+      await echo.close();
     }
   });
 });

@@ -33,6 +33,8 @@ export class TestWorkloadApi {
   jwtUnimplemented = false;
   jwks = JSON.stringify({ keys: [] });
   spiffeId = "spiffe://a.test/sidecar";
+  /** More roots of the SVID's own trust domain (PEM), streamed in its bundle after the CA's. */
+  extraRoots: string[] = [];
 
   constructor(
     readonly socket: string,
@@ -67,7 +69,15 @@ export class TestWorkloadApi {
   x509() {
     const keyDer = Buffer.from(this.state.svid.keyPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
     return {
-      svids: [{ spiffe_id: this.spiffeId, x509_svid: der(this.state.svid.chainPem), x509_svid_key: keyDer, bundle: der(this.ca.certPem), hint: "" }],
+      svids: [
+        {
+          spiffe_id: this.spiffeId,
+          x509_svid: der(this.state.svid.chainPem),
+          x509_svid_key: keyDer,
+          bundle: der(this.ca.certPem + this.extraRoots.join("")),
+          hint: "",
+        },
+      ],
       federated_bundles: Object.fromEntries(Object.entries(this.state.federated).map(([td, ca]) => [td, der(ca.certPem)])),
     };
   }

@@ -63,9 +63,10 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
       log.lifecycle("waiting for the first configuration from the control plane: nothing bound yet", {
         address: (spec as { bootstrap: Bootstrap }).bootstrap.controlPlane.address,
       });
-    const source = initial?.identitySource;
-    if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff);
     if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
+    // The own identity's source: a configuration's, or a bootstrap's (the agent's credentials follow it).
+    const source = spec.kind === "controlled" ? spec.bootstrap.identitySource : initial?.identitySource;
+    if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff, { onIdentity: (svid) => agent?.setIdentity(svid) });
     const admin = await ops.serveAdmin(
       sidecar,
       agent

@@ -76,7 +76,9 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
 
 export interface Bootstrap {
   readonly file: string;
-  readonly identity: OwnIdentity;
+  /** Undefined when the identity comes from the Workload API (`identitySource`). */
+  readonly identity: OwnIdentity | undefined;
+  readonly identitySource?: WorkloadApiSettings;
   readonly controlPlane: RawBootstrap["control_plane"] & { readonly caPem?: string };
   /** Served until the first push, if configured. */
   readonly initial: SidecarConfig | "wait";
@@ -90,13 +92,15 @@ export function loadBootstrap(file: string, now: number = Date.now()): Bootstrap
   const raw = parseWith(bootstrapSchema, src.toJS(), src);
   const files = [resolve(file)];
   const c = fileContext(src, files);
-  const identity = compileIdentity(c, readIdentity(c, raw.identity), new BundleSet([]), now);
+  const fromApi = "workload_api" in raw.identity ? workloadApiSettings(c, raw.identity.workload_api) : undefined;
+  const identity = "workload_api" in raw.identity ? undefined : compileIdentity(c, readIdentity(c, raw.identity), new BundleSet([]), now);
   const caPem = raw.control_plane.tls ? c.readFile(["control_plane", "tls", "ca"], raw.control_plane.tls.ca) : undefined;
   c.throwIfAny();
   const initial = raw.initial === "wait" ? "wait" : loadConfig(resolve(dirname(file), raw.initial.static), now);
   return {
     file,
-    identity: identity!,
+    identity,
+    ...(fromApi ? { identitySource: fromApi } : {}),
     controlPlane: { ...raw.control_plane, ...(caPem !== undefined ? { caPem } : {}) },
     initial,
     log: raw.log,

@@ -222,9 +222,9 @@ export const resourcesSchema = z.strictObject(resourcesShape);
 /** A static configuration file: identity, log, and the resources. */
 export const configSchema = z.strictObject({ identity, log, admin, ...resourcesShape });
 
-/** A bootstrap file: identity and where the control plane is; resources come from it. */
+/** A bootstrap file: identity (files or the Workload API) and where the control plane is; resources come from it. */
 export const bootstrapSchema = z.strictObject({
-  identity: fileIdentity,
+  identity,
   log,
   admin,
   control_plane: z.strictObject({

@@ -353,7 +353,7 @@ export class Sidecar {
 
   /** The own identity as operators see it: its source, the source's state, and the SVID in force. */
   identityStatus(now = this.deps.now()): IdentityStatus {
-    const svid = this.current?.identity ?? this.options.identity;
+    const svid = this.current?.identity ?? this.overlay?.identity ?? this.options.identity;
     const probe = this.identitySource.probe();
     return {
       source: this.identitySource.kind,
