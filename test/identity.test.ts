@@ -389,6 +389,56 @@ describe("4. what operators see", () => {
   });
 });
 
+/** A control-plane directory for node-a: one listener to `upstream`, spiffe://a.test/allowed allowed. */
+function controlPlaneDir(dir: string, upstream: number): string {
+  const cpDir = join(dir, "cp");
+  mkdirSync(join(cpDir, "nodes"), { recursive: true });
+  writeFileSync(join(cpDir, "a.pem"), pki.a.certPem);
+  writeFileSync(
+    join(cpDir, "shared.yaml"),
+    `trust_domains:\n  a.test: { bundle: a.pem }\npolicies:\n  main:\n    rules:\n      - { name: allowed, action: allow, match: [{ id: spiffe://a.test/allowed }] }\n`,
+  );
+  writeFileSync(
+    join(cpDir, "nodes", "node-a.yaml"),
+    `listeners:\n  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:${upstream}", policy: main }\n`,
+  );
+  return cpDir;
+}
+
+describe("4. what operators see: a stale configuration served by fail_open", () => {
+  it("keeps /readyz at 200 while it serves sessions", async () => {
+    const dir = tempDir();
+    const echo = await startEcho("127.0.0.1", 0);
+    const cpDir = controlPlaneDir(dir, (echo.server.address() as { port: number }).port);
+    const cp = await startControlPlane({ dir: cpDir, listen: "127.0.0.1:0", log: pino({ level: "silent" }), settleMs: 50 });
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem });
+    writeFileSync(
+      join(f.dir, "bootstrap.yaml"),
+      `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+control_plane: { address: "127.0.0.1:${cp.port}", node_id: node-a, max_staleness: 100ms, on_stale: fail_open, backoff: { initial: 50ms, max: 200ms } }
+`,
+    );
+    const logs = new MemoryLog();
+    const run = await assembleSidecar(
+      { kind: "controlled", bootstrap: loadBootstrap(join(f.dir, "bootstrap.yaml")) },
+      { version: "test", admin: { listen: "127.0.0.1:0", write: false }, destination: logs.destination },
+    );
+    try {
+      await logs.next("config_applied");
+      await cp.close();
+      await logs.next("error", (r) => String(r.msg).startsWith("configuration stale: failing open"));
+      const port = run.sidecar.addresses()["main"]!.port;
+      expect((await openSession(port, pki, alice)).got()).toBe("ping");
+      const ready = await fetch(`http://127.0.0.1:${run.admin!.port}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await (await fetch(`http://127.0.0.1:${run.admin!.port}/metrics`)).text()).toContain("parley_control_plane_connected 0");
+    } finally {
+      await run.stop(0);
+      await echo.close();
+    }
+  });
+});
+
 describe("the bootstrap's identity from the Workload API", () => {
   it("serves pushed configuration with the streamed SVID; the control-plane client presents each new one", async () => {
     const a2 = await CertificateAuthority.root({ trustDomain: "a.test" });
@@ -398,18 +448,7 @@ describe("the bootstrap's identity from the Workload API", () => {
     api.extraRoots = [a2.certPem];
     await api.listen();
     const echo = await startEcho("127.0.0.1", 0);
-    const cpDir = join(dir, "cp");
-    mkdirSync(join(cpDir, "nodes"), { recursive: true });
-    writeFileSync(join(cpDir, "a.pem"), pki.a.certPem);
-    writeFileSync(
-      join(cpDir, "shared.yaml"),
-      `trust_domains:\n  a.test: { bundle: a.pem }\npolicies:\n  main:\n    rules:\n      - { name: allowed, action: allow, match: [{ id: spiffe://a.test/allowed }] }\n`,
-    );
-    const upstream = (echo.server.address() as { port: number }).port;
-    writeFileSync(
-      join(cpDir, "nodes", "node-a.yaml"),
-      `listeners:\n  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:${upstream}", policy: main }\n`,
-    );
+    const cpDir = controlPlaneDir(dir, (echo.server.address() as { port: number }).port);
     const cpCert = await pki.a.leaf({ uris: ["spiffe://a.test/control-plane"], dnsNames: ["control.a.test"] });
     /** A control plane that admits client certificates chained to `roots` only. */
     const plane = (roots: string, listen: string) =>
