@@ -59,11 +59,11 @@ export function followWorkloadApi(
     onWithdrawn: (e) => {
       last = "";
       log.identityUpdate("workload_api", "withdrawn");
-      sidecar.withdrawIdentity(`${e.code}: ${e.message}`);
+      sidecar.own.withdraw(sidecar.inForce, `${e.code}: ${e.message}`);
     },
     onError: (e) => report(log, e),
   });
-  sidecar.useIdentitySource({ kind: "workload_api", probe: () => source.status });
+  sidecar.own.use({ kind: "workload_api", probe: () => source.status });
   source.start();
   return source;
 }

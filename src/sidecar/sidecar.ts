@@ -17,10 +17,10 @@ import { Counters } from "../telemetry/stats.js";
 import type { ListenerDeps } from "../proxy/inbound/listener.js";
 import type { SidecarLimits } from "../config/resources.js";
 import type { OwnIdentity } from "../identity/files.js";
-import { at, type LongTimer } from "../time/clock.js";
 import type { BundleSet } from "../spiffe/x509bundle.js";
 import { causeOf } from "../identity/changes.js";
-import { FILES_SOURCE, identityView, type IdentitySource, type IdentityStatus } from "../identity/status.js";
+import { identityView, type IdentityStatus } from "../identity/status.js";
+import { OwnIdentityState } from "../identity/own.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
@@ -41,7 +41,6 @@ export class ApplyError extends ParleyError {
 
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
 
-const OWN_EXPIRY_WARNING_MS = 5 * 60_000;
 const DEFAULT_HANDSHAKES: HandshakeLimits = { maxInFlight: 256, maxInFlightPerSource: 64 };
 
 function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
@@ -86,11 +85,10 @@ export class Sidecar {
   private overlay: TrustOverlay | undefined;
   /** Every reason the sidecar fails closed for now (each one set and cleared by its own cause). */
   private readonly closedFor = new Set<FailReason>();
-  private identitySource: IdentitySource = FILES_SOURCE;
-  private identityAt: number | undefined;
+  /** The own identity's source, application, expiry and withdrawal. */
+  readonly own: OwnIdentityState;
   private queue: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
-  private ownTimers: LongTimer[] = [];
 
   constructor(
     private readonly initial: SidecarConfig | undefined,
@@ -100,6 +98,12 @@ export class Sidecar {
     const limits = initial?.limits;
     this.counters = new Counters((name, by) => {
       if (name.startsWith("limits.")) for (let i = 0; i < by; i++) options.log.limitHit(name.slice(7));
+    });
+    this.own = new OwnIdentityState({
+      log: options.log,
+      now,
+      ...(options.identity ? { fallback: options.identity } : {}),
+      failClosed: (reason, on) => this.failClosedFor(reason, on),
     });
     this.deps = {
       log: options.log,
@@ -165,13 +169,7 @@ export class Sidecar {
       const effective = this.base ? this.effective(this.base, overlay) : undefined;
       if (effective) await this.applyNow(effective);
       this.overlay = overlay;
-      if (this.closedFor.has("own_svid_withdrawn")) {
-        this.options.log.lifecycle("a new own SVID arrived after the withdrawal: serving again", {
-          id: overlay.identity.id.toString(),
-          serial: overlay.identity.serial,
-        });
-        this.failClosedFor("own_svid_withdrawn", false);
-      }
+      this.own.restored(overlay.identity);
     });
   }
 
@@ -218,7 +216,7 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
-    if (next.identity !== prev?.identity) this.identityApplied(next);
+    if (next.identity !== prev?.identity) this.own.applied(next.identity);
     this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
       l.stopAccepting();
@@ -272,30 +270,6 @@ export class Sidecar {
     return Object.fromEntries([...this.outbound].map(([name, o]) => [name, o.listener.address()]));
   }
 
-  /**
-   * Warns (log; the metric parley_own_svid_expiry_seconds shows it too) when the own SVID is within
-   * the warning window of expiry, and fails closed when it expires: a sidecar never serves with an
-   * expired SVID. A new SVID clears both.
-   */
-  private watchOwnExpiry(own: OwnIdentity): void {
-    for (const t of this.ownTimers) t.clear();
-    const now = this.deps.now;
-    if (own.notAfter > now()) this.failClosedFor("own_svid_expired", false);
-    const warn = () =>
-      this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
-    this.ownTimers = [
-      at(own.notAfter - OWN_EXPIRY_WARNING_MS, warn, now),
-      at(
-        own.notAfter,
-        () => {
-          this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
-          this.failClosedFor("own_svid_expired", true);
-        },
-        now,
-      ),
-    ];
-  }
-
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
     const base = {
@@ -333,50 +307,14 @@ export class Sidecar {
     if (on) for (const s of this.registry.all()) s.recheck(states.get(s.listener)!, 0, { cause: reason });
   }
 
-  /**
-   * The Workload API withdrew the own SVID (PermissionDenied after issuing it; SPIFFE Workload API
-   * §5.2.1: cease using it): fail closed until a new one arrives.
-   */
-  withdrawIdentity(detail: string): void {
-    const own = this.current?.identity;
-    this.options.log.error("own SVID withdrawn by the Workload API: failing closed until a new one arrives", {
-      ...(own ? { id: own.id.toString(), serial: own.serial } : {}),
-      detail,
-    });
-    this.failClosedFor("own_svid_withdrawn", true);
+  /** The own SVID served, or held while the configuration waits (from the Workload API). */
+  get inForce(): OwnIdentity | undefined {
+    return this.current?.identity ?? this.overlay?.identity;
   }
 
-  /** Where the own identity comes from, for readiness and metrics (default: the configuration's files). */
-  useIdentitySource(source: IdentitySource): void {
-    this.identitySource = source;
-  }
-
-  /** The own identity as operators see it: its source, the source's state, and the SVID in force. */
+  /** The own identity as operators see it (`/readyz`, `/config`, metrics). */
   identityStatus(now = this.deps.now()): IdentityStatus {
-    const svid = this.current?.identity ?? this.overlay?.identity ?? this.options.identity;
-    const probe = this.identitySource.probe();
-    return {
-      source: this.identitySource.kind,
-      connected: probe.connected ?? svid !== undefined,
-      lastUpdate: probe.lastUpdate ?? this.identityAt,
-      svid,
-      usable: svid !== undefined && svid.notAfter > now && !this.closedFor.has("own_svid_withdrawn"),
-      ...(probe.failed ? { failed: probe.failed } : {}),
-    };
-  }
-
-  private identityApplied(next: EffectiveConfig): void {
-    this.identityAt = this.deps.now();
-    this.watchOwnExpiry(next.identity);
-    const i = next.identity;
-    this.options.log.identityUpdate(this.identitySource.kind, "applied");
-    this.options.log.lifecycle("identity applied", {
-      source: this.identitySource.kind,
-      id: i.id.toString(),
-      serial: i.serial,
-      fingerprint: i.fingerprint,
-      not_after: new Date(i.notAfter).toISOString(),
-    });
+    return this.own.status(this.inForce, now);
   }
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */
@@ -432,7 +370,7 @@ export class Sidecar {
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
       for (const l of this.listeners.values()) l.stopAccepting();
       for (const o of this.outbound.values()) o.listener.stopAccepting();
-      for (const t of this.ownTimers) t.clear();
+      this.own.stop();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();
