@@ -36,7 +36,7 @@ describe("a decision-log reader that stops reading", () => {
       const metrics = new Metrics({
         sessionsByListener: () => ({}),
         ownSvidSecondsLeft: () => undefined,
-        controlPlaneConnected: () => undefined,
+        identity: () => undefined,
         configVersion: () => undefined,
       });
       const log = new DecisionLog(createLogger("info", destination), { metrics });

@@ -1,4 +1,4 @@
-// The sidecar's own identity from a SPIFFE Workload API server written here from the published proto:
+// The sidecar's own identity from a SPIFFE Workload API server (testkit/workloadapi.ts):
 // first PermissionDenied then an SVID, rotations, a federated domain that disappears, the required
 // header, and rotation under load.
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
@@ -9,7 +9,9 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { loadWorkloadService, readX509Message, type WorkloadApiSource } from "../src/workloadapi/client.js";
+import type { WorkloadApiSource } from "../src/workloadapi/client.js";
+import { loadWorkloadService, readX509Message } from "../src/workloadapi/message.js";
+import { TestWorkloadApi } from "../testkit/workloadapi.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { followWorkloadApi } from "../src/identity/workload.js";
@@ -28,68 +30,10 @@ beforeAll(async () => {
   carol = await b.leaf({ uris: ["spiffe://b.test/carol"] });
 });
 
-interface State {
-  svid: Issued;
-  federated: boolean;
-}
-
-/** A Workload API server on a unix socket. */
-class FakeWorkloadApi {
-  readonly server = new grpc.Server();
-  readonly streams = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  denyFirst = 0;
-  calls = 0;
-  jwks = JSON.stringify({ keys: [] });
-  constructor(
-    readonly socket: string,
-    public state: State,
-  ) {
-    this.server.addService(loadWorkloadService().service, {
-      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => this.fetch(call, () => this.x509()),
-      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) =>
-        this.fetch(call, () => ({ bundles: { "spiffe://a.test": Buffer.from(this.jwks) } })),
-    });
-  }
-
-  private fetch(call: grpc.ServerWritableStream<unknown, unknown>, msg: () => unknown): void {
-    this.calls++;
-    if (call.metadata.get("workload.spiffe.io")[0] !== "true") {
-      return void call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: "missing workload.spiffe.io header" });
-    }
-    if (this.denyFirst > 0) {
-      this.denyFirst--;
-      return void call.emit("error", { code: grpc.status.PERMISSION_DENIED, details: "no identity issued yet" });
-    }
-    this.streams.add(call);
-    call.on("cancelled", () => this.streams.delete(call));
-    call.write(msg());
-  }
-
-  x509() {
-    const der = (pem: string) => Buffer.concat(derFromPem(pem, "pem"));
-    const keyDer = Buffer.from(this.state.svid.keyPem.replace(/-----[^-]+-----|\s/g, ""), "base64");
-    return {
-      svids: [{ spiffe_id: "spiffe://a.test/sidecar", x509_svid: der(this.state.svid.chainPem), x509_svid_key: keyDer, bundle: der(a.certPem), hint: "" }],
-      federated_bundles: this.state.federated ? { "spiffe://b.test": der(b.certPem) } : {},
-    };
-  }
-
-  push(state: State): void {
-    this.state = state;
-    for (const s of this.streams) s.write(this.x509());
-  }
-
-  listen(): Promise<void> {
-    return new Promise((resolve, reject) =>
-      this.server.bindAsync(`unix://${this.socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())),
-    );
-  }
-}
-
 const svid = () => a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"] });
 
 interface Rig {
-  api: FakeWorkloadApi;
+  api: TestWorkloadApi;
   sidecar: Sidecar;
   source: WorkloadApiSource;
   logs: MemoryLog;
@@ -106,8 +50,8 @@ afterEach(async () => {
 
 async function start(denyFirst = 0): Promise<Rig> {
   const dir = tempDir();
-  const api = new FakeWorkloadApi(join(dir, "agent.sock"), { svid: await svid(), federated: true });
-  api.denyFirst = denyFirst;
+  const api = new TestWorkloadApi(join(dir, "agent.sock"), a, { svid: await svid(), federated: { "spiffe://b.test": b } });
+  api.answer("FetchX509SVID", grpc.status.PERMISSION_DENIED, "no identity issued yet", denyFirst);
   await api.listen();
   const echo = await startEcho("127.0.0.1", 0);
   writeFileSync(
@@ -142,7 +86,7 @@ admin: { listen: false }
     async close() {
       source.stop();
       await sidecar.stop(100);
-      api.server.forceShutdown();
+      api.close();
       await echo.close();
     },
   };
@@ -173,7 +117,8 @@ describe("Workload API identity", () => {
     rig = await start();
     rig.api.jwks = JSON.stringify({ keys: [{ use: "jwt-svid", kid: "k9", ...(await exportJWK(k.publicKey)) }] });
     // A new stream picks the new JWKS up: break the current ones.
-    for (const st of rig.api.streams) st.emit("error", { code: grpc.status.UNAVAILABLE, details: "restart" });
+    rig.api.end("FetchX509SVID", grpc.status.UNAVAILABLE);
+    rig.api.end("FetchJWTBundles", grpc.status.UNAVAILABLE);
     const deadline = Date.now() + 5000;
     while (
       !rig.sidecar.configured ||
@@ -212,7 +157,7 @@ describe("Workload API identity", () => {
     await rig.logs.next("lifecycle", (r) => r.msg === "identity from the Workload API applied");
     const live = await openSession(rig.port(), rig.pki, alice);
     const next = await svid();
-    rig.api.push({ svid: next, federated: true });
+    rig.api.push({ svid: next, federated: { "spiffe://b.test": b } });
     const deadline = Date.now() + 3000;
     while ((await served(rig.port(), rig.pki)) !== fingerprintOf(next)) {
       if (Date.now() > deadline) throw new Error("the rotated SVID was never served");
@@ -228,7 +173,7 @@ describe("Workload API identity", () => {
     await rig.logs.next("lifecycle", (r) => r.msg === "identity from the Workload API applied");
     const c = await openSession(rig.port(), rig.pki, carol);
     const al = await openSession(rig.port(), rig.pki, alice);
-    rig.api.push({ svid: rig.api.state.svid, federated: false });
+    rig.api.push({ svid: rig.api.state.svid, federated: {} });
     const revoked = await rig.logs.next("revoked");
     expect(revoked).toMatchObject({ peer_id: "spiffe://b.test/carol", svid_rule: "untrusted_domain" });
     await c.closed;
@@ -241,7 +186,7 @@ describe("Workload API identity", () => {
 
   it("a call without the workload.spiffe.io header is refused with InvalidArgument", async () => {
     const dir = tempDir();
-    const api = new FakeWorkloadApi(join(dir, "agent.sock"), { svid: await svid(), federated: false });
+    const api = new TestWorkloadApi(join(dir, "agent.sock"), a, { svid: await svid(), federated: {} });
     await api.listen();
     const Client = loadWorkloadService();
     const client = new Client(`unix://${join(dir, "agent.sock")}`, grpc.credentials.createInsecure()) as unknown as {
@@ -251,7 +196,7 @@ describe("Workload API identity", () => {
     const code = await new Promise((resolve) => client.FetchX509SVID({}).on("error", (e: grpc.ServiceError) => resolve(e.code)));
     expect(code).toBe(grpc.status.INVALID_ARGUMENT);
     client.close();
-    api.server.forceShutdown();
+    api.close();
   });
 
   it("under load: 20 long-lived sessions and a stream of new handshakes survive 5 rotations intact", async () => {
@@ -276,7 +221,7 @@ describe("Workload API identity", () => {
     const churn = (async () => {
       while (!stop) {
         try {
-          const s = await dialTls(rig!.port(), rig!.pki, alice);
+          const s = await dialTls(rig.port(), rig.pki, alice);
           const echoed = readAll(s);
           s.end("hello");
           if ((await echoed).toString() === "hello") handshakes++;
@@ -293,7 +238,7 @@ describe("Workload API identity", () => {
         x.total += chunk.length;
         x.s.write(chunk);
       }
-      rig.api.push({ svid: await svid(), federated: true });
+      rig.api.push({ svid: await svid(), federated: { "spiffe://b.test": b } });
       await new Promise((res) => setTimeout(res, 150));
     }
     await waitFor(() => sessions.every((x) => x.bytes() === x.total), 5000, "all echoes back");

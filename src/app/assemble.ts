@@ -45,7 +45,8 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
   const ops = operations(settings.log, opts.admin ?? settings.admin, opts.destination);
   const log = ops.log;
   const initial = spec.kind === "file" ? spec.config : spec.bootstrap.initial === "wait" ? undefined : spec.bootstrap.initial;
-  const sidecar = new Sidecar(initial, { log });
+  // Before the first push, readiness judges the bootstrap's own SVID.
+  const sidecar = new Sidecar(initial, { log, ...(spec.kind === "controlled" ? { identity: spec.bootstrap.identity } : {}) });
   let workload: WorkloadApiSource | undefined;
   let agent: ControlAgent | undefined;
   let watcher: FileWatcher | undefined;
@@ -62,12 +63,15 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
       log.lifecycle("waiting for the first configuration from the control plane: nothing bound yet", {
         address: (spec as { bootstrap: Bootstrap }).bootstrap.controlPlane.address,
       });
-    const source = initial?.identitySource;
-    if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff);
     if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
+    // The own identity's source: a configuration's, or a bootstrap's (the agent's credentials follow it).
+    const source = spec.kind === "controlled" ? spec.bootstrap.identitySource : initial?.identitySource;
+    if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff, { onIdentity: (svid) => agent?.setIdentity(svid) });
     const admin = await ops.serveAdmin(
       sidecar,
-      agent ? { configFresh: () => agent!.sync.state !== "stale", controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) } : {},
+      agent
+        ? { configFresh: () => agent!.sync.state !== "stale" || failsOpen(spec), controlPlaneConnected: () => (agent!.sync.state === "connected" ? 1 : 0) }
+        : {},
     );
     const reload =
       spec.kind === "file"
@@ -80,6 +84,9 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
     throw e;
   }
 }
+
+/** A stale configuration served as the bootstrap says (`on_stale: fail_open`) leaves the sidecar ready. */
+const failsOpen = (spec: SidecarSpec) => spec.kind === "controlled" && spec.bootstrap.controlPlane.on_stale === "fail_open";
 
 /** Reload on SIGHUP and, when watching, on any change to the configuration or a file it names. */
 function fileReload(sidecar: Sidecar, spec: { config: SidecarConfig; watch: boolean }, setWatcher: (w: FileWatcher) => void): () => void {

@@ -3,6 +3,7 @@
 import type { AdminSettings, LogSettings } from "../config/load.js";
 import { parseHostPort } from "../config/units.js";
 import { configView } from "../config/view.js";
+import { identityView } from "../identity/status.js";
 import type { Sidecar } from "../sidecar/sidecar.js";
 import { startAdmin, type AdminServer } from "../telemetry/admin.js";
 import { bufferedDestination, createLogger, DecisionLog } from "../telemetry/log.js";
@@ -19,11 +20,10 @@ export interface Operations {
 
 export function operations(log: LogSettings, admin: AdminSettings, destination?: DestinationStream): Operations {
   let sidecar: Sidecar | undefined;
-  let cpConnected: (() => number) | undefined;
   const metrics = new Metrics({
     sessionsByListener: () => sidecar?.registry.countsByListener() ?? {},
     ownSvidSecondsLeft: () => (sidecar?.configured ? (sidecar.config.identity.notAfter - Date.now()) / 1000 : undefined),
-    controlPlaneConnected: () => cpConnected?.(),
+    identity: () => sidecar?.identityStatus(),
     configVersion: () => (sidecar?.configured ? sidecar.config.version : undefined),
   });
   const decisionLog = new DecisionLog(createLogger(log.level, destination ?? bufferedDestination(log.buffer)), {
@@ -37,7 +37,7 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
     metrics,
     async serveAdmin(s, extra = {}) {
       sidecar = s;
-      cpConnected = extra.controlPlaneConnected;
+      if (extra.controlPlaneConnected) metrics.trackControlPlane(extra.controlPlaneConnected);
       if (admin.listen === false) return undefined;
       const { host, port } = parseHostPort(admin.listen)!;
       server = await startAdmin(host, port, {
@@ -45,9 +45,10 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
           const r = s.readiness();
           if (!extra.configFresh) return r;
           const checks = { ...r.checks, config_fresh: r.checks.config_fresh! && extra.configFresh() };
-          return { ready: Object.values(checks).every(Boolean), checks };
+          return { ...r, ready: Object.values(checks).every(Boolean), checks };
         },
-        config: () => (s.configured ? configView(s.config) : { version: null, note: "no configuration yet" }),
+        config: () =>
+          s.configured ? configView(s.config, s.identityStatus()) : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) },
         sessions: () => s.registry.all().map((x) => x.info(Date.now())),
         revoke: (id) => s.revokeSession(id),
         metrics,

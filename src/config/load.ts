@@ -8,6 +8,7 @@ import { type OwnIdentity, compileIdentity, readIdentity } from "../identity/fil
 import { CompileContext, compileResources, type Resources } from "./resources.js";
 import { type AdminSettings, bootstrapSchema, configSchema, type LogSettings, type RawBootstrap, type WorkloadApiSettings } from "./schema.js";
 import { parseWith, YamlSource } from "./source.js";
+import { workloadTarget } from "../workloadapi/endpoint.js";
 
 export type { ListenerConfig, Resources } from "./resources.js";
 export type { OwnIdentity } from "../identity/files.js";
@@ -37,14 +38,34 @@ function fileContext(src: YamlSource, files: string[]): CompileContext {
   return c;
 }
 
+/**
+ * The Workload API endpoint, resolved and checked now: a missing or malformed one is a configuration
+ * error (exit 2), not a failure at start. The environment is read once, here (SPIFFE Workload Endpoint §4).
+ */
+function workloadApiSettings(c: CompileContext, w: WorkloadApiSettings): WorkloadApiSettings {
+  const endpoint = w.endpoint ?? process.env.SPIFFE_ENDPOINT_SOCKET;
+  const path = ["identity", "workload_api", "endpoint"];
+  if (!endpoint) c.error(path, "no Workload API endpoint: set identity.workload_api.endpoint or the SPIFFE_ENDPOINT_SOCKET environment variable");
+  else {
+    try {
+      workloadTarget(endpoint);
+    } catch (e) {
+      c.error(path, `${w.endpoint === undefined ? "SPIFFE_ENDPOINT_SOCKET: " : ""}${(e as Error).message}`);
+    }
+  }
+  return { ...w, ...(endpoint ? { endpoint } : {}) };
+}
+
 export function loadConfig(file: string, now: number = Date.now()): SidecarConfig {
   const src = YamlSource.read(file);
   const raw = parseWith(configSchema, src.toJS(), src);
   const files = [resolve(file)];
   const c = fileContext(src, files);
   if ("workload_api" in raw.identity) {
+    const identitySource = workloadApiSettings(c, raw.identity.workload_api);
     const resources = compileResources(raw, c);
-    return { ...resources, file, identity: undefined, identitySource: raw.identity.workload_api, files, log: raw.log, admin: raw.admin };
+    c.throwIfAny();
+    return { ...resources, file, identity: undefined, identitySource, files, log: raw.log, admin: raw.admin };
   }
   const own = readIdentity(c, raw.identity);
   const resources = compileResources(raw, c);
@@ -55,7 +76,9 @@ export function loadConfig(file: string, now: number = Date.now()): SidecarConfi
 
 export interface Bootstrap {
   readonly file: string;
-  readonly identity: OwnIdentity;
+  /** Undefined when the identity comes from the Workload API (`identitySource`). */
+  readonly identity: OwnIdentity | undefined;
+  readonly identitySource?: WorkloadApiSettings;
   readonly controlPlane: RawBootstrap["control_plane"] & { readonly caPem?: string };
   /** Served until the first push, if configured. */
   readonly initial: SidecarConfig | "wait";
@@ -69,13 +92,15 @@ export function loadBootstrap(file: string, now: number = Date.now()): Bootstrap
   const raw = parseWith(bootstrapSchema, src.toJS(), src);
   const files = [resolve(file)];
   const c = fileContext(src, files);
-  const identity = compileIdentity(c, readIdentity(c, raw.identity), new BundleSet([]), now);
+  const fromApi = "workload_api" in raw.identity ? workloadApiSettings(c, raw.identity.workload_api) : undefined;
+  const identity = "workload_api" in raw.identity ? undefined : compileIdentity(c, readIdentity(c, raw.identity), new BundleSet([]), now);
   const caPem = raw.control_plane.tls ? c.readFile(["control_plane", "tls", "ca"], raw.control_plane.tls.ca) : undefined;
   c.throwIfAny();
   const initial = raw.initial === "wait" ? "wait" : loadConfig(resolve(dirname(file), raw.initial.static), now);
   return {
     file,
-    identity: identity!,
+    identity,
+    ...(fromApi ? { identitySource: fromApi } : {}),
     controlPlane: { ...raw.control_plane, ...(caPem !== undefined ? { caPem } : {}) },
     initial,
     log: raw.log,

@@ -137,14 +137,16 @@ const trustDomain = z
     message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)",
   });
 
-const identity = z.union([
-  z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }),
-  /** The SVID and trust bundles from the SPIFFE Workload API (endpoint default: SPIFFE_ENDPOINT_SOCKET). */
-  z.strictObject({
-    workload_api: z.strictObject({ endpoint: z.string().min(1).optional(), hint: z.string().min(1).optional() }),
-  }),
-]);
 const fileIdentity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+/**
+ * The SVID and trust bundles from the SPIFFE Workload API. `workload_api:` with nothing under it (YAML
+ * null) means every default: the endpoint from SPIFFE_ENDPOINT_SOCKET, the first SVID.
+ */
+const workloadApi = z
+  .strictObject({ endpoint: z.string().min(1).optional(), hint: z.string().min(1).optional() })
+  .nullable()
+  .transform((w) => w ?? {});
+const identity = z.union([fileIdentity, z.strictObject({ workload_api: workloadApi })]);
 const LOG_DEFAULT = {
   level: "info" as const,
   categories: { decisions: true, sessions: true, handshakes: true, control: true },
@@ -223,9 +225,9 @@ export const resourcesSchema = z.strictObject(resourcesShape);
 /** A static configuration file: identity, log, and the resources. */
 export const configSchema = z.strictObject({ identity, log, admin, ...resourcesShape });
 
-/** A bootstrap file: identity and where the control plane is; resources come from it. */
+/** A bootstrap file: identity (files or the Workload API) and where the control plane is; resources come from it. */
 export const bootstrapSchema = z.strictObject({
-  identity: fileIdentity,
+  identity,
   log,
   admin,
   control_plane: z.strictObject({

@@ -4,6 +4,7 @@ import { describeMatcher } from "../policy/matcher.js";
 import type { Limits, Rule } from "../policy/model.js";
 import type { SidecarConfig } from "./load.js";
 import type { OwnIdentity } from "../identity/files.js";
+import { identityView, type IdentityStatus } from "../identity/status.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -35,16 +36,11 @@ function ruleView(r: Rule): Record<string, unknown> {
   };
 }
 
-export function configView(c: SidecarConfig & { identity: OwnIdentity }): Record<string, unknown> {
+export function configView(c: SidecarConfig & { identity: OwnIdentity }, identity: IdentityStatus): Record<string, unknown> {
   return {
     version: c.version,
     file: c.file,
-    identity: {
-      id: c.identity.id.toString(),
-      not_after: iso(c.identity.notAfter),
-      private_key: "[redacted]",
-      source: c.identitySource ? "workload_api" : "files",
-    },
+    identity: { ...identityView(identity), private_key: "[redacted]" },
     trust_domains: Object.fromEntries(
       c.bundles
         .all()

@@ -1,6 +1,6 @@
 // The sidecar's own X509-SVID and key, read from files and checked before anything binds.
 import { createPrivateKey } from "node:crypto";
-import type { OwnSvid } from "../workloadapi/client.js";
+import type { OwnSvid } from "../workloadapi/message.js";
 import type { BundleSet } from "../spiffe/x509bundle.js";
 import { derFromPem } from "../spiffe/x509cert.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
@@ -50,5 +50,6 @@ export function compileIdentity(c: CompileContext, files: IdentityFiles, bundles
     c.error(["identity", "key"], `unreadable private key: ${(e as Error).message}`);
     return undefined;
   }
-  return { id: result.ok ? result.svid.id : result.id!, certChainPem: certPem, keyPem, notAfter: leaf.notAfter };
+  const id = result.ok ? result.svid.id : result.id!;
+  return { id, certChainPem: certPem, keyPem, notAfter: leaf.notAfter, serial: leaf.serial, fingerprint: leaf.fingerprint };
 }

@@ -16,6 +16,7 @@ export const REASONS = {
   rate_limited: "the identity is over its new-session rate (after any allowed wait)",
   concurrency_limited: "no session slot free for the identity, the listener or the sidecar (after any allowed wait)",
   own_svid_expired: "the sidecar's own SVID has expired and no new one has arrived: it refuses to serve",
+  own_svid_withdrawn: "the Workload API withdrew the sidecar's own SVID (PermissionDenied after issuing it): it refuses to serve",
   negotiation_failed: "the parley/1 request frame or one of its tokens was refused (negotiation_rule says which)",
   config_stale: "the configuration is older than its allowed staleness and the sidecar fails closed",
 } as const;

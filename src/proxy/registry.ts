@@ -1,6 +1,7 @@
 // The live sessions of a sidecar: what drain waits for and what an operator can close.
 
 import type { ListenerState } from "./inbound/session.js";
+import type { RevocationCause } from "../telemetry/log.js";
 
 export interface SessionInfo {
   readonly id: string;
@@ -25,7 +26,7 @@ export interface LiveSession {
   /** Ends the session now with the given reason (logged). */
   close(reason: string): void;
   /** Decides again under a new listener state; revokes the session if no longer admitted. */
-  recheck(state: ListenerState, graceMs: number): void;
+  recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void;
 }
 
 export class SessionRegistry {

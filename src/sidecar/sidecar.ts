@@ -17,13 +17,21 @@ import { LimitCounts } from "../limits/events.js";
 import type { ListenerDeps } from "../proxy/inbound/listener.js";
 import type { SidecarLimits } from "../config/resources.js";
 import type { OwnIdentity } from "../identity/files.js";
-import { at, type LongTimer } from "../time/clock.js";
 import type { BundleSet } from "../spiffe/x509bundle.js";
+import { causeOf } from "../identity/changes.js";
+import { identityView, type IdentityStatus } from "../identity/status.js";
+import { OwnIdentityState } from "../identity/own.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
   readonly now?: () => number;
+  /** The own identity known before any configuration arrives (a bootstrap's files), for readiness. */
+  readonly identity?: OwnIdentity;
 }
+
+type FailReason = NonNullable<ListenerState["failClosed"]>;
+/** When several hold, sessions are denied with the first of these. */
+const FAIL_ORDER: readonly FailReason[] = ["own_svid_withdrawn", "own_svid_expired", "config_stale"];
 
 export class ApplyError extends ParleyError {
   constructor(message: string) {
@@ -33,7 +41,6 @@ export class ApplyError extends ParleyError {
 
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
 
-const OWN_EXPIRY_WARNING_MS = 5 * 60_000;
 const DEFAULT_HANDSHAKES: HandshakeLimits = { maxInFlight: 256, maxInFlightPerSource: 64 };
 
 function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
@@ -83,10 +90,12 @@ export class Sidecar {
   /** The configuration last given, before the overlay. */
   private base: SidecarConfig | undefined;
   private overlay: TrustOverlay | undefined;
-  private failClosed: ListenerState["failClosed"];
+  /** Every reason the sidecar fails closed for now (each one set and cleared by its own cause). */
+  private readonly closedFor = new Set<FailReason>();
+  /** The own identity's source, application, expiry and withdrawal. */
+  readonly own: OwnIdentityState;
   private queue: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
-  private ownTimers: LongTimer[] = [];
 
   constructor(
     private readonly initial: SidecarConfig | undefined,
@@ -95,6 +104,12 @@ export class Sidecar {
     const now = options.now ?? Date.now;
     const limits = initial?.limits;
     this.limitCounts = new LimitCounts((event) => options.log.limitHit(event));
+    this.own = new OwnIdentityState({
+      log: options.log,
+      now,
+      ...(options.identity ? { fallback: options.identity } : {}),
+      failClosed: (reason, on) => this.failClosedFor(reason, on),
+    });
     this.deps = {
       log: options.log,
       registry: this.registry,
@@ -164,6 +179,7 @@ export class Sidecar {
       const effective = this.base ? this.effective(this.base, overlay) : undefined;
       if (effective) await this.applyNow(effective);
       this.overlay = overlay;
+      this.own.restored(overlay.identity);
     });
   }
 
@@ -220,18 +236,19 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
-    if (next.identity !== prev?.identity) this.watchOwnExpiry(next.identity);
+    if (next.identity !== prev?.identity) this.own.applied(next.identity);
     this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
       l.stopAccepting();
       this.options.log.lifecycle("listener removed", { listener: l.name, config_version: next.version });
     }
+    const cause = prev ? causeOf(prev, next) : undefined;
     for (const s of this.registry.all()) {
       if (s.direction === "outbound") continue;
       const state = states.get(s.listener);
       // A session of a listener that was removed or moved cannot be re-homed.
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
-      else s.recheck(state, next.revocationGraceMs);
+      else s.recheck(state, next.revocationGraceMs, cause);
     }
   }
 
@@ -286,30 +303,6 @@ export class Sidecar {
     return Object.fromEntries([...this.outbound].map(([name, o]) => [name, o.listener.address()]));
   }
 
-  /**
-   * Warns (log; the metric parley_own_svid_expiry_seconds shows it too) when the own SVID is within
-   * the warning window of expiry, and fails closed when it expires: a sidecar never serves with an
-   * expired SVID. A new SVID clears both.
-   */
-  private watchOwnExpiry(own: OwnIdentity): void {
-    for (const t of this.ownTimers) t.clear();
-    const now = this.deps.now;
-    if (this.failClosed === "own_svid_expired" && own.notAfter > now()) this.setFailClosed(undefined);
-    const warn = () =>
-      this.options.log.error("own SVID expires soon and no rotation has arrived", { id: own.id.toString(), not_after: new Date(own.notAfter).toISOString() });
-    this.ownTimers = [
-      at(own.notAfter - OWN_EXPIRY_WARNING_MS, warn, now),
-      at(
-        own.notAfter,
-        () => {
-          this.options.log.error("own SVID expired: failing closed until a new one arrives", { id: own.id.toString() });
-          this.setFailClosed("own_svid_expired");
-        },
-        now,
-      ),
-    ];
-  }
-
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
     const base = {
@@ -319,26 +312,46 @@ export class Sidecar {
       limits: config.limits,
       ownId: config.identity.id.toString(),
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
-      ...(this.failClosed ? { failClosed: this.failClosed } : {}),
+      ...(this.failReason ? { failClosed: this.failReason } : {}),
     };
     return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
   }
 
+  /** The control plane's staleness: fails closed with `config_stale`, or (undefined) ends that. */
+  setFailClosed(reason: "config_stale" | undefined): void {
+    this.failClosedFor("config_stale", reason !== undefined);
+  }
+
+  private get failReason(): FailReason | undefined {
+    return FAIL_ORDER.find((r) => this.closedFor.has(r));
+  }
+
   /**
-   * Fails closed (every new session denied with `reason`, live ones revoked at once) or, with
-   * undefined, serves the configuration in force again.
+   * Fails closed for `reason` (every new session denied, live ones revoked at once) or ends that; the
+   * sidecar serves again once no reason holds.
    */
-  setFailClosed(reason: ListenerState["failClosed"]): void {
-    if (this.failClosed === reason) return;
-    this.failClosed = reason;
+  private failClosedFor(reason: FailReason, on: boolean): void {
+    if (this.closedFor.has(reason) === on) return;
+    if (on) this.closedFor.add(reason);
+    else this.closedFor.delete(reason);
     if (!this.current) return;
     const states = this.statesFor(this.current);
     for (const [name, l] of this.listeners) l.update(states.get(name)!);
-    if (!reason) return;
+    if (!on) return;
     for (const s of this.registry.all()) {
       const state = states.get(s.listener);
-      if (state) s.recheck(state, 0);
+      if (state) s.recheck(state, 0, { cause: reason });
     }
+  }
+
+  /** The own SVID served, or held while the configuration waits (from the Workload API). */
+  get inForce(): OwnIdentity | undefined {
+    return this.current?.identity ?? this.overlay?.identity;
+  }
+
+  /** The own identity as operators see it (`/readyz`, `/config`, metrics). */
+  identityStatus(now = this.deps.now()): IdentityStatus {
+    return this.own.status(this.inForce, now);
   }
 
   /** Reloads the configuration file; a broken one is logged and the running one stays. */
@@ -346,7 +359,10 @@ export class Sidecar {
     const old = this.base!;
     try {
       const next = loadConfig(old.file);
-      if (next.version === old.version) return "unchanged";
+      if (next.version === old.version) {
+        this.options.log.lifecycle("configuration unchanged", { file: old.file, version: old.version });
+        return "unchanged";
+      }
       const sessions = this.registry.size;
       await this.apply(next);
       this.options.log.configApplied({ file: old.file, old_version: old.version, new_version: next.version, sessions_rechecked: sessions });
@@ -362,17 +378,18 @@ export class Sidecar {
     return this.stopping !== undefined;
   }
 
-  /** What `/readyz` reports: every check must hold. */
-  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean> } {
+  /** What `/readyz` reports: every check must hold; `identity` tells the source's state besides. */
+  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean>; identity: Record<string, unknown> } {
     const c = this.current;
+    const identity = this.identityStatus(now);
     const checks = {
       config_loaded: c !== undefined,
       listeners_bound: c !== undefined && this.listeners.size === c.listeners.length && [...this.listeners.values()].every((l) => l.listening),
-      own_svid_valid: c !== undefined && c.identity.notAfter > now,
-      config_fresh: this.failClosed !== "config_stale",
+      own_svid_valid: identity.usable,
+      config_fresh: !this.closedFor.has("config_stale"),
       not_draining: this.stopping === undefined,
     };
-    return { ready: Object.values(checks).every(Boolean), checks };
+    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity) };
   }
 
   /** Ends one live session by id (an operator's revocation); false if there is none. */
@@ -390,7 +407,7 @@ export class Sidecar {
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
       for (const l of this.listeners.values()) l.stopAccepting();
       for (const o of this.outbound.values()) o.listener.stopAccepting();
-      for (const t of this.ownTimers) t.clear();
+      this.own.stop();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();

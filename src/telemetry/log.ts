@@ -87,7 +87,25 @@ export interface RevokedRecord {
   reasons: readonly string[];
   grace_ms: number;
   svid_rule?: string;
+  /** What changed to decide again (absent: a new configuration version). */
+  cause?: RevocationCause["cause"];
+  changed?: RevocationCause["changed"];
 }
+
+/** Why live sessions are decided again, and what changed (a trust domain, an SVID, a version). */
+export interface RevocationCause {
+  cause: "config_changed" | "trust_bundle_changed" | "own_svid_rotated" | "own_svid_expired" | "own_svid_withdrawn" | "config_stale";
+  changed?: Record<string, unknown>;
+}
+
+const REVOKED_BECAUSE: Record<RevocationCause["cause"], string> = {
+  config_changed: "session no longer admitted by the new configuration",
+  trust_bundle_changed: "session no longer admitted after a trust bundle changed",
+  own_svid_rotated: "session no longer admitted after the own SVID rotated",
+  own_svid_expired: "session revoked: the own SVID expired",
+  own_svid_withdrawn: "session revoked: the own SVID was withdrawn",
+  config_stale: "session revoked: the configuration is stale",
+};
 
 export interface ConfigRecord {
   file: string;
@@ -234,7 +252,12 @@ export class DecisionLog {
 
   revoked(r: RevokedRecord): void {
     this.options.metrics?.revocations.inc({ reason: r.reasons[0] ?? "" });
-    if (this.categories.sessions) this.logger.info({ event: "revoked", ...r }, "session no longer admitted by the new configuration");
+    if (this.categories.sessions) this.logger.info({ event: "revoked", ...r }, REVOKED_BECAUSE[r.cause ?? "config_changed"]);
+  }
+
+  /** An own-identity update from its source (the log line is the caller's): counted by outcome. */
+  identityUpdate(source: string, outcome: "applied" | "refused" | "withdrawn"): void {
+    this.options.metrics?.identityUpdates.inc({ source, outcome });
   }
 
   configApplied(r: ConfigRecord): void {

@@ -1,14 +1,15 @@
 // Prometheus metrics (prom-client), in a registry of the sidecar's own: no process-wide default
 // registry, so two sidecars in one process (as in tests) never mix their figures.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { IdentityStatus } from "../identity/status.js";
 
 export interface LiveFigures {
   /** Live sessions by listener. */
   sessionsByListener(): Record<string, number>;
   /** Seconds until the own SVID expires; undefined before it is known. */
   ownSvidSecondsLeft(): number | undefined;
-  /** 1 connected, 0 not; undefined without a control plane. */
-  controlPlaneConnected(): number | undefined;
+  /** The own identity's source and SVID; undefined before a sidecar is attached. */
+  identity(): IdentityStatus | undefined;
   /** The configuration version in force. */
   configVersion(): string | undefined;
 }
@@ -72,6 +73,12 @@ export class Metrics {
     labelNames: ["outcome"],
     registers: [this.registry],
   });
+  readonly identityUpdates = new Counter({
+    name: "parley_identity_updates_total",
+    help: "Own-identity updates, by source (files, workload_api) and outcome (applied, refused, withdrawn)",
+    labelNames: ["source", "outcome"],
+    registers: [this.registry],
+  });
   readonly suppressedDenials = new Counter({
     name: "parley_log_suppressed_denials_total",
     help: "Denial records not written because of the repeated-denial cap",
@@ -104,15 +111,7 @@ export class Metrics {
         if (s !== undefined) this.set(s);
       },
     });
-    new Gauge({
-      name: "parley_control_plane_connected",
-      help: "1 while the control-plane stream is up (absent without a control plane)",
-      registers: [this.registry],
-      collect() {
-        const c = live.controlPlaneConnected();
-        if (c !== undefined) this.set(c);
-      },
-    });
+    this.identityGauges(live);
     new Gauge({
       name: "parley_config_info",
       help: "The configuration version in force (value 1)",
@@ -122,6 +121,48 @@ export class Metrics {
         this.reset();
         const v = live.configVersion();
         if (v) this.set({ version: v }, 1);
+      },
+    });
+  }
+
+  /** Per source: connected, last update, and the SVID in force (info with ID, serial, fingerprint; not-after). */
+  private identityGauges(live: LiveFigures): void {
+    const gauge = (name: string, help: string, labelNames: string[], value: (s: IdentityStatus) => [Record<string, string>, number] | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const s = live.identity();
+          const v = s && value(s);
+          if (v) this.set(v[0], v[1]);
+        },
+      });
+    gauge("parley_identity_source_connected", "1 while the own identity's source is connected (files: an SVID was read)", ["source"], (s) => [
+      { source: s.source },
+      s.connected ? 1 : 0,
+    ]);
+    gauge("parley_identity_last_update_timestamp_seconds", "When the own identity's source last delivered", ["source"], (s) =>
+      s.lastUpdate === undefined ? undefined : [{ source: s.source }, s.lastUpdate / 1000],
+    );
+    gauge("parley_own_svid_info", "The own SVID in force (value 1; 0 while withdrawn or expired)", ["source", "id", "serial", "fingerprint"], (s) =>
+      s.svid ? [{ source: s.source, id: s.svid.id.toString(), serial: s.svid.serial, fingerprint: s.svid.fingerprint }, s.usable ? 1 : 0] : undefined,
+    );
+    gauge("parley_own_svid_not_after_timestamp_seconds", "The own SVID's notAfter", ["source"], (s) =>
+      s.svid ? [{ source: s.source }, s.svid.notAfter / 1000] : undefined,
+    );
+  }
+
+  /** Only a sidecar with a control plane has this gauge: absent otherwise, never a misleading 0. */
+  trackControlPlane(connected: () => number): void {
+    new Gauge({
+      name: "parley_control_plane_connected",
+      help: "1 while the control-plane stream is up (absent without a control plane)",
+      registers: [this.registry],
+      collect() {
+        this.set(connected());
       },
     });
   }

@@ -1,25 +1,22 @@
 // The sidecar's own SVID and trust bundles from the SPIFFE Workload API: FetchX509SVID and
-// FetchJWTBundles streamed over SPIFFE_ENDPOINT_SOCKET (`unix:///path` or `tcp://IP:port`), with the
-// `workload.spiffe.io: true` header on every call. Each message is the full current state; a stream
-// that fails is retried with backoff (PermissionDenied means "no identity for you yet").
-import { ParleyError } from "../errors/catalogue.js";
-import { createHash, createPrivateKey } from "node:crypto";
-import { isIP } from "node:net";
+// FetchJWTBundles streamed over SPIFFE_ENDPOINT_SOCKET, with the `workload.spiffe.io: true` header on
+// every call (SPIFFE Workload Endpoint §3). Each message is the full current state (Workload API §4.3).
+// Stream endings, by the standards:
+// - a stream that delivered and then ended (either side, any status) is reopened at once (API §4.2);
+//   failures after that back off exponentially with jitter (Endpoint §6: Unavailable, PermissionDenied);
+// - PermissionDenied once an SVID was issued withdraws it (API §5.2.1: "cease using the redacted
+//   SVIDs"): `onWithdrawn`, then retried with backoff; on the JWT stream it unloads the JWT bundles;
+// - InvalidArgument and Unimplemented are reported and that stream is not retried (Endpoint §6, App. A).
+import { createHash } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { PROTO_ROOT } from "../assets/paths.js";
-import { splitDer } from "../spiffe/der.js";
-import { SpiffeId, TrustDomain } from "../spiffe/spiffeid.js";
-import { parseSpiffeBundle, type JwtAuthority } from "../spiffe/spiffebundle.js";
+import type { JwtAuthority } from "../spiffe/spiffebundle.js";
+import { TrustDomain } from "../spiffe/spiffeid.js";
 import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
-import { SvidVerifier } from "../spiffe/x509svid.js";
+import { WorkloadApiError, workloadTarget } from "./endpoint.js";
+import { loadWorkloadService, readJwtMessage, readX509Message, type JwtMessage, type OwnSvid, type X509Message } from "./message.js";
 
-export interface OwnSvid {
-  readonly id: SpiffeId;
-  readonly certChainPem: string;
-  readonly keyPem: string;
-  readonly notAfter: number;
-}
+export { WorkloadApiError } from "./endpoint.js";
+export type { OwnSvid } from "./message.js";
 
 export interface WorkloadUpdate {
   readonly svid: OwnSvid;
@@ -29,102 +26,81 @@ export interface WorkloadUpdate {
   readonly version: string;
 }
 
+export type StreamKind = "x509" | "jwt";
+
+export interface StreamError {
+  readonly stream: StreamKind;
+  /** A gRPC status name, or INVALID_MESSAGE for a message discarded (API §4.5). */
+  readonly code: string;
+  readonly message: string;
+  /** When the stream is retried; absent when it is given up (InvalidArgument, Unimplemented) or still open. */
+  readonly retryInMs?: number;
+  /** True when the stream is given up for good. */
+  readonly final: boolean;
+}
+
 export interface WorkloadApiOptions {
-  /** `unix:///path` or `tcp://IP:port`; default SPIFFE_ENDPOINT_SOCKET. */
+  /** `unix:/path`, `unix:///path` or `tcp://IP:port`; default SPIFFE_ENDPOINT_SOCKET. */
   readonly endpoint?: string;
   /** Use the SVID with this hint; default the first. */
   readonly hint?: string;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
   onUpdate(u: WorkloadUpdate): void;
-  /** A stream failed or a message was refused; it is retried after `retryInMs` (if a stream). */
-  onError(e: { stream: "x509" | "jwt"; code: string; message: string; retryInMs?: number }): void;
+  /** The SVID in use was withdrawn (PermissionDenied after it was issued): stop using it. */
+  onWithdrawn(e: { code: string; message: string }): void;
+  onError(e: StreamError): void;
 }
 
-export class WorkloadApiError extends ParleyError {
-  constructor(message: string) {
-    super("PARLEY_ERR_WORKLOAD_API", message);
-  }
+/** What readiness and metrics show of the source. */
+export interface WorkloadApiStatus {
+  readonly endpoint: string;
+  /** The X.509 stream is open and has delivered. */
+  readonly connected: boolean;
+  /** When the last usable message arrived (ms since the epoch). */
+  readonly lastUpdate: number | undefined;
+  /** Why the X.509 stream was given up, if it was. */
+  readonly failed: string | undefined;
 }
 
-/** `unix:///path` or `tcp://IP:port` → a gRPC target. */
-export function workloadTarget(endpoint: string): string {
-  if (endpoint.startsWith("unix://")) {
-    const path = endpoint.slice("unix://".length);
-    if (!path.startsWith("/")) throw new WorkloadApiError(`endpoint ${endpoint}: a unix socket path must be absolute (unix:///path)`);
-    return `unix://${path}`;
-  }
-  if (endpoint.startsWith("tcp://")) {
-    const m = /^tcp:\/\/([^/]+):(\d+)$/.exec(endpoint);
-    const host = m?.[1]?.replace(/^\[|\]$/g, "");
-    if (!m || !host || isIP(host) === 0) throw new WorkloadApiError(`endpoint ${endpoint}: tcp:// must name an IP address and a port`);
-    return isIP(host) === 6 ? `[${host}]:${m[2]}` : `${host}:${m[2]}`;
-  }
-  throw new WorkloadApiError(`endpoint ${endpoint}: expected unix:///path or tcp://IP:port`);
-}
-
-export function loadWorkloadService(): grpc.ServiceClientConstructor {
-  const def = protoLoader.loadSync("spiffe/workloadapi.proto", { keepCase: true, longs: String, defaults: true, includeDirs: [PROTO_ROOT] });
-  return (grpc.loadPackageDefinition(def) as unknown as { SpiffeWorkloadAPI: grpc.ServiceClientConstructor }).SpiffeWorkloadAPI;
-}
-
-interface X509Svid {
-  spiffe_id: string;
-  x509_svid: Buffer;
-  x509_svid_key: Buffer;
-  bundle: Buffer;
-  hint: string;
-}
-interface X509Message {
-  svids: X509Svid[];
-  federated_bundles: Record<string, Buffer>;
-}
-interface JwtMessage {
-  bundles: Record<string, Buffer>;
-}
-
-function pem(label: string, der: Buffer): string {
-  return `-----BEGIN ${label}-----\n${der.toString("base64").replace(/.{64}/g, "$&\n").replace(/\n$/, "")}\n-----END ${label}-----\n`;
-}
-
-/** One X509SVIDResponse → the chosen SVID and the X.509 roots by trust domain. Throws on bad content. */
-export function readX509Message(m: X509Message, hint: string | undefined, now: number): { svid: OwnSvid; roots: Map<string, Buffer[]> } {
-  if (!m.svids?.length) throw new WorkloadApiError("response carries no SVID");
-  const chosen = (hint ? m.svids.find((s) => s.hint === hint) : undefined) ?? m.svids[0]!;
-  if (hint && chosen.hint !== hint) throw new WorkloadApiError(`no SVID with hint ${hint}`);
-  const id = SpiffeId.parse(chosen.spiffe_id);
-  const roots = new Map<string, Buffer[]>();
-  roots.set(id.trustDomain.name, splitDer(chosen.bundle));
-  for (const [tdId, der] of Object.entries(m.federated_bundles ?? {})) roots.set(TrustDomain.parse(tdId).name, splitDer(der));
-  const chain = splitDer(chosen.x509_svid);
-  if (chain.length === 0) throw new WorkloadApiError("x509_svid is empty");
-  // The SVID must verify against its own trust domain's bundle, and its key must match.
-  const own = new BundleSet([X509Bundle.fromDer(id.trustDomain, roots.get(id.trustDomain.name)!, `bundle of ${id.trustDomain}`)]);
-  const check = new SvidVerifier(own).verify(chain, now);
-  if (!check.ok) throw new WorkloadApiError(`SVID ${id} does not verify: ${check.message} (${check.rule})`);
-  if (!check.svid.id.equals(id)) throw new WorkloadApiError(`spiffe_id ${id} differs from the certificate's ${check.svid.id}`);
-  const keyPem = pem("PRIVATE KEY", chosen.x509_svid_key);
-  if (!check.svid.leaf.x509.checkPrivateKey(createPrivateKey(keyPem))) throw new WorkloadApiError("x509_svid_key does not match the SVID");
-  return { svid: { id, certChainPem: chain.map((d) => pem("CERTIFICATE", d)).join(""), keyPem, notAfter: check.svid.leaf.notAfter }, roots };
-}
+const DEFAULT_BACKOFF = { initialMs: 1000, maxMs: 30_000 };
+const MAX_REOPENS = 5;
+const METHOD = { x509: "FetchX509SVID", jwt: "FetchJWTBundles" } as const;
+/** Endpoint §6 and Appendix A: report, do not retry. */
+const FINAL = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED]);
 
 export class WorkloadApiSource {
-  private readonly client: grpc.Client & Record<string, (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<unknown>>;
+  private readonly client: grpc.Client & Record<(typeof METHOD)[StreamKind], (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<unknown>>;
+  private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
   private x509: { svid: OwnSvid; roots: Map<string, Buffer[]>; hash: string } | undefined;
   private jwt: { byDomain: Map<string, JwtAuthority[]>; hash: string } = { byDomain: new Map(), hash: "" };
   private readonly calls = new Set<grpc.ClientReadableStream<unknown>>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
+  private x509Open = false;
+  private lastUpdate: number | undefined;
+  private failed: string | undefined;
+  readonly endpoint: string;
 
   constructor(private readonly o: WorkloadApiOptions) {
     const endpoint = o.endpoint ?? process.env.SPIFFE_ENDPOINT_SOCKET;
     if (!endpoint) throw new WorkloadApiError("no Workload API endpoint: set identity.workload_api.endpoint or SPIFFE_ENDPOINT_SOCKET");
+    this.endpoint = endpoint;
+    this.backoff = o.backoff ?? DEFAULT_BACKOFF;
     const Service = loadWorkloadService();
-    this.client = new Service(workloadTarget(endpoint), grpc.credentials.createInsecure()) as never;
+    // The channel's own reconnect backoff follows ours, so a reopened call is not held back by it.
+    this.client = new Service(workloadTarget(endpoint), grpc.credentials.createInsecure(), {
+      "grpc.initial_reconnect_backoff_ms": this.backoff.initialMs,
+      "grpc.max_reconnect_backoff_ms": this.backoff.maxMs,
+    }) as never;
+  }
+
+  get status(): WorkloadApiStatus {
+    return { endpoint: this.endpoint, connected: this.x509Open, lastUpdate: this.lastUpdate, failed: this.failed };
   }
 
   start(): void {
-    this.stream("x509", "FetchX509SVID", 0);
-    this.stream("jwt", "FetchJWTBundles", 0);
+    this.stream("x509", 0, 0);
+    this.stream("jwt", 0, 0);
   }
 
   stop(): void {
@@ -134,52 +110,89 @@ export class WorkloadApiSource {
     this.client.close();
   }
 
-  private stream(kind: "x509" | "jwt", method: string, attempt: number): void {
+  /** `reopens`: how many times in a row this stream was reopened at once after ending. */
+  private stream(kind: StreamKind, attempt: number, reopens: number): void {
     if (this.stopped) return;
     const md = new grpc.Metadata();
     md.set("workload.spiffe.io", "true");
-    const call = this.client[method]!({}, md);
+    const call = this.client[METHOD[kind]]({}, md);
     this.calls.add(call);
+    let delivered = 0;
     call.on("data", (m: unknown) => {
-      attempt = 0;
+      // A second message shows a stream that lives: the count of quick reopens starts again.
+      if (++delivered > 1) reopens = 0;
+      if (kind === "x509") this.x509Open = true;
       try {
         if (kind === "x509") this.onX509(m as X509Message);
         else this.onJwt(m as JwtMessage);
+        this.lastUpdate = Date.now();
       } catch (e) {
-        this.o.onError({ stream: kind, code: "INVALID_MESSAGE", message: (e as Error).message });
+        // API §4.5: report and discard the message; the stream stays open.
+        this.o.onError({ stream: kind, code: "INVALID_MESSAGE", message: (e as Error).message, final: false });
       }
     });
-    call.on("error", (e: grpc.ServiceError) => {
+    call.on("error", () => {}); // the status below says it all
+    call.on("status", (s: grpc.StatusObject) => {
       this.calls.delete(call);
-      if (this.stopped || e.code === grpc.status.CANCELLED) return;
-      const b = this.o.backoff ?? { initialMs: 1000, maxMs: 30_000 };
-      const base = Math.min(b.maxMs, b.initialMs * 2 ** Math.min(attempt, 20));
-      const retryInMs = Math.round(base / 2 + (Math.random() * base) / 2);
-      this.o.onError({ stream: kind, code: grpc.status[e.code] ?? String(e.code), message: e.details || e.message, retryInMs });
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        this.stream(kind, method, attempt + 1);
-      }, retryInMs);
-      this.timers.add(t);
+      if (kind === "x509") this.x509Open = false;
+      if (this.stopped) return;
+      // API §4.2: a connection that worked is re-established immediately (at most MAX_REOPENS times in a
+      // row, so a server that ends every stream after one message is not called in a busy loop);
+      // failures back off.
+      const now = delivered > 0 && reopens < MAX_REOPENS;
+      this.ended(kind, s, now ? 0 : delivered > 0 ? 1 : attempt + 1, now ? reopens + 1 : 0);
     });
+  }
+
+  /** Reports the end and schedules the next call: at once when `attempt` is 0, else after a backoff. */
+  private ended(kind: StreamKind, s: grpc.StatusObject, attempt: number, reopens: number): void {
+    const code = (grpc.status[s.code] as string | undefined) ?? String(s.code);
+    const message = s.details || (s.code === grpc.status.OK ? "stream ended by the server" : code);
+    if (FINAL.has(s.code)) {
+      if (kind === "x509") this.failed = `${code}: ${message}`;
+      return void this.o.onError({ stream: kind, code, message, final: true });
+    }
+    if (s.code === grpc.status.PERMISSION_DENIED) this.redacted(kind, code, message);
+    const retryInMs = attempt === 0 ? 0 : this.delay(attempt);
+    this.o.onError({ stream: kind, code, message, retryInMs, final: false });
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      this.stream(kind, attempt, reopens);
+    }, retryInMs);
+    this.timers.add(t);
+  }
+
+  /** API §5.2.1, §6.2.2: PermissionDenied redacts everything that stream gave. */
+  private redacted(kind: StreamKind, code: string, message: string): void {
+    if (kind === "jwt") {
+      if (this.jwt.byDomain.size === 0) return;
+      this.jwt = { byDomain: new Map(), hash: "" };
+      return void this.publish();
+    }
+    if (!this.x509) return;
+    this.x509 = undefined;
+    this.o.onWithdrawn({ code, message });
+  }
+
+  /** Half of the capped exponential delay plus a random share of the other half. */
+  private delay(attempt: number): number {
+    const base = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(attempt - 1, 20));
+    return Math.round(base / 2 + (Math.random() * base) / 2);
   }
 
   private onX509(m: X509Message): void {
     const { svid, roots } = readX509Message(m, this.o.hint, Date.now());
     const hash = createHash("sha256");
     for (const s of m.svids) hash.update(s.x509_svid).update(s.bundle);
-    for (const [k, v] of Object.entries(m.federated_bundles ?? {}).sort()) hash.update(k).update(v);
+    for (const [k, v] of Object.entries(m.federated_bundles).sort()) hash.update(k).update(v);
     this.x509 = { svid, roots, hash: hash.digest("hex") };
     this.publish();
   }
 
   private onJwt(m: JwtMessage): void {
-    const byDomain = new Map<string, JwtAuthority[]>();
+    const byDomain = readJwtMessage(m);
     const hash = createHash("sha256");
-    for (const [tdId, json] of Object.entries(m.bundles ?? {}).sort()) {
-      byDomain.set(TrustDomain.parse(tdId).name, [...parseSpiffeBundle(json.toString("utf8"), `JWT bundle of ${tdId}`).jwtAuthorities]);
-      hash.update(tdId).update(json);
-    }
+    for (const [tdId, json] of Object.entries(m.bundles).sort()) hash.update(tdId).update(json);
     this.jwt = { byDomain, hash: hash.digest("hex") };
     this.publish();
   }

@@ -1,5 +1,6 @@
 // The control-plane agent of a sidecar: the stream client and the sync that applies what it receives,
-// over a sidecar assembled elsewhere (src/app). Credentials come from the bootstrap.
+// over a sidecar assembled elsewhere (src/app). Credentials come from the bootstrap; with `mtls` and an
+// identity from the Workload API, the stream waits for the first SVID and reconnects with each new one.
 import * as grpc from "@grpc/grpc-js";
 import type { Bootstrap } from "../../config/load.js";
 import { formatHostPort, parseHostPort } from "../../config/units.js";
@@ -10,13 +11,17 @@ import { ConfigSync } from "./sync.js";
 
 export interface ControlAgent {
   readonly sync: ConfigSync;
+  /** A new own SVID (from the Workload API): with mtls, the stream reconnects presenting it. */
+  setIdentity(own: OwnCredentials): void;
   stop(): void;
 }
 
-function credentialsFor(b: Bootstrap): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+type OwnCredentials = { readonly certChainPem: string; readonly keyPem: string };
+
+function credentialsFor(b: Bootstrap, id: OwnCredentials | undefined): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
   const tls = b.controlPlane.tls;
   if (!tls) return { credentials: grpc.credentials.createInsecure(), options: {} };
-  const own = tls.mtls ? ([Buffer.from(b.identity.keyPem), Buffer.from(b.identity.certChainPem)] as const) : ([null, null] as const);
+  const own = tls.mtls && id ? ([Buffer.from(id.keyPem), Buffer.from(id.certChainPem)] as const) : ([null, null] as const);
   return {
     credentials: grpc.credentials.createSsl(Buffer.from(b.controlPlane.caPem!), own[0], own[1]),
     options: tls.server_name ? { "grpc.ssl_target_name_override": tls.server_name, "grpc.default_authority": tls.server_name } : {},
@@ -25,24 +30,39 @@ function credentialsFor(b: Bootstrap): { credentials: grpc.ChannelCredentials; o
 
 export function startAgent(sidecar: Sidecar, bootstrap: Bootstrap, log: DecisionLog, version: string): ControlAgent {
   const sync = new ConfigSync(sidecar, bootstrap, log);
-  const { credentials, options } = credentialsFor(bootstrap);
   const cp = bootstrap.controlPlane;
-  const client = new ControlClient({
-    address: formatHostPort(parseHostPort(cp.address)!),
-    node: { id: cp.node_id, ...(cp.cluster ? { cluster: cp.cluster } : {}), version },
-    credentials,
-    channelOptions: options,
-    backoff: { initialMs: cp.backoff.initial, maxMs: cp.backoff.max },
-    runningVersion: () => sync.running(),
-    onPush: (v, r) => sync.onPush(v, r),
-    onUp: () => sync.onUp(),
-    onDown: (reason, retry) => sync.onDown(reason, retry),
-  });
-  client.start();
+  const mtls = cp.tls?.mtls === true;
+  let client: ControlClient | undefined;
+  let presented = bootstrap.identity?.certChainPem;
+  const connect = (own: OwnCredentials | undefined) => {
+    client?.stop();
+    const { credentials, options } = credentialsFor(bootstrap, own);
+    client = newClient(credentials, options);
+    client.start();
+  };
+  const newClient = (credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions) =>
+    new ControlClient({
+      address: formatHostPort(parseHostPort(cp.address)!),
+      node: { id: cp.node_id, ...(cp.cluster ? { cluster: cp.cluster } : {}), version },
+      credentials,
+      channelOptions: options,
+      backoff: { initialMs: cp.backoff.initial, maxMs: cp.backoff.max },
+      runningVersion: () => sync.running(),
+      onPush: (v, r) => sync.onPush(v, r),
+      onUp: () => sync.onUp(),
+      onDown: (reason, retry) => sync.onDown(reason, retry),
+    });
+  // With mtls and no SVID yet (it comes from the Workload API), nothing to present: wait for it.
+  if (bootstrap.identity || !mtls) connect(bootstrap.identity);
   return {
     sync,
+    setIdentity(own) {
+      if (!mtls || own.certChainPem === presented) return; // a bundle-only update keeps the stream
+      presented = own.certChainPem;
+      connect(own);
+    },
     stop() {
-      client.stop();
+      client?.stop();
       sync.close();
     },
   };

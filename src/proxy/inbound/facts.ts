@@ -23,7 +23,7 @@ export interface ListenerState {
   readonly negotiation?: NegotiationSettings;
   readonly ownId: string;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
-  readonly failClosed?: "config_stale" | "own_svid_expired";
+  readonly failClosed?: "config_stale" | "own_svid_expired" | "own_svid_withdrawn";
 }
 
 export interface ConnectionFacts {

@@ -10,6 +10,14 @@ import { ALPN } from "../../negotiation/frame.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
 import { tcpOf } from "../tcp.js";
 
+/**
+ * The settings of every secure context a listener builds, at start and on each identity change
+ * (`setSecureContext` builds a context from its argument alone: what is left out reverts to Node's
+ * defaults). Renegotiation would let a peer swap its certificate after the decision: refused outright.
+ * Ciphers are OpenSSL's defaults, in both.
+ */
+const CONTEXT_SETTINGS = { minVersion: "TLSv1.2", secureOptions: constants.SSL_OP_NO_RENEGOTIATION } as const satisfies SecureContextOptions;
+
 export interface ListenerDeps extends SessionDeps {
   readonly handshakes: HandshakeGuard;
 }
@@ -33,11 +41,9 @@ export class InboundListener {
     this.state = state;
     this.server = createServer({
       ...tls,
+      ...CONTEXT_SETTINGS,
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: "TLSv1.2",
-      // Renegotiation would let a peer swap its certificate after the decision: refused outright.
-      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
       ALPNCallback: ({ protocols }: { protocols: string[] }) => selectAlpn(protocols, this.state),
       handshakeTimeout: state.config.handshakeTimeoutMs,
       allowHalfOpen: true,
@@ -74,9 +80,9 @@ export class InboundListener {
     this.state = state;
   }
 
-  /** New handshakes present this certificate; established ones are unaffected. */
+  /** New handshakes present this certificate, under the same settings; established ones are unaffected. */
   setIdentity(tls: SecureContextOptions): void {
-    this.server.setSecureContext(tls);
+    this.server.setSecureContext({ ...tls, ...CONTEXT_SETTINGS });
   }
 
   listen(): Promise<AddressInfo> {

@@ -13,7 +13,7 @@ import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
-import type { DecisionLog } from "../../telemetry/log.js";
+import type { DecisionLog, RevocationCause } from "../../telemetry/log.js";
 import { decisionRecord, obligationsRecord, type NegotiationView } from "../../telemetry/records.js";
 import { pump, type PumpCounts } from "../pump.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
@@ -188,7 +188,7 @@ export class InboundSession implements LiveSession {
    * `graceMs`); one still admitted takes the new state and obligations (a tightened bandwidth applies
    * at once), its max duration still counted from its start.
    */
-  recheck(state: ListenerState, graceMs: number): void {
+  recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void {
     if (this.stage.kind === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
     const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated);
@@ -203,6 +203,7 @@ export class InboundSession implements LiveSession {
         reasons: decision.reasons,
         grace_ms: graceMs,
         ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
+        ...cause,
       });
       if (graceMs <= 0) return void this.close("revoked");
       this.revokeTimer = setTimeout(() => this.close("revoked"), graceMs);
