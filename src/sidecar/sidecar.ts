@@ -1,23 +1,24 @@
 // The sidecar: listeners, their shared session registry and decision log, with an explicit lifecycle:
 // apply a configuration (the first one starts it), reload from file, fail closed, stop with a drain.
-import { ParleyError } from "../errors/catalogue.js";
+// Longer than most modules: it owns the state every one of those transitions reads and changes (the
+// configuration in force, the overlay, the fail-closed reasons); outbound routes and the checks a
+// configuration must pass live beside it (outbound.ts, effective.ts).
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "../config/load.js";
 import { errorLines } from "../config/source.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
 import { InboundListener } from "../proxy/inbound/listener.js";
-import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
+import { OutboundRoutes, type BoundRoutes } from "./outbound.js";
+import { ApplyError, checkSequences, handshakeLimits, type EffectiveConfig, type TrustOverlay } from "./effective.js";
 import { SessionRegistry } from "../proxy/registry.js";
 import type { ListenerState } from "../proxy/inbound/session.js";
 import { Admission } from "../limits/admission.js";
-import { HandshakeGuard, type HandshakeLimits } from "../limits/handshakes.js";
+import { HandshakeGuard } from "../limits/handshakes.js";
 import { SharedThrottles } from "../limits/throttle.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { LimitCounts } from "../limits/events.js";
 import type { ListenerDeps } from "../proxy/inbound/listener.js";
-import type { SidecarLimits } from "../config/resources.js";
 import type { OwnIdentity } from "../identity/files.js";
-import type { BundleSet } from "../spiffe/x509bundle.js";
 import { causeOf } from "../identity/changes.js";
 import { identityView, type IdentityStatus } from "../identity/status.js";
 import { OwnIdentityState } from "../identity/own.js";
@@ -33,58 +34,15 @@ type FailReason = NonNullable<ListenerState["failClosed"]>;
 /** When several hold, sessions are denied with the first of these. */
 const FAIL_ORDER: readonly FailReason[] = ["own_svid_withdrawn", "own_svid_expired", "config_stale"];
 
-export class ApplyError extends ParleyError {
-  constructor(message: string) {
-    super("PARLEY_ERR_APPLY", message);
-  }
-}
-
 export type ReloadOutcome = "applied" | "unchanged" | "rejected";
-
-const DEFAULT_HANDSHAKES: HandshakeLimits = { maxInFlight: 256, maxInFlightPerSource: 64 };
-
-function handshakeLimits(l: SidecarLimits | undefined): HandshakeLimits {
-  if (!l) return DEFAULT_HANDSHAKES;
-  return { maxInFlight: l.maxHandshakes, maxInFlightPerSource: l.maxHandshakesPerSource, ...(l.sourceRate ? { sourceRate: l.sourceRate } : {}) };
-}
-
-/** A configuration with its own identity known: what can actually serve. */
-export type EffectiveConfig = SidecarConfig & { readonly identity: OwnIdentity };
-
-/** Identity and trust from a source outside the configuration (the Workload API). */
-export interface TrustOverlay {
-  readonly identity: OwnIdentity;
-  /** Replace the configuration's bundles of the same trust domains; the set is complete. */
-  readonly bundles: BundleSet;
-  readonly version: string;
-}
-
-interface OutboundRoute {
-  readonly listener: OutboundListener;
-  readonly spec: string;
-  readonly state: OutboundState;
-  readonly fresh?: boolean;
-}
-
 const tlsOf = (c: EffectiveConfig) => ({ cert: c.identity.certChainPem, key: c.identity.keyPem });
 const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
-
-/** A bundle whose spiffe_sequence goes backwards is a rollback: refused, naming the trust domain. */
-function checkSequences(prev: EffectiveConfig | undefined, next: EffectiveConfig): void {
-  if (!prev) return;
-  for (const b of next.bundles.all()) {
-    const old = prev.bundles.forTrustDomain(b.trustDomain);
-    if (old?.sequence !== undefined && b.sequence !== undefined && b.sequence < old.sequence) {
-      throw new ApplyError(`bundle of ${b.trustDomain}: spiffe_sequence ${b.sequence} is older than the ${old.sequence} in force`);
-    }
-  }
-}
 
 export class Sidecar {
   readonly registry = new SessionRegistry();
   readonly limitCounts: LimitCounts;
   private readonly listeners = new Map<string, InboundListener>();
-  private outbound = new Map<string, { listener: OutboundListener; spec: string }>();
+  private readonly outbound: OutboundRoutes;
   private readonly deps: ListenerDeps;
   private current: EffectiveConfig | undefined;
   /** The configuration last given, before the overlay. */
@@ -110,6 +68,7 @@ export class Sidecar {
       ...(options.identity ? { fallback: options.identity } : {}),
       failClosed: (reason, on) => this.failClosedFor(reason, on),
     });
+    this.outbound = new OutboundRoutes(options.log, this.registry, now);
     this.deps = {
       log: options.log,
       registry: this.registry,
@@ -216,14 +175,14 @@ export class Sidecar {
       throw e instanceof ApplyError ? e : new ApplyError((e as Error).message);
     }
     // Outbound binds belong to the same transaction: a failure there releases the listeners above.
-    let routes: Map<string, OutboundRoute>;
+    let routes: BoundRoutes;
     try {
-      routes = await this.bindOutbound(next);
+      routes = await this.outbound.bind(next);
     } catch (e) {
       for (const l of fresh.values()) l.stopAccepting();
       throw e;
     }
-    this.commitOutbound(routes);
+    this.outbound.commit(routes);
     const identityChanged = prev !== undefined && (next.identity.certChainPem !== prev.identity.certChainPem || next.identity.keyPem !== prev.identity.keyPem);
     const retired: InboundListener[] = [];
     for (const [name, l] of this.listeners) {
@@ -252,55 +211,8 @@ export class Sidecar {
     }
   }
 
-  /**
-   * Outbound listeners, phase one: a changed route (address, remote, expected ID, negotiation) is a new
-   * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
-   */
-  private async bindOutbound(next: EffectiveConfig): Promise<Map<string, OutboundRoute>> {
-    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
-    const routes = new Map<string, OutboundRoute>();
-    try {
-      for (const o of next.outbound) {
-        const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
-        const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
-        const have = this.outbound.get(o.name);
-        if (have?.spec === spec) {
-          routes.set(o.name, { ...have, state });
-          continue;
-        }
-        const listener = new OutboundListener(state, this.options.log, this.registry, this.deps.now);
-        routes.set(o.name, { listener, spec, state, fresh: true });
-        const a = await listener.listen().catch((e: Error) => {
-          throw new ApplyError(`outbound ${o.name}: cannot listen: ${e.message}`);
-        });
-        this.options.log.lifecycle("outbound listener ready", {
-          listener: o.name,
-          address: `${a.address}:${a.port}`,
-          remote: `${o.remote.host}:${o.remote.port}`,
-          expect_id: o.expectId.toString(),
-        });
-      }
-    } catch (e) {
-      for (const r of routes.values()) if (r.fresh) r.listener.stopAccepting();
-      throw e;
-    }
-    return routes;
-  }
-
-  /** Phase two: the routes in force; replaced or dropped ones stop, and so do their sessions. */
-  private commitOutbound(routes: Map<string, OutboundRoute>): void {
-    for (const [name, old] of this.outbound) {
-      const now = routes.get(name);
-      if (now?.listener === old.listener) continue;
-      old.listener.stopAccepting();
-      for (const s of this.registry.all()) if (s.direction === "outbound" && s.listener === name) s.close("listener_removed");
-    }
-    for (const r of routes.values()) r.listener.update(r.state);
-    this.outbound = new Map([...routes].map(([name, r]) => [name, { listener: r.listener, spec: r.spec }]));
-  }
-
   outboundAddresses(): Record<string, AddressInfo> {
-    return Object.fromEntries([...this.outbound].map(([name, o]) => [name, o.listener.address()]));
+    return this.outbound.addresses();
   }
 
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
@@ -406,7 +318,7 @@ export class Sidecar {
       await this.queue;
       this.options.log.lifecycle("draining", { sessions: this.registry.size, drain_timeout_ms: drainTimeoutMs });
       for (const l of this.listeners.values()) l.stopAccepting();
-      for (const o of this.outbound.values()) o.listener.stopAccepting();
+      this.outbound.stopAccepting();
       this.own.stop();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });

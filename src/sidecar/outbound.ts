@@ -1,0 +1,83 @@
+// The sidecar's outbound routes (legacy clients' side of a mesh hop), applied in two phases so a
+// configuration is all or nothing: bind every new or changed route first (a failure stops what was
+// bound and changes nothing), then commit (replaced or dropped routes stop, and so do their sessions).
+import type { AddressInfo } from "node:net";
+import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
+import type { SessionRegistry } from "../proxy/registry.js";
+import { SvidVerifier } from "../spiffe/x509svid.js";
+import type { DecisionLog } from "../telemetry/log.js";
+import { ApplyError, type EffectiveConfig } from "./effective.js";
+
+interface Route {
+  readonly listener: OutboundListener;
+  readonly spec: string;
+  readonly state: OutboundState;
+  readonly fresh?: boolean;
+}
+
+export type BoundRoutes = ReadonlyMap<string, Route>;
+
+export class OutboundRoutes {
+  private routes = new Map<string, { listener: OutboundListener; spec: string }>();
+
+  constructor(
+    private readonly log: DecisionLog,
+    private readonly registry: SessionRegistry,
+    private readonly now: () => number,
+  ) {}
+
+  /**
+   * Outbound listeners, phase one: a changed route (address, remote, expected ID, negotiation) is a new
+   * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
+   */
+  async bind(next: EffectiveConfig): Promise<BoundRoutes> {
+    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
+    const routes = new Map<string, Route>();
+    try {
+      for (const o of next.outbound) {
+        const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
+        const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
+        const have = this.routes.get(o.name);
+        if (have?.spec === spec) {
+          routes.set(o.name, { ...have, state });
+          continue;
+        }
+        const listener = new OutboundListener(state, this.log, this.registry, this.now);
+        routes.set(o.name, { listener, spec, state, fresh: true });
+        const a = await listener.listen().catch((e: unknown) => {
+          throw new ApplyError(`outbound ${o.name}: cannot listen: ${(e as Error).message}`);
+        });
+        this.log.lifecycle("outbound listener ready", {
+          listener: o.name,
+          address: `${a.address}:${a.port}`,
+          remote: `${o.remote.host}:${o.remote.port}`,
+          expect_id: o.expectId.toString(),
+        });
+      }
+    } catch (e) {
+      for (const r of routes.values()) if (r.fresh) r.listener.stopAccepting();
+      throw e;
+    }
+    return routes;
+  }
+
+  /** Phase two: the routes in force; replaced or dropped ones stop, and so do their sessions. */
+  commit(routes: BoundRoutes): void {
+    for (const [name, old] of this.routes) {
+      const now = routes.get(name);
+      if (now?.listener === old.listener) continue;
+      old.listener.stopAccepting();
+      for (const s of this.registry.all()) if (s.direction === "outbound" && s.listener === name) s.close("listener_removed");
+    }
+    for (const r of routes.values()) r.listener.update(r.state);
+    this.routes = new Map([...routes].map(([name, r]) => [name, { listener: r.listener, spec: r.spec }]));
+  }
+
+  addresses(): Record<string, AddressInfo> {
+    return Object.fromEntries([...this.routes].map(([name, o]) => [name, o.listener.address()]));
+  }
+
+  stopAccepting(): void {
+    for (const o of this.routes.values()) o.listener.stopAccepting();
+  }
+}
