@@ -2,6 +2,8 @@
 // can fail, SIGTERM/SIGINT drain (a second signal exits at once with 1), SIGHUP reloads.
 import type { DecisionLog } from "../telemetry/log.js";
 
+const FLUSH_WAIT_MS = 2000;
+
 export interface Stoppable {
   readonly log?: DecisionLog;
   reload(): void;
@@ -26,8 +28,10 @@ export async function runUntilSignalled(start: () => Promise<Stoppable>): Promis
         r.log?.error("stop failed", { detail: (e as Error).message });
         return process.exit(1);
       }
-      if (r.log) r.log.logger.flush(() => process.exit(0));
-      else process.exit(0);
+      if (!r.log) return process.exit(0);
+      // A reader of stdout that never drains must not hold the exit: the flush gets a bounded wait.
+      setTimeout(() => process.exit(0), FLUSH_WAIT_MS).unref();
+      r.log.logger.flush(() => process.exit(0));
     });
   };
   process.on("SIGTERM", stop);
