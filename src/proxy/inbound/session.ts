@@ -62,10 +62,10 @@ interface ConnectionFacts {
   readonly tlsVersion: string | null;
 }
 
-function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
+function factsOf(client: TLSSocket): ConnectionFacts {
   const tcp = tcpOf(client);
   return {
-    certs: new PeerCertificates(client, maxChainLength),
+    certs: new PeerCertificates(client),
     sourceAddress: tcp.remoteAddress ?? "",
     source: `${tcp.remoteAddress}:${tcp.remotePort}`,
     sni: (client as TLSSocket & { servername?: string | false }).servername || null,
@@ -129,7 +129,7 @@ export class InboundSession implements LiveSession {
     private state: ListenerState,
     private readonly deps: SessionDeps,
   ) {
-    this.facts = factsOf(client, state.maxChainLength);
+    this.facts = factsOf(client);
   }
 
   get listener(): string {
