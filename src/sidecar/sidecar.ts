@@ -219,7 +219,7 @@ export class Sidecar {
    * an unchanged one takes the new identity and bundles; a dropped one stops.
    */
   private async applyOutbound(next: EffectiveConfig): Promise<void> {
-    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
+    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength, ...next.svidVerification, counters: this.counters });
     const wanted = new Map(next.outbound.map((o) => [o.name, o]));
     for (const [name, o] of wanted) {
       const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
@@ -278,7 +278,7 @@ export class Sidecar {
   }
 
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
-    const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
+    const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength, ...config.svidVerification, counters: this.counters });
     const base = {
       verifier,
       attestations: config.attestations,

@@ -13,6 +13,7 @@
 // (when key usage is present) keyCertSign, path length constraints, and name constraints of every CA
 // above a certificate (the anchor's too, as RFC 5937 allows) on its subject and subjectAltName names
 // (self-issued intermediates exempt, §6.1.3 (b)). Validity dates are checked by the caller, per call.
+import type { Counters } from "../telemetry/stats.js";
 import { signatureValid, weakKey, weakSignature, type CryptoFloor } from "./algorithms.js";
 import { violation, type GeneralName } from "./names.js";
 import { KeyUsageFlags, OID, type CertFacts } from "./x509cert.js";
@@ -117,11 +118,6 @@ export function validatePath(path: readonly CertFacts[], floor: CryptoFloor): Fa
   return undefined;
 }
 
-/** Counts of work done, shared by every search of one verifier (tests and metrics read them). */
-export interface SearchCounters {
-  signatureChecks: number;
-}
-
 /** One search: the leaf, the presented intermediates, the domain's anchors, and its budget. */
 class PathSearch {
   private checks = 0;
@@ -135,7 +131,7 @@ class PathSearch {
     private readonly anchors: readonly CertFacts[],
     private readonly floor: CryptoFloor,
     private readonly budget: PathBudget,
-    private readonly counters: SearchCounters,
+    private readonly counters: Counters,
   ) {}
 
   /** May `issuer` have issued `cert`, by names and key identifiers alone? */
@@ -155,7 +151,7 @@ class PathSearch {
       return false;
     }
     this.checks++;
-    this.counters.signatureChecks++;
+    this.counters.inc("svid.signature_checks");
     const ok = signatureValid(cert, issuer);
     byKey.set(key, ok);
     return ok;
@@ -200,7 +196,7 @@ export function findPath(
   anchors: readonly CertFacts[],
   floor: CryptoFloor,
   budget: PathBudget,
-  counters: SearchCounters,
+  counters: Counters,
 ): PathOutcome {
   // Of anchors sharing a name and key (a re-issued root), the one valid longest is tried first.
   const byExpiry = [...anchors].sort((x, y) => y.notAfter - x.notAfter);
@@ -208,6 +204,7 @@ export function findPath(
   const path = s.search([leaf], leaf);
   if (path) return { ok: true, path };
   if (s.exhausted) {
+    counters.inc("svid.path_budget_exhausted");
     return {
       ok: false,
       rule: "path_budget_exhausted",

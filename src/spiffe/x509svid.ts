@@ -2,7 +2,8 @@
 // certification path (src/spiffe/pathvalidation.ts) to a trust anchor of the bundle of the leaf ID's
 // own trust domain — never to the roots of another domain — within a budget of work per call.
 import { DEFAULT_FLOOR, weakKey, weakSignature, type CryptoFloor } from "./algorithms.js";
-import { DEFAULT_BUDGET, findPath, type PathBudget, type PathRule, type SearchCounters } from "./pathvalidation.js";
+import { Counters } from "../telemetry/stats.js";
+import { DEFAULT_BUDGET, findPath, type PathBudget, type PathRule } from "./pathvalidation.js";
 import { SpiffeId, SpiffeIdError } from "./spiffeid.js";
 import type { BundleSet } from "./x509bundle.js";
 import { CertificateParseError, fingerprintOf, KeyUsageFlags, parseCertificate, type CertFacts } from "./x509cert.js";
@@ -55,6 +56,8 @@ export interface SvidVerifierOptions {
   floor?: Partial<CryptoFloor>;
   /** Work allowed to path building per call. */
   budget?: Partial<PathBudget>;
+  /** Where to count work done (default: counters of this verifier alone). */
+  counters?: Counters;
 }
 
 const CA_BITS = KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign;
@@ -142,8 +145,8 @@ export class SvidVerifier {
   private readonly maxChainLength: number;
   private readonly floor: CryptoFloor;
   private readonly budget: PathBudget;
-  /** Work done by this verifier since it was made. */
-  readonly counters: SearchCounters = { signatureChecks: 0 };
+  /** Work done: `svid.signature_checks`, `svid.path_budget_exhausted` (the sidecar's, when given). */
+  readonly counters: Counters;
 
   constructor(
     readonly bundles: BundleSet,
@@ -155,6 +158,7 @@ export class SvidVerifier {
     this.parsed = new BoundedCache(cacheSize);
     this.floor = { ...DEFAULT_FLOOR, ...options.floor };
     this.budget = { ...DEFAULT_BUDGET, ...options.budget };
+    this.counters = options.counters ?? new Counters();
   }
 
   verify(chain: readonly Buffer[], now: number): SvidResult {
