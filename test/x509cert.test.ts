@@ -32,7 +32,7 @@ describe("the certificate reader agrees with OpenSSL", () => {
     for (const { what, der } of certs) {
       const mine = parseCertificate(der);
       const node = new X509Certificate(der);
-      const ctx = `${what}`;
+      const ctx = what;
       expect(mine.fingerprint, ctx).toBe(node.fingerprint256.replace(/:/g, "").toLowerCase());
       expect(mine.serial, ctx).toBe(node.serialNumber.toLowerCase());
       expect(mine.notBefore, ctx).toBe(Date.parse(node.validFrom));

@@ -58,9 +58,23 @@ export function childrenOf(buf: Buffer, parent: Tlv): Tlv[] {
   return out;
 }
 
+/** Dotted forms of OIDs already read, by their encoding: a certificate holds a few dozen, mostly the same. */
+const OID_CACHE = new Map<string, string>();
+const OID_CACHE_SIZE = 4096;
+
 /** Dotted form of an OBJECT IDENTIFIER's content. */
 export function oidOf(buf: Buffer, t: Tlv): string {
   if (t.tag !== 0x06 || t.end === t.start) throw new DerError(`byte ${t.at}: expected an OBJECT IDENTIFIER`);
+  const encoded = buf.toString("latin1", t.start, t.end);
+  const known = OID_CACHE.get(encoded);
+  if (known !== undefined) return known;
+  const dotted = decodeOid(buf, t);
+  // Bounded: a peer can send OIDs of its own; past the bound they are decoded each time.
+  if (OID_CACHE.size < OID_CACHE_SIZE) OID_CACHE.set(encoded, dotted);
+  return dotted;
+}
+
+function decodeOid(buf: Buffer, t: Tlv): string {
   const parts: number[] = [];
   let v = 0;
   for (let i = t.start; i < t.end; i++) {
@@ -99,24 +113,36 @@ export function booleanOf(buf: Buffer, t: Tlv): boolean {
   return v === 0xff;
 }
 
-const UTC_TIME = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
+/** The decimal number of `n` ASCII digits at `at`, or -1 if any is not a digit. */
+function digits(buf: Buffer, at: number, n: number): number {
+  let v = 0;
+  for (let i = at; i < at + n; i++) {
+    const c = buf.readUInt8(i) - 0x30;
+    if (c < 0 || c > 9) return -1;
+    v = v * 10 + c;
+  }
+  return v;
+}
 
-/** UTCTime or GeneralizedTime in the forms RFC 5280 §4.1.2.5 allows, as ms since the epoch. */
+/** UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) as RFC 5280 §4.1.2.5 allows, in ms. */
 export function timeOf(buf: Buffer, t: Tlv): number {
-  const s = buf.toString("latin1", t.start, t.end);
-  const m = t.tag === 0x17 ? UTC_TIME.exec(s) : t.tag === 0x18 ? GENERALIZED_TIME.exec(s) : null;
-  if (!m) throw new DerError(`byte ${t.at}: a time not in RFC 5280 form (${JSON.stringify(s)})`);
-  const [y, mo, d, h, mi, se] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const yearDigits = t.tag === 0x17 ? 2 : t.tag === 0x18 ? 4 : 0;
+  const len = t.end - t.start;
+  const s = () => JSON.stringify(buf.toString("latin1", t.start, t.end));
+  if (yearDigits === 0 || len !== yearDigits + 11 || buf.readUInt8(t.end - 1) !== 0x5a)
+    throw new DerError(`byte ${t.at}: a time not in RFC 5280 form (${s()})`);
+  const fields = [digits(buf, t.start, yearDigits), ...[0, 2, 4, 6, 8].map((k) => digits(buf, t.start + yearDigits + k, 2))];
+  if (fields.some((f) => f < 0)) throw new DerError(`byte ${t.at}: a time not in RFC 5280 form (${s()})`);
+  const [y, mo, d, h, mi, se] = fields as [number, number, number, number, number, number];
   // §4.1.2.5.1: a two-digit year YY >= 50 is 19YY, else 20YY.
-  const year = t.tag === 0x17 ? (y >= 50 ? 1900 + y : 2000 + y) : y;
+  const year = yearDigits === 2 ? (y >= 50 ? 1900 + y : 2000 + y) : y;
   // setUTCFullYear, not Date.UTC: the latter reads years 0-99 as 1900-1999.
   const back = new Date(0);
   back.setUTCFullYear(year, mo - 1, d);
   back.setUTCHours(h, mi, se, 0);
   const ms = back.getTime();
   if (back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || se > 59) {
-    throw new DerError(`byte ${t.at}: an impossible date (${s})`);
+    throw new DerError(`byte ${t.at}: an impossible date (${s()})`);
   }
   return ms;
 }

@@ -1,5 +1,6 @@
 // Names in certificates: distinguished names (compared in a canonical form), general names (the
 // subjectAltName and nameConstraints forms), and name constraint matching by RFC 5280 §4.2.1.10.
+import { isAscii } from "node:buffer";
 import { childrenOf, DerError, expectTlv, oidOf, readTlv, type Tlv } from "./der.js";
 
 /** A distinguished name: its RDNs in a canonical form, for comparison and subtree matching. */
@@ -30,6 +31,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Bytes as text: UTF-8 when they are, else with every non-ASCII byte shown as \xNN (never garbled). */
 export function readableText(bytes: Buffer): string {
+  if (isAscii(bytes)) return bytes.toString("latin1");
   try {
     return utf8.decode(bytes);
   } catch {

@@ -211,16 +211,16 @@ function parseExtensions(buf: Buffer, wrapper: Tlv | undefined): { extensions: E
 }
 
 /** Parses one DER certificate (RFC 5280 §4.1). Throws CertificateParseError naming what is malformed. */
-export function parseCertificate(der: Buffer): CertFacts {
+export function parseCertificate(der: Buffer, fingerprint?: string): CertFacts {
   try {
-    return readCertificate(der);
+    return readCertificate(der, fingerprint);
   } catch (e) {
     if (e instanceof DerError || e instanceof RangeError) throw new CertificateParseError(`malformed certificate: ${e.message}`);
     throw e;
   }
 }
 
-function readCertificate(der: Buffer): CertFacts {
+function readCertificate(der: Buffer, fingerprint: string | undefined): CertFacts {
   const cert = readTlv(der, 0);
   if (cert.tag !== 0x30 || cert.end !== der.length) throw new DerError("not one DER SEQUENCE");
   const [tbs, sigAlg, sigValue, extra] = childrenOf(der, cert);
@@ -245,16 +245,9 @@ function readCertificate(der: Buffer): CertFacts {
   const { extensions, facts, duplicate } = parseExtensions(der, extWrapper);
   const signature = bitStringOf(der, sigValue);
   if (signature.unused !== 0) throw new DerError("signature BIT STRING with unused bits");
-  const spkiDer = der.subarray(spki.at, spki.end);
-  let x509: X509Certificate | undefined;
-  let publicKey: KeyObject | undefined;
-  return {
-    der,
-    get x509() {
-      return (x509 ??= new X509Certificate(der));
-    },
-    fingerprint: fingerprintOf(der),
-    serial: der.toString("hex", serial.start, serial.end).replace(/^00(?=.)/, ""),
+  const serialHex = der.toString("hex", serial.start, serial.end);
+  return new ParsedCertificate(der, fingerprint ?? fingerprintOf(der), {
+    serial: serialHex.startsWith("00") && serialHex.length > 2 ? serialHex.slice(2) : serialHex,
     notBefore: timeOf(der, nb),
     notAfter: timeOf(der, na),
     subject: parseName(der, subject),
@@ -262,16 +255,80 @@ function readCertificate(der: Buffer): CertFacts {
     tbs: der.subarray(tbs.at, tbs.end),
     signatureAlgorithm: oidOf(der, childrenOf(der, sigAlg)[0] ?? sigAlg),
     signature: signature.bytes,
-    spki: spkiDer,
+    spki: der.subarray(spki.at, spki.end),
     key: keyInfoOf(der, spki),
-    get publicKey() {
-      return (publicKey ??= createPublicKey({ key: spkiDer, format: "der", type: "spki" }));
-    },
     extensions,
     duplicateExtension: duplicate,
     ...facts,
     uriSans: facts.sans.flatMap((n) => (n.kind === "uri" ? [n.value] : [])),
-  };
+  });
+}
+
+type EagerFacts = Omit<CertFacts, "der" | "fingerprint" | "x509" | "publicKey">;
+
+/** CertFacts as a class: plain fields, and the two costly native objects built on first use. */
+class ParsedCertificate implements CertFacts {
+  readonly serial: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly subject: DistinguishedName;
+  readonly issuer: DistinguishedName;
+  readonly tbs: Buffer;
+  readonly signatureAlgorithm: string;
+  readonly signature: Buffer;
+  readonly spki: Buffer;
+  readonly key: KeyInfo;
+  readonly extensions: readonly Extension[];
+  readonly duplicateExtension: string | undefined;
+  readonly isCA: boolean;
+  readonly pathLen: number | undefined;
+  readonly keyUsage: number | null;
+  readonly keyUsageCritical: boolean;
+  readonly extKeyUsage: readonly string[] | null;
+  readonly sans: readonly GeneralName[];
+  readonly uriSans: readonly string[];
+  readonly nameConstraints: NameConstraints | undefined;
+  readonly subjectKeyId: string | undefined;
+  readonly authorityKeyId: string | undefined;
+  #x509: X509Certificate | undefined;
+  #publicKey: KeyObject | undefined;
+
+  constructor(
+    readonly der: Buffer,
+    readonly fingerprint: string,
+    f: EagerFacts,
+  ) {
+    this.serial = f.serial;
+    this.notBefore = f.notBefore;
+    this.notAfter = f.notAfter;
+    this.subject = f.subject;
+    this.issuer = f.issuer;
+    this.tbs = f.tbs;
+    this.signatureAlgorithm = f.signatureAlgorithm;
+    this.signature = f.signature;
+    this.spki = f.spki;
+    this.key = f.key;
+    this.extensions = f.extensions;
+    this.duplicateExtension = f.duplicateExtension;
+    this.isCA = f.isCA;
+    this.pathLen = f.pathLen;
+    this.keyUsage = f.keyUsage;
+    this.keyUsageCritical = f.keyUsageCritical;
+    this.extKeyUsage = f.extKeyUsage;
+    this.sans = f.sans;
+    this.uriSans = f.uriSans;
+    this.nameConstraints = f.nameConstraints;
+    this.subjectKeyId = f.subjectKeyId;
+    this.authorityKeyId = f.authorityKeyId;
+  }
+
+  get x509(): X509Certificate {
+    return (this.#x509 ??= new X509Certificate(this.der));
+  }
+
+  get publicKey(): KeyObject {
+    return (this.#publicKey ??= createPublicKey({ key: this.spki, format: "der", type: "spki" }));
+  }
 }
 
 /** Splits a PEM text into DER certificates; throws if it holds none or a block is not base64. */

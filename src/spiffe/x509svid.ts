@@ -178,7 +178,7 @@ export class SvidVerifier {
 
   private parse(der: Buffer, fingerprint: string): CertFacts {
     let facts = this.parsed.get(fingerprint);
-    if (!facts) this.parsed.set(fingerprint, (facts = parseCertificate(der)));
+    if (!facts) this.parsed.set(fingerprint, (facts = parseCertificate(der, fingerprint)));
     return facts;
   }
 
