@@ -11,15 +11,23 @@
 // subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
 // Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
 // windows: a steadier ratio of CPU per new session (0 skips it).
+// First-seen certificates: parley and the pipe at once again, CPU per new session with one client
+// certificate (verified once, then cached) and with BENCH_SVID_CERTS (1000) distinct ones, each
+// presented once to each, for BENCH_SVID_WINDOWS (3) windows of each kind (0 skips it); and the CPU
+// of verifying a chain that spends the path-building budget, in this process.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { connect, createSecureContext, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { connect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket } from "node:tls";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { LATENCY_SKIPPED, latencyVerdict, newSessionLatency } from "./latency.js";
 import { startEcho } from "../src/demo/echo.js";
+import { TrustDomain } from "../src/spiffe/spiffeid.js";
+import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
+import { derFromPem } from "../src/spiffe/x509cert.js";
+import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -384,6 +392,118 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
     median_ratio: median(ratios),
   };
 }
+/** Client contexts for `n` distinct SVIDs of the bench client's ID, each with its own key. */
+async function distinctClients(n: number): Promise<SecureContext[]> {
+  const out: SecureContext[] = [];
+  for (let i = 0; i < n; i++) {
+    const leaf = await ca.leaf({ uris: ["spiffe://bench.test/ns/ns7/sa/svc7"] });
+    out.push(createSecureContext({ ca: ca.certPem, cert: leaf.chainPem, key: leaf.keyPem }));
+  }
+  return out;
+}
+
+/**
+ * One new session (full handshake, 64-byte echo, close) per context per target, connections
+ * alternating between targets; server CPU per session, per target.
+ */
+async function sessionsWith(targets: Target[], contexts: SecureContext[]): Promise<number[]> {
+  const jobs = contexts.flatMap((secureContext) => targets.map((t, i) => ({ i, port: t.port, secureContext })));
+  const done = targets.map(() => 0);
+  const cpu0 = targets.map((t) => cpuMs(t.proc.pid!));
+  let next = 0;
+  const worker = async () => {
+    for (let job = jobs[next++]; job; job = jobs[next++]) {
+      const s = await dial(job.port, { secureContext: job.secureContext });
+      await roundTrip(s, payload64);
+      await new Promise<void>((r) => {
+        s.once("close", () => r());
+        s.end();
+      });
+      done[job.i]!++;
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  return targets.map((t, i) => ((cpuMs(t.proc.pid!) - cpu0[i]!) * 1000) / Math.max(1, done[i]!));
+}
+
+interface SvidFigures {
+  certificates: number;
+  windows: number;
+  cached: { parley_cpu_us: number; pipe_cpu_us: number; ratios: number[]; median_ratio: number };
+  distinct: { parley_cpu_us: number; pipe_cpu_us: number; ratios: number[]; median_ratio: number };
+  loop_chain_cpu_us: number;
+  budget_spent_chain_cpu_us: number;
+}
+
+/** Seven self-issued CAs with one name and key (the issue's loop), and a ring of 15 keys under one name. */
+async function loopChains(): Promise<{ seven: Buffer[]; ring: Buffer[] }> {
+  const first = await CertificateAuthority.root({ name: "loop" });
+  const seven = [(await first.leaf({ uris: ["spiffe://bench.test/loop"] })).certPem, first.certPem];
+  for (let i = 1; i < 7; i++) seven.push((await CertificateAuthority.root({ name: "loop", keyOf: first })).certPem);
+  const keys: CertificateAuthority[] = [];
+  for (let i = 0; i < 15; i++) keys.push(await CertificateAuthority.root({ name: "ring", keyIdentifiers: false }));
+  const ring = [(await keys[0]!.leaf({ uris: ["spiffe://bench.test/ring"], keyIdentifiers: false })).certPem];
+  for (let i = 0; i < 15; i++) ring.push((await keys[(i + 1) % 15]!.intermediate({ name: "ring", keyOf: keys[i]!, keyIdentifiers: false })).certPem);
+  return { seven: derFromPem(seven.join(""), "seven"), ring: derFromPem(ring.join(""), "ring") };
+}
+
+/** CPU to refuse `chain` with `rule`, in this process, with a fresh verifier (nothing cached) each time. */
+function refusalCpuUs(chain: Buffer[], rule: string): number {
+  const bundles = new BundleSet([X509Bundle.fromPem(TrustDomain.parse("bench.test"), ca.certPem, "bench")]);
+  const runs = 200;
+  const t0 = process.cpuUsage();
+  for (let i = 0; i < runs; i++) {
+    const r = new SvidVerifier(bundles, { maxChainLength: 16 }).verify(chain, Date.now());
+    if (r.ok || r.rule !== rule) throw new Error(`expected ${rule}, got ${r.ok ? "ok" : r.rule}`);
+  }
+  const used = process.cpuUsage(t0);
+  return (used.user + used.system) / runs;
+}
+
+/** CPU per new session against the pipe, interleaved: one cached certificate, then distinct ones. */
+async function svidFigures(): Promise<SvidFigures> {
+  const n = Number(process.env.BENCH_SVID_CERTS ?? 1000);
+  const windows = Number(process.env.BENCH_SVID_WINDOWS ?? 3);
+  const pair = [(await start("parley"))!, (await start("pipe"))!];
+  console.log(`first-seen certificates: ${windows} windows of ${n} sessions each way, one certificate then ${n} distinct ones`);
+  const cached: number[][] = [];
+  const distinct: number[][] = [];
+  for (let w = 0; w < windows; w++) {
+    cached.push(
+      await sessionsWith(
+        pair,
+        Array.from({ length: n }, () => clientContext),
+      ),
+    );
+    distinct.push(await sessionsWith(pair, await distinctClients(n)));
+  }
+  for (const t of pair) t.proc.kill("SIGTERM");
+  const summary = (rows: number[][]) => {
+    const ratios = rows.map(([p, q]) => +(p! / q!).toFixed(3));
+    return { parley_cpu_us: median(rows.map((r) => r[0]!)), pipe_cpu_us: median(rows.map((r) => r[1]!)), ratios, median_ratio: median(ratios) };
+  };
+  const loops = await loopChains();
+  return {
+    certificates: n,
+    windows,
+    cached: summary(cached),
+    distinct: summary(distinct),
+    loop_chain_cpu_us: refusalCpuUs(loops.seven, "chain_unverified"),
+    budget_spent_chain_cpu_us: refusalCpuUs(loops.ring, "path_budget_exhausted"),
+  };
+}
+
+function printSvid(s: SvidFigures): void {
+  const line = (what: string, x: SvidFigures["cached"]) =>
+    `  ${what}: parley ${x.parley_cpu_us.toFixed(0)} µs, pipe ${x.pipe_cpu_us.toFixed(0)} µs, parley/pipe ${x.median_ratio} (windows: ${x.ratios.join(" ")})`;
+  console.log(
+    `\nCPU per new session, interleaved with the pipe:\n${line("one cached certificate", s.cached)}\n${line(`${s.certificates} distinct certificates`, s.distinct)}`,
+  );
+  console.log(`seven self-issued CAs with one name and key: ${s.loop_chain_cpu_us.toFixed(0)} µs of CPU to refuse`);
+  console.log(`a ring of 15 keys that spends the path budget: ${s.budget_spent_chain_cpu_us.toFixed(0)} µs of CPU to refuse`);
+}
+
+const svid = FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe") ? await svidFigures() : undefined;
 await echo.close();
 
 const keys = Object.keys(Object.values(results).find((rows) => rows.length > 0)![0]!);
@@ -402,6 +522,7 @@ const report = {
   parley_over_pipe: ratio("parley", "pipe"),
   parley_over_nginx: ratio("parley", "nginx"),
   interleaved,
+  svid,
 };
 const subset = TARGETS.length < 3 || FIGURES.size < 6;
 if (!subset) {
@@ -421,5 +542,6 @@ if (interleaved)
   );
 const verdict = latencyVerdict(med.parley, med.nginx);
 if (verdict) console.log(`\n${verdict}`);
+if (svid) printSvid(svid);
 console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
 process.exit(0);

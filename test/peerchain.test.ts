@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { connect, createServer, type Server, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
-import { sessionPeerCertificate } from "../src/proxy/inbound/peerchain.js";
+import { peerChain, sessionPeerCertificate } from "../src/proxy/inbound/peerchain.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 
 // What the server side of a real mTLS handshake sees: the peer certificate read from the encoded
@@ -11,7 +11,7 @@ import { derFromPem } from "../src/spiffe/x509cert.js";
 let ca: CertificateAuthority;
 let serverCert: Issued;
 let clientCert: Issued;
-const seen: { session: Buffer; peer: Buffer; reused: boolean }[] = [];
+const seen: { session: Buffer; peer: Buffer; reused: boolean; chain: Buffer[] }[] = [];
 let port = 0;
 let server: Server;
 
@@ -21,7 +21,7 @@ beforeAll(async () => {
   clientCert = await ca.leaf({ uris: ["spiffe://a.test/client"] });
   server = createServer({ cert: serverCert.chainPem, key: serverCert.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true });
   server.on("secureConnection", (s: TLSSocket) => {
-    seen.push({ session: s.getSession()!, peer: s.getPeerX509Certificate()!.raw, reused: s.isSessionReused() });
+    seen.push({ session: s.getSession()!, peer: s.getPeerX509Certificate()!.raw, reused: s.isSessionReused(), chain: peerChain(s) });
     s.end("ok");
   });
   server.listen(0, "127.0.0.1");
@@ -68,5 +68,20 @@ describe("the peer certificate from the TLS session", () => {
     for (const bad of [Buffer.alloc(0), noPeer, notSequence, twoInPeer, good.subarray(0, good.length >> 1), good.subarray(0, 3)]) {
       expect(sessionPeerCertificate(bad)).toBeUndefined();
     }
+  });
+});
+
+describe("the chain a peer presented", () => {
+  it("is every certificate sent, leaf first, in the order sent (none dropped past a limit)", async () => {
+    const upper = await ca.intermediate({ name: "upper" });
+    const lower = await upper.intermediate({ name: "lower" });
+    const leaf = await lower.leaf({ uris: ["spiffe://a.test/deep"] });
+    const sent = leaf.certPem + upper.certPem + lower.certPem; // out of order on purpose
+    const before = seen.length;
+    const s = connect({ host: "127.0.0.1", port, ca: ca.certPem, cert: sent, key: leaf.keyPem, servername: "localhost" });
+    s.resume();
+    await once(s, "close");
+    expect(seen.length).toBe(before + 1);
+    expect(seen[before]!.chain).toEqual(derFromPem(sent, "sent"));
   });
 });

@@ -7,19 +7,32 @@ import * as x509 from "@peculiar/x509";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
-export type KeyType = "ec-p256" | "rsa-2048";
+export type KeyType = "ec-p256" | "rsa-2048" | "rsa-1024";
 
 const KEY_ALGS: Record<KeyType, RsaHashedKeyGenParams | EcKeyGenParams> = {
   "ec-p256": { name: "ECDSA", namedCurve: "P-256" },
   "rsa-2048": { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+  "rsa-1024": { name: "RSASSA-PKCS1-v1_5", modulusLength: 1024, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
 };
 
 const SIGNING: Record<KeyType, Algorithm & { hash: string }> = {
   "ec-p256": { name: "ECDSA", hash: "SHA-256" },
   "rsa-2048": { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+  "rsa-1024": { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
 };
 
+/** An extension given as raw DER, for certificates the typed options cannot describe. */
+export interface RawExtension {
+  readonly oid: string;
+  readonly critical: boolean;
+  readonly value: Buffer;
+}
+
 export const KeyUsage = x509.KeyUsageFlags;
+
+function signing(keyType: KeyType, opts: CertOptions): Algorithm & { hash: string } {
+  return { ...SIGNING[keyType], hash: opts.hash ?? "SHA-256" };
+}
 
 export interface Issued {
   readonly certPem: string;
@@ -42,6 +55,20 @@ export interface CertOptions {
   isCA?: boolean;
   /** KeyUsageFlags bits; `null` omits the extension. */
   keyUsage?: number | null;
+  /** Mark key usage critical (default true). */
+  keyUsageCritical?: boolean;
+  /** extKeyUsage purposes (OIDs); absent by default. */
+  extKeyUsage?: string[];
+  /** basicConstraints pathLenConstraint of a CA. */
+  pathLength?: number;
+  /** Extensions appended as given (repeats and unknown critical ones included). */
+  extraExtensions?: RawExtension[];
+  /** Digest of the signature on this certificate (default SHA-256). */
+  hash?: "SHA-1" | "SHA-256";
+  /** Certify this CA's key instead of a new one (same key, new certificate). */
+  keyOf?: CertificateAuthority;
+  /** Subject and authority key identifiers (default true). */
+  keyIdentifiers?: boolean;
 }
 
 interface KeyMaterial {
@@ -74,15 +101,17 @@ async function extensionsFor(opts: CertOptions, defaultCA: boolean, subjectKey: 
   const isCA = opts.isCA ?? defaultCA;
   const ku =
     opts.keyUsage === undefined ? (isCA ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature) : opts.keyUsage;
-  const exts: x509.Extension[] = [new x509.BasicConstraintsExtension(isCA, undefined, true)];
-  if (ku !== null) exts.push(new x509.KeyUsagesExtension(ku, true));
+  const exts: x509.Extension[] = [new x509.BasicConstraintsExtension(isCA, opts.pathLength, true)];
+  if (ku !== null) exts.push(new x509.KeyUsagesExtension(ku, opts.keyUsageCritical ?? true));
+  if (opts.extKeyUsage) exts.push(new x509.ExtendedKeyUsageExtension(opts.extKeyUsage, false));
   const names: x509.JsonGeneralName[] = [
     ...(opts.uris ?? []).map((value) => ({ type: "url" as const, value })),
     ...(opts.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
     ...(opts.ips ?? []).map((value) => ({ type: "ip" as const, value })),
   ];
   if (names.length > 0) exts.push(new x509.SubjectAlternativeNameExtension(names, false));
-  exts.push(await x509.SubjectKeyIdentifierExtension.create(subjectKey));
+  if (opts.keyIdentifiers ?? true) exts.push(await x509.SubjectKeyIdentifierExtension.create(subjectKey));
+  for (const e of opts.extraExtensions ?? []) exts.push(new x509.Extension(e.oid, e.critical, new Uint8Array(e.value)));
   return exts;
 }
 
@@ -107,21 +136,21 @@ export class CertificateAuthority {
   }
 
   static async root(opts: CertOptions & { trustDomain?: string } = {}): Promise<CertificateAuthority> {
-    const material = await generateKeys(opts.keyType ?? "ec-p256");
+    const material = opts.keyOf?.material ?? (await generateKeys(opts.keyType ?? "ec-p256"));
     const uris = opts.uris ?? (opts.trustDomain ? [`spiffe://${opts.trustDomain}`] : []);
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serial(),
       name: dn(opts.name ?? `${opts.trustDomain ?? "parley"} root CA`),
       ...validity(opts, 3650),
       keys: material.keys,
-      signingAlgorithm: SIGNING[material.keyType],
+      signingAlgorithm: signing(material.keyType, opts),
       extensions: await extensionsFor({ ...opts, uris }, true, material.keys.publicKey),
     });
     return new CertificateAuthority(cert, material, "", await keyPem(material.keys));
   }
 
   async intermediate(opts: CertOptions & { trustDomain?: string } = {}): Promise<CertificateAuthority> {
-    const material = await generateKeys(opts.keyType ?? "ec-p256");
+    const material = opts.keyOf?.material ?? (await generateKeys(opts.keyType ?? "ec-p256"));
     const uris = opts.uris ?? (opts.trustDomain ? [`spiffe://${opts.trustDomain}`] : []);
     const cert = await this.sign({ ...opts, uris }, material, true, 1825);
     const pem = cert.toString("pem") + "\n";
@@ -144,8 +173,11 @@ export class CertificateAuthority {
       ...validity(opts, days),
       publicKey: material.keys.publicKey,
       signingKey: this.material.keys.privateKey,
-      signingAlgorithm: SIGNING[this.material.keyType],
-      extensions: [...(await extensionsFor(opts, defaultCA, material.keys.publicKey)), await x509.AuthorityKeyIdentifierExtension.create(this.cert, false)],
+      signingAlgorithm: signing(this.material.keyType, opts),
+      extensions: [
+        ...(await extensionsFor(opts, defaultCA, material.keys.publicKey)),
+        ...((opts.keyIdentifiers ?? true) ? [await x509.AuthorityKeyIdentifierExtension.create(this.cert, false)] : []),
+      ],
     });
   }
 }

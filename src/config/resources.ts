@@ -1,6 +1,8 @@
 // Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
 // settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
 // One module for every section, so a file and a push compile by the same code, section by section.
+import type { CryptoFloor } from "../spiffe/algorithms.js";
+import type { PathBudget } from "../spiffe/pathvalidation.js";
 import { createHash } from "node:crypto";
 import { compileNegotiation, type NegotiationSettings } from "../negotiation/settings.js";
 import { SpiffeId, TrustDomain } from "../spiffe/spiffeid.js";
@@ -53,6 +55,8 @@ export interface Resources {
   /** How long a live session a new configuration no longer admits may go on. */
   readonly revocationGraceMs: number;
   readonly maxChainLength: number;
+  /** The crypto floor and path-building budget of SVID verification. */
+  readonly svidVerification: { readonly floor: CryptoFloor; readonly budget: PathBudget };
   readonly limits: SidecarLimits;
   /** Present when negotiation (ALPN parley/1) is configured. */
   readonly negotiation?: NegotiationSettings;
@@ -131,6 +135,10 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
     drainTimeoutMs: raw.drain_timeout,
     revocationGraceMs: raw.revocation_grace,
     maxChainLength: raw.limits.max_chain_length,
+    svidVerification: {
+      floor: { minRsaBits: raw.svid_verification.min_rsa_bits, allowSha1: raw.svid_verification.allow_sha1 },
+      budget: { maxSignatureChecks: raw.svid_verification.max_signature_checks, maxCandidates: raw.svid_verification.max_path_candidates },
+    },
     limits: {
       maxSessions: raw.limits.max_sessions,
       maxHandshakes: raw.limits.max_handshakes,

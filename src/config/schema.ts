@@ -218,6 +218,15 @@ export const resourcesShape = {
       max_held: z.number().int().nonnegative().default(1024),
     })
     .default({ max_chain_length: 8, max_sessions: 10_000, max_handshakes: 256, max_handshakes_per_source: 64, max_held: 1024 }),
+  /** The floor under peer certificates' algorithms and keys, and the work path building may do. */
+  svid_verification: z
+    .strictObject({
+      min_rsa_bits: z.number().int().min(1024).max(16_384).default(2048),
+      allow_sha1: z.boolean().default(false),
+      max_signature_checks: z.number().int().min(2).max(256).default(12),
+      max_path_candidates: z.number().int().min(2).max(1024).default(64),
+    })
+    .default({ min_rsa_bits: 2048, allow_sha1: false, max_signature_checks: 12, max_path_candidates: 64 }),
 };
 
 export const resourcesSchema = z.strictObject(resourcesShape);

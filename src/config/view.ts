@@ -60,6 +60,7 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
     ),
     attestation_records: c.attestations.size,
     limits: { ...c.limits, max_chain_length: c.maxChainLength },
+    svid_verification: { ...c.svidVerification.floor, ...c.svidVerification.budget },
     drain_timeout_ms: c.drainTimeoutMs,
     revocation_grace_ms: c.revocationGraceMs,
     log: c.log,

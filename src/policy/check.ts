@@ -58,7 +58,7 @@ function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; p
   } catch (e) {
     throw new CheckInputError((e as Error).message);
   }
-  const result = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength }).verify(chain, req.now);
+  const result = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength, ...config.svidVerification }).verify(chain, req.now);
   const certId = result.ok ? result.svid.id : result.id;
   if (req.id !== undefined && certId?.toString() !== req.id) {
     throw new CheckInputError(`--id ${req.id} differs from the certificate's ID ${certId?.toString() ?? "(none)"}`);

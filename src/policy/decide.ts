@@ -14,6 +14,8 @@ export interface DecideOptions {
 function svidReason(rule: SvidRule): Reason {
   if (rule === "no_certificate") return "no_client_cert";
   if (rule === "untrusted_domain") return "untrusted_domain";
+  if (rule === "weak_signature_algorithm" || rule === "weak_key") return "weak_crypto";
+  if (rule === "path_budget_exhausted") return "path_budget_exhausted";
   return "invalid_svid";
 }
 

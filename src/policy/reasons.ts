@@ -13,6 +13,8 @@ export const REASONS = {
   no_client_cert: "the peer presented no certificate",
   invalid_svid: "the peer certificate is not a valid X509-SVID (svid_rule names the rule broken)",
   untrusted_domain: "no trust bundle is configured for the peer's trust domain",
+  weak_crypto: "a certificate of the peer's path is signed with an algorithm, or holds a key, below the configured floor (svid_rule says which)",
+  path_budget_exhausted: "building the peer's certification path spent its budget of signature checks or candidates before finding a valid path",
   rate_limited: "the identity is over its new-session rate (after any allowed wait)",
   concurrency_limited: "no session slot free for the identity, the listener or the sidecar (after any allowed wait)",
   own_svid_expired: "the sidecar's own SVID has expired and no new one has arrived: it refuses to serve",

@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
 import type { SessionRegistry } from "../proxy/registry.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
+import type { SvidWorkCounts } from "../spiffe/work.js";
 import type { DecisionLog } from "../telemetry/log.js";
 import { ApplyError, type EffectiveConfig } from "./effective.js";
 
@@ -24,6 +25,7 @@ export class OutboundRoutes {
     private readonly log: DecisionLog,
     private readonly registry: SessionRegistry,
     private readonly now: () => number,
+    private readonly svidWork: SvidWorkCounts,
   ) {}
 
   /**
@@ -31,7 +33,7 @@ export class OutboundRoutes {
    * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
    */
   async bind(next: EffectiveConfig): Promise<BoundRoutes> {
-    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength });
+    const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength, ...next.svidVerification, counters: this.svidWork });
     const routes = new Map<string, Route>();
     try {
       for (const o of next.outbound) {

@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "../config/load.js";
 import { errorLines } from "../config/source.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
+import { SvidWorkCounts } from "../spiffe/work.js";
 import { InboundListener } from "../proxy/inbound/listener.js";
 import { OutboundRoutes, type BoundRoutes } from "./outbound.js";
 import { ApplyError, checkSequences, handshakeLimits, type EffectiveConfig, type TrustOverlay } from "./effective.js";
@@ -41,6 +42,8 @@ const where = (l: ListenerConfig) => `${l.listen.host}:${l.listen.port}`;
 export class Sidecar {
   readonly registry = new SessionRegistry();
   readonly limitCounts: LimitCounts;
+  /** Signature checks and spent path budgets of every SVID verification of this sidecar. */
+  readonly svidWork = new SvidWorkCounts();
   private readonly listeners = new Map<string, InboundListener>();
   private readonly outbound: OutboundRoutes;
   private readonly deps: ListenerDeps;
@@ -68,7 +71,7 @@ export class Sidecar {
       ...(options.identity ? { fallback: options.identity } : {}),
       failClosed: (reason, on) => this.failClosedFor(reason, on),
     });
-    this.outbound = new OutboundRoutes(options.log, this.registry, now);
+    this.outbound = new OutboundRoutes(options.log, this.registry, now, this.svidWork);
     this.deps = {
       log: options.log,
       registry: this.registry,
@@ -216,7 +219,7 @@ export class Sidecar {
   }
 
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
-    const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength });
+    const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength, ...config.svidVerification, counters: this.svidWork });
     const base = {
       verifier,
       attestations: config.attestations,

@@ -35,10 +35,10 @@ export interface ConnectionFacts {
   readonly tlsVersion: string | null;
 }
 
-export function factsOf(client: TLSSocket, maxChainLength: number): ConnectionFacts {
+export function factsOf(client: TLSSocket): ConnectionFacts {
   const tcp = tcpOf(client);
   return {
-    certs: new PeerCertificates(client, maxChainLength),
+    certs: new PeerCertificates(client),
     sourceAddress: tcp.remoteAddress ?? "",
     source: `${tcp.remoteAddress}:${tcp.remotePort}`,
     sni: (client as TLSSocket & { servername?: string | false }).servername || null,

@@ -6,22 +6,32 @@
 // getPeerCertificate() ~6 %, where the session read costs ~1 %. The session also holds the master
 // secret, so it is wiped as soon as the certificate is copied out. The whole chain is read through
 // getPeerX509Certificate() (Node links it through `issuerCertificate` in the order sent, once per
-// connection) only when the leaf alone does not verify.
+// connection) only when the leaf alone leads to no valid path.
 import type { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { DerError, readTlv } from "../../spiffe/der.js";
+import { PATH_RULES } from "../../spiffe/pathvalidation.js";
 import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
 
-/** At most `limit + 1` certificates are taken, so an oversized chain is still seen as too long. */
-export function peerChain(socket: TLSSocket, limit: number): Buffer[] {
-  return chainOf(socket.getPeerX509Certificate(), limit);
+/**
+ * Every certificate the peer sent, leaf first, so that a chain over the limit is reported with its
+ * true length. The list is bounded by OpenSSL's limit on a peer's certificate list (100 KiB).
+ */
+export function peerChain(socket: TLSSocket): Buffer[] {
+  return chainOf(socket.getPeerX509Certificate());
 }
 
-function chainOf(leaf: X509Certificate | undefined, limit: number): Buffer[] {
+/** A backstop only: OpenSSL's 100 KiB bound on the list keeps real chains far below it. */
+const MAX_PRESENTED = 1024;
+
+function chainOf(leaf: X509Certificate | undefined): Buffer[] {
   const out: Buffer[] = [];
-  for (let cert = leaf; cert && out.length <= limit; cert = cert.issuerCertificate) out.push(cert.raw);
+  for (let cert = leaf; cert && out.length < MAX_PRESENTED; cert = cert.issuerCertificate) out.push(cert.raw);
   return out;
 }
+
+/** Failures of the leaf-alone path that the presented intermediates might cure. */
+const PATH_FAILURES = new Set<string>(PATH_RULES);
 
 const SEQUENCE = 0x30;
 /** `peer [3] EXPLICIT Certificate OPTIONAL` in OpenSSL's SSL_SESSION_ASN1. */
@@ -68,10 +78,7 @@ export class PeerCertificates {
   private readonly leafOnly: readonly Buffer[];
   private full: Buffer[] | undefined;
 
-  constructor(
-    private readonly socket: TLSSocket,
-    private readonly limit: number,
-  ) {
+  constructor(private readonly socket: TLSSocket) {
     const leaf = leafOf(socket);
     this.leafOnly = leaf ? [leaf] : [];
   }
@@ -79,8 +86,8 @@ export class PeerCertificates {
   /** Verifies the leaf alone, then (if intermediates could help) the whole presented chain. */
   verify(verifier: SvidVerifier, now: number): SvidResult {
     const alone = verifier.verify(this.leafOnly, now);
-    if (alone.ok || (alone.rule !== "chain_unverified" && alone.rule !== "intermediate_not_ca")) return alone;
-    this.full ??= peerChain(this.socket, this.limit);
+    if (alone.ok || !PATH_FAILURES.has(alone.rule)) return alone;
+    this.full ??= peerChain(this.socket);
     return this.full.length > 1 ? verifier.verify(this.full, now) : alone;
   }
 }

@@ -67,7 +67,7 @@ export class InboundSession implements LiveSession {
     private state: ListenerState,
     private readonly deps: SessionDeps,
   ) {
-    this.facts = factsOf(client, state.maxChainLength);
+    this.facts = factsOf(client);
   }
 
   get listener(): string {

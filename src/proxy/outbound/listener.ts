@@ -4,7 +4,7 @@
 // the application's behalf if configured, and only then pipes.
 import { randomBytes } from "node:crypto";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
@@ -63,7 +63,7 @@ export class OutboundListener {
   }
 
   private async serve(app: Socket): Promise<void> {
-    const { config, verifier, identity, maxChainLength } = this.state;
+    const { config, verifier, identity } = this.state;
     const id = randomBytes(8).toString("hex");
     const started = this.now();
     const base = { session_id: id, listener: config.name, remote: `${config.remote.host}:${config.remote.port}`, expect_id: config.expectId.toString() };
@@ -100,7 +100,7 @@ export class OutboundListener {
     });
     if (!connected) return;
     remote.on("error", () => {});
-    const peer = verifier.verify(peerChain(remote as TLSSocket, maxChainLength), this.now());
+    const peer = verifier.verify(peerChain(remote), this.now());
     if (!peer.ok) return refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
     if (!peer.svid.id.equals(config.expectId)) return refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
     let grantId: string | undefined;
