@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `parley` command: dispatches to one command of src/cli/, and maps errors to exit codes:
-// 0 success, 1 runtime failure, 2 bad usage or invalid configuration (one line naming the problem).
+// 0 success, 1 runtime failure, 2 bad input: usage, configuration, unreadable paths (one line naming
+// the problem; a usage error adds where to look, never the whole usage).
 import { packageVersion } from "./assets/paths.js";
 import { type Command, UsageError } from "./cli/command.js";
 import { ParleyError } from "./errors/catalogue.js";
@@ -35,9 +36,10 @@ commands:
                                    negotiate (ALPN parley/1) and pipe stdin/stdout
   tail [FILE]                      read decision logs as a readable, filterable view
   health [--config FILE]           ask a running sidecar's admin server for /healthz (container check)
+  help COMMAND                     one command's usage, as parley COMMAND --help
   version, --version               print the version
 
-exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid configuration`;
+exit codes: 0 success, 1 runtime failure, 2 bad input (usage, configuration, an unreadable path)`;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -10,9 +10,10 @@ export const health: Command = {
   usage: `usage: parley health [--ready] [--config FILE | --admin H:P] [--timeout 3s]
 
 Asks a running sidecar's admin server for /healthz (alive), or with --ready for /readyz (serving):
-exit 0 when it answers 200, 1 when it does not answer or answers otherwise. The address is admin.listen of FILE (a configuration or a bootstrap
-file; default: the file named by the PARLEY_CONFIG environment variable), or --admin H:P. A wildcard
-listen address (0.0.0.0, ::) is asked on loopback.
+exit 0 when it answers 200, 1 when it does not answer or answers otherwise. The address is
+admin.listen of FILE (a configuration or a bootstrap file; default: the file named by the
+PARLEY_CONFIG environment variable), or --admin H:P. A wildcard listen address (0.0.0.0, ::) is
+asked on loopback.
 exit codes: 0 healthy, 1 unhealthy, 2 bad usage (no address, admin server disabled)`,
   async run(args) {
     const { values } = parse(this, {
