@@ -21,6 +21,14 @@ export interface ListenerConfig {
   readonly maxSessions?: number;
   /** ALPN protocols the workload speaks. */
   readonly alpn: readonly string[];
+  /** Send a PROXY protocol v2 header to the workload (absent: none). */
+  readonly proxyProtocol?: ProxyProtocolConfig;
+}
+
+export interface ProxyProtocolConfig {
+  readonly version: "v2";
+  readonly crc32c: boolean;
+  readonly peerCertificate: boolean;
 }
 
 export interface OutboundConfig {
@@ -220,9 +228,14 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
       connectTimeoutMs: l.connect_timeout,
       ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
       alpn: l.alpn,
+      ...(l.proxy_protocol ? { proxyProtocol: proxyProtocolOf(l.proxy_protocol) } : {}),
     });
   });
   return out;
+}
+
+function proxyProtocolOf(p: NonNullable<RawResources["listeners"][number]["proxy_protocol"]>): ProxyProtocolConfig {
+  return p === "v2" ? { version: "v2", crc32c: false, peerCertificate: false } : { version: p.version, crc32c: p.crc32c, peerCertificate: p.peer_certificate };
 }
 
 function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[] {

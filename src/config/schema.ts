@@ -94,6 +94,19 @@ const listener = z.strictObject({
   max_sessions: z.number().int().positive().optional(),
   /** ALPN protocols the workload speaks, selected for clients that offer them (parley/1 aside). */
   alpn: z.array(z.string().min(1).max(255)).min(1).default(["http/1.1"]),
+  /** A PROXY protocol v2 header to the workload before any client byte (README, "PROXY protocol v2"). */
+  proxy_protocol: z
+    .union([
+      z.literal("v2"),
+      z.strictObject({
+        version: z.literal("v2"),
+        /** PP2_TYPE_CRC32C over the whole header. */
+        crc32c: z.boolean().default(false),
+        /** The peer's leaf certificate (DER) in custom TLV 0xE4. */
+        peer_certificate: z.boolean().default(false),
+      }),
+    ])
+    .optional(),
 });
 
 const outbound = z.strictObject({

@@ -149,6 +149,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
         handshake_timeout: str(l.handshake_timeout),
         connect_timeout: str(l.connect_timeout),
         max_sessions: l.max_sessions,
+        proxy_protocol: l.proxy_protocol === "v2" ? { version: "v2" } : l.proxy_protocol,
       }),
     });
   }
