@@ -1,0 +1,422 @@
+// PROXY protocol v2 to the workload, on real sockets: a parser written here from HAProxy's
+// proxy-protocol.txt (§2.2) checks every byte parley writes; HAProxy (`accept-proxy`) and nginx
+// (stream `listen … proxy_protocol`) accept the header as independent receivers; a denied peer never
+// gets an upstream connection; the admin lookup answers only while the session lives.
+import { randomBytes, X509Certificate } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { operations, type Operations } from "../src/app/operations.js";
+import type { Issued } from "../src/certs/issue.js";
+import { loadConfig } from "../src/config/load.js";
+import { connect as negotiate } from "../src/negotiation/client.js";
+import { encodeProxyV2, ProxyHeaderError, type ProxyHeader } from "../src/proxy/proxyv2.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { MemoryLog, readAll, waitFor, writeFiles } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
+import { generateKeyPairSync } from "node:crypto";
+
+// ---------- a receiver written from the specification, independent of src/proxy/proxyv2.ts ----------
+
+interface Tlv {
+  type: number;
+  value: Buffer;
+}
+interface Parsed {
+  total: number;
+  family: number;
+  src: Buffer;
+  dst: Buffer;
+  srcPort: number;
+  dstPort: number;
+  tlvs: Tlv[];
+}
+
+/** §2.2: 12-byte signature, version 2 + PROXY, TCP4/TCP6, length, addresses, TLVs to the exact end. */
+function parse(b: Buffer): Parsed {
+  const sig = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+  sig.forEach((v, i) => expect(b[i], `signature byte ${i}`).toBe(v));
+  expect(b[12], "version 2, command PROXY").toBe(0x21);
+  const family = b[13]!;
+  expect([0x11, 0x21], "TCP over IPv4 or IPv6").toContain(family);
+  const len = (b[14]! << 8) | b[15]!;
+  const total = 16 + len;
+  expect(b.length).toBeGreaterThanOrEqual(total);
+  const alen = family === 0x11 ? 4 : 16;
+  let at = 16;
+  const src = b.subarray(at, (at += alen));
+  const dst = b.subarray(at, (at += alen));
+  const srcPort = (b[at]! << 8) | b[at + 1]!;
+  const dstPort = (b[at + 2]! << 8) | b[at + 3]!;
+  at += 4;
+  return { total, family, src, dst, srcPort, dstPort, tlvs: tlvWalk(b.subarray(at, total)) };
+}
+
+/** §2.2 pp2_tlv: type, length_hi, length_lo, value; the walk must end exactly at the end. */
+function tlvWalk(b: Buffer): Tlv[] {
+  const out: Tlv[] = [];
+  let at = 0;
+  while (at < b.length) {
+    expect(at + 3, "TLV head inside the block").toBeLessThanOrEqual(b.length);
+    const l = b[at + 1]! * 256 + b[at + 2]!;
+    expect(at + 3 + l, "TLV value inside the block").toBeLessThanOrEqual(b.length);
+    out.push({ type: b[at]!, value: b.subarray(at + 3, at + 3 + l) });
+    at += 3 + l;
+  }
+  expect(at).toBe(b.length);
+  return out;
+}
+
+/** §2.2.6 pp2_tlv_ssl: client (1 byte), verify (4 bytes), sub-TLVs. */
+function ssl(v: Buffer): { client: number; verify: number; subs: Tlv[] } {
+  return { client: v[0]!, verify: ((v[1]! << 24) | (v[2]! << 16) | (v[3]! << 8) | v[4]!) >>> 0, subs: tlvWalk(v.subarray(5)) };
+}
+
+/** RFC 4960 Appendix B CRC32c, bit by bit (reflected polynomial 0x82F63B78). */
+function crc32cBitwise(b: Buffer): number {
+  let c = 0xffffffff;
+  for (const byte of b) {
+    c ^= byte;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** §2.2.3: the receiver zeroes the checksum field, recomputes over the whole header, compares. */
+function crcHolds(header: Buffer, tlvs: Tlv[]): boolean {
+  const crc = tlvs.find((t) => t.type === 0x03)!;
+  expect(crc.value.length).toBe(4);
+  const copy = Buffer.from(header);
+  const off = crc.value.byteOffset - header.byteOffset;
+  copy.fill(0, off, off + 4);
+  return crc32cBitwise(copy) === crc.value.readUInt32BE(0);
+}
+
+const ascii = (s: string) => Buffer.from(s, "ascii");
+const ipv4 = (a: string) => Buffer.from(a.split(".").map(Number));
+
+// ---------- a workload that records what it receives ----------
+
+interface Received {
+  socket: Socket;
+  chunks: Buffer[];
+  all(): Buffer;
+}
+
+async function capture(host: string): Promise<{ server: Server; port: number; conns: Received[] }> {
+  const conns: Received[] = [];
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    const r: Received = { socket, chunks: [], all: () => Buffer.concat(r.chunks) };
+    conns.push(r);
+    socket.on("data", (c: Buffer) => r.chunks.push(c));
+    socket.on("error", () => {});
+    socket.once("end", () => socket.end());
+  });
+  await new Promise<void>((r) => server.listen(0, host, r));
+  return { server, port: (server.address() as { port: number }).port, conns };
+}
+
+// ---------- a sidecar in front of it, with its admin server ----------
+
+let pki: TestPki;
+let alice: Issued;
+let banned: Issued;
+let grantKeyFile: string;
+
+interface Rig {
+  port: number;
+  admin: number;
+  logs: MemoryLog;
+  close(): Promise<void>;
+}
+
+const bracket = (h: string) => (h.includes(":") ? `[${h}]` : h);
+
+async function rig(o: { host: string; upstream: string; proxyProtocol?: string; negotiation?: boolean }): Promise<Rig> {
+  const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem });
+  const file = join(f.dir, "parley.yaml");
+  writeFileSync(
+    file,
+    `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains:
+  a.test: { bundle: ${f["a.pem"]} }
+listeners:
+  - name: main
+    listen: "${bracket(o.host)}:0"
+    upstream: "${o.upstream}"
+    policy: main
+    connect_timeout: 2s
+${o.proxyProtocol ? `    proxy_protocol: ${o.proxyProtocol}\n` : ""}roles:
+  reader: [{ trust_domain: a.test }]
+policies:
+  main:
+    rules:
+      - { name: no-banned, action: deny, match: [{ id: spiffe://a.test/banned }] }
+      - { name: domain-a, action: allow, match: [{ trust_domain: a.test }] }
+${o.negotiation ? `negotiation: { grant_key: ${grantKeyFile}, grant_ttl: 1h }\n` : ""}`,
+  );
+  const config = loadConfig(file);
+  const logs = new MemoryLog();
+  const ops: Operations = operations(config.log, { listen: "127.0.0.1:0", write: false }, logs.destination);
+  const sidecar = new Sidecar(config, { log: ops.log });
+  await sidecar.start();
+  const admin = (await ops.serveAdmin(sidecar))!.port;
+  return {
+    port: sidecar.addresses()["main"]!.port,
+    admin,
+    logs,
+    async close() {
+      await sidecar.stop(100);
+      await ops.close();
+    },
+  };
+}
+
+function dial(host: string, port: number, creds: Issued, extra: Record<string, unknown> = {}): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host, port, servername: "localhost", ca: pki.a.certPem, cert: creds.chainPem, key: creds.keyPem, ...extra });
+    s.once("secureConnect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+async function lookup(admin: number, port: number): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`http://127.0.0.1:${admin}/connections/${port}`);
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+beforeAll(async () => {
+  pki = await makePki();
+  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
+  banned = await pki.leaf(pki.a, "spiffe://a.test/banned");
+  const k = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  grantKeyFile = writeFiles({ "grant.pem": k.privateKey.export({ type: "pkcs8", format: "pem" }) as string })["grant.pem"]!;
+});
+
+/** What the spec's SSL TLV must hold for parley's own P-256 certificate and the client's session. */
+function expectSsl(tlv: Tlv, client: TLSSocket, cn: string | undefined, verified = true) {
+  const own = new X509Certificate(pki.server.certPem);
+  expect(own.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+  const s = ssl(tlv.value);
+  expect(s.client).toBe(0x01 | 0x02 | 0x04); // PP2_CLIENT_SSL | CERT_CONN | CERT_SESS
+  expect(s.verify).toBe(verified ? 0 : 1);
+  const expected: Tlv[] = [{ type: 0x21, value: ascii(client.getProtocol()!) }];
+  if (cn !== undefined) expected.push({ type: 0x22, value: Buffer.from(cn, "utf8") });
+  expected.push(
+    { type: 0x23, value: ascii(client.getCipher().name) },
+    { type: 0x24, value: ascii("ecdsa-with-SHA256") },
+    { type: 0x25, value: ascii("EC256") },
+  );
+  expect(s.subs.map((t) => [t.type, t.value.toString("latin1")])).toEqual(expected.map((t) => [t.type, t.value.toString("latin1")]));
+}
+
+describe("the header, byte by byte", () => {
+  let cap: Awaited<ReturnType<typeof capture>>;
+  let r: Rig;
+  beforeAll(async () => {
+    cap = await capture("127.0.0.1");
+    r = await rig({ host: "127.0.0.1", upstream: `127.0.0.1:${cap.port}`, proxyProtocol: "{ version: v2, crc32c: true }", negotiation: true });
+  });
+  afterAll(async () => {
+    await r.close();
+    cap.server.close();
+  });
+
+  it("TCP4: first, in one read, before the client's early bytes; every TLV as the spec says; CRC32C holds", async () => {
+    const before = cap.conns.length;
+    const s = await dial("127.0.0.1", r.port, alice, { ALPNProtocols: ["http/1.1"] });
+    s.write("early"); // sent before the session is even decided
+    const got = readAll(s);
+    await waitFor(() => cap.conns[before]?.all().includes("early"), 3000, "bytes at the workload");
+    const w = cap.conns[before]!;
+    const p = parse(w.chunks[0]!);
+    expect(w.chunks[0]!.length, "the whole header in the first read").toBeGreaterThanOrEqual(p.total);
+    expect(w.all().subarray(p.total).toString()).toBe("early");
+    expect(p.family).toBe(0x11);
+    expect(p.src).toEqual(ipv4("127.0.0.1"));
+    expect(p.dst).toEqual(ipv4("127.0.0.1"));
+    expect(p.srcPort).toBe(s.localPort);
+    expect(p.dstPort).toBe(r.port);
+    const d = await r.logs.next("decision", (x) => x.source === `127.0.0.1:${s.localPort}`);
+    expect(p.tlvs.map((t) => t.type)).toEqual([0x01, 0x02, 0x05, 0x20, 0xe0, 0x03]);
+    expect(p.tlvs[0]!.value.toString()).toBe("http/1.1");
+    expect(p.tlvs[1]!.value.toString()).toBe("localhost");
+    expect(p.tlvs[2]!.value.toString()).toBe(d.session_id);
+    expectSsl(p.tlvs[3]!, s, new X509Certificate(alice.certPem).subject.replace(/^CN=/, "")); // the test CA puts the URI there
+    expect(p.tlvs[4]!.value.toString()).toBe("spiffe://a.test/alice");
+    expect(crcHolds(w.chunks[0]!.subarray(0, p.total), p.tlvs)).toBe(true);
+    // A flipped bit anywhere in the header breaks it (the parser's check can fail).
+    const bad = Buffer.from(w.chunks[0]!.subarray(0, p.total));
+    bad[20]! ^= 1;
+    expect(crcHolds(bad, p.tlvs.map((t) => ({ type: t.type, value: bad.subarray(t.value.byteOffset - w.chunks[0]!.byteOffset, t.value.byteOffset - w.chunks[0]!.byteOffset + t.value.length) })))).toBe(false);
+    s.end();
+    await got;
+    // The header is parley's, not the client's: it counts toward neither bytes_to_upstream nor the budget.
+    const e = await r.logs.next("session_end", (x) => x.session_id === d.session_id);
+    expect(e.bytes_to_upstream).toBe(5);
+  });
+
+  it("a negotiated session adds the grant: id, roles, expiry", async () => {
+    const before = cap.conns.length;
+    const { socket, grant } = await negotiate({ host: "127.0.0.1", port: r.port, cert: alice.chainPem, key: alice.keyPem, ca: pki.a.certPem, roles: ["reader"] });
+    socket.write("after the grant");
+    await waitFor(() => cap.conns[before]?.all().includes("after the grant"), 3000, "bytes at the workload");
+    const w = cap.conns[before]!;
+    const p = parse(w.chunks[0]!);
+    expect(w.all().subarray(p.total).toString()).toBe("after the grant");
+    expect(p.tlvs.map((t) => t.type)).toEqual([0x01, 0x02, 0x05, 0x20, 0xe0, 0xe1, 0xe2, 0xe3, 0x03]);
+    expect(p.tlvs[0]!.value.toString()).toBe("parley/1");
+    expect(p.tlvs[5]!.value.toString()).toBe(grant.grant_id);
+    expect(p.tlvs[6]!.value).toEqual(Buffer.concat([Buffer.from([6]), ascii("reader")]));
+    expect(p.tlvs[7]!.value.toString()).toBe(new Date(Date.parse(grant.expires_at)).toISOString());
+    expect(crcHolds(w.chunks[0]!.subarray(0, p.total), p.tlvs)).toBe(true);
+    socket.destroy();
+  });
+
+  it("a denied peer never gets an upstream connection, so never a header", async () => {
+    const before = cap.conns.length;
+    const s = await dial("127.0.0.1", r.port, banned);
+    const source = `127.0.0.1:${s.localPort}`;
+    const got = readAll(s);
+    s.write("must never arrive");
+    expect((await got).length).toBe(0);
+    await r.logs.next("decision", (x) => x.source === source && x.decision === "deny");
+    expect(cap.conns.length).toBe(before);
+  });
+
+  it("the lookup: the workload's peer port → who called, while the session lives; 404 once it ended", async () => {
+    const before = cap.conns.length;
+    const s = await dial("127.0.0.1", r.port, alice);
+    const got = readAll(s);
+    s.write("x");
+    await waitFor(() => cap.conns[before]?.all().includes("x"), 3000, "bytes at the workload");
+    const port = cap.conns[before]!.socket.remotePort!;
+    const live = await lookup(r.admin, port);
+    expect(live.status).toBe(200);
+    const d = await r.logs.next("decision", (x) => x.source === `127.0.0.1:${s.localPort}`);
+    expect(live.body).toMatchObject({
+      session_id: d.session_id,
+      listener: "main",
+      peer_id: "spiffe://a.test/alice",
+      source: `127.0.0.1:${s.localPort}`,
+      upstream: `127.0.0.1:${cap.port}`,
+      upstream_local: `127.0.0.1:${port}`,
+      grant: null,
+    });
+    expect(typeof live.body.expires_at).toBe("string"); // the certificate's end bounds the session
+    s.end();
+    await got;
+    await r.logs.next("session_end", (x) => x.session_id === d.session_id);
+    const ended = await lookup(r.admin, port);
+    expect(ended.status).toBe(404);
+    expect(ended.body.error).toMatch(/no live session/);
+    expect((await lookup(r.admin, 0)).status).toBe(400);
+  });
+});
+
+describe("TCP6, the longest SPIFFE ID, the peer certificate", () => {
+  it("one read, under 64 KiB, every byte as the spec says", async () => {
+    const id = "spiffe://a.test/" + "x".repeat(2048 - "spiffe://a.test/".length);
+    expect(Buffer.byteLength(id)).toBe(2048);
+    const longId = await pki.leaf(pki.a, id, { name: "long" });
+    const cap = await capture("::1");
+    const r = await rig({ host: "::1", upstream: `[::1]:${cap.port}`, proxyProtocol: "{ version: v2, peer_certificate: true }" });
+    try {
+      const s = await dial("::1", r.port, longId);
+      s.write("six");
+      await waitFor(() => cap.conns[0]?.all().includes("six"), 3000, "bytes at the workload");
+      const w = cap.conns[0]!;
+      const p = parse(w.chunks[0]!);
+      expect(w.chunks[0]!.length).toBeGreaterThanOrEqual(p.total);
+      expect(p.total).toBeLessThan(65536);
+      expect(p.family).toBe(0x21);
+      expect(p.src).toEqual(Buffer.from("00000000000000000000000000000001", "hex"));
+      expect(p.dst).toEqual(Buffer.from("00000000000000000000000000000001", "hex"));
+      expect([p.srcPort, p.dstPort]).toEqual([s.localPort, r.port]);
+      expect(p.tlvs.map((t) => t.type)).toEqual([0x02, 0x05, 0x20, 0xe0, 0xe4]);
+      expectSsl(p.tlvs[2]!, s, "long");
+      expect(p.tlvs[3]!.value.toString()).toBe(id);
+      expect(p.tlvs[4]!.value).toEqual(new X509Certificate(longId.certPem).raw);
+      s.destroy();
+    } finally {
+      await r.close();
+      cap.server.close();
+    }
+  });
+
+  it("off by default: the workload gets exactly the client's bytes", async () => {
+    const cap = await capture("127.0.0.1");
+    const r = await rig({ host: "127.0.0.1", upstream: `127.0.0.1:${cap.port}` });
+    try {
+      const s = await dial("127.0.0.1", r.port, alice);
+      const got = readAll(s);
+      s.end("plain");
+      await got;
+      await waitFor(() => cap.conns[0]?.socket.readableEnded, 3000, "workload end");
+      expect(cap.conns[0]!.all().toString()).toBe("plain");
+    } finally {
+      await r.close();
+      cap.server.close();
+    }
+  });
+});
+
+describe("the encoder against the parser", () => {
+  const base: ProxyHeader = {
+    source: { address: "10.0.0.1", port: 1 },
+    destination: { address: "10.0.0.2", port: 2 },
+    tls: { version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", verified: true, certOnConnection: true, certInSession: true },
+    uniqueId: "00",
+  };
+
+  it("random facts round-trip; CRC32C always holds", () => {
+    const hex = (n: number) => randomBytes(n).toString("hex");
+    for (let i = 0; i < 200; i++) {
+      const v6 = i % 2 === 1;
+      const h: ProxyHeader = {
+        ...base,
+        source: { address: v6 ? `2001:db8::${hex(2)}` : `10.${i % 256}.0.1`, port: (i * 7919) % 65536 },
+        destination: { address: v6 ? `fe80::${hex(2)}:1` : "192.168.1.1", port: 65535 - i },
+        tls: { ...base.tls, verified: i % 3 !== 0, cn: i % 4 === 0 ? undefined : hex(i % 40) },
+        uniqueId: hex(8),
+        ...(i % 5 === 0 ? {} : { spiffeId: `spiffe://t.test/${hex(1 + (i % 900))}` }),
+        ...(i % 3 === 0 ? { grant: { id: hex(8), roles: ["r", hex(3)], expiresAt: 1_700_000_000_000 + i } } : {}),
+      };
+      const b = encodeProxyV2(h, { crc32c: i % 2 === 0 });
+      const p = parse(b);
+      expect(p.total).toBe(b.length);
+      expect(p.family).toBe(v6 ? 0x21 : 0x11);
+      expect([p.srcPort, p.dstPort]).toEqual([h.source.port, h.destination.port]);
+      if (!v6) expect(p.src).toEqual(ipv4(h.source.address));
+      else expect(p.src.subarray(0, 4)).toEqual(Buffer.from([0x20, 0x01, 0x0d, 0xb8]));
+      const byType = new Map(p.tlvs.map((t) => [t.type, t.value]));
+      expect(byType.get(0x05)!.toString()).toBe(h.uniqueId);
+      expect(byType.get(0xe0)?.toString()).toBe(h.spiffeId);
+      expect(ssl(byType.get(0x20)!).verify).toBe(h.tls.verified ? 0 : 1);
+      if (h.grant) expect(byType.get(0xe1)!.toString()).toBe(h.grant.id);
+      if (i % 2 === 0) expect(crcHolds(b, p.tlvs)).toBe(true);
+      else expect(byType.has(0x03)).toBe(false);
+    }
+  });
+
+  it("addresses: IPv6 text forms, IPv4-mapped pairs sent as TCP4", () => {
+    const p = parse(encodeProxyV2({ ...base, source: { address: "2001:db8::1.2.3.4", port: 1 }, destination: { address: "::", port: 2 } }, { crc32c: false }));
+    expect(p.src).toEqual(Buffer.from("20010db8000000000000000001020304", "hex"));
+    expect(p.dst).toEqual(Buffer.alloc(16));
+    const m = parse(encodeProxyV2({ ...base, source: { address: "::ffff:10.1.2.3", port: 1 }, destination: { address: "::FFFF:10.9.9.9", port: 2 } }, { crc32c: false }));
+    expect(m.family).toBe(0x11);
+    expect([m.src, m.dst]).toEqual([ipv4("10.1.2.3"), ipv4("10.9.9.9")]);
+  });
+
+  it("refuses what the format cannot carry: over 64 KiB, a unique id over 128 bytes, mixed families", () => {
+    expect(() => encodeProxyV2({ ...base, peerCertificate: Buffer.alloc(65_530) }, { crc32c: false })).toThrow(ProxyHeaderError);
+    expect(() => encodeProxyV2({ ...base, uniqueId: "x".repeat(129) }, { crc32c: false })).toThrow(/unique id/);
+    expect(() => encodeProxyV2({ ...base, destination: { address: "::1", port: 2 } }, { crc32c: false })).toThrow(/TCP4 or TCP6/);
+  });
+
+  it("the bitwise CRC32c of the test itself is right (RFC 3720 B.4 check value)", () => {
+    expect(crc32cBitwise(ascii("123456789"))).toBe(0xe3069283);
+  });
+});
