@@ -2,21 +2,25 @@
 // proxy-protocol.txt (§2.2) checks every byte parley writes; HAProxy (`accept-proxy`) and nginx
 // (stream `listen … proxy_protocol`) accept the header as independent receivers; a denied peer never
 // gets an upstream connection; the admin lookup answers only while the session lives.
-import { randomBytes, X509Certificate } from "node:crypto";
-import { writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { spawn, type ChildProcess } from "node:child_process";
+import { generateKeyPairSync, randomBytes, X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { connect as tcpConnect, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { operations, type Operations } from "../src/app/operations.js";
 import type { Issued } from "../src/certs/issue.js";
-import { loadConfig } from "../src/config/load.js";
+import { loadBootstrap, loadConfig } from "../src/config/load.js";
+import { ConfigError } from "../src/config/source.js";
+import { startControlPlane } from "../src/control/server/plane.js";
 import { connect as negotiate } from "../src/negotiation/client.js";
 import { encodeProxyV2, ProxyHeaderError, type ProxyHeader } from "../src/proxy/proxyv2.js";
+import { startEcho } from "../src/demo/echo.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { MemoryLog, readAll, waitFor, writeFiles } from "../testkit/harness.js";
+import { freePort, MemoryLog, readAll, startControlled, tempDir, waitFor, writeFiles } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
-import { generateKeyPairSync } from "node:crypto";
 
 // ---------- a receiver written from the specification, independent of src/proxy/proxyv2.ts ----------
 
@@ -250,7 +254,15 @@ describe("the header, byte by byte", () => {
     // A flipped bit anywhere in the header breaks it (the parser's check can fail).
     const bad = Buffer.from(w.chunks[0]!.subarray(0, p.total));
     bad[20]! ^= 1;
-    expect(crcHolds(bad, p.tlvs.map((t) => ({ type: t.type, value: bad.subarray(t.value.byteOffset - w.chunks[0]!.byteOffset, t.value.byteOffset - w.chunks[0]!.byteOffset + t.value.length) })))).toBe(false);
+    expect(
+      crcHolds(
+        bad,
+        p.tlvs.map((t) => ({
+          type: t.type,
+          value: bad.subarray(t.value.byteOffset - w.chunks[0]!.byteOffset, t.value.byteOffset - w.chunks[0]!.byteOffset + t.value.length),
+        })),
+      ),
+    ).toBe(false);
     s.end();
     await got;
     // The header is parley's, not the client's: it counts toward neither bytes_to_upstream nor the budget.
@@ -260,7 +272,14 @@ describe("the header, byte by byte", () => {
 
   it("a negotiated session adds the grant: id, roles, expiry", async () => {
     const before = cap.conns.length;
-    const { socket, grant } = await negotiate({ host: "127.0.0.1", port: r.port, cert: alice.chainPem, key: alice.keyPem, ca: pki.a.certPem, roles: ["reader"] });
+    const { socket, grant } = await negotiate({
+      host: "127.0.0.1",
+      port: r.port,
+      cert: alice.chainPem,
+      key: alice.keyPem,
+      ca: pki.a.certPem,
+      roles: ["reader"],
+    });
     socket.write("after the grant");
     await waitFor(() => cap.conns[before]?.all().includes("after the grant"), 3000, "bytes at the workload");
     const w = cap.conns[before]!;
@@ -405,9 +424,16 @@ describe("the encoder against the parser", () => {
     const p = parse(encodeProxyV2({ ...base, source: { address: "2001:db8::1.2.3.4", port: 1 }, destination: { address: "::", port: 2 } }, { crc32c: false }));
     expect(p.src).toEqual(Buffer.from("20010db8000000000000000001020304", "hex"));
     expect(p.dst).toEqual(Buffer.alloc(16));
-    const m = parse(encodeProxyV2({ ...base, source: { address: "::ffff:10.1.2.3", port: 1 }, destination: { address: "::FFFF:10.9.9.9", port: 2 } }, { crc32c: false }));
+    const m = parse(
+      encodeProxyV2({ ...base, source: { address: "::ffff:10.1.2.3", port: 1 }, destination: { address: "::FFFF:10.9.9.9", port: 2 } }, { crc32c: false }),
+    );
     expect(m.family).toBe(0x11);
     expect([m.src, m.dst]).toEqual([ipv4("10.1.2.3"), ipv4("10.9.9.9")]);
+    const bare = encodeProxyV2({ ...base, spiffeId: "spiffe://t.test/x" }, { crc32c: true, tlvs: false });
+    const b = parse(bare);
+    expect(b.tlvs.map((t) => t.type)).toEqual([0x03]);
+    expect(bare.length).toBe(16 + 12 + 7);
+    expect(crcHolds(bare, b.tlvs)).toBe(true);
   });
 
   it("refuses what the format cannot carry: over 64 KiB, a unique id over 128 bytes, mixed families", () => {
@@ -418,5 +444,255 @@ describe("the encoder against the parser", () => {
 
   it("the bitwise CRC32c of the test itself is right (RFC 3720 B.4 check value)", () => {
     expect(crc32cBitwise(ascii("123456789"))).toBe(0xe3069283);
+  });
+});
+
+// ---------- independent receivers: HAProxy and nginx, each in front of the echo workload ----------
+
+/** The binary, where Debian puts it; .ci/run installs it when missing. */
+function binary(name: string): string {
+  const found = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map((d) => join(d, name)).find((p) => existsSync(p));
+  if (!found) throw new Error(`${name} is not installed: apt-get install -y ${name} (as .ci/run does)`);
+  return found;
+}
+
+interface Receiver {
+  port: number;
+  /** Lines it has logged so far. */
+  lines(): string[];
+  stop(): Promise<void>;
+}
+
+/** Starts `cmd` and waits until `port` accepts TCP connections. */
+async function run(cmd: string, args: string[], port: number, host: string, lines: () => string[]): Promise<Receiver & { child: ChildProcess }> {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const up = () =>
+    new Promise<boolean>((resolve) => {
+      const c = tcpConnect({ port, host }, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once("error", () => resolve(false));
+    });
+  const deadline = Date.now() + 10_000;
+  while (!(await up())) {
+    if (child.exitCode !== null) throw new Error(`${cmd} exited ${child.exitCode}: ${err}`);
+    if (Date.now() > deadline) throw new Error(`${cmd} did not listen on ${port}: ${err}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    child,
+    port,
+    lines,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+async function haproxy(host: string, echoPort: number): Promise<Receiver> {
+  const dir = tempDir();
+  const port = await freePort();
+  const cfg = join(dir, "haproxy.cfg");
+  writeFileSync(
+    cfg,
+    `global
+    log stdout format raw local0 info
+    nbthread 1
+defaults
+    mode tcp
+    log global
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind ${host}:${port} accept-proxy
+    log-format "PP2 src=%[src]:%[src_port] dst=%[dst]:%[dst_port] id=%[fc_pp_unique_id] authority=%[fc_pp_authority]"
+    default_backend be
+backend be
+    server echo 127.0.0.1:${echoPort}
+`,
+  );
+  let out = "";
+  const r = await run(binary("haproxy"), ["-db", "-f", cfg], port, host, () => out.split("\n"));
+  r.child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  return r;
+}
+
+async function nginx(echoPort: number): Promise<Receiver> {
+  const dir = tempDir();
+  const port = await freePort();
+  const module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+  const conf = join(dir, "nginx.conf");
+  const access = join(dir, "access.log");
+  writeFileSync(access, "");
+  writeFileSync(
+    conf,
+    `${existsSync(module) ? `load_module ${module};` : ""}
+daemon off;
+master_process off;
+pid ${join(dir, "nginx.pid")};
+error_log ${join(dir, "error.log")} info;
+events { worker_connections 64; }
+stream {
+  log_format pp 'PP2 src=$proxy_protocol_addr:$proxy_protocol_port dst=$proxy_protocol_server_addr:$proxy_protocol_server_port';
+  access_log ${access} pp;
+  server {
+    listen 127.0.0.1:${port} proxy_protocol;
+    proxy_half_close on;
+    proxy_pass 127.0.0.1:${echoPort};
+  }
+}
+`,
+  );
+  return run(binary("nginx"), ["-p", dir, "-e", join(dir, "error.log"), "-c", conf], port, "127.0.0.1", () => readFileSync(access, "utf8").split("\n"));
+}
+
+/** A session through parley to `receiver`: the echo answers, and the receiver logs the real source. */
+async function throughReceiver(r: Rig, host: string, receiver: Receiver, creds: Issued): Promise<{ line: string; source: string; sessionId: string }> {
+  const s = await dial(host, r.port, creds);
+  const [address, port] = [s.localAddress!, s.localPort!];
+  const source = `${address}:${port}`;
+  const got = readAll(s);
+  s.end("ping through the receiver");
+  expect((await got).toString()).toBe("ping through the receiver");
+  const d = await r.logs.next("decision", (x) => x.source === source);
+  const line = await waitFor(() => receiver.lines().find((l) => l.includes(`src=${source} `)), 5000, `a log line for ${source}`).catch((e: unknown) => {
+    throw new Error(`${(e as Error).message}; the receiver logged: ${receiver.lines().join(" | ")}`);
+  });
+  return { line, source, sessionId: d.session_id as string };
+}
+
+describe("HAProxy (accept-proxy) in front of the workload", () => {
+  let echo: Awaited<ReturnType<typeof startEcho>>;
+  beforeAll(async () => {
+    echo = await startEcho("127.0.0.1", 0);
+  });
+  afterAll(() => echo.close());
+
+  it("TCP4, CRC32C (HAProxy checks it), the peer certificate and the longest ID: accepted, real source logged", async () => {
+    const hp = await haproxy("127.0.0.1", (echo.server.address() as { port: number }).port);
+    const r = await rig({ host: "127.0.0.1", upstream: `127.0.0.1:${hp.port}`, proxyProtocol: "{ version: v2, crc32c: true, peer_certificate: true }" });
+    try {
+      const longId = await pki.leaf(pki.a, "spiffe://a.test/" + "y".repeat(2032), { name: "long" });
+      for (const creds of [alice, longId]) {
+        const { line, sessionId } = await throughReceiver(r, "127.0.0.1", hp, creds);
+        expect(line).toContain(`dst=127.0.0.1:${r.port} `);
+        expect(line).toContain(`id=${sessionId} authority=localhost`);
+      }
+    } finally {
+      await r.close();
+      await hp.stop();
+    }
+  });
+
+  it("TCP6: accepted, real source logged", async () => {
+    const hp = await haproxy("::1", (echo.server.address() as { port: number }).port);
+    const r = await rig({ host: "::1", upstream: `[::1]:${hp.port}`, proxyProtocol: "v2" });
+    try {
+      const { line } = await throughReceiver(r, "::1", hp, alice);
+      expect(line).toContain(`dst=::1:${r.port} `);
+    } finally {
+      await r.close();
+      await hp.stop();
+    }
+  });
+});
+
+describe("nginx (stream, listen … proxy_protocol) in front of the workload", () => {
+  // Debian 12's nginx 1.22 refuses a v2 header over 107 bytes ("header is too large"): the address
+  // block (and CRC32C) only, as `tlvs: false` sends it; the lookup tells the rest.
+  it("accepts the address-only header and logs the client's real source and the listener's address", async () => {
+    const echo = await startEcho("127.0.0.1", 0);
+    const ng = await nginx((echo.server.address() as { port: number }).port);
+    const r = await rig({ host: "127.0.0.1", upstream: `127.0.0.1:${ng.port}`, proxyProtocol: "{ version: v2, tlvs: false, crc32c: true }" });
+    try {
+      const { line } = await throughReceiver(r, "127.0.0.1", ng, alice);
+      expect(line.trim()).toMatch(new RegExp(`dst=127\\.0\\.0\\.1:${r.port}$`));
+    } finally {
+      await r.close();
+      await ng.stop();
+      await echo.close();
+    }
+  });
+});
+
+describe("configuration", () => {
+  const attempt = (pp: string) => {
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem });
+    const file = join(f.dir, "parley.yaml");
+    writeFileSync(
+      file,
+      `identity: { cert: cert.pem, key: key.pem }
+trust_domains: { a.test: { bundle: a.pem } }
+listeners:
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:1", policy: main, proxy_protocol: ${pp} }
+policies: { main: { rules: [] } }
+`,
+    );
+    try {
+      return loadConfig(file).listeners[0]!.proxyProtocol;
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as ConfigError).issues.map((i) => `${i.line}: ${i.path}: ${i.message}`).join("; ");
+    }
+  };
+
+  it("v2 or an object; anything else is refused with the line and what is wrong", () => {
+    expect(attempt("v2")).toEqual({ version: "v2", tlvs: true, crc32c: false, peerCertificate: false });
+    expect(attempt("{ version: v2, crc32c: true }")).toEqual({ version: "v2", tlvs: true, crc32c: true, peerCertificate: false });
+    expect(attempt("v1")).toBe("4: listeners[0].proxy_protocol: expected v2 or { version: v2, tlvs, crc32c, peer_certificate }");
+    expect(attempt("{ version: v2, checksum: true }")).toBe("4: listeners[0].proxy_protocol.checksum: unknown key");
+    expect(attempt("{ version: v2, tlvs: false, peer_certificate: true }")).toMatch(/peer_certificate is a TLV: it needs tlvs: true/);
+  });
+
+  it("pushed by the control plane over gRPC: the listener sends the header as pushed", async () => {
+    const dir = tempDir();
+    const cpDir = join(dir, "cp");
+    mkdirSync(join(cpDir, "nodes"), { recursive: true });
+    writeFileSync(join(cpDir, "a.pem"), pki.a.certPem);
+    const cap = await capture("127.0.0.1");
+    writeFileSync(
+      join(cpDir, "shared.yaml"),
+      `trust_domains: { a.test: { bundle: a.pem } }
+policies: { main: { rules: [{ name: a, action: allow, match: [{ trust_domain: a.test }] }] } }
+`,
+    );
+    writeFileSync(
+      join(cpDir, "nodes", "node-a.yaml"),
+      `listeners:
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:${cap.port}", policy: main, proxy_protocol: { version: v2, crc32c: true, peer_certificate: true } }
+`,
+    );
+    const cp = await startControlPlane({ dir: cpDir, listen: "127.0.0.1:0", log: pino({ level: "silent" }), settleMs: 50 });
+    writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
+    writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
+    writeFileSync(
+      join(dir, "bootstrap.yaml"),
+      `identity: { cert: cert.pem, key: key.pem }\ncontrol_plane: { address: "127.0.0.1:${cp.port}", node_id: node-a }\n`,
+    );
+    const logs = new MemoryLog();
+    const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
+    try {
+      await logs.next("config_applied").catch((e: unknown) => {
+        throw new Error(`${(e as Error).message}: ${JSON.stringify(logs.records.slice(-3))}`);
+      });
+      const s = await dial("127.0.0.1", agent.sidecar.addresses()["main"]!.port, alice);
+      s.write("pushed");
+      await waitFor(() => cap.conns[0]?.all().includes("pushed"), 3000, "bytes at the workload");
+      const p = parse(cap.conns[0]!.chunks[0]!);
+      expect(p.tlvs.map((t) => t.type)).toEqual([0x02, 0x05, 0x20, 0xe0, 0xe4, 0x03]);
+      expect(p.tlvs[4]!.value).toEqual(new X509Certificate(alice.certPem).raw);
+      expect(crcHolds(cap.conns[0]!.chunks[0]!.subarray(0, p.total), p.tlvs)).toBe(true);
+      s.destroy();
+    } finally {
+      await agent.stop(100);
+      await cp.close();
+      cap.server.close();
+    }
   });
 });

@@ -27,6 +27,8 @@ export interface ListenerConfig {
 
 export interface ProxyProtocolConfig {
   readonly version: "v2";
+  /** false: addresses only (and CRC32C if asked). */
+  readonly tlvs: boolean;
   readonly crc32c: boolean;
   readonly peerCertificate: boolean;
 }
@@ -235,7 +237,9 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
 }
 
 function proxyProtocolOf(p: NonNullable<RawResources["listeners"][number]["proxy_protocol"]>): ProxyProtocolConfig {
-  return p === "v2" ? { version: "v2", crc32c: false, peerCertificate: false } : { version: p.version, crc32c: p.crc32c, peerCertificate: p.peer_certificate };
+  return p === "v2"
+    ? { version: "v2", tlvs: true, crc32c: false, peerCertificate: false }
+    : { version: p.version, tlvs: p.tlvs, crc32c: p.crc32c, peerCertificate: p.peer_certificate };
 }
 
 function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[] {

@@ -96,16 +96,23 @@ const listener = z.strictObject({
   alpn: z.array(z.string().min(1).max(255)).min(1).default(["http/1.1"]),
   /** A PROXY protocol v2 header to the workload before any client byte (README, "PROXY protocol v2"). */
   proxy_protocol: z
-    .union([
-      z.literal("v2"),
-      z.strictObject({
-        version: z.literal("v2"),
-        /** PP2_TYPE_CRC32C over the whole header. */
-        crc32c: z.boolean().default(false),
-        /** The peer's leaf certificate (DER) in custom TLV 0xE4. */
-        peer_certificate: z.boolean().default(false),
-      }),
-    ])
+    .union(
+      [
+        z.literal("v2"),
+        z
+          .strictObject({
+            version: z.literal("v2"),
+            /** false: the address block only, for receivers that take no TLVs (nginx before 1.23.2 refuses over 107 bytes). */
+            tlvs: z.boolean().default(true),
+            /** PP2_TYPE_CRC32C over the whole header. */
+            crc32c: z.boolean().default(false),
+            /** The peer's leaf certificate (DER) in custom TLV 0xE4. */
+            peer_certificate: z.boolean().default(false),
+          })
+          .refine((p) => p.tlvs || !p.peer_certificate, { error: "peer_certificate is a TLV: it needs tlvs: true" }),
+      ],
+      { error: "expected v2 or { version: v2, tlvs, crc32c, peer_certificate }" },
+    )
     .optional(),
 });
 

@@ -59,7 +59,14 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }): Record
       connect_timeout_ms: l.connectTimeoutMs,
       ...(l.maxSessions !== undefined ? { max_sessions: l.maxSessions } : {}),
       ...(l.proxyProtocol
-        ? { proxy_protocol: { version: l.proxyProtocol.version, crc32c: l.proxyProtocol.crc32c, peer_certificate: l.proxyProtocol.peerCertificate } }
+        ? {
+            proxy_protocol: {
+              version: l.proxyProtocol.version,
+              tlvs: l.proxyProtocol.tlvs,
+              crc32c: l.proxyProtocol.crc32c,
+              peer_certificate: l.proxyProtocol.peerCertificate,
+            },
+          }
         : {}),
     })),
     policies: Object.fromEntries(

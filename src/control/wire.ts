@@ -201,6 +201,11 @@ function asObj(v: unknown): Obj {
   return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : {};
 }
 
+/** A proto3 `optional` field comes with a synthetic oneof `_<field>` naming it (LOADER_OPTIONS.oneofs): not data. */
+function fieldsOnly(o: Obj): Obj {
+  return Object.fromEntries(Object.entries(o).filter(([k, v]) => !(k.startsWith("_") && v === k.slice(1))));
+}
+
 function list(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
@@ -284,7 +289,9 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
     const body = asObj(r[kind]);
     switch (kind) {
       case "listener":
-        listeners.push(clean({ name: r.name, ...body }));
+        listeners.push(
+          clean({ name: r.name, ...fieldsOnly(body), proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)) }),
+        );
         break;
       case "policy":
         policies[r.name] = clean({

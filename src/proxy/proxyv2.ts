@@ -84,9 +84,28 @@ export interface ProxyHeader {
   readonly peerCertificate?: Buffer;
 }
 
-/** Encodes `h` as one buffer; throws ProxyHeaderError if it cannot be said in the format. */
-export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean }): Buffer {
+/**
+ * Encodes `h` as one buffer: the address block, then (unless `tlvs` is false) the TLVs, then CRC32C if
+ * asked. Throws ProxyHeaderError if it cannot be said in the format.
+ */
+export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean; tlvs?: boolean }): Buffer {
   const { family, addresses } = addressBlock(h.source, h.destination);
+  const tlvs = options.tlvs === false ? [] : informationTlvs(h);
+  // §2.2.3: the checksum TLV goes in with zeros, is computed over the whole header, then filled in.
+  if (options.crc32c) tlvs.push(tlv(PP2.CRC32C, Buffer.alloc(4)));
+  const body = Buffer.concat([addresses, ...tlvs]);
+  if (body.length > MAX_LENGTH) throw new ProxyHeaderError(`header of ${16 + body.length} bytes; the format allows ${16 + MAX_LENGTH}`);
+  const head = Buffer.alloc(16);
+  SIGNATURE.copy(head, 0);
+  head[12] = VERSION_PROXY;
+  head[13] = family;
+  head.writeUInt16BE(body.length, 14);
+  const out = Buffer.concat([head, body]);
+  if (options.crc32c) out.writeUInt32BE(crc32c(out), out.length - 4);
+  return out;
+}
+
+function informationTlvs(h: ProxyHeader): Buffer[] {
   const uniqueId = Buffer.from(h.uniqueId, "utf8");
   if (uniqueId.length > MAX_UNIQUE_ID) throw new ProxyHeaderError(`unique id of ${uniqueId.length} bytes; at most ${MAX_UNIQUE_ID}`);
   const tlvs: Buffer[] = [];
@@ -102,18 +121,7 @@ export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean }): Buf
     );
   }
   if (h.peerCertificate) tlvs.push(tlv(PP2.PARLEY_PEER_CERT, h.peerCertificate));
-  // §2.2.3: the checksum TLV goes in with zeros, is computed over the whole header, then filled in.
-  if (options.crc32c) tlvs.push(tlv(PP2.CRC32C, Buffer.alloc(4)));
-  const body = Buffer.concat([addresses, ...tlvs]);
-  if (body.length > MAX_LENGTH) throw new ProxyHeaderError(`header of ${16 + body.length} bytes; the format allows ${16 + MAX_LENGTH}`);
-  const head = Buffer.alloc(16);
-  SIGNATURE.copy(head, 0);
-  head[12] = VERSION_PROXY;
-  head[13] = family;
-  head.writeUInt16BE(body.length, 14);
-  const out = Buffer.concat([head, body]);
-  if (options.crc32c) out.writeUInt32BE(crc32c(out), out.length - 4);
-  return out;
+  return tlvs;
 }
 
 /** §2.2 pp2_tlv: type, 16-bit big-endian length, value. */
@@ -167,23 +175,25 @@ function addressBlock(src: Endpoint, dst: Endpoint): { family: number; addresses
 
 function unmapped(address: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1]! : address.replace(/%.*$/, "");
+  return m?.[1] ?? address.replace(/%.*$/, "");
 }
 
 function ipv4Bytes(a: string): Buffer {
   return Buffer.from(a.split(".").map(Number));
 }
 
-/** RFC 4291 §2.2 text forms (with `::` and a dotted IPv4 tail) → 16 bytes. */
+/** RFC 4291 §2.2 text forms (with `::`, and a dotted IPv4 tail for the last 32 bits) → 16 bytes. */
 function ipv6Bytes(a: string): Buffer {
-  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(a);
-  const text = tail ? a.slice(0, tail.index) + ipv4Bytes(tail[1]!).toString("hex").replace(/^(....)/, "$1:") : a;
-  const [head, rest] = text.split("::") as [string, string | undefined];
+  const last = a.slice(a.lastIndexOf(":") + 1);
+  const tail = isIPv4(last) ? last : undefined;
+  const text = tail ? `${a.slice(0, a.length - last.length)}0:0` : a;
+  const [head = "", rest] = text.split("::");
   const groups = (s: string | undefined) => (s ? s.split(":") : []);
   const left = groups(head);
   const right = groups(rest);
   const all = rest === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
   const out = Buffer.alloc(16);
   all.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  if (tail) ipv4Bytes(tail).copy(out, 12);
   return out;
 }

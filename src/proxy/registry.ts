@@ -48,8 +48,10 @@ export class SessionRegistry {
     if (port !== undefined) {
       this.upstreamPortOf.delete(id);
       const at = this.byUpstreamPort.get(port);
-      for (const s of at ?? []) if (s.id === id) at!.delete(s);
-      if (at?.size === 0) this.byUpstreamPort.delete(port);
+      if (at) {
+        for (const s of at) if (s.id === id) at.delete(s);
+        if (at.size === 0) this.byUpstreamPort.delete(port);
+      }
     }
     if (this.sessions.size === 0) {
       for (const w of this.idleWaiters) w();

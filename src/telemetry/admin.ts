@@ -61,7 +61,10 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
     case "/sessions":
       return void json(res, 200, { sessions: s.sessions() });
     default:
-      return void json(res, 404, { error: "not found", endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "/connections/<port>", "POST /sessions/<id>/revoke"] });
+      return void json(res, 404, {
+        error: "not found",
+        endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "/connections/<port>", "POST /sessions/<id>/revoke"],
+      });
   }
 }
 
@@ -74,7 +77,8 @@ function whoCalled(res: ServerResponse, s: AdminSources, port: number, upstream:
   if (port < 1 || port > 65535) return void json(res, 400, { error: `port ${port} is outside 1-65535` });
   const found = s.callers(port).filter((c) => upstream === null || c.upstream === upstream);
   if (found.length === 0) return void json(res, 404, { error: `no live session on upstream local port ${port}${upstream ? ` to ${upstream}` : ""}` });
-  if (found.length > 1) return void json(res, 409, { error: "several workloads see this port; add ?upstream=host:port", upstreams: found.map((c) => c.upstream) });
+  if (found.length > 1)
+    return void json(res, 409, { error: "several workloads see this port; add ?upstream=host:port", upstreams: found.map((c) => c.upstream) });
   json(res, 200, found[0]);
 }
 

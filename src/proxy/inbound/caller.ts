@@ -52,7 +52,7 @@ export function proxyHeaderOf(client: TLSSocket, c: Caller, config: ProxyProtoco
     ...(c.grant ? { grant: c.grant } : {}),
     ...(config.peerCertificate && leaf ? { peerCertificate: leaf } : {}),
   };
-  return encodeProxyV2(h, { crc32c: config.crc32c });
+  return encodeProxyV2(h, { crc32c: config.crc32c, tlvs: config.tlvs });
 }
 
 /** OpenSSL's short names (OBJ_nid2sn, as HAProxy sends them) for the usual signature algorithms. */
@@ -109,10 +109,7 @@ export interface CallerRecord {
   readonly expires_at: string | null;
 }
 
-export function callerRecord(
-  c: Caller,
-  at: { listener: string; upstream: string; upstreamLocal: string; expiresAt: number | undefined },
-): CallerRecord {
+export function callerRecord(c: Caller, at: { listener: string; upstream: string; upstreamLocal: string; expiresAt: number | undefined }): CallerRecord {
   return {
     session_id: c.sessionId,
     listener: at.listener,
