@@ -16,7 +16,7 @@ import { loadBootstrap, loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
 import { startControlPlane } from "../src/control/server/plane.js";
 import { connect as negotiate } from "../src/negotiation/client.js";
-import { encodeProxyV2, ProxyHeaderError, type ProxyHeader } from "../src/proxy/proxyv2.js";
+import { encodeProxyV2, ProxyHeaderError, type CallerInfo, type ProxyHeader } from "../src/proxy/proxyv2.js";
 import { startEcho } from "../src/demo/echo.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { freePort, MemoryLog, readAll, startControlled, tempDir, waitFor, writeFiles } from "../testkit/harness.js";
@@ -383,12 +383,11 @@ describe("TCP6, the longest SPIFFE ID, the peer certificate", () => {
 });
 
 describe("the encoder against the parser", () => {
-  const base: ProxyHeader = {
-    source: { address: "10.0.0.1", port: 1 },
-    destination: { address: "10.0.0.2", port: 2 },
+  const info: CallerInfo = {
     tls: { version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256", verified: true, certOnConnection: true, certInSession: true },
     uniqueId: "00",
   };
+  const base: ProxyHeader = { source: { address: "10.0.0.1", port: 1 }, destination: { address: "10.0.0.2", port: 2 }, info };
 
   it("random facts round-trip; CRC32C always holds", () => {
     const hex = (n: number) => randomBytes(n).toString("hex");
@@ -398,11 +397,14 @@ describe("the encoder against the parser", () => {
         ...base,
         source: { address: v6 ? `2001:db8::${hex(2)}` : `10.${i % 256}.0.1`, port: (i * 7919) % 65536 },
         destination: { address: v6 ? `fe80::${hex(2)}:1` : "192.168.1.1", port: 65535 - i },
-        tls: { ...base.tls, verified: i % 3 !== 0, cn: i % 4 === 0 ? undefined : hex(i % 40) },
-        uniqueId: hex(8),
-        ...(i % 5 === 0 ? {} : { spiffeId: `spiffe://t.test/${hex(1 + (i % 900))}` }),
-        ...(i % 3 === 0 ? { grant: { id: hex(8), roles: ["r", hex(3)], expiresAt: 1_700_000_000_000 + i } } : {}),
+        info: {
+          tls: { ...info.tls, verified: i % 3 !== 0, ...(i % 4 === 0 ? {} : { cn: hex(i % 40) }) },
+          uniqueId: hex(8),
+          ...(i % 5 === 0 ? {} : { spiffeId: `spiffe://t.test/${hex(1 + (i % 900))}` }),
+          ...(i % 3 === 0 ? { grant: { id: hex(8), roles: ["r", hex(3)], expiresAt: 1_700_000_000_000 + i } } : {}),
+        },
       };
+      const hi = h.info!;
       const b = encodeProxyV2(h, { crc32c: i % 2 === 0 });
       const p = parse(b);
       expect(p.total).toBe(b.length);
@@ -411,10 +413,16 @@ describe("the encoder against the parser", () => {
       if (!v6) expect(p.src).toEqual(ipv4(h.source.address));
       else expect(p.src.subarray(0, 4)).toEqual(Buffer.from([0x20, 0x01, 0x0d, 0xb8]));
       const byType = new Map(p.tlvs.map((t) => [t.type, t.value]));
-      expect(byType.get(0x05)!.toString()).toBe(h.uniqueId);
-      expect(byType.get(0xe0)?.toString()).toBe(h.spiffeId);
-      expect(ssl(byType.get(0x20)!).verify).toBe(h.tls.verified ? 0 : 1);
-      if (h.grant) expect(byType.get(0xe1)!.toString()).toBe(h.grant.id);
+      expect(byType.get(0x05)!.toString()).toBe(hi.uniqueId);
+      expect(byType.get(0xe0)?.toString()).toBe(hi.spiffeId);
+      expect(ssl(byType.get(0x20)!).verify).toBe(hi.tls.verified ? 0 : 1);
+      if (hi.tls.cn !== undefined)
+        expect(
+          ssl(byType.get(0x20)!)
+            .subs.find((t) => t.type === 0x22)!
+            .value.toString(),
+        ).toBe(hi.tls.cn);
+      if (hi.grant) expect(byType.get(0xe1)!.toString()).toBe(hi.grant.id);
       if (i % 2 === 0) expect(crcHolds(b, p.tlvs)).toBe(true);
       else expect(byType.has(0x03)).toBe(false);
     }
@@ -429,7 +437,7 @@ describe("the encoder against the parser", () => {
     );
     expect(m.family).toBe(0x11);
     expect([m.src, m.dst]).toEqual([ipv4("10.1.2.3"), ipv4("10.9.9.9")]);
-    const bare = encodeProxyV2({ ...base, spiffeId: "spiffe://t.test/x" }, { crc32c: true, tlvs: false });
+    const bare = encodeProxyV2({ source: base.source, destination: base.destination }, { crc32c: true });
     const b = parse(bare);
     expect(b.tlvs.map((t) => t.type)).toEqual([0x03]);
     expect(bare.length).toBe(16 + 12 + 7);
@@ -437,8 +445,8 @@ describe("the encoder against the parser", () => {
   });
 
   it("refuses what the format cannot carry: over 64 KiB, a unique id over 128 bytes, mixed families", () => {
-    expect(() => encodeProxyV2({ ...base, peerCertificate: Buffer.alloc(65_530) }, { crc32c: false })).toThrow(ProxyHeaderError);
-    expect(() => encodeProxyV2({ ...base, uniqueId: "x".repeat(129) }, { crc32c: false })).toThrow(/unique id/);
+    expect(() => encodeProxyV2({ ...base, info: { ...info, peerCertificate: Buffer.alloc(65_530) } }, { crc32c: false })).toThrow(ProxyHeaderError);
+    expect(() => encodeProxyV2({ ...base, info: { ...info, uniqueId: "x".repeat(129) } }, { crc32c: false })).toThrow(/unique id/);
     expect(() => encodeProxyV2({ ...base, destination: { address: "::1", port: 2 } }, { crc32c: false })).toThrow(/TCP4 or TCP6/);
   });
 

@@ -58,10 +58,15 @@ export interface Endpoint {
   readonly port: number;
 }
 
-/** What the header says; every string as the connection had it. */
+/** What the header says: the addresses, and (absent for the address block alone) who called. */
 export interface ProxyHeader {
   readonly source: Endpoint;
   readonly destination: Endpoint;
+  readonly info?: CallerInfo;
+}
+
+/** Who called, over which TLS; every string as the connection had it. */
+export interface CallerInfo {
   readonly tls: {
     readonly version: string;
     readonly cipher: string;
@@ -85,12 +90,12 @@ export interface ProxyHeader {
 }
 
 /**
- * Encodes `h` as one buffer: the address block, then (unless `tlvs` is false) the TLVs, then CRC32C if
- * asked. Throws ProxyHeaderError if it cannot be said in the format.
+ * Encodes `h` as one buffer: the address block, the TLVs of `h.info`, then CRC32C if asked. Throws
+ * ProxyHeaderError if it cannot be said in the format.
  */
-export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean; tlvs?: boolean }): Buffer {
+export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean }): Buffer {
   const { family, addresses } = addressBlock(h.source, h.destination);
-  const tlvs = options.tlvs === false ? [] : informationTlvs(h);
+  const tlvs = h.info ? informationTlvs(h.info) : [];
   // §2.2.3: the checksum TLV goes in with zeros, is computed over the whole header, then filled in.
   if (options.crc32c) tlvs.push(tlv(PP2.CRC32C, Buffer.alloc(4)));
   const body = Buffer.concat([addresses, ...tlvs]);
@@ -105,7 +110,7 @@ export function encodeProxyV2(h: ProxyHeader, options: { crc32c: boolean; tlvs?:
   return out;
 }
 
-function informationTlvs(h: ProxyHeader): Buffer[] {
+function informationTlvs(h: CallerInfo): Buffer[] {
   const uniqueId = Buffer.from(h.uniqueId, "utf8");
   if (uniqueId.length > MAX_UNIQUE_ID) throw new ProxyHeaderError(`unique id of ${uniqueId.length} bytes; at most ${MAX_UNIQUE_ID}`);
   const tlvs: Buffer[] = [];
@@ -135,7 +140,7 @@ function tlv(type: number, value: Buffer): Buffer {
 }
 
 /** §2.2.6 pp2_tlv_ssl: <client> bits, 32-bit <verify>, then the sub-TLVs. */
-function sslValue(t: ProxyHeader["tls"]): Buffer {
+function sslValue(t: CallerInfo["tls"]): Buffer {
   const fixed = Buffer.alloc(5);
   fixed[0] = PP2_CLIENT.SSL | (t.certOnConnection ? PP2_CLIENT.CERT_CONN : 0) | (t.certInSession ? PP2_CLIENT.CERT_SESS : 0);
   fixed.writeUInt32BE(t.verified ? 0 : 1, 1);
