@@ -592,6 +592,21 @@ describe("HAProxy (accept-proxy) in front of the workload", () => {
         expect(line).toContain(`dst=127.0.0.1:${r.port} `);
         expect(line).toContain(`id=${sessionId} authority=localhost`);
       }
+      // HAProxy does check the checksum: one bit off in it and the connection is dropped.
+      const send = (b: Buffer) =>
+        new Promise<string>((resolve) => {
+          const c = tcpConnect({ port: hp.port, host: "127.0.0.1" }, () => c.end(Buffer.concat([b, ascii("raw")])));
+          let got = "";
+          c.on("data", (d: Buffer) => (got += d.toString()));
+          c.on("error", () => {});
+          c.on("close", () => resolve(got));
+        });
+      const info: CallerInfo = { tls: { version: "TLSv1.3", cipher: "X", verified: true, certOnConnection: true, certInSession: true }, uniqueId: "u" };
+      const good = encodeProxyV2({ source: { address: "10.9.8.7", port: 4242 }, destination: { address: "10.0.0.1", port: 443 }, info }, { crc32c: true });
+      expect(await send(good)).toBe("raw");
+      const bad = Buffer.from(good);
+      bad[bad.length - 1]! ^= 1;
+      expect(await send(bad)).toBe("");
     } finally {
       await r.close();
       await hp.stop();

@@ -83,7 +83,7 @@ export interface CallerInfo {
   readonly alpn?: string;
   readonly authority?: string;
   readonly uniqueId: string;
-  /** The verified SPIFFE ID; absent when the peer was admitted unverified (audit mode). */
+  /** The verified SPIFFE ID; absent for an unverified peer (which the decision never admits). */
   readonly spiffeId?: string;
   readonly grant?: { readonly id: string; readonly roles: readonly string[]; readonly expiresAt: number };
   readonly peerCertificate?: Buffer;

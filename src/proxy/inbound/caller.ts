@@ -133,7 +133,7 @@ function directoryString(der: Buffer, v: { tag: number; start: number; end: numb
 export interface CallerRecord {
   readonly session_id: string;
   readonly listener: string;
-  /** The verified SPIFFE ID ("" when admitted unverified, in audit mode). */
+  /** The verified SPIFFE ID (no session is admitted without one). */
   readonly peer_id: string;
   readonly source: string;
   readonly upstream: string;
