@@ -50,6 +50,7 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
         config: () =>
           s.configured ? configView(s.config, s.identityStatus()) : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) },
         sessions: () => s.registry.all().map((x) => x.info(Date.now())),
+        callers: (port) => s.registry.atUpstreamPort(port).flatMap((x) => x.caller?.() ?? []),
         revoke: (id) => s.revokeSession(id),
         metrics,
         log: decisionLog,

@@ -24,6 +24,16 @@ export interface ListenerConfig {
   readonly maxSessions?: number;
   /** ALPN protocols the workload speaks. */
   readonly alpn: readonly string[];
+  /** Send a PROXY protocol v2 header to the workload (absent: none). */
+  readonly proxyProtocol?: ProxyProtocolConfig;
+}
+
+export interface ProxyProtocolConfig {
+  readonly version: "v2";
+  /** false: addresses only (and CRC32C if asked). */
+  readonly tlvs: boolean;
+  readonly crc32c: boolean;
+  readonly peerCertificate: boolean;
 }
 
 export interface OutboundConfig {
@@ -229,9 +239,16 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
       connectTimeoutMs: l.connect_timeout,
       ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
       alpn: l.alpn,
+      ...(l.proxy_protocol ? { proxyProtocol: proxyProtocolOf(l.proxy_protocol) } : {}),
     });
   });
   return out;
+}
+
+function proxyProtocolOf(p: NonNullable<RawResources["listeners"][number]["proxy_protocol"]>): ProxyProtocolConfig {
+  return p === "v2"
+    ? { version: "v2", tlvs: true, crc32c: false, peerCertificate: false }
+    : { version: p.version, tlvs: p.tlvs, crc32c: p.crc32c, peerCertificate: p.peer_certificate };
 }
 
 function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[] {

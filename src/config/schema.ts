@@ -94,6 +94,26 @@ const listener = z.strictObject({
   max_sessions: z.number().int().positive().optional(),
   /** ALPN protocols the workload speaks, selected for clients that offer them (parley/1 aside). */
   alpn: z.array(z.string().min(1).max(255)).min(1).default(["http/1.1"]),
+  /** A PROXY protocol v2 header to the workload before any client byte (README, "PROXY protocol v2"). */
+  proxy_protocol: z
+    .union(
+      [
+        z.literal("v2"),
+        z
+          .strictObject({
+            version: z.literal("v2"),
+            /** false: the address block only, for receivers that take no TLVs (nginx before 1.23.2 refuses over 107 bytes). */
+            tlvs: z.boolean().default(true),
+            /** PP2_TYPE_CRC32C over the whole header. */
+            crc32c: z.boolean().default(false),
+            /** The peer's leaf certificate (DER) in custom TLV 0xE4. */
+            peer_certificate: z.boolean().default(false),
+          })
+          .refine((p) => p.tlvs || !p.peer_certificate, { error: "peer_certificate is a TLV: it needs tlvs: true" }),
+      ],
+      { error: "expected v2 or { version: v2, tlvs, crc32c, peer_certificate }" },
+    )
+    .optional(),
 });
 
 const outbound = z.strictObject({

@@ -54,6 +54,16 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
       handshake_timeout_ms: l.handshakeTimeoutMs,
       connect_timeout_ms: l.connectTimeoutMs,
       ...(l.maxSessions !== undefined ? { max_sessions: l.maxSessions } : {}),
+      ...(l.proxyProtocol
+        ? {
+            proxy_protocol: {
+              version: l.proxyProtocol.version,
+              tlvs: l.proxyProtocol.tlvs,
+              crc32c: l.proxyProtocol.crc32c,
+              peer_certificate: l.proxyProtocol.peerCertificate,
+            },
+          }
+        : {}),
     })),
     policies: Object.fromEntries(
       [...c.policies].map(([name, p]) => [name, { default: p.default, mode: p.mode, limits: limitsView(p.limits), rules: p.rules.map(ruleView) }]),

@@ -149,6 +149,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
         handshake_timeout: str(l.handshake_timeout),
         connect_timeout: str(l.connect_timeout),
         max_sessions: l.max_sessions,
+        proxy_protocol: l.proxy_protocol === "v2" ? { version: "v2" } : l.proxy_protocol,
       }),
     });
   }
@@ -198,6 +199,11 @@ export function resourcesToWire(raw: Obj): WireResource[] {
  * the schema then reports as missing what it needs. */
 function asObj(v: unknown): Obj {
   return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Obj) : {};
+}
+
+/** A proto3 `optional` field comes with a synthetic oneof `_<field>` naming it (LOADER_OPTIONS.oneofs): not data. */
+function fieldsOnly(o: Obj): Obj {
+  return Object.fromEntries(Object.entries(o).filter(([k, v]) => !(k.startsWith("_") && v === k.slice(1))));
 }
 
 function list(v: unknown): unknown[] {
@@ -283,7 +289,9 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
     const body = asObj(r[kind]);
     switch (kind) {
       case "listener":
-        listeners.push(clean({ name: r.name, ...body }));
+        listeners.push(
+          clean({ name: r.name, ...fieldsOnly(body), proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)) }),
+        );
         break;
       case "policy":
         policies[r.name] = clean({

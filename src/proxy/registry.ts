@@ -1,5 +1,6 @@
-// The live sessions of a sidecar: what drain waits for and what an operator can close.
-
+// The live sessions of a sidecar: what drain waits for and what an operator can close, and (for a
+// workload asking who called) the sessions by the local port of their upstream connection.
+import type { CallerRecord } from "./inbound/caller.js";
 import type { ListenerState } from "./inbound/session.js";
 import type { RevocationCause } from "../telemetry/log.js";
 
@@ -27,11 +28,16 @@ export interface LiveSession {
   close(reason: string): void;
   /** Decides again under a new listener state; revokes the session if no longer admitted. */
   recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void;
+  /** Who called, once connected to the workload (inbound sessions). */
+  caller?(): CallerRecord | undefined;
 }
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, LiveSession>();
   private idleWaiters: Array<() => void> = [];
+  /** Upstream local port → sessions (ports repeat across different workload addresses). */
+  private readonly byUpstreamPort = new Map<number, Set<LiveSession>>();
+  private readonly upstreamPortOf = new Map<string, number>();
 
   add(s: LiveSession): void {
     this.sessions.set(s.id, s);
@@ -39,10 +45,33 @@ export class SessionRegistry {
 
   remove(id: string): void {
     this.sessions.delete(id);
+    const port = this.upstreamPortOf.get(id);
+    if (port !== undefined) {
+      this.upstreamPortOf.delete(id);
+      const at = this.byUpstreamPort.get(port);
+      if (at) {
+        for (const s of at) if (s.id === id) at.delete(s);
+        if (at.size === 0) this.byUpstreamPort.delete(port);
+      }
+    }
     if (this.sessions.size === 0) {
       for (const w of this.idleWaiters) w();
       this.idleWaiters = [];
     }
+  }
+
+  /** Indexes a live session by the local port of its connection to the workload. */
+  bindUpstreamPort(s: LiveSession, port: number): void {
+    if (!this.sessions.has(s.id)) return;
+    this.upstreamPortOf.set(s.id, port);
+    let at = this.byUpstreamPort.get(port);
+    if (!at) this.byUpstreamPort.set(port, (at = new Set()));
+    at.add(s);
+  }
+
+  /** The live sessions whose upstream connection has local port `port`. */
+  atUpstreamPort(port: number): LiveSession[] {
+    return [...(this.byUpstreamPort.get(port) ?? [])];
   }
 
   get size(): number {

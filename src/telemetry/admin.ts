@@ -1,8 +1,10 @@
 // The admin HTTP server, loopback by default: health, readiness, Prometheus metrics, the effective
-// configuration (secrets redacted), live sessions, and (only when enabled) revoking one session.
+// configuration (secrets redacted), live sessions, who called on a given upstream connection, and
+// (only when enabled) revoking one session.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ParleyError } from "../errors/catalogue.js";
+import type { CallerRecord } from "../proxy/inbound/caller.js";
 import type { SessionInfo } from "../proxy/registry.js";
 import type { DecisionLog } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -11,6 +13,8 @@ export interface AdminSources {
   readiness(): { ready: boolean; checks: Record<string, boolean> };
   config(): unknown;
   sessions(): SessionInfo[];
+  /** Live sessions whose connection to the workload has local port `port`. */
+  callers(port: number): CallerRecord[];
   /** Ends a live session; false if there is none with that id. */
   revoke(id: string): boolean;
   readonly metrics: Metrics;
@@ -40,6 +44,8 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
     return done ? void json(res, 200, { revoked: id }) : void json(res, 404, { error: `no live session ${id}` });
   }
   if (req.method !== "GET") return void json(res, 405, { error: "read-only endpoint: use GET" });
+  const connection = /^\/connections\/(\d{1,5})$/.exec(url.pathname);
+  if (connection) return void whoCalled(res, s, Number(connection[1]), url.searchParams.get("upstream"));
   switch (url.pathname) {
     case "/healthz":
       res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
@@ -56,7 +62,10 @@ async function route(req: IncomingMessage, res: ServerResponse, s: AdminSources)
     case "/sessions":
       return void json(res, 200, { sessions: s.sessions() });
     default:
-      return void json(res, 404, { error: "not found", endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "POST /sessions/<id>/revoke"] });
+      return void json(res, 404, {
+        error: "not found",
+        endpoints: ["/healthz", "/readyz", "/metrics", "/config", "/sessions", "/connections/<port>", "POST /sessions/<id>/revoke"],
+      });
   }
 }
 
@@ -65,6 +74,20 @@ export class AdminListenError extends ParleyError {
   constructor(message: string, options?: ErrorOptions) {
     super("PARLEY_ERR_APPLY", message, options);
   }
+}
+
+/**
+ * `GET /connections/<port>[?upstream=host:port]`: the session whose upstream connection has that local
+ * port (as the workload sees its peer), 404 when none is live. Two workloads at different addresses may
+ * see the same port: then `upstream` (the workload's own listening address) picks one, else 409.
+ */
+function whoCalled(res: ServerResponse, s: AdminSources, port: number, upstream: string | null): void {
+  if (port < 1 || port > 65535) return void json(res, 400, { error: `port ${port} is outside 1-65535` });
+  const found = s.callers(port).filter((c) => upstream === null || c.upstream === upstream);
+  if (found.length === 0) return void json(res, 404, { error: `no live session on upstream local port ${port}${upstream ? ` to ${upstream}` : ""}` });
+  if (found.length > 1)
+    return void json(res, 409, { error: "several workloads see this port; add ?upstream=host:port", upstreams: found.map((c) => c.upstream) });
+  json(res, 200, found[0]);
 }
 
 export function startAdmin(host: string, port: number, sources: AdminSources): Promise<AdminServer> {

@@ -83,6 +83,11 @@ export class PeerCertificates {
     this.leafOnly = leaf ? [leaf] : [];
   }
 
+  /** The leaf's DER, when the peer sent one. */
+  get leaf(): Buffer | undefined {
+    return this.leafOnly[0];
+  }
+
   /** Verifies the leaf alone, then (if intermediates could help) the whole presented chain. */
   verify(verifier: SvidVerifier, now: number): SvidResult {
     const alone = verifier.verify(this.leafOnly, now);

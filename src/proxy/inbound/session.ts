@@ -19,6 +19,7 @@ import { pump, type PumpCounts } from "../pump.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
 import { dial, DialError } from "../upstream.js";
+import { callerRecord, proxyHeaderOf, type Caller, type CallerRecord, type Grant } from "./caller.js";
 import { Enforcement } from "./enforce.js";
 import { evaluate, factsOf, peerIdOf, type ConnectionFacts, type ListenerState } from "./facts.js";
 import { negotiateStage } from "./negotiation.js";
@@ -61,6 +62,8 @@ export class InboundSession implements LiveSession {
   private peer: SpiffeId | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
   private negotiated: Negotiated | undefined;
+  private granted: Grant | undefined;
+  private callerFacts: Caller | undefined;
 
   constructor(
     private readonly client: TLSSocket,
@@ -92,7 +95,7 @@ export class InboundSession implements LiveSession {
     if (!admitted) return;
     const obligations = await this.grant(admitted);
     if (!obligations) return;
-    this.dial(admitted.ticket, obligations);
+    this.dial(admitted.ticket, obligations, admitted.peer);
   }
 
   private decide(): Verdict<Allow | Deny> {
@@ -134,6 +137,7 @@ export class InboundSession implements LiveSession {
         now: this.deps.now(),
       });
       grant = g;
+      this.granted = { id: g.id, roles: g.roles, expiresAt: g.expiresAt };
       obligations = { ...o, expiresAt: g.expiresAt, expiresBecause: g.expiresAt === o.expiresAt && o.expiresBecause ? o.expiresBecause : "grant" };
     }
     this.log({ ...v, decision: { ...v.decision, obligations } }, undefined, grant);
@@ -149,7 +153,13 @@ export class InboundSession implements LiveSession {
     return obligations;
   }
 
-  private dial(ticket: Ticket, obligations: Obligations): void {
+  private dial(ticket: Ticket, obligations: Obligations, peer: SvidResult): void {
+    this.callerFacts = { sessionId: this.id, peer, facts: this.facts, ...(this.granted ? { grant: this.granted } : {}) };
+    const header = this.proxyHeader(this.callerFacts);
+    if (header instanceof Error) {
+      ticket.release();
+      return void this.end("proxy_header_failed", header.message);
+    }
     const enforcement = new Enforcement(this.client, this.peerText, this.deps.identityThrottles, this.deps.now, (reason) => this.close(reason), obligations);
     const { socket, connected } = dial(this.state.config.upstream, this.state.config.connectTimeoutMs);
     this.stage = { kind: "dialing", ticket, enforcement, upstream: socket };
@@ -161,6 +171,9 @@ export class InboundSession implements LiveSession {
       (up) => {
         this.client.off("close", onClientGone);
         if (this.stage.kind !== "dialing") return void up.destroy();
+        // The header goes first, in one write, before the pump reads a single client byte.
+        if (header) up.write(header);
+        this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
         const counts = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
         this.stage = { ...this.stage, kind: "pumping", counts };
       },
@@ -170,6 +183,28 @@ export class InboundSession implements LiveSession {
         this.end(err.reason, err.message);
       },
     );
+  }
+
+  /** The PROXY v2 header when the listener sends one; an Error (session ends, nothing dialled) if it cannot be encoded. */
+  private proxyHeader(caller: Caller): Buffer | Error | undefined {
+    const config = this.state.config.proxyProtocol;
+    if (!config) return undefined;
+    try {
+      return proxyHeaderOf(this.client, caller, config);
+    } catch (e) {
+      return e as Error;
+    }
+  }
+
+  caller(): CallerRecord | undefined {
+    if (this.stage.kind !== "pumping" || !this.callerFacts) return undefined;
+    const up = this.stage.upstream;
+    return callerRecord(this.callerFacts, {
+      listener: this.listener,
+      upstream: `${up.remoteAddress}:${up.remotePort}`,
+      upstreamLocal: `${up.localAddress}:${up.localPort}`,
+      expiresAt: this.stage.enforcement.expiresAt,
+    });
   }
 
   /** The one place a session is refused: logged, then closed with a last frame for a negotiating client. */
