@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { configSchema } from "../src/config/schema.js";
 import { ConfigError, parseWith, YamlSource } from "../src/config/source.js";
 import { compilePush } from "../src/control/agent/validate.js";
-import { resourcesFromWire, type WireResource } from "../src/control/wire.js";
+import { resourcesFromWire } from "../src/control/wire.js";
 import { DerError, splitDer } from "../src/spiffe/der.js";
 import { BundleFormatError, parseSpiffeBundle } from "../src/spiffe/spiffebundle.js";
 import { SpiffeId, SpiffeIdError } from "../src/spiffe/spiffeid.js";
@@ -131,8 +131,8 @@ describe("frame and format parsers", () => {
     });
     fc.assert(
       fc.property(fc.array(resource, { maxLength: 6 }), fc.string({ maxLength: 5 }), (rs, v) => {
-        onlyThrows(() => resourcesFromWire(rs as unknown as WireResource[]), ConfigError);
-        onlyThrows(() => compilePush(rs as unknown as WireResource[], v), ConfigError);
+        onlyThrows(() => resourcesFromWire(rs), ConfigError);
+        onlyThrows(() => compilePush(rs, v), ConfigError);
       }),
       RUNS,
     );

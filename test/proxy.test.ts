@@ -1,10 +1,9 @@
 // The data path on real sockets: decide before dialing, pump, half-close, teardown.
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
-import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, KeyUsage, selfSignedLeaf, type Issued } from "../src/certs/issue.js";
-import { dialTls, freePort, openSession, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { dialTls, freePort, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;

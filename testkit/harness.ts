@@ -51,7 +51,7 @@ export function writeFiles(files: Record<string, string>): Record<string, string
   const out: Record<string, string> = {};
   for (const [name, text] of Object.entries(files)) {
     out[name] = join(dir, name);
-    writeFileSync(out[name]!, text);
+    writeFileSync(out[name], text);
   }
   return { ...out, dir };
 }

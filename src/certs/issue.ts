@@ -99,9 +99,11 @@ function dn(name: string): string {
 
 async function extensionsFor(opts: CertOptions, defaultCA: boolean, subjectKey: CryptoKey): Promise<x509.Extension[]> {
   const isCA = opts.isCA ?? defaultCA;
-  const ku =
+  // Key usage bits as a plain number: flags are combined (and, in the tests' zoo, left out) freely.
+  const ku: number | null =
     opts.keyUsage === undefined ? (isCA ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature) : opts.keyUsage;
   const exts: x509.Extension[] = [new x509.BasicConstraintsExtension(isCA, opts.pathLength, true)];
+  // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-assignment -- a union of flags is no single member
   if (ku !== null) exts.push(new x509.KeyUsagesExtension(ku, opts.keyUsageCritical ?? true));
   if (opts.extKeyUsage) exts.push(new x509.ExtendedKeyUsageExtension(opts.extKeyUsage, false));
   const names: x509.JsonGeneralName[] = [

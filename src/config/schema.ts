@@ -5,29 +5,29 @@ import { parseDuration, parseHostPort, parseSize } from "./units.js";
 
 const duration = z
   .string()
-  .refine((s) => parseDuration(s) !== undefined, { message: "expected a duration such as 250ms, 5s, 1m, 2h or 1d" })
+  .refine((s) => parseDuration(s) !== undefined, { error: "expected a duration such as 250ms, 5s, 1m, 2h or 1d" })
   .transform((s) => parseDuration(s)!);
 const size = z.union([
   z.number().int().nonnegative(),
   z
     .string()
-    .refine((s) => parseSize(s) !== undefined, { message: "expected a size such as 65536, 64KiB, 10MB or 1GiB" })
+    .refine((s) => parseSize(s) !== undefined, { error: "expected a size such as 65536, 64KiB, 10MB or 1GiB" })
     .transform((s) => parseSize(s)!),
 ]);
 const perSecond = z.union([
   z.number().int().positive(),
   z
     .string()
-    .refine((s) => s.endsWith("/s") && (parseSize(s.slice(0, -2)) ?? 0) > 0, { message: "expected bytes per second such as 1048576 or 10MiB/s" })
+    .refine((s) => s.endsWith("/s") && (parseSize(s.slice(0, -2)) ?? 0) > 0, { error: "expected bytes per second such as 1048576 or 10MiB/s" })
     .transform((s) => parseSize(s.slice(0, -2))!),
 ]);
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
-  message: "expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443",
+  error: "expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443",
 });
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "expected a name of letters, digits, '.', '_' or '-' (at most 63)");
 const clock = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, "expected a time of day HH:MM (00:00 to 24:00)");
 const instant = z.string().refine((s) => /^\d{4}-\d\d-\d\dT/.test(s) && !Number.isNaN(Date.parse(s)), {
-  message: "expected an ISO 8601 timestamp such as 2026-01-31T12:00:00Z",
+  error: "expected an ISO 8601 timestamp such as 2026-01-31T12:00:00Z",
 });
 const mode = z.enum(["enforce", "audit"]);
 const scalar = z.union([z.string(), z.number(), z.boolean()]);
@@ -35,7 +35,7 @@ const scalar = z.union([z.string(), z.number(), z.boolean()]);
 const matcher = z
   .strictObject({ id: z.string().optional(), trust_domain: z.string().optional(), path_prefix: z.string().optional(), glob: z.string().optional() })
   .refine((m) => [m.id, m.trust_domain, m.path_prefix, m.glob].filter((v) => v !== undefined).length === 1, {
-    message: "a matcher has exactly one of id, trust_domain, path_prefix or glob",
+    error: "a matcher has exactly one of id, trust_domain, path_prefix or glob",
   });
 
 const rate = z.strictObject({ per_second: z.number().positive(), burst: z.number().int().positive().optional() });
@@ -154,7 +154,7 @@ const attestationRecord = z.strictObject({
 const trustDomain = z
   .strictObject({ bundle: z.string().min(1).optional(), bundle_pem: z.string().min(1).optional() })
   .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), {
-    message: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)",
+    error: "a trust domain has exactly one of bundle (a file) or bundle_pem (inline PEM)",
   });
 
 const fileIdentity = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });

@@ -3,7 +3,7 @@
 // (`use: "jwt-svid"`, with a `kid`) of one trust domain. Unknown members are ignored; keys with an
 // unknown `use` or `kty` are skipped; an empty `keys` means the domain trusts nothing.
 import { ParleyError } from "../errors/catalogue.js";
-import { createPublicKey, type JsonWebKey, type KeyObject } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 
 export class BundleFormatError extends ParleyError {
   constructor(message: string) {
@@ -54,7 +54,7 @@ export function parseSpiffeBundle(text: string, what: string): SpiffeBundleDocum
       if (typeof key.kid !== "string" || key.kid === "") throw new BundleFormatError(`${what}: key #${i}: a jwt-svid key must have a kid`);
       let pub: KeyObject;
       try {
-        pub = createPublicKey({ key: key as JsonWebKey, format: "jwk" });
+        pub = createPublicKey({ key: key, format: "jwk" });
       } catch (e) {
         throw new BundleFormatError(`${what}: key #${i} (kid ${key.kid}): ${(e as Error).message}`);
       }

@@ -245,7 +245,7 @@ export class DecisionLog {
 
   /** An outbound connection: the remote was verified (and granted, if negotiating), or refused. */
   outbound(r: Record<string, unknown> & { listener: string; decision: "allow" | "deny" }): void {
-    this.options.metrics?.decisions.inc({ listener: r.listener, decision: r.decision, reason: String(r.reason ?? "remote_verified") });
+    this.options.metrics?.decisions.inc({ listener: r.listener, decision: r.decision, reason: typeof r.reason === "string" ? r.reason : "remote_verified" });
     if (this.categories.decisions)
       this.logger.info({ event: "outbound", ...r }, r.decision === "allow" ? "outbound session opened" : "outbound session refused");
   }

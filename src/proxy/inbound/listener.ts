@@ -92,7 +92,7 @@ export class InboundListener {
       this.server.once("error", onError);
       this.server.listen(port, host, () => {
         this.server.off("error", onError);
-        this.server.on("error", (e) => this.deps.log.error("listener error", { listener: this.name, detail: e.message }));
+        this.server.on("error", (e: Error) => this.deps.log.error("listener error", { listener: this.name, detail: e.message }));
         resolve(this.server.address() as AddressInfo);
       });
     });
@@ -133,9 +133,9 @@ export class InboundListener {
     this.handshakeDone(socket);
     const t0 = this.acceptedAt.get(tcpOf(socket));
     if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
-    new InboundSession(socket, this.state, this.deps).start().catch((e: Error) => {
+    new InboundSession(socket, this.state, this.deps).start().catch((e: unknown) => {
       socket.destroy();
-      this.deps.log.error("session failed", { listener: this.name, detail: e.message });
+      this.deps.log.error("session failed", { listener: this.name, detail: (e as Error).message });
     });
   }
 }

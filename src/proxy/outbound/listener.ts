@@ -101,15 +101,15 @@ export class OutboundListener {
     if (!connected) return;
     remote.on("error", () => {});
     const peer = verifier.verify(peerChain(remote), this.now());
-    if (!peer.ok) return refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
-    if (!peer.svid.id.equals(config.expectId)) return refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
+    if (!peer.ok) return void refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
+    if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
     let grantId: string | undefined;
     if (config.negotiate) {
       try {
         const grant = await requestGrant(remote, config.negotiate);
         grantId = grant.grant_id;
       } catch (e) {
-        return refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
+        return void refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
       }
     }
     this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
