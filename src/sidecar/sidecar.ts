@@ -325,8 +325,14 @@ export class Sidecar {
     return this.stopping !== undefined;
   }
 
+  /**
+   * Set by the control-plane agent while it serves a stale configuration on purpose (`on_stale:
+   * fail_open`): still ready, and `/readyz` says so.
+   */
+  servingStaleSince: number | undefined;
+
   /** What `/readyz` reports: every check must hold. */
-  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean> } {
+  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean>; serving_stale_config?: { since: string } } {
     const c = this.current;
     const checks = {
       config_loaded: c !== undefined,
@@ -335,7 +341,8 @@ export class Sidecar {
       config_fresh: this.failClosed !== "config_stale",
       not_draining: this.stopping === undefined,
     };
-    return { ready: Object.values(checks).every(Boolean), checks };
+    const stale = this.servingStaleSince === undefined ? {} : { serving_stale_config: { since: new Date(this.servingStaleSince).toISOString() } };
+    return { ready: Object.values(checks).every(Boolean), checks, ...stale };
   }
 
   /** Ends one live session by id (an operator's revocation); false if there is none. */
