@@ -292,6 +292,13 @@ describe("control plane and sidecar", () => {
     await fx.cp.close();
     await fx.logs.next("error", (r) => String(r.msg).includes("failing open"));
     expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
+    // Ready (it serves), and /readyz says what it serves is stale.
+    const r = fx.agent.sidecar.readiness();
+    expect(r.ready).toBe(true);
+    expect(r.serving_stale_config?.since).toMatch(/^\d{4}-/);
+    await fx.restartControlPlane();
+    await fx.logs.next("lifecycle", (l) => l.msg === "configuration fresh again: serving it");
+    expect(fx.agent.sidecar.readiness().serving_stale_config).toBeUndefined();
   });
 
   it("a bundle rotation that removes a root revokes the sessions chained to it", async () => {
