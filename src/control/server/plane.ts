@@ -6,6 +6,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import * as grpcjs from "@grpc/grpc-js";
+import type { BundleSet } from "../../spiffe/x509bundle.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { svidAuthorizer } from "./authorize.js";
 import { NodeTable, type NodeTableOptions } from "./nodes.js";
@@ -39,6 +41,23 @@ export interface ControlPlane {
   /** Re-reads the directory now; pushes if the file set is valid. */
   reload(): boolean;
   close(): Promise<void>;
+}
+
+/**
+ * TLS with the control plane's own certificate; with client bundles, client certificates are required
+ * and OpenSSL checks them against every root of every bundle, the SPIFFE check (authorize.ts) then
+ * holding each peer to its own trust domain's bundle.
+ */
+export function serverCredentials(certChainPem: Buffer, keyPem: Buffer, clientBundles?: BundleSet): grpc.ServerCredentials {
+  const roots = clientBundles
+    ? Buffer.from(
+        clientBundles
+          .all()
+          .flatMap((b) => b.roots.map((r) => r.x509.toString()))
+          .join("\n"),
+      )
+    : null;
+  return grpcjs.ServerCredentials.createSsl(roots, [{ cert_chain: certChainPem, private_key: keyPem }], clientBundles !== undefined);
 }
 
 export async function startControlPlane(o: ControlPlaneOptions): Promise<ControlPlane> {
