@@ -146,7 +146,7 @@ describe("a misbehaving control plane", () => {
         // A length-delimited field claiming four gigabytes, in a frame of eight bytes.
         call.once("data", () => call.write(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]) as never));
       },
-      ((b: Buffer) => b) as never,
+      (b: Buffer) => b,
     );
     rig = await start(port);
     await waitFor(() => opened >= 2 || rig!.logs.of("config_rejected").length > 0 || undefined, 5000, "refusal");
@@ -247,11 +247,11 @@ describe("a misbehaving control plane", () => {
     let cp: ControlPlane | undefined;
     let failures = 0;
     let sessions = 0;
-    let stop = false;
+    const run = { on: true };
     const traffic = (async () => {
-      while (!stop) {
+      while (run.on) {
         try {
-          const s = await openSession(rig!.port(), pki, alice);
+          const s = await openSession(rig.port(), pki, alice);
           s.s.end();
           await s.closed;
           sessions++;
@@ -270,13 +270,13 @@ describe("a misbehaving control plane", () => {
     cp = await startControlPlane({ dir: cpDir, listen: `127.0.0.1:${port}`, log: quiet });
     try {
       await waitFor(() => rig!.agent.sync.running() || undefined, 5000, "config after the flapping");
-      stop = true;
+      run.on = false;
       await traffic;
       expect(failures).toBe(0);
       expect(sessions).toBeGreaterThan(10);
       expect((await openSession(rig.port(), pki, alice)).got()).toBe("ping");
     } finally {
-      stop = true;
+      run.on = false;
       await cp.close();
     }
   }, 20_000);

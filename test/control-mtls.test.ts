@@ -61,7 +61,7 @@ interface Rig {
   log: Array<Record<string, unknown>>;
 }
 let rig: Rig | undefined;
-const closers: Array<() => Promise<unknown> | void> = [];
+const closers: Array<() => unknown> = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
   rig = undefined;

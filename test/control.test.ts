@@ -1,7 +1,6 @@
 // The control plane end to end: the real server over a directory of YAML files, a sidecar driven by it
 // over real gRPC on loopback, real TLS sessions through that sidecar.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";

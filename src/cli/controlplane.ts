@@ -5,7 +5,6 @@ import { readFileSync } from "node:fs";
 import { isIPv4 } from "node:net";
 import { runUntilSignalled } from "../app/lifecycle.js";
 import { serverCredentials, startControlPlane } from "../control/server/plane.js";
-import { parseHostPort } from "../config/units.js";
 import { TrustDomain } from "../spiffe/spiffeid.js";
 import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
@@ -62,12 +61,12 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
     });
     if (values.help) return helped(this);
     if (!values.dir) throw new UsageError("--dir DIR is required", this.name);
-    hostPortFlag(this, values.listen, "--listen");
+    const listen = hostPortFlag(this, values.listen, "--listen");
     const admin = hostPortFlag(this, values.admin, "--admin");
     if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("--tls-cert and --tls-key go together", this.name);
     const bundles = clientBundles(this, values["client-bundle"]);
     if (bundles && !values["tls-cert"]) throw new UsageError("--client-bundle needs --tls-cert and --tls-key", this.name);
-    const host = parseHostPort(values.listen)!.host;
+    const host = listen?.host ?? "";
     const plaintext = values["tls-cert"] === undefined;
     if (plaintext && !isLoopback(host) && !values.insecure) {
       throw new UsageError(`refusing plaintext on ${values.listen}, which is not loopback: serve TLS (--tls-cert, --tls-key) or say --insecure`, this.name);
@@ -80,7 +79,7 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
       );
     }
     const credentials =
-      values["tls-cert"] === undefined ? undefined : serverCredentials(readFileSync(values["tls-cert"]), readFileSync(values["tls-key"]!), bundles);
+      values["tls-cert"] === undefined ? undefined : serverCredentials(readFileSync(values["tls-cert"]), readFileSync(values["tls-key"] ?? ""), bundles);
     const dir = values.dir;
     await runUntilSignalled(async () => {
       const cp = await startControlPlane({

@@ -73,9 +73,10 @@ export function locateIssue(issue: ConfigIssue, raw: Obj): WireIssue {
   const at = (kind: string, resource: string, f: string): WireIssue => ({ kind, resource, field: f, message: issue.message });
   const listed = /^(listeners|attestations)\[(\d+)\](.*)$/.exec(p);
   if (listed) {
-    const item = ((raw[listed[1]!] as Obj[] | undefined) ?? [])[Number(listed[2])];
-    const name = listed[1] === "listeners" ? String(item?.name ?? "") : `${String(item?.subject ?? "")}#${String(item?.attestor ?? "")}#${listed[2]}`;
-    return at(listed[1] === "listeners" ? "listener" : "attestation", name, field(listed[3]!));
+    const [, section = "", index = "0", rest = ""] = listed;
+    const item = ((raw[section] as Array<Record<string, string | undefined>> | undefined) ?? [])[Number(index)];
+    const name = section === "listeners" ? (item?.name ?? "") : `${item?.subject ?? ""}#${item?.attestor ?? ""}#${index}`;
+    return at(section === "listeners" ? "listener" : "attestation", name, field(rest));
   }
   for (const [section, kind] of Object.entries(MAP_KIND)) {
     if (!p.startsWith(`${section}.`)) continue;

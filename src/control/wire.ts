@@ -94,13 +94,13 @@ export function dropSyntheticOneofs(v: unknown, depth = 0): unknown {
   return out;
 }
 
-const str = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
+/** Scalars only: anything else is absent (the schema then names what is missing). */
+const str = (v: unknown) => (typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? String(v) : undefined);
 const arr = (v: unknown): unknown[] | undefined => (Array.isArray(v) && v.length > 0 ? v : undefined);
 
 /** Drops undefined members, so absent stays absent on both sides. */
 function clean<T extends Obj>(o: T): T {
-  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
-  return o;
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
 function matcherOut(m: Obj): Obj {
@@ -191,7 +191,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     });
   }
   for (const [name, td] of sorted(raw.trust_domains))
-    out.push({ name, type: "trust_bundle", trust_bundle: { x509_authorities_pem: String((td as Obj).bundle_pem ?? "") } });
+    out.push({ name, type: "trust_bundle", trust_bundle: { x509_authorities_pem: str((td as Obj).bundle_pem) ?? "" } });
   for (const [name, ms] of sorted(raw.roles)) out.push({ name, type: "role", role: { match: (ms as Obj[]).map(matcherOut) } });
   const jwksJson = (v: unknown) => (v === undefined ? undefined : JSON.stringify(v));
   for (const [name, a] of sorted(raw.attestors))
@@ -200,7 +200,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     out.push({ name, type: "approver", approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
   ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
     out.push({
-      name: `${a.subject}#${a.attestor}#${i}`,
+      name: `${str(a.subject) ?? ""}#${str(a.attestor) ?? ""}#${i}`,
       type: "attestation",
       attestation: clean({
         subject: str(a.subject),
@@ -297,7 +297,7 @@ function kindOf(r: WireResource): { kind: ResourceKind } | { skip: string } | { 
     return { kind: kind as ResourceKind };
   }
   // A oneof member this build's descriptors lack arrives as no member at all; its `type` names it.
-  if (type !== "" && !KNOWN_KINDS.has(type)) return { skip: `${type}/${String(r.name)}` };
+  if (type !== "" && !KNOWN_KINDS.has(type)) return { skip: `${type}/${r.name}` };
   return { problem: `resource ${JSON.stringify(r.name)}: no kind set${type ? ` (type ${type})` : ""}` };
 }
 

@@ -50,7 +50,7 @@ export function startAgent(sidecar: Sidecar, bootstrap: Bootstrap, log: Decision
   const { credentials, options } = credentialsFor(bootstrap);
   const cp = bootstrap.controlPlane;
   const client = new ControlClient({
-    address: formatHostPort(parseHostPort(cp.address)!),
+    address: ((hp) => (hp ? formatHostPort(hp) : cp.address))(parseHostPort(cp.address)),
     node: { id: cp.node_id, ...(cp.cluster ? { cluster: cp.cluster } : {}), version },
     credentials,
     channelOptions: options,

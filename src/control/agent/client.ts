@@ -96,7 +96,7 @@ export class ControlClient {
       isUp();
       this.handling = this.handling.then(() => this.answer(call, resp));
     });
-    call.on("error", (e: grpc.ServiceError) => this.down(call, `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`));
+    call.on("error", (e: grpc.ServiceError) => this.down(call, `${grpc.status[e.code]}: ${e.details || e.message}`));
     call.on("end", () => this.down(call, "stream ended by the control plane"));
     call.write({
       node: { id: this.o.node.id, cluster: this.o.node.cluster ?? "", parley_version: this.o.node.version },

@@ -60,6 +60,12 @@ interface Hello {
 
 const EMPTY = { running_version: null, sent_version: null, acked_version: null, last_nack: null, error: null };
 
+function withoutClock(n: NodeStatus & { seenAt: number }): NodeStatus {
+  const { seenAt, ...status } = n;
+  void seenAt;
+  return status;
+}
+
 const orNull = (s: string | undefined, max: number) => (s ? clip(s, max) : null);
 
 export class NodeTable {
@@ -145,7 +151,7 @@ export class NodeTable {
   /** The nodes (expired ones dropped first), by id. */
   list(): NodeStatus[] {
     this.expire(this.now());
-    return [...this.nodes.values()].map(({ seenAt: _, ...n }) => n).sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0));
+    return [...this.nodes.values()].map(withoutClock).sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0));
   }
 
   recentRefusals(): readonly Refusal[] {

@@ -64,7 +64,8 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
   const store = new SnapshotStore(o.dir);
   const first = store.load();
   if (!first.ok) throw new Error(`invalid resource files in ${o.dir}:\n${first.errors.join("\n")}`);
-  const authorize = o.clientSvids ? svidAuthorizer({ verifier: () => o.clientSvids!, binding: (id) => store.binding(id) }) : undefined;
+  const svids = o.clientSvids;
+  const authorize = svids ? svidAuthorizer({ verifier: () => svids, binding: (id) => store.binding(id) }) : undefined;
   const server = new ControlPlaneServer(store, o.log, {
     nodes: new NodeTable(o.nodes),
     ...(authorize ? { authorize } : {}),
@@ -92,8 +93,9 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     timer = setTimeout(reload, o.settleMs ?? 150);
   });
   let http: Server | undefined;
-  if (o.admin) {
-    http = createServer((req, res) => {
+  const adminAt = o.admin;
+  if (adminAt) {
+    const h = createServer((req, res) => {
       if (req.method === "GET" && req.url === "/status") {
         const nodes = server.nodes.list();
         const body = {
@@ -110,7 +112,8 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
         res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       } else res.writeHead(404).end();
     });
-    await new Promise<void>((resolve, reject) => http!.once("error", reject).listen(o.admin!.port, o.admin!.host, () => resolve()));
+    await new Promise<void>((resolve, reject) => h.once("error", reject).listen(adminAt.port, adminAt.host, () => resolve()));
+    http = h;
   }
   o.log.info({ event: "control_plane_ready", port, admin_port: (http?.address() as AddressInfo | undefined)?.port ?? null, dir: o.dir }, "control plane ready");
   return {
@@ -119,11 +122,12 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     port,
     adminPort: (http?.address() as AddressInfo | undefined)?.port,
     reload,
-    async close() {
+    close() {
       clearTimeout(timer);
       watcher.close();
       http?.close();
       server.forceClose();
+      return Promise.resolve();
     },
   };
 }

@@ -19,9 +19,10 @@ export function parseIdentity(value: unknown, src: YamlSource): { matchers: Iden
   const matchers: IdentityMatcher[] = [];
   items.forEach((item, i) => {
     const path = Array.isArray(value) ? ["identity", i] : ["identity"];
-    const raw = typeof item === "string" ? { id: item } : item;
-    const keys = raw !== null && typeof raw === "object" ? Object.keys(raw as Obj) : [];
-    if (keys.length !== 1 || !["id", "trust_domain", "path_prefix", "glob"].includes(keys[0]!) || typeof (raw as Obj)[keys[0]!] !== "string") {
+    const raw: unknown = typeof item === "string" ? { id: item } : item;
+    const entries: Array<[string, unknown]> = raw !== null && typeof raw === "object" ? Object.entries(raw) : [];
+    const [key, val] = entries[0] ?? ["", undefined];
+    if (entries.length !== 1 || !["id", "trust_domain", "path_prefix", "glob"].includes(key) || typeof val !== "string") {
       issues.push(src.issue(path, "expected a SPIFFE ID, or a matcher with exactly one of id, trust_domain, path_prefix or glob"));
       return;
     }
@@ -38,9 +39,9 @@ function ruleMatchers(rule: Obj, roles: Obj): Array<IdentityMatcher | undefined>
     ...((rule.roles as string[] | undefined) ?? []).flatMap((r) => (roles[r] as RawMatcher[] | undefined) ?? []),
   ];
   if (rule.match === undefined && rule.roles === undefined) return [undefined]; // every verified peer
-  let bad = false;
-  const out = raw.map((m) => compileMatcher(m, [], () => (bad = true)));
-  return bad ? "malformed" : out;
+  const bad: string[] = [];
+  const out = raw.map((m) => compileMatcher(m, [], (_, message) => bad.push(message)));
+  return bad.length > 0 ? "malformed" : out;
 }
 
 /** The merged set with only the attestation records the node's policies can use. */

@@ -111,16 +111,16 @@ export class ControlPlaneServer {
     helloTimer.unref();
     call.on("data", (req: WireRequest) => {
       if (ended) return;
-      if (stream) return this.answered(stream, req);
+      if (stream) return void this.answered(stream, req);
       clearTimeout(helloTimer);
       const checked = checkNodeId(req.node?.id);
-      if ("error" in checked) return end(grpc.status.INVALID_ARGUMENT, checked.error);
+      if ("error" in checked) return void end(grpc.status.INVALID_ARGUMENT, checked.error);
       const refusal = this.o.authorize?.(checked.id, call);
       const peer = call.getPeer();
       if (refusal && !refusal.ok) {
         this.nodes.refused({ node_id: checked.id, peer, peer_id: refusal.peerId ?? null, rule: refusal.rule, message: refusal.message });
         this.log.warn({ event: "node_refused", node_id: checked.id, peer, peer_id: refusal.peerId ?? null, rule: refusal.rule }, refusal.message);
-        return end(grpc.status.PERMISSION_DENIED, `${refusal.rule}: ${refusal.message}`);
+        return void end(grpc.status.PERMISSION_DENIED, `${refusal.rule}: ${refusal.message}`);
       }
       const peerId = refusal?.ok ? refusal.peerId : undefined;
       if (
@@ -132,7 +132,7 @@ export class ControlPlaneServer {
           running: req.version_info,
         })
       ) {
-        return end(grpc.status.RESOURCE_EXHAUSTED, "too many nodes connected");
+        return void end(grpc.status.RESOURCE_EXHAUSTED, "too many nodes connected");
       }
       stream = { call, nodeId: checked.id, sentNonce: "", sentVersion: req.version_info || null };
       this.streams.add(stream);
@@ -159,7 +159,7 @@ export class ControlPlaneServer {
 
   private send(s: Stream): void {
     const snap = this.store.forNode(s.nodeId);
-    if ("error" in snap) return this.nodes.update(s.nodeId, { error: snap.error });
+    if ("error" in snap) return void this.nodes.update(s.nodeId, { error: snap.error });
     this.nodes.update(s.nodeId, { error: null });
     if (snap.version === s.sentVersion) return;
     s.sentVersion = snap.version;
@@ -172,7 +172,7 @@ export class ControlPlaneServer {
     this.nodes.update(s.nodeId, {});
     // An answer to anything but the latest response is stale: a newer push is already on its way.
     if (req.response_nonce !== s.sentNonce || s.sentVersion === null) return;
-    if (req.error_detail) return this.nacked(s, req);
+    if (req.error_detail) return void this.nacked(s, req);
     // An ACK names the version it applies: only the one sent with this nonce counts.
     if (req.version_info !== s.sentVersion) {
       this.log.warn(
@@ -186,15 +186,15 @@ export class ControlPlaneServer {
   }
 
   private nacked(s: Stream, req: WireRequest): void {
-    const d = req.error_detail!;
+    const d = req.error_detail ?? {};
     const all = Array.isArray(d.issues) ? d.issues : [];
-    const issues = { items: all.slice(0, KEPT_ISSUES).map((l) => clip(String(l), 256)), count: all.length };
+    const issues = { items: all.slice(0, KEPT_ISSUES).map((l) => clip(l, 256)), count: all.length };
     const nack = {
       version: s.sentVersion ?? "",
       nonce: s.sentNonce,
       at: new Date().toISOString(),
       code: typeof d.code === "number" ? d.code : 0,
-      message: clip(String(d.message ?? "")),
+      message: clip(d.message ?? ""),
       issues: issues.items,
       issue_count: issues.count,
     };

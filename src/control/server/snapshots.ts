@@ -76,12 +76,12 @@ export function mergeResources(layers: readonly Obj[]): Obj {
   const attestations: unknown[] = [];
   for (const layer of layers) {
     for (const section of MAP_SECTIONS) {
-      if (layer[section]) out[section] = { ...((out[section] as Obj | undefined) ?? {}), ...(layer[section] as Obj) };
+      if (layer[section]) out[section] = { ...(out[section] ?? {}), ...(layer[section] as Obj) };
     }
     for (const l of (layer.listeners as Obj[] | undefined) ?? []) listeners.set(String(l.name), l);
     attestations.push(...((layer.attestations as unknown[] | undefined) ?? []));
     for (const k of SCALARS) if (layer[k] !== undefined) out[k] = layer[k];
-    if (layer.limits) out.limits = { ...((out.limits as Obj | undefined) ?? {}), ...(layer.limits as Obj) };
+    if (layer.limits) out.limits = { ...(out.limits ?? {}), ...(layer.limits as Obj) };
   }
   out.listeners = [...listeners.values()];
   out.attestations = attestations;
