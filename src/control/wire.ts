@@ -1,5 +1,7 @@
 // The control-plane protocol on the wire: loading the proto, and converting resources between the
-// YAML shape (what files and the schema speak) and the typed messages of parley.control.v1.
+// YAML shape (what files and the schema speak) and the typed messages of parley.control.v1. Longer
+// than most modules on purpose: both directions of every message sit side by side, so a field is
+// added in one place (test/control-fields.test.ts fails when one is missed).
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { PROTO_ROOT } from "../assets/paths.js";
