@@ -1,7 +1,10 @@
 // npm run bench:control-plane — one control-plane server process holding N sidecar streams (default
 // 1,000): time for all to receive and ACK the first configuration, time to push a change to all, and
-// the server's memory and CPU per node. Baseline: the same server holding a single stream, measured in
-// the same run, so figures are reported as ratios too.
+// the server's memory and CPU per node, and the push latency per node (change written → that node's
+// push validated), p50/p99/max. Baseline: the same server holding a single stream, measured in the same
+// run, so figures are reported as ratios too. The configuration sets proto3 `optional` fields (listener
+// timeouts and max_sessions, limits with a rate burst): before their conversion was fixed, every push of
+// it was NACKed.
 //
 // The clients are parley's own ControlClient, each on its own connection, each validating every push
 // with the sidecar's compiler before it ACKs (as a sidecar does); they share this process, so the
@@ -19,7 +22,14 @@ import { freePort } from "../testkit/harness.js";
 const N = Number(process.env.BENCH_NODES ?? 1000);
 
 async function status(port: number): Promise<{ connected_streams: number; nodes: Array<{ acked_version: string | null; connected: boolean }> }> {
-  return (await fetch(`http://127.0.0.1:${port}/status`)).json() as never;
+  // A server busy with 1,000 streams may close an idle keep-alive socket as it is reused: ask again.
+  for (let i = 0; ; i++) {
+    try {
+      return (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as never;
+    } catch (e) {
+      if (i >= 3) throw e;
+    }
+  }
 }
 
 function procStats(pid: number): { rssMiB: number; cpuMs: number } {
@@ -46,9 +56,10 @@ const rules = Array.from({ length: 50 }, (_, i) => `      - { name: r${i}, actio
 const shared = (extra: string) => `trust_domains:
   bench.test: { bundle: ca.pem }
 listeners:
-  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:9", policy: main }
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:9", policy: main, handshake_timeout: 3s, connect_timeout: 2s, max_sessions: 500 }
 policies:
   main:
+    limits: { max_duration: 1h, rate: { per_second: 50, burst: 100 } }
     rules:
 ${rules}
 ${extra}`;
@@ -72,6 +83,9 @@ const idle = procStats(server.pid!);
 
 const clients: ControlClient[] = [];
 const versions = new Map<number, string>();
+/** When each node validated each version (ms, performance.now()). */
+const validatedAt = new Map<string, number[]>();
+let nacks = 0;
 function connect(i: number): void {
   const c = new ControlClient({
     address: `127.0.0.1:${port}`,
@@ -80,10 +94,17 @@ function connect(i: number): void {
     channelOptions: { "grpc.use_local_subchannel_pool": 1 },
     backoff: { initialMs: 200, maxMs: 2000 },
     runningVersion: () => versions.get(i) ?? "",
-    onPush: async (v, r) => {
-      compilePush(r, v);
+    onPush: (v, r) => {
+      const c = compilePush(r, v);
+      if (!c.ok) {
+        nacks++;
+        return Promise.resolve({ ok: false, code: 3, message: `rejected ${v}`, issues: c.lines, details: c.details });
+      }
       versions.set(i, v);
-      return { ok: true };
+      const at = validatedAt.get(v) ?? [];
+      at.push(performance.now());
+      validatedAt.set(v, at);
+      return Promise.resolve({ ok: true });
     },
     onUp: () => {},
     onDown: () => {},
@@ -132,8 +153,10 @@ const connectAllMs = performance.now() - t;
 const full = procStats(server.pid!);
 t = performance.now();
 change(2);
-await allOn(N, v1, 60_000, "push to all");
+const v2 = await allOn(N, v1, 60_000, "push to all");
 const pushAllMs = performance.now() - t;
+const latencies = (validatedAt.get(v2) ?? []).map((x) => x - t).sort((a, b) => a - b);
+const pct = (q: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN);
 const after = procStats(server.pid!);
 const streams = (await status(admin)).connected_streams;
 
@@ -149,6 +172,8 @@ const result = {
   connect_and_ack_all_ms: Math.round(connectAllMs),
   push_change_to_all_acked_ms: Math.round(pushAllMs),
   push_change_to_one_acked_ms: Math.round(pushOneMs),
+  push_latency_per_node_ms: { p50: pct(0.5), p99: pct(0.99), max: pct(1), nodes: latencies.length },
+  nacks,
   server_rss_mib: { idle: idle.rssMiB, one_node: one.rssMiB, all_nodes: full.rssMiB, after_push: after.rssMiB },
   server_rss_per_node_kib: Math.round(((full.rssMiB - one.rssMiB) * 1024) / (N - 1)),
   push_all_vs_one: +(pushAllMs / pushOneMs).toFixed(1),

@@ -2,13 +2,17 @@
 // comes and goes every 100 ms. The sidecar keeps serving on its last good configuration throughout.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadBootstrap } from "../src/config/load.js";
 import { startControlPlane, type ControlPlane } from "../src/control/server/plane.js";
-import { loadControlService } from "../src/control/wire.js";
+import { PROTO_ROOT } from "../src/assets/paths.js";
+import { MAX_ISSUES } from "../src/control/issues.js";
+import { LOADER_OPTIONS, loadControlService, PROTO_FILE } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
 import { freePort, MemoryLog, openSession, tempDir, waitFor, startControlled, type Controlled } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
@@ -82,9 +86,24 @@ initial: { static: fallback.yaml }
   };
 }
 
-/** A gRPC server for the ControlPlane service with our own handler (and serializer). */
-async function rogue(port: number, handler: (call: grpc.ServerDuplexStream<unknown, unknown>) => void, serialize?: (x: never) => Buffer): Promise<void> {
-  const def = loadControlService().service;
+/** The protocol as a newer build might speak it: one more kind of resource in the oneof. */
+function newerService(): grpc.ServiceDefinition {
+  const dir = tempDir();
+  const text = readFileSync(join(PROTO_ROOT, PROTO_FILE), "utf8").replace(/(Approver approver = 17;[^\n]*\n)/, "$1    Future future = 99;\n");
+  mkdirSync(join(dir, "parley", "control", "v1"), { recursive: true });
+  writeFileSync(join(dir, PROTO_FILE), `${text}\nmessage Future { string note = 1; }\n`);
+  const def = protoLoader.loadSync(PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [dir] });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { parley: { control: { v1: { ControlPlane: grpc.ServiceClientConstructor } } } };
+  return pkg.parley.control.v1.ControlPlane.service;
+}
+
+/** A gRPC server for the ControlPlane service with our own handler (and serializer, or whole service). */
+async function rogue(
+  port: number,
+  handler: (call: grpc.ServerDuplexStream<unknown, unknown>) => void,
+  serialize?: (x: never) => Buffer,
+  def = loadControlService().service,
+): Promise<void> {
   const service = serialize ? { StreamConfig: { ...def.StreamConfig!, responseSerialize: serialize } } : def;
   const server = new grpc.Server();
   server.addService(service as grpc.ServiceDefinition, { StreamConfig: handler });
@@ -127,7 +146,7 @@ describe("a misbehaving control plane", () => {
         // A length-delimited field claiming four gigabytes, in a frame of eight bytes.
         call.once("data", () => call.write(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]) as never));
       },
-      ((b: Buffer) => b) as never,
+      (b: Buffer) => b,
     );
     rig = await start(port);
     await waitFor(() => opened >= 2 || rig!.logs.of("config_rejected").length > 0 || undefined, 5000, "refusal");
@@ -153,10 +172,67 @@ describe("a misbehaving control plane", () => {
     rig = await start(port);
     const nack = await waitFor(() => requests.find((r) => r.response_nonce === "n1"), 5000, "NACK");
     expect(nack.version_info).toBe("");
-    const detail = nack.error_detail as { code: number; issues: string[] };
+    const detail = nack.error_detail as { code: number; issues: string[]; details: unknown[]; issue_count: number };
     expect(detail.code).toBe(3);
-    expect(detail.issues.join("\n")).toMatch(/listeners\[0\]\.listen: expected host:port/);
+    expect(detail.issues.join("\n")).toMatch(/^push v-bad: listeners\[0\]\.listen: expected host:port/m);
+    expect(detail.details).toContainEqual({ kind: "listener", resource: "main", field: "listen", message: expect.stringMatching(/host:port/) as unknown });
+    expect(detail.issue_count).toBe(detail.issues.length);
     await keepsServing(rig);
+  });
+
+  it("a push with a thousand problems is NACKed with the first few, clipped, and the count", async () => {
+    const port = await freePort();
+    const requests: Array<Record<string, unknown>> = [];
+    const rules = Array.from({ length: 1000 }, (_, i) => ({ name: `r${i}`, action: "allow", match: [{ glob: `spiffe://a.test/${"x".repeat(2048)}*${i}` }] }));
+    await rogue(port, (call) => {
+      call.on("data", (req: Record<string, unknown>) => {
+        requests.push(req);
+        if (requests.length === 1) call.write({ version_info: "v-many", nonce: "n1", resources: [{ name: "main", type: "policy", policy: { rules } }] });
+      });
+    });
+    rig = await start(port);
+    const nack = await waitFor(() => requests.find((r) => r.response_nonce === "n1"), 10_000, "NACK");
+    const detail = nack.error_detail as { issues: string[]; details: Array<{ kind: string; resource: string; field: string }>; issue_count: number };
+    expect(detail.issue_count).toBeGreaterThanOrEqual(1000);
+    expect(detail.issues).toHaveLength(MAX_ISSUES);
+    expect(detail.details).toHaveLength(MAX_ISSUES);
+    for (const line of detail.issues) expect(Buffer.byteLength(line)).toBeLessThanOrEqual(512);
+    expect(detail.details[0]).toMatchObject({ kind: "policy", resource: "main", field: "rules[0].match[0]" });
+    await keepsServing(rig);
+  });
+
+  it("a resource kind this sidecar does not know is skipped with a warning; the rest is applied and ACKed", async () => {
+    const port = await freePort();
+    const requests: Array<Record<string, unknown>> = [];
+    const r = await start(port);
+    rig = r;
+    const upstream = (r.echo.server.address() as { port: number }).port;
+    await rogue(
+      port,
+      (call) => {
+        call.on("data", (req: Record<string, unknown>) => {
+          requests.push(req);
+          if (requests.length > 1) return;
+          call.write({
+            version_info: "v-new",
+            nonce: "n1",
+            resources: [
+              { name: "a.test", type: "trust_bundle", trust_bundle: { x509_authorities_pem: pki.a.certPem } },
+              { name: "main", type: "listener", listener: { listen: "127.0.0.1:0", upstream: `127.0.0.1:${upstream}`, policy: "main" } },
+              { name: "main", type: "policy", policy: { rules: [{ name: "allowed", action: "allow", match: [{ id: "spiffe://a.test/alice" }] }] } },
+              { name: "later", type: "future", future: { note: "a kind from a newer build" } },
+            ],
+          });
+        });
+      },
+      undefined,
+      newerService(),
+    );
+    const ack = await waitFor(() => requests.find((q) => q.response_nonce === "n1"), 5000, "answer");
+    expect(ack.error_detail).toBeUndefined();
+    expect(ack.version_info).toBe("v-new");
+    expect(r.agent.sync.running()).toBe("v-new");
+    expect(r.logs.of("warning").find((w) => /kinds this sidecar does not know/.test(String(w.msg)))).toMatchObject({ skipped: ["future/later"] });
   });
 
   it("a control plane that comes and goes every 100 ms for 3 s: no failed session, then the config arrives", async () => {
@@ -171,11 +247,11 @@ describe("a misbehaving control plane", () => {
     let cp: ControlPlane | undefined;
     let failures = 0;
     let sessions = 0;
-    let stop = false;
+    const run = { on: true };
     const traffic = (async () => {
-      while (!stop) {
+      while (run.on) {
         try {
-          const s = await openSession(rig!.port(), pki, alice);
+          const s = await openSession(rig.port(), pki, alice);
           s.s.end();
           await s.closed;
           sessions++;
@@ -194,13 +270,13 @@ describe("a misbehaving control plane", () => {
     cp = await startControlPlane({ dir: cpDir, listen: `127.0.0.1:${port}`, log: quiet });
     try {
       await waitFor(() => rig!.agent.sync.running() || undefined, 5000, "config after the flapping");
-      stop = true;
+      run.on = false;
       await traffic;
       expect(failures).toBe(0);
       expect(sessions).toBeGreaterThan(10);
       expect((await openSession(rig.port(), pki, alice)).got()).toBe("ping");
     } finally {
-      stop = true;
+      run.on = false;
       await cp.close();
     }
   }, 20_000);

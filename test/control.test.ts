@@ -1,7 +1,6 @@
 // The control plane end to end: the real server over a directory of YAML files, a sidecar driven by it
 // over real gRPC on loopback, real TLS sessions through that sidecar.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -184,7 +183,9 @@ describe("wire format", () => {
         max_held: 5,
       },
     };
-    const { raw: back, problems } = resourcesFromWire(resourcesToWire(raw).map((r) => ({ ...r, kind: Object.keys(r).find((k) => k !== "name") })));
+    const { raw: back, problems } = resourcesFromWire(
+      resourcesToWire(raw).map((r) => ({ ...r, kind: Object.keys(r).find((k) => k !== "name" && k !== "type") })),
+    );
     expect(problems).toEqual([]);
     expect(back).toEqual(raw);
   });
@@ -197,7 +198,7 @@ describe("control plane and sidecar", () => {
     const version = fx.agent.sync.running();
     expect(version).toMatch(/^[0-9a-f]{16}$/);
     const st = await status(fx.cp.adminPort!);
-    await waitFor(() => fx!.cp.server.status()[0]?.acked_version === version, 3000, "ack recorded");
+    await waitFor(() => fx!.cp.server.nodes.list()[0]?.acked_version === version, 3000, "ack recorded");
     expect(st.nodes[0]).toMatchObject({ node_id: "node-a", connected: true });
     expect((await status(fx.cp.adminPort!)).nodes[0]).toMatchObject({ acked_version: version, sent_version: version, last_nack: null });
     const d = await fx.logs.next("decision");
@@ -231,7 +232,7 @@ describe("control plane and sidecar", () => {
     const taken = (fx.echo.server.address() as { port: number }).port;
     fx.writeNode(NODE(taken, `127.0.0.1:${taken}`)); // valid data, but the address is in use
     await fx.logs.next("config_rejected");
-    await waitFor(() => fx!.cp.server.status()[0]?.last_nack, 3000, "nack recorded");
+    await waitFor(() => fx!.cp.server.nodes.list()[0]?.last_nack, 3000, "nack recorded");
     const st = (await status(fx.cp.adminPort!)).nodes[0]!;
     expect(st.acked_version).toBe(v1);
     expect((st.last_nack as { issues: string[] }).issues[0]).toMatch(/EADDRINUSE/);
@@ -290,6 +291,13 @@ describe("control plane and sidecar", () => {
     await fx.cp.close();
     await fx.logs.next("error", (r) => String(r.msg).includes("failing open"));
     expect((await openSession(fx.port(), pki, alice)).got()).toBe("ping");
+    // Ready (it serves), and /readyz says what it serves is stale.
+    const r = fx.agent.sidecar.readiness();
+    expect(r.ready).toBe(true);
+    expect(r.serving_stale_config?.since).toMatch(/^\d{4}-/);
+    await fx.restartControlPlane();
+    await fx.logs.next("lifecycle", (l) => l.msg === "configuration fresh again: serving it");
+    expect(fx.agent.sidecar.readiness().serving_stale_config).toBeUndefined();
   });
 
   it("a bundle rotation that removes a root revokes the sessions chained to it", async () => {

@@ -3,6 +3,7 @@
 // with its file and line, and nothing is half-applied.
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { SpiffeId } from "../spiffe/spiffeid.js";
 import { BundleSet } from "../spiffe/x509bundle.js";
 import { type OwnIdentity, compileIdentity, readIdentity } from "../identity/files.js";
 import { CompileContext, compileResources, type Resources } from "./resources.js";
@@ -95,6 +96,14 @@ export function loadBootstrap(file: string, now: number = Date.now()): Bootstrap
   const fromApi = "workload_api" in raw.identity ? workloadApiSettings(c, raw.identity.workload_api) : undefined;
   const identity = "workload_api" in raw.identity ? undefined : compileIdentity(c, readIdentity(c, raw.identity), new BundleSet([]), now);
   const caPem = raw.control_plane.tls ? c.readFile(["control_plane", "tls", "ca"], raw.control_plane.tls.ca) : undefined;
+  const expectId = raw.control_plane.tls?.expect_id;
+  if (expectId !== undefined) {
+    try {
+      SpiffeId.parse(expectId);
+    } catch (e) {
+      c.error(["control_plane", "tls", "expect_id"], (e as Error).message);
+    }
+  }
   c.throwIfAny();
   const initial = raw.initial === "wait" ? "wait" : loadConfig(resolve(dirname(file), raw.initial.static), now);
   return {

@@ -263,8 +263,13 @@ export const bootstrapSchema = z.strictObject({
     address: hostPort,
     node_id: name,
     cluster: z.string().optional(),
-    /** TLS to the control plane: a CA bundle to verify it; `mtls` presents the sidecar's own SVID. */
-    tls: z.strictObject({ ca: z.string().min(1), server_name: z.string().optional(), mtls: z.boolean().default(false) }).optional(),
+    /**
+     * TLS to the control plane: a CA bundle to verify it; `expect_id` is the SPIFFE ID its certificate
+     * must carry (checked in place of the host name); `mtls` presents the sidecar's own SVID.
+     */
+    tls: z
+      .strictObject({ ca: z.string().min(1), server_name: z.string().optional(), expect_id: z.string().min(1).optional(), mtls: z.boolean().default(false) })
+      .optional(),
     max_staleness: duration.default(300_000),
     on_stale: z.enum(["fail_closed", "fail_open"]).default("fail_closed"),
     backoff: z.strictObject({ initial: duration.default(250), max: duration.default(30_000) }).default({ initial: 250, max: 30_000 }),

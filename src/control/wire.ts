@@ -1,5 +1,7 @@
 // The control-plane protocol on the wire: loading the proto, and converting resources between the
-// YAML shape (what files and the schema speak) and the typed messages of parley.control.v1.
+// YAML shape (what files and the schema speak) and the typed messages of parley.control.v1. Longer
+// than most modules on purpose: both directions of every message sit side by side, so a field is
+// added in one place (test/control-fields.test.ts fails when one is missed).
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { PROTO_ROOT } from "../assets/paths.js";
@@ -14,6 +16,8 @@ export function loadControlService(): grpc.ServiceClientConstructor {
   const pkg = grpc.loadPackageDefinition(def) as unknown as { parley: { control: { v1: { ControlPlane: grpc.ServiceClientConstructor } } } };
   return pkg.parley.control.v1.ControlPlane;
 }
+
+type Obj = Record<string, unknown>;
 
 // ---- google.protobuf.Struct / Value ----
 
@@ -62,21 +66,43 @@ export function fromStruct(s: WireStruct | undefined, depth = 0): Record<string,
 
 // ---- resources ----
 
-type Obj = Record<string, unknown>;
-
 export interface WireResource {
   name: string;
+  /** The kind's name, as the oneof member is named: lets a sidecar name (and skip) a kind it does not know. */
+  type?: string;
+  /** Set by the decoder: which member of the oneof is present (absent when the kind is unknown to this build). */
   kind?: string;
   [kind: string]: unknown;
 }
 
-const str = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
+/** Every kind this build knows, in the order of the oneof. */
+export const RESOURCE_KINDS = ["listener", "policy", "trust_bundle", "role", "attestor", "attestation", "settings", "approver"] as const;
+export type ResourceKind = (typeof RESOURCE_KINDS)[number];
+const KNOWN_KINDS: ReadonlySet<string> = new Set(RESOURCE_KINDS);
+
+/**
+ * proto-loader with `oneofs: true` also marks each proto3 `optional` field's synthetic oneof: a
+ * `_max_sessions: "max_sessions"` member beside `max_sessions`. No field of the protocol starts with
+ * `_`, so such a member (whose value is its own name without the underscore) is dropped everywhere.
+ */
+export function dropSyntheticOneofs(v: unknown, depth = 0): unknown {
+  if (v === null || typeof v !== "object" || depth > MAX_VALUE_DEPTH) return v;
+  if (Array.isArray(v)) return v.map((x) => dropSyntheticOneofs(x, depth + 1));
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v as Obj)) {
+    if (k.startsWith("_") && x === k.slice(1)) continue;
+    out[k] = dropSyntheticOneofs(x, depth + 1);
+  }
+  return out;
+}
+
+/** Scalars only: anything else is absent (the schema then names what is missing). */
+const str = (v: unknown) => (typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? String(v) : undefined);
 const arr = (v: unknown): unknown[] | undefined => (Array.isArray(v) && v.length > 0 ? v : undefined);
 
 /** Drops undefined members, so absent stays absent on both sides. */
 function clean<T extends Obj>(o: T): T {
-  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
-  return o;
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
 function matcherOut(m: Obj): Obj {
@@ -142,6 +168,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
   for (const l of ((raw.listeners as Obj[] | undefined) ?? []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
     out.push({
       name: String(l.name),
+      type: "listener",
       listener: clean({
         listen: str(l.listen),
         upstream: str(l.upstream),
@@ -157,6 +184,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     const pol = p as Obj;
     out.push({
       name,
+      type: "policy",
       policy: clean({
         default: str(pol.default),
         mode: str(pol.mode),
@@ -165,16 +193,18 @@ export function resourcesToWire(raw: Obj): WireResource[] {
       }),
     });
   }
-  for (const [name, td] of sorted(raw.trust_domains)) out.push({ name, trust_bundle: { x509_authorities_pem: String((td as Obj).bundle_pem ?? "") } });
-  for (const [name, ms] of sorted(raw.roles)) out.push({ name, role: { match: (ms as Obj[]).map(matcherOut) } });
+  for (const [name, td] of sorted(raw.trust_domains))
+    out.push({ name, type: "trust_bundle", trust_bundle: { x509_authorities_pem: str((td as Obj).bundle_pem) ?? "" } });
+  for (const [name, ms] of sorted(raw.roles)) out.push({ name, type: "role", role: { match: (ms as Obj[]).map(matcherOut) } });
   const jwksJson = (v: unknown) => (v === undefined ? undefined : JSON.stringify(v));
   for (const [name, a] of sorted(raw.attestors))
-    out.push({ name, attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
+    out.push({ name, type: "attestor", attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
   for (const [name, a] of sorted(raw.approvers))
-    out.push({ name, approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
+    out.push({ name, type: "approver", approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
   ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
     out.push({
-      name: `${a.subject}#${a.attestor}#${i}`,
+      name: `${str(a.subject) ?? ""}#${str(a.attestor) ?? ""}#${i}`,
+      type: "attestation",
       attestation: clean({
         subject: str(a.subject),
         attestor: str(a.attestor),
@@ -191,7 +221,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     revocation_grace: str(raw.revocation_grace),
     ...Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, limits[k]])),
   });
-  if (Object.keys(settings).length > 0) out.push({ name: "settings", settings });
+  if (Object.keys(settings).length > 0) out.push({ name: "settings", type: "settings", settings });
   return out;
 }
 
@@ -255,9 +285,34 @@ function ruleIn(rule: unknown): Obj {
   });
 }
 
+export interface FromWire {
+  /** The YAML shape, for the schema. */
+  raw: Obj;
+  /** Structural problems (each makes the push a NACK). */
+  problems: string[];
+  /** Resources of kinds this build does not know, skipped: `type/name`. */
+  skipped: string[];
+}
+
+/** Which kind a resource is, or why it has none this build can use. */
+function kindOf(r: WireResource): { kind: ResourceKind } | { skip: string } | { problem: string } {
+  const type = typeof r.type === "string" ? r.type : "";
+  // `kind` is the decoder's oneof marker; objects never encoded (tests, tools) have the member alone.
+  const marked = typeof r.kind === "string" ? r.kind : KNOWN_KINDS.has(type) ? type : undefined;
+  const kind = marked !== undefined && r[marked] !== undefined ? marked : undefined;
+  if (kind !== undefined && KNOWN_KINDS.has(kind)) {
+    if (type !== "" && type !== kind) return { problem: `resource ${JSON.stringify(r.name)}: type ${JSON.stringify(type)} but a ${kind} body` };
+    return { kind: kind as ResourceKind };
+  }
+  // A oneof member this build's descriptors lack arrives as no member at all; its `type` names it.
+  if (type !== "" && !KNOWN_KINDS.has(type)) return { skip: `${type}/${r.name}` };
+  return { problem: `resource ${JSON.stringify(r.name)}: no kind set${type ? ` (type ${type})` : ""}` };
+}
+
 /** Wire resources → the YAML shape the schema validates. Structural problems are returned, not thrown. */
-export function resourcesFromWire(resources: readonly WireResource[]): { raw: Obj; problems: string[] } {
+export function resourcesFromWire(resources: readonly WireResource[]): FromWire {
   const problems: string[] = [];
+  const skipped: string[] = [];
   const listeners: Obj[] = [];
   const policies: Obj = {};
   const trust_domains: Obj = {};
@@ -277,16 +332,21 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
   let settings: Obj | undefined;
   const seen = new Set<string>();
   for (const r of resources) {
-    const kind = r.kind;
-    if (!kind || r[kind] === undefined) {
-      problems.push(`resource ${JSON.stringify(r.name)}: no kind set`);
+    const k = kindOf(r);
+    if ("skip" in k) {
+      skipped.push(k.skip);
       continue;
     }
+    if ("problem" in k) {
+      problems.push(k.problem);
+      continue;
+    }
+    const kind = k.kind;
     const key = `${kind}/${r.name}`;
     if (seen.has(key)) problems.push(`${key}: duplicate resource`);
     seen.add(key);
     if (typeof r.name !== "string" || r.name === "") problems.push(`${kind} resource without a name`);
-    const body = asObj(r[kind]);
+    const body = asObj(dropSyntheticOneofs(r[kind]));
     switch (kind) {
       case "listener":
         listeners.push(
@@ -320,8 +380,6 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
         if (settings) problems.push("settings: more than one settings resource");
         settings = body;
         break;
-      default:
-        problems.push(`resource ${r.name}: unknown kind ${kind}`);
     }
   }
   const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations };
@@ -329,5 +387,5 @@ export function resourcesFromWire(resources: readonly WireResource[]): { raw: Ob
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));
   if (Object.keys(limits).length > 0) raw.limits = limits;
-  return { raw, problems };
+  return { raw, problems, skipped };
 }

@@ -293,8 +293,19 @@ export class Sidecar {
     return this.stopping !== undefined;
   }
 
+  /**
+   * Set by the control-plane agent while it serves a stale configuration on purpose (`on_stale:
+   * fail_open`): still ready, and `/readyz` says so.
+   */
+  servingStaleSince: number | undefined;
+
   /** What `/readyz` reports: every check must hold; `identity` tells the source's state besides. */
-  readiness(now = Date.now()): { ready: boolean; checks: Record<string, boolean>; identity: Record<string, unknown> } {
+  readiness(now = Date.now()): {
+    ready: boolean;
+    checks: Record<string, boolean>;
+    identity: Record<string, unknown>;
+    serving_stale_config?: { since: string };
+  } {
     const c = this.current;
     const identity = this.identityStatus(now);
     const checks = {
@@ -304,7 +315,8 @@ export class Sidecar {
       config_fresh: !this.closedFor.has("config_stale"),
       not_draining: this.stopping === undefined,
     };
-    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity) };
+    const stale = this.servingStaleSince === undefined ? {} : { serving_stale_config: { since: new Date(this.servingStaleSince).toISOString() } };
+    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity), ...stale };
   }
 
   /** Ends one live session by id (an operator's revocation); false if there is none. */

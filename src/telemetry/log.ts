@@ -296,6 +296,10 @@ export class DecisionLog {
     if (this.categories.control) this.logger.info({ event: "lifecycle", ...fields }, msg);
   }
 
+  warn(msg: string, fields: Record<string, unknown> = {}): void {
+    this.logger.warn({ event: "warning", ...fields }, msg);
+  }
+
   error(msg: string, fields: Record<string, unknown> = {}): void {
     this.logger.error({ event: "error", ...fields }, msg);
   }

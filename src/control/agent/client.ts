@@ -1,9 +1,13 @@
 // The sidecar's end of the control-plane stream: identify the node, answer every push with an ACK or a
-// NACK, and reconnect with jittered exponential backoff whenever the stream breaks.
+// NACK, and reconnect with jittered exponential backoff whenever the stream breaks. Every attempt is
+// made on a new channel with its own subchannel, so a failure cached by gRPC's own reconnect backoff
+// (which knows nothing of `backoff.max`) can never stand in for a fresh attempt.
 import * as grpc from "@grpc/grpc-js";
+import { capped, clip, clipIssue, NackCode, type WireIssue } from "../issues.js";
 import { loadControlService, type WireResource } from "../wire.js";
 
-export type PushAnswer = { ok: true } | { ok: false; message: string; issues: readonly string[] };
+export type PushAnswerDetail = WireIssue;
+export type PushAnswer = { ok: true } | { ok: false; code: number; message: string; issues: readonly string[]; details: readonly WireIssue[] };
 
 export interface ControlClientOptions {
   /** host:port of the control plane. */
@@ -30,10 +34,11 @@ interface WireResponse {
 
 type Call = grpc.ClientDuplexStream<unknown, WireResponse>;
 
-const INVALID_ARGUMENT = 3;
+type Stub = grpc.Client & { StreamConfig(): Call };
 
 export class ControlClient {
-  private readonly stub: grpc.Client & { StreamConfig(): Call };
+  private readonly Service = loadControlService();
+  private stub: Stub | undefined;
   private call: Call | undefined;
   private attempt = 0;
   private retry: NodeJS.Timeout | undefined;
@@ -41,11 +46,17 @@ export class ControlClient {
   /** Pushes are handled one at a time, in order. */
   private handling: Promise<void> = Promise.resolve();
 
-  constructor(private readonly o: ControlClientOptions) {
-    const Service = loadControlService();
-    this.stub = new Service(o.address, o.credentials, { "grpc.max_receive_message_length": 4 * 1024 * 1024, ...o.channelOptions }) as unknown as grpc.Client & {
-      StreamConfig(): Call;
-    };
+  constructor(private readonly o: ControlClientOptions) {}
+
+  /** A new channel on a subchannel of its own: its first connection attempt starts now. */
+  private freshStub(): Stub {
+    this.stub?.close();
+    this.stub = new this.Service(this.o.address, this.o.credentials, {
+      "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      "grpc.use_local_subchannel_pool": 1,
+      ...this.o.channelOptions,
+    }) as unknown as Stub;
+    return this.stub;
   }
 
   start(): void {
@@ -58,7 +69,7 @@ export class ControlClient {
     clearTimeout(this.retry);
     this.call?.cancel();
     this.call = undefined;
-    this.stub.close();
+    this.stub?.close();
   }
 
   /** Half of the capped exponential delay plus a random share of the other half. */
@@ -70,17 +81,22 @@ export class ControlClient {
 
   private connect(): void {
     if (this.stopped) return;
-    const call = this.stub.StreamConfig();
+    const call = this.freshStub().StreamConfig();
     this.call = call;
-    call.on("metadata", () => {
-      if (this.call !== call) return;
+    // Up on the response headers or the first message, whichever comes first.
+    let up = false;
+    const isUp = () => {
+      if (up || this.call !== call) return;
+      up = true;
       this.attempt = 0;
       this.o.onUp();
-    });
+    };
+    call.on("metadata", isUp);
     call.on("data", (resp: WireResponse) => {
+      isUp();
       this.handling = this.handling.then(() => this.answer(call, resp));
     });
-    call.on("error", (e: grpc.ServiceError) => this.down(call, `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`));
+    call.on("error", (e: grpc.ServiceError) => this.down(call, `${grpc.status[e.code]}: ${e.details || e.message}`));
     call.on("end", () => this.down(call, "stream ended by the control plane"));
     call.write({
       node: { id: this.o.node.id, cluster: this.o.node.cluster ?? "", parley_version: this.o.node.version },
@@ -96,13 +112,12 @@ export class ControlClient {
     try {
       a = await this.o.onPush(version, resp.resources ?? []);
     } catch (e) {
-      a = { ok: false, message: (e as Error).message, issues: [] };
+      const message = `push ${version}: ${(e as Error).message}`;
+      a = { ok: false, code: NackCode.INTERNAL, message, issues: [message], details: [] };
     }
     if (this.call !== call) return; // the stream broke meanwhile; the reconnect re-announces the version
     call.write(
-      a.ok
-        ? { version_info: version, response_nonce: nonce }
-        : { version_info: this.o.runningVersion(), response_nonce: nonce, error_detail: { code: INVALID_ARGUMENT, message: a.message, issues: a.issues } },
+      a.ok ? { version_info: version, response_nonce: nonce } : { version_info: this.o.runningVersion(), response_nonce: nonce, error_detail: nackDetail(a) },
     );
   }
 
@@ -115,4 +130,11 @@ export class ControlClient {
     this.o.onDown(reason, delay);
     this.retry = setTimeout(() => this.connect(), delay);
   }
+}
+
+/** The ErrorDetail of a NACK: at most MAX_ISSUES lines and details, each clipped, and the total. */
+function nackDetail(a: Extract<PushAnswer, { ok: false }>) {
+  const lines = capped(a.issues, (l) => clip(l));
+  const details = capped(a.details, clipIssue);
+  return { code: a.code, message: clip(a.message), issues: lines.items, details: details.items, issue_count: Math.max(lines.count, details.count) };
 }

@@ -2,11 +2,12 @@
 // nothing (else NACKed, nothing changed); while the stream is down the last good configuration is kept
 // for at most max_staleness, then the sidecar fails closed (or open, if the bootstrap says so).
 import type { Bootstrap, SidecarConfig } from "../../config/load.js";
-import { errorLines } from "../../config/source.js";
+import { ParleyError } from "../../errors/catalogue.js";
 import type { Sidecar } from "../../sidecar/sidecar.js";
 import type { DecisionLog } from "../../telemetry/log.js";
-import type { PushAnswer } from "./client.js";
+import type { PushAnswer, PushAnswerDetail } from "./client.js";
 import { compilePush } from "./validate.js";
+import { NackCode } from "../issues.js";
 import type { WireResource } from "../wire.js";
 
 export type SyncState = "connecting" | "connected" | "disconnected" | "stale";
@@ -33,26 +34,40 @@ export class ConfigSync {
 
   async onPush(version: string, resources: readonly WireResource[]): Promise<PushAnswer> {
     const origin = `control-plane ${this.bootstrap.controlPlane.address}`;
-    try {
-      const r = compilePush(resources, version);
-      const config: SidecarConfig = {
-        ...r,
-        file: this.bootstrap.file,
-        identity: this.bootstrap.identity,
-        files: this.bootstrap.files,
-        log: this.bootstrap.log,
-        admin: this.bootstrap.admin,
-      };
-      const sessions = this.sidecar.registry.size;
-      await this.sidecar.apply(config);
-      this.log.configApplied({ file: origin, old_version: this.version, new_version: version, sessions_rechecked: sessions });
-      this.version = version;
-      return { ok: true };
-    } catch (e) {
-      const issues = errorLines(e);
-      this.log.configRejected({ file: origin, old_version: this.version, new_version: version, errors: issues });
-      return { ok: false, message: `parley rejected version ${version}: ${issues.length} problem(s)`, issues };
+    const c = compilePush(resources, version);
+    if (!c.ok) return this.rejected(origin, version, NackCode.INVALID_ARGUMENT, c.lines, c.details);
+    if (c.skipped.length > 0) {
+      this.log.warn("push carries resource kinds this sidecar does not know: skipped, the rest applied", {
+        version,
+        skipped: c.skipped.slice(0, 20),
+        count: c.skipped.length,
+      });
     }
+    const config: SidecarConfig = {
+      ...c.resources,
+      file: this.bootstrap.file,
+      identity: this.bootstrap.identity,
+      files: this.bootstrap.files,
+      log: this.bootstrap.log,
+      admin: this.bootstrap.admin,
+    };
+    const sessions = this.sidecar.registry.size;
+    try {
+      await this.sidecar.apply(config);
+    } catch (e) {
+      // A valid push this host cannot put in force (a bind failed): the code says it is not the content.
+      const code = e instanceof ParleyError && e.code === "PARLEY_ERR_APPLY" ? NackCode.FAILED_PRECONDITION : NackCode.INTERNAL;
+      const message = `push ${version}: ${(e as Error).message}`;
+      return this.rejected(origin, version, code, [message], [{ kind: "", resource: "", field: "", message: (e as Error).message }]);
+    }
+    this.log.configApplied({ file: origin, old_version: this.version, new_version: version, sessions_rechecked: sessions });
+    this.version = version;
+    return { ok: true };
+  }
+
+  private rejected(origin: string, version: string, code: number, lines: string[], details: PushAnswerDetail[]): PushAnswer {
+    this.log.configRejected({ file: origin, old_version: this.version, new_version: version, errors: lines.slice(0, 100) });
+    return { ok: false, code, message: `parley rejected version ${version}: ${lines.length} problem(s)`, issues: lines, details };
   }
 
   onUp(): void {
@@ -62,6 +77,7 @@ export class ConfigSync {
     this.log.lifecycle("control plane connected", { address: this.bootstrap.controlPlane.address, running_version: this.version || null });
     if (this.stale) {
       this.stale = false;
+      this.sidecar.servingStaleSince = undefined;
       this.sidecar.setFailClosed(undefined);
       this.log.lifecycle("configuration fresh again: serving it", { version: this.version });
     }
@@ -79,6 +95,7 @@ export class ConfigSync {
         this.log.error("configuration stale: failing closed", { max_staleness_ms: max_staleness, version: this.version || null });
         this.sidecar.setFailClosed("config_stale");
       } else {
+        this.sidecar.servingStaleSince = Date.now();
         this.log.error("configuration stale: failing open as configured, still serving the last version", {
           max_staleness_ms: max_staleness,
           version: this.version || null,

@@ -1,16 +1,38 @@
 // Validating a control-plane push completely before anything is applied: the same schema and
-// compiler as a configuration file, with issues named by resource path instead of file and line.
+// compiler as a configuration file, with issues named by resource (kind, name, field) instead of
+// file and line.
 import { CompileContext, compileResources, type Resources } from "../../config/resources.js";
 import { resourcesSchema } from "../../config/schema.js";
-import { ConfigError, parseWith, PathOnlySource } from "../../config/source.js";
+import { ConfigError, formatIssue, parseWith, PathOnlySource } from "../../config/source.js";
+import { locateIssue, type WireIssue } from "../issues.js";
 import { resourcesFromWire, type WireResource } from "../wire.js";
 
-/** Throws ConfigError naming every problem; returns resources stamped with the pushed version. */
-export function compilePush(resources: readonly WireResource[], version: string): Resources {
+export type Compiled =
+  | { ok: true; resources: Resources; /** `type/name` of resources of unknown kinds, left out. */ skipped: string[] }
+  | { ok: false; lines: string[]; details: WireIssue[] };
+
+/** Compiles a push; every problem is returned as a line (`push <v>: <path>: <what>`) and structured. */
+export function compilePush(resources: readonly WireResource[], version: string): Compiled {
   const at = new PathOnlySource(`push ${version}`);
-  if (!version) throw new ConfigError([at.issue([], "version_info is empty")]);
-  const { raw, problems } = resourcesFromWire(resources);
-  if (problems.length > 0) throw new ConfigError(problems.map((p) => at.issue([], p)));
-  const parsed = parseWith(resourcesSchema, raw, at);
-  return compileResources(parsed, new CompileContext(at), version);
+  if (!version)
+    return {
+      ok: false,
+      lines: [formatIssue(at.issue([], "version_info is empty"))],
+      details: [{ kind: "", resource: "", field: "", message: "version_info is empty" }],
+    };
+  const { raw, problems, skipped } = resourcesFromWire(resources);
+  if (problems.length > 0) {
+    return {
+      ok: false,
+      lines: problems.map((p) => formatIssue(at.issue([], p))),
+      details: problems.map((p) => ({ kind: "", resource: "", field: "", message: p })),
+    };
+  }
+  try {
+    const parsed = parseWith(resourcesSchema, raw, at);
+    return { ok: true, resources: compileResources(parsed, new CompileContext(at), version), skipped };
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    return { ok: false, lines: e.issues.map(formatIssue), details: e.issues.map((i) => locateIssue(i, raw)) };
+  }
 }

@@ -1,10 +1,15 @@
 // The control-plane server: serves each connected sidecar its snapshot over the StreamConfig stream
 // (state of the world, xDS-style), pushes every new version, and records what each node ACKed or NACKed.
+// Everything a client sends is validated at the edge and everything kept per client is bounded: node
+// ids by size and charset, NACK details by count and size, the status table by age and count.
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { SnapshotStore } from "./snapshots.js";
+import { clip } from "../issues.js";
 import { loadControlService, type WireResource } from "../wire.js";
+import type { NodeAuthorizer } from "./authorize.js";
+import { NodeTable } from "./nodes.js";
+import type { SnapshotStore } from "./snapshots.js";
 
 interface WireRequest {
   node?: { id?: string; cluster?: string; parley_version?: string };
@@ -21,28 +26,24 @@ interface WireResponse {
 
 type Call = grpc.ServerDuplexStream<WireRequest, WireResponse>;
 
-export interface Nack {
-  readonly version: string;
-  readonly nonce: string;
-  readonly at: string;
-  readonly message: string;
-  readonly issues: readonly string[];
+/** Node ids: what a file name `nodes/<id>.yaml` may be, at most 256 bytes. */
+export const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$/;
+
+/** Checks the hello's node id (after trimming); returns the id or what is wrong with it. */
+export function checkNodeId(raw: unknown): { id: string } | { error: string } {
+  if (typeof raw !== "string" || raw.trim() === "") return { error: "the first request must carry node.id" };
+  const id = raw.trim();
+  if (Buffer.byteLength(id) > 256) return { error: `node.id is ${Buffer.byteLength(id)} bytes, over the limit of 256` };
+  if (!NODE_ID.test(id)) return { error: "node.id must be letters, digits, '.', '_' or '-', starting with a letter or digit" };
+  return { id };
 }
 
-/** What the server knows of one node, kept after it disconnects (for the status view). */
-export interface NodeStatus {
-  node_id: string;
-  cluster: string | null;
-  parley_version: string | null;
-  connected: boolean;
-  streams: number;
-  peer: string | null;
-  connected_since: string | null;
-  last_seen: string;
-  sent_version: string | null;
-  acked_version: string | null;
-  last_nack: Nack | null;
-  error: string | null;
+export interface ServerOptions {
+  /** Decides whether the stream's peer may claim a node id; absent: every claim is allowed (plaintext). */
+  readonly authorize?: NodeAuthorizer;
+  /** A stream that sends no hello within this time is ended (DEADLINE_EXCEEDED). */
+  readonly helloTimeoutMs?: number;
+  readonly nodes?: NodeTable;
 }
 
 interface Stream {
@@ -52,15 +53,22 @@ interface Stream {
   sentVersion: string | null;
 }
 
+/** Issues of a NACK kept (and logged) per node, 256 bytes each: enough to see what is wrong. */
+const KEPT_ISSUES = 5;
+
+const fail = (code: grpc.status, message: string) => Object.assign(new Error(message), { code, details: message });
+
 export class ControlPlaneServer {
   private readonly server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
   private readonly streams = new Set<Stream>();
-  private readonly nodes = new Map<string, NodeStatus>();
+  readonly nodes: NodeTable;
 
   constructor(
     private readonly store: SnapshotStore,
     private readonly log: Logger,
+    private readonly o: ServerOptions = {},
   ) {
+    this.nodes = o.nodes ?? new NodeTable();
     const service = loadControlService().service;
     this.server.addService(service, { StreamConfig: (call: Call) => this.onStream(call) });
   }
@@ -75,10 +83,6 @@ export class ControlPlaneServer {
   /** Sends every connected node whose snapshot changed its new version. */
   pushAll(): void {
     for (const s of this.streams) this.send(s);
-  }
-
-  status(): NodeStatus[] {
-    return [...this.nodes.values()].sort((a, b) => a.node_id.localeCompare(b.node_id));
   }
 
   get connectedStreams(): number {
@@ -97,27 +101,51 @@ export class ControlPlaneServer {
   private onStream(call: Call): void {
     call.sendMetadata(new grpc.Metadata()); // lets the sidecar see the stream is up before any push
     let stream: Stream | undefined;
+    let ended = false;
+    const end = (code: grpc.status, message: string) => {
+      ended = true;
+      clearTimeout(helloTimer);
+      call.emit("error", fail(code, message)); // grpc-js: an 'error' on a server stream sends that status
+    };
+    const helloTimer = setTimeout(() => end(grpc.status.DEADLINE_EXCEEDED, "no hello"), this.o.helloTimeoutMs ?? 10_000);
+    helloTimer.unref();
     call.on("data", (req: WireRequest) => {
-      if (!stream) {
-        const id = req.node?.id;
-        if (!id) {
-          call.destroy(Object.assign(new Error("the first request must carry node.id"), { code: grpc.status.INVALID_ARGUMENT }));
-          return;
-        }
-        stream = { call, nodeId: id, sentNonce: "", sentVersion: req.version_info || null };
-        this.streams.add(stream);
-        this.opened(stream, req, call.getPeer());
-        this.send(stream);
-        return;
+      if (ended) return;
+      if (stream) return void this.answered(stream, req);
+      clearTimeout(helloTimer);
+      const checked = checkNodeId(req.node?.id);
+      if ("error" in checked) return void end(grpc.status.INVALID_ARGUMENT, checked.error);
+      const refusal = this.o.authorize?.(checked.id, call);
+      const peer = call.getPeer();
+      if (refusal && !refusal.ok) {
+        this.nodes.refused({ node_id: checked.id, peer, peer_id: refusal.peerId ?? null, rule: refusal.rule, message: refusal.message });
+        this.log.warn({ event: "node_refused", node_id: checked.id, peer, peer_id: refusal.peerId ?? null, rule: refusal.rule }, refusal.message);
+        return void end(grpc.status.PERMISSION_DENIED, `${refusal.rule}: ${refusal.message}`);
       }
-      this.answered(stream, req);
+      const peerId = refusal?.ok ? refusal.peerId : undefined;
+      if (
+        !this.nodes.opened(checked.id, {
+          cluster: req.node?.cluster,
+          parley_version: req.node?.parley_version,
+          peer,
+          peer_id: peerId,
+          running: req.version_info,
+        })
+      ) {
+        return void end(grpc.status.RESOURCE_EXHAUSTED, "too many nodes connected");
+      }
+      stream = { call, nodeId: checked.id, sentNonce: "", sentVersion: req.version_info || null };
+      this.streams.add(stream);
+      this.log.info(
+        { event: "node_connected", node_id: checked.id, peer, peer_id: peerId ?? null, version: clip(req.version_info ?? "", 64) || null },
+        "node connected",
+      );
+      this.send(stream);
     });
     const closed = () => {
+      clearTimeout(helloTimer);
       if (!stream || !this.streams.delete(stream)) return;
-      const n = this.nodes.get(stream.nodeId)!;
-      n.streams--;
-      n.connected = n.streams > 0;
-      n.last_seen = new Date().toISOString();
+      this.nodes.closed(stream.nodeId);
       this.log.info({ event: "node_disconnected", node_id: stream.nodeId }, "node disconnected");
     };
     call.on("end", () => {
@@ -129,80 +157,48 @@ export class ControlPlaneServer {
     call.on("cancelled", closed);
   }
 
-  private opened(s: Stream, req: WireRequest, peer: string): void {
-    const now = new Date().toISOString();
-    const prev = this.nodes.get(s.nodeId);
-    const n: NodeStatus = prev ?? {
-      node_id: s.nodeId,
-      cluster: null,
-      parley_version: null,
-      connected: false,
-      streams: 0,
-      peer: null,
-      connected_since: null,
-      last_seen: now,
-      sent_version: null,
-      acked_version: null,
-      last_nack: null,
-      error: null,
-    };
-    Object.assign(n, {
-      cluster: req.node?.cluster || null,
-      parley_version: req.node?.parley_version || null,
-      connected: true,
-      peer,
-      connected_since: now,
-      last_seen: now,
-    });
-    n.streams++;
-    // A sidecar resuming with a version it already runs has, in effect, ACKed it.
-    if (req.version_info) n.acked_version = req.version_info;
-    this.nodes.set(s.nodeId, n);
-    this.log.info({ event: "node_connected", node_id: s.nodeId, peer, version: req.version_info || null }, "node connected");
-  }
-
   private send(s: Stream): void {
     const snap = this.store.forNode(s.nodeId);
-    const n = this.nodes.get(s.nodeId)!;
-    if ("error" in snap) {
-      n.error = snap.error;
-      return;
-    }
-    n.error = null;
+    if ("error" in snap) return void this.nodes.update(s.nodeId, { error: snap.error });
+    this.nodes.update(s.nodeId, { error: null });
     if (snap.version === s.sentVersion) return;
     s.sentVersion = snap.version;
     s.sentNonce = randomBytes(8).toString("hex");
-    n.sent_version = snap.version;
+    this.nodes.update(s.nodeId, { sent_version: snap.version });
     s.call.write({ version_info: snap.version, nonce: s.sentNonce, resources: snap.resources });
   }
 
   private answered(s: Stream, req: WireRequest): void {
-    const n = this.nodes.get(s.nodeId)!;
-    n.last_seen = new Date().toISOString();
+    this.nodes.update(s.nodeId, {});
     // An answer to anything but the latest response is stale: a newer push is already on its way.
-    if (req.response_nonce !== s.sentNonce) return;
-    if (req.error_detail) {
-      n.last_nack = {
-        version: s.sentVersion ?? "",
-        nonce: s.sentNonce,
-        at: n.last_seen,
-        message: req.error_detail.message ?? "",
-        issues: req.error_detail.issues ?? [],
-      };
+    if (req.response_nonce !== s.sentNonce || s.sentVersion === null) return;
+    if (req.error_detail) return void this.nacked(s, req);
+    // An ACK names the version it applies: only the one sent with this nonce counts.
+    if (req.version_info !== s.sentVersion) {
       this.log.warn(
-        {
-          event: "nack",
-          node_id: s.nodeId,
-          version: s.sentVersion,
-          running: req.version_info || null,
-          message: n.last_nack.message,
-          issues: n.last_nack.issues,
-        },
-        "node rejected a push",
+        { event: "ack_mismatch", node_id: s.nodeId, sent: s.sentVersion, claimed: clip(req.version_info ?? "", 64) },
+        "ACK for a version not sent: ignored",
       );
       return;
     }
-    n.acked_version = req.version_info ?? null;
-    this.log.info({ event: "ack", node_id: s.nodeId, version: n.acked_version }, "node applied a push");
+    this.nodes.update(s.nodeId, { acked_version: s.sentVersion });
+    this.log.info({ event: "ack", node_id: s.nodeId, version: s.sentVersion }, "node applied a push");
+  }
+
+  private nacked(s: Stream, req: WireRequest): void {
+    const d = req.error_detail ?? {};
+    const all = Array.isArray(d.issues) ? d.issues : [];
+    const issues = { items: all.slice(0, KEPT_ISSUES).map((l) => clip(l, 256)), count: all.length };
+    const nack = {
+      version: s.sentVersion ?? "",
+      nonce: s.sentNonce,
+      at: new Date().toISOString(),
+      code: typeof d.code === "number" ? d.code : 0,
+      message: clip(d.message ?? ""),
+      issues: issues.items,
+      issue_count: issues.count,
+    };
+    this.nodes.update(s.nodeId, { last_nack: nack });
+    this.log.warn({ event: "nack", node_id: s.nodeId, running: clip(req.version_info ?? "", 64) || null, ...nack }, "node rejected a push");
   }
 }

@@ -2,7 +2,8 @@
 // validated with the sidecar's own schema and compiler, and turned into versioned wire snapshots.
 //
 //   DIR/*.yaml            shared resources, merged in file-name order
-//   DIR/nodes/<id>.yaml   resources of node <id>, merged over the shared ones
+//   DIR/nodes/<id>.yaml   resources of node <id>, merged over the shared ones, and the node's
+//                         `identity:` (who may claim it, see scope.ts)
 //
 // Maps (policies, trust_domains, roles, attestors) merge by key and listeners by name, the later file
 // winning; attestation records add up; settings are overridden one by one.
@@ -12,7 +13,10 @@ import { basename, dirname, join, resolve } from "node:path";
 import { CompileContext, compileResources } from "../../config/resources.js";
 import { resourcesSchema } from "../../config/schema.js";
 import { ConfigError, errorLines, parseWith, PathOnlySource, YamlSource } from "../../config/source.js";
+import type { IdentityMatcher } from "../../policy/matcher.js";
 import { resourcesToWire, type WireResource } from "../wire.js";
+import type { NodeBinding } from "./authorize.js";
+import { parseIdentity, scopeAttestations } from "./scope.js";
 
 export interface Snapshot {
   readonly version: string;
@@ -21,7 +25,7 @@ export interface Snapshot {
 
 type Obj = Record<string, unknown>;
 
-const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors"] as const;
+const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors", "approvers"] as const;
 const SCALARS = ["drain_timeout", "revocation_grace"] as const;
 /** Per-file shape check: every section optional, unknown keys still refused with their line. */
 const partialSchema = resourcesSchema.partial();
@@ -36,8 +40,20 @@ function yamlFiles(dir: string): string[] {
 
 /** Reads one resource file: checked against the schema with file and line, bundles inlined. */
 function readResourceFile(file: string): Obj {
+  return readNodeFile(file, false).data;
+}
+
+/** A node file also may bind the node to identities (`identity:`, kept apart from the resources). */
+function readNodeFile(file: string, isNode = true): { data: Obj; identity: IdentityMatcher[] } {
   const src = YamlSource.read(file);
   const data = (src.toJS() ?? {}) as Obj;
+  let identity: IdentityMatcher[] = [];
+  if (isNode && data.identity !== undefined) {
+    const parsed = parseIdentity(data.identity, src);
+    if (parsed.issues.length > 0) throw new ConfigError(parsed.issues);
+    identity = parsed.matchers;
+    delete data.identity;
+  }
   parseWith(partialSchema, data, src);
   const tds = (data.trust_domains ?? {}) as Record<string, Obj>;
   const issues = [];
@@ -51,7 +67,7 @@ function readResourceFile(file: string): Obj {
     }
   }
   if (issues.length > 0) throw new ConfigError(issues);
-  return data;
+  return { data, identity };
 }
 
 export function mergeResources(layers: readonly Obj[]): Obj {
@@ -60,12 +76,12 @@ export function mergeResources(layers: readonly Obj[]): Obj {
   const attestations: unknown[] = [];
   for (const layer of layers) {
     for (const section of MAP_SECTIONS) {
-      if (layer[section]) out[section] = { ...((out[section] as Obj | undefined) ?? {}), ...(layer[section] as Obj) };
+      if (layer[section]) out[section] = { ...(out[section] ?? {}), ...(layer[section] as Obj) };
     }
     for (const l of (layer.listeners as Obj[] | undefined) ?? []) listeners.set(String(l.name), l);
     attestations.push(...((layer.attestations as unknown[] | undefined) ?? []));
     for (const k of SCALARS) if (layer[k] !== undefined) out[k] = layer[k];
-    if (layer.limits) out.limits = { ...((out.limits as Obj | undefined) ?? {}), ...(layer.limits as Obj) };
+    if (layer.limits) out.limits = { ...(out.limits ?? {}), ...(layer.limits as Obj) };
   }
   out.listeners = [...listeners.values()];
   out.attestations = attestations;
@@ -77,7 +93,7 @@ export function mergeResources(layers: readonly Obj[]): Obj {
 function snapshotOf(merged: Obj, origin: string): Snapshot {
   const at = new PathOnlySource(origin);
   compileResources(parseWith(resourcesSchema, merged, at), new CompileContext(at), "validation");
-  const resources = resourcesToWire(merged);
+  const resources = resourcesToWire(scopeAttestations(merged));
   const version = createHash("sha256").update(JSON.stringify(resources)).digest("hex").slice(0, 16);
   return { version, resources };
 }
@@ -89,6 +105,7 @@ export class SnapshotStore {
   private shared: Snapshot | undefined;
   private sharedError: string | undefined;
   private perNode = new Map<string, Snapshot>();
+  private bindings = new Map<string, NodeBinding>();
 
   constructor(readonly dir: string) {}
 
@@ -100,9 +117,15 @@ export class SnapshotStore {
   load(): LoadResult {
     let shared: Obj[];
     let nodes: Array<[string, Obj]>;
+    const bindings = new Map<string, NodeBinding>();
     try {
       shared = yamlFiles(this.dir).map(readResourceFile);
-      nodes = yamlFiles(join(this.dir, "nodes")).map((f) => [basename(f).replace(/\.ya?ml$/, ""), readResourceFile(f)]);
+      nodes = yamlFiles(join(this.dir, "nodes")).map((f) => {
+        const id = basename(f).replace(/\.ya?ml$/, "");
+        const { data, identity } = readNodeFile(f);
+        bindings.set(id, { file: f, identity });
+        return [id, data];
+      });
     } catch (e) {
       return { ok: false, errors: errorLines(e) };
     }
@@ -131,6 +154,7 @@ export class SnapshotStore {
     for (const id of this.perNode.keys()) if (!perNode.has(id)) changed.push(id);
     if (sharedSnap?.version !== this.shared?.version) changed.push("*");
     this.perNode = perNode;
+    this.bindings = bindings;
     this.shared = sharedSnap;
     this.sharedError = sharedError;
     return { ok: true, changed };
@@ -139,6 +163,11 @@ export class SnapshotStore {
   forNode(nodeId: string): Snapshot | { error: string } {
     const s = this.perNode.get(nodeId) ?? this.shared;
     return s ?? { error: `no valid configuration for node ${nodeId}: the shared files alone are incomplete (${this.sharedError})` };
+  }
+
+  /** The node's binding when it has a file of its own. */
+  binding(nodeId: string): NodeBinding | undefined {
+    return this.bindings.get(nodeId);
   }
 
   nodesWithOverrides(): string[] {
