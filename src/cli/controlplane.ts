@@ -68,7 +68,7 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
     if ((values["tls-cert"] === undefined) !== (values["tls-key"] === undefined)) throw new UsageError("--tls-cert and --tls-key go together", this.name);
     const bundles = clientBundles(this, values["client-bundle"]);
     if (bundles && !values["tls-cert"]) throw new UsageError("--client-bundle needs --tls-cert and --tls-key", this.name);
-    const host = listen?.host ?? "";
+    const host = listen.host;
     const plaintext = values["tls-cert"] === undefined;
     if (plaintext && !isLoopback(host) && !values.insecure) {
       throw new UsageError(`refusing plaintext on ${values.listen}, which is not loopback: serve TLS (--tls-cert, --tls-key) or say --insecure`, this.name);
@@ -92,7 +92,7 @@ when they change (and on SIGHUP); http://ADMIN/status shows which node has ACKed
       const cp = await startControlPlane({
         dir,
         listen: values.listen,
-        ...(admin ? { admin } : {}),
+        admin,
         ...(credentials ? { credentials } : {}),
         ...(bundles ? { clientSvids: new SvidVerifier(bundles) } : {}),
         log: logger,

@@ -283,4 +283,4 @@ export type RawConfig = z.output<typeof configSchema>;
 export type RawBootstrap = z.output<typeof bootstrapSchema>;
 export type LogSettings = RawConfig["log"];
 export type AdminSettings = RawConfig["admin"];
-export type WorkloadApiSettings = { endpoint?: string; hint?: string };
+export type WorkloadApiSettings = { endpoint?: string | undefined; hint?: string | undefined };

@@ -71,7 +71,7 @@ export interface WireResource {
   /** The kind's name, as the oneof member is named: lets a sidecar name (and skip) a kind it does not know. */
   type?: string;
   /** Set by the decoder: which member of the oneof is present (absent when the kind is unknown to this build). */
-  kind?: string;
+  kind?: string | undefined;
   [kind: string]: unknown;
 }
 

@@ -11,8 +11,8 @@ import type { DecisionLog } from "../telemetry/log.js";
 import { startEcho, type EchoServer } from "./echo.js";
 
 export interface DemoOptions {
-  readonly listen?: HostPort;
-  readonly upstream?: HostPort;
+  readonly listen?: HostPort | undefined;
+  readonly upstream?: HostPort | undefined;
   /** Admin server address (default from the demo config: 127.0.0.1:15000). */
   readonly admin?: string;
   /** Where the how-to-try text goes. */

@@ -7,9 +7,9 @@ export type IdentitySourceKind = "files" | "workload_api";
 
 /** What a source says of itself; fields it cannot tell are left out. */
 export interface SourceProbe {
-  readonly connected?: boolean;
-  readonly lastUpdate?: number;
-  readonly failed?: string;
+  readonly connected?: boolean | undefined;
+  readonly lastUpdate?: number | undefined;
+  readonly failed?: string | undefined;
 }
 
 export interface IdentitySource {

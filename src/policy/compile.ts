@@ -11,38 +11,38 @@ export type Path = readonly (string | number)[];
 export type ErrorSink = (path: Path, message: string) => void;
 
 export interface RawMatcher {
-  id?: string;
-  trust_domain?: string;
-  path_prefix?: string;
-  glob?: string;
+  id?: string | undefined;
+  trust_domain?: string | undefined;
+  path_prefix?: string | undefined;
+  glob?: string | undefined;
 }
 
 export interface RawLimits {
-  max_duration?: number;
-  idle_timeout?: number;
-  byte_budget?: number;
-  bandwidth?: number;
-  identity_bandwidth?: number;
-  rate?: { per_second: number; burst?: number };
-  max_sessions?: number;
-  max_wait?: number;
+  max_duration?: number | undefined;
+  idle_timeout?: number | undefined;
+  byte_budget?: number | undefined;
+  bandwidth?: number | undefined;
+  identity_bandwidth?: number | undefined;
+  rate?: { per_second: number; burst?: number | undefined } | undefined;
+  max_sessions?: number | undefined;
+  max_wait?: number | undefined;
 }
 
 export interface RawTimeWindow {
   zone: string;
-  days?: string[];
+  days?: string[] | undefined;
   from: string;
   to: string;
 }
 
 export interface RawConditions {
-  source_cidrs?: string[];
-  sni?: string[];
-  alpn?: string[];
-  listeners?: string[];
-  time?: RawTimeWindow[];
-  max_cert_lifetime?: number;
-  max_cert_remaining?: number;
+  source_cidrs?: string[] | undefined;
+  sni?: string[] | undefined;
+  alpn?: string[] | undefined;
+  listeners?: string[] | undefined;
+  time?: RawTimeWindow[] | undefined;
+  max_cert_lifetime?: number | undefined;
+  max_cert_remaining?: number | undefined;
 }
 
 export type RawClaim = string | number | boolean;
@@ -50,18 +50,18 @@ export type RawClaim = string | number | boolean;
 export interface RawRule {
   name: string;
   action: Action;
-  mode?: Mode;
-  match?: RawMatcher[];
-  roles?: string[];
-  attestation?: { attestor: string; claims?: Record<string, RawClaim | RawClaim[]>; max_age?: number };
-  conditions?: RawConditions;
-  limits?: RawLimits;
+  mode?: Mode | undefined;
+  match?: RawMatcher[] | undefined;
+  roles?: string[] | undefined;
+  attestation?: { attestor: string; claims?: Record<string, RawClaim | RawClaim[]> | undefined; max_age?: number | undefined } | undefined;
+  conditions?: RawConditions | undefined;
+  limits?: RawLimits | undefined;
 }
 
 export interface RawPolicy {
   default: Action;
   mode: Mode;
-  limits?: RawLimits;
+  limits?: RawLimits | undefined;
   rules: RawRule[];
 }
 
@@ -156,7 +156,10 @@ function compileCidrs(cidrs: string[], path: Path, error: ErrorSink): Conditions
 function compileConditions(c: RawConditions | undefined, path: Path, src: PolicySources, error: ErrorSink): Conditions {
   if (!c) return {};
   const out: { -readonly [K in keyof Conditions]: Conditions[K] } = {};
-  if (c.source_cidrs) out.sourceCidrs = compileCidrs(c.source_cidrs, [...path, "source_cidrs"], error);
+  if (c.source_cidrs) {
+    const cidrs = compileCidrs(c.source_cidrs, [...path, "source_cidrs"], error);
+    if (cidrs) out.sourceCidrs = cidrs;
+  }
   if (c.sni) {
     c.sni.forEach((s, i) => {
       if (!/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(s)) {

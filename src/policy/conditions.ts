@@ -10,7 +10,7 @@ export interface ConditionContext {
   readonly listener: string;
   readonly now: number;
   /** Leaf validity, when a certificate is known. */
-  readonly cert?: { readonly notBefore: number; readonly notAfter: number };
+  readonly cert?: { readonly notBefore: number; readonly notAfter: number } | undefined;
 }
 
 export interface ConditionFailure {

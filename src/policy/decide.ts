@@ -69,7 +69,7 @@ function obligationsFor(policy: Policy, rule: Rule | undefined, ctx: Context, at
   bound(limits.maxDurationMs !== undefined ? ctx.input.now + limits.maxDurationMs : undefined, "max_duration");
   bound(ctx.peer.notAfter ?? ctx.peer.leaf?.notAfter, "certificate");
   bound(attestedUntil, "attestation");
-  return expiresAt === undefined ? limits : { ...limits, expiresAt, expiresBecause };
+  return expiresAt === undefined || expiresBecause === undefined ? limits : { ...limits, expiresAt, expiresBecause };
 }
 
 function byOrder(a: Rule, b: Rule): number {

@@ -71,8 +71,8 @@ export interface CallerInfo {
     readonly version: string;
     readonly cipher: string;
     /** Signature and key algorithm of the certificate parley presented (§2.2.6: "presented by the frontend"). */
-    readonly sigAlg?: string;
-    readonly keyAlg?: string;
+    readonly sigAlg?: string | undefined;
+    readonly keyAlg?: string | undefined;
     /** The client certificate's subject Common Name, when it has one. */
     readonly cn?: string;
     /** The client certificate was verified (§2.2.6: <verify> is then zero). */

@@ -28,7 +28,7 @@ export interface SidecarOptions {
   readonly log: DecisionLog;
   readonly now?: () => number;
   /** The own identity known before any configuration arrives (a bootstrap's files), for readiness. */
-  readonly identity?: OwnIdentity;
+  readonly identity?: OwnIdentity | undefined;
 }
 
 type FailReason = NonNullable<ListenerState["failClosed"]>;
