@@ -125,6 +125,18 @@ describe("exit codes for bad paths and files", () => {
     expect([bad.status, bad.stderr]).toEqual([2, expect.stringMatching(/bootstrap\.yaml:2:\d+: control_plane\.colour: unknown key/)]);
     expect(parley("validate", "config/demo.yaml").stdout).toMatch(/^config\/demo\.yaml: valid \(version \w+, 1 listener\(s\)\)\n$/);
   });
+
+  it("a bootstrap's node id follows the control plane's rule: up to 256 bytes", () => {
+    const dir = mkdtempSync(join(tmpdir(), "parley-cli-"));
+    const file = join(dir, "bootstrap.yaml");
+    const certs = resolve("certs-dev");
+    const withId = (id: string) => `identity: { cert: ${certs}/sidecar.pem, key: ${certs}/sidecar.key }\ncontrol_plane: { address: 127.0.0.1:18000, node_id: ${id} }\n`;
+    writeFileSync(file, withId("n".repeat(256)));
+    expect(parley("validate", file).status).toBe(0);
+    writeFileSync(file, withId("n".repeat(257)));
+    const over = parley("validate", file);
+    expect([over.status, over.stderr]).toEqual([2, expect.stringMatching(/control_plane\.node_id: expected a node id .*at most 256/)]);
+  });
 });
 
 describe("parley check as a live peer would be decided", () => {

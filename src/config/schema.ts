@@ -261,7 +261,8 @@ export const bootstrapSchema = z.strictObject({
   admin,
   control_plane: z.strictObject({
     address: hostPort,
-    node_id: name,
+    // The control plane's own rule (src/control/server/server.ts NODE_ID): up to 256 bytes.
+    node_id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$/, "expected a node id of letters, digits, '.', '_' or '-' (at most 256)"),
     cluster: z.string().optional(),
     /**
      * TLS to the control plane: a CA bundle to verify it; `expect_id` is the SPIFFE ID its certificate
