@@ -130,7 +130,8 @@ describe("exit codes for bad paths and files", () => {
     const dir = mkdtempSync(join(tmpdir(), "parley-cli-"));
     const file = join(dir, "bootstrap.yaml");
     const certs = resolve("certs-dev");
-    const withId = (id: string) => `identity: { cert: ${certs}/sidecar.pem, key: ${certs}/sidecar.key }\ncontrol_plane: { address: 127.0.0.1:18000, node_id: ${id} }\n`;
+    const withId = (id: string) =>
+      `identity: { cert: ${certs}/sidecar.pem, key: ${certs}/sidecar.key }\ncontrol_plane: { address: 127.0.0.1:18000, node_id: ${id} }\n`;
     writeFileSync(file, withId("n".repeat(256)));
     expect(parley("validate", file).status).toBe(0);
     writeFileSync(file, withId("n".repeat(257)));
