@@ -6,7 +6,8 @@ import type { NegotiationSettings } from "../../negotiation/settings.js";
 import type { Negotiated } from "../../negotiation/negotiate.js";
 import type { AttestationStore } from "../../policy/attestation.js";
 import { decide } from "../../policy/decide.js";
-import { denyOutsidePolicy, type Decision } from "../../policy/decision.js";
+import { denyOutsidePolicy, type Decision, type Deny } from "../../policy/decision.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
 import { tcpOf } from "../tcp.js";
@@ -17,6 +18,8 @@ export interface ListenerState {
   readonly config: ListenerConfig;
   readonly verifier: SvidVerifier;
   readonly attestations: AttestationStore;
+  /** The revocations in force (none past their `until`). */
+  readonly revocations: RevocationList;
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
   /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
@@ -52,13 +55,39 @@ export function peerIdOf(peer: SvidResult): SpiffeId | undefined {
   return peer.ok ? peer.svid.id : peer.id;
 }
 
-/** Verifies and decides on `facts` under `state`, with what a negotiation proved, if any. */
-export function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
+/**
+ * Verifies and decides on `facts` under `state`, with what a negotiation proved, if any, and the id of
+ * the grant the session was given (re-checks). A revocation is checked before the policy, like failing
+ * closed: no rule can admit what it names.
+ */
+export function evaluate(
+  state: ListenerState,
+  facts: ConnectionFacts,
+  now: number,
+  negotiated?: Negotiated,
+  grantId?: string,
+): { peer: SvidResult; decision: Decision } {
   const peer = facts.certs.verify(state.verifier, now);
   const { policy } = state.config;
   if (state.failClosed) return { peer, decision: denyOutsidePolicy(policy, "fail_closed", [state.failClosed]) };
   const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
   const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
+  const approval = negotiated?.approval;
+  const hit = state.revocations.match(
+    {
+      ...(peer.ok ? { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint } : {}),
+      ...(approval?.txn !== undefined ? { txn: approval.txn } : {}),
+      ...(approval?.jti !== undefined ? { jti: approval.jti } : {}),
+      ...(grantId !== undefined ? { grant: grantId } : {}),
+      attestors: attestations.map((a) => a.attestor),
+    },
+    now,
+  );
+  if (hit) {
+    const detail = `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`;
+    const decision: Deny = { ...denyOutsidePolicy(policy, "revoked", [hit.code], detail), revocation: hit };
+    return { peer, decision };
+  }
   const grantedRoles = negotiated?.approval?.roles ?? [];
   const decision = decide(policy, {
     listener: state.config.name,
