@@ -1,10 +1,12 @@
 // Revocations from the file configuration: live sessions they name end at once on reload (no grace),
 // new ones are denied before the workload sees a byte; entries past their `until` are ignored.
-import { createHash, X509Certificate } from "node:crypto";
+import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { configView } from "../src/config/view.js";
-import { dialTls, openSession, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { connect, DeniedError } from "../src/negotiation/client.js";
+import { dialTls, openSession, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -142,5 +144,108 @@ describe("revocations in the file configuration", () => {
     expect(await h.sidecar.reload()).toBe("rejected");
     const second = await h.logs.next("config_rejected", (r) => (r.errors as string[]).some((e) => e.includes("].path_prefix:")));
     expect(second.errors).toEqual([expect.stringMatching(/revocations\.incident-7\.match\[1\]\.path_prefix: .*scheme/) as unknown]);
+  });
+});
+
+describe("revocations of negotiated sessions", () => {
+  const OWN = "spiffe://a.test/sidecar";
+  const AGENT = "spiffe://a.test/agent";
+  let approver: Awaited<ReturnType<typeof generateKeyPair>>;
+  let attestor: Awaited<ReturnType<typeof generateKeyPair>>;
+  let agent: Issued;
+  let base: string;
+
+  beforeAll(async () => {
+    agent = await pki.leaf(pki.a, AGENT);
+    approver = await generateKeyPair("ES256");
+    attestor = await generateKeyPair("ES256");
+    const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+    const files = writeFiles({ "grant.pem": grantKey.privateKey.export({ type: "pkcs8", format: "pem" }) as string });
+    const jwks = async (k: CryptoKey, kid: string) => JSON.stringify({ keys: [{ ...(await exportJWK(k)), kid, use: "sig" }] });
+    base = `
+  main:
+    rules:
+      - name: approved-writer
+        action: allow
+        match: [{ id: ${AGENT} }]
+        roles: [writer]
+roles:
+  writer: [{ id: spiffe://a.test/nobody }]
+attestors:
+  node: { jwks: ${await jwks(attestor.publicKey, "node-1")} }
+approvers:
+  tickets: { jwks: ${await jwks(approver.publicKey, "tickets-1")} }
+negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h }
+${GRACE}`;
+  });
+
+  const approval = (claims: Record<string, string>) =>
+    new SignJWT({ scope: "writer", ...claims })
+      .setProtectedHeader({ alg: "ES256", kid: "tickets-1" })
+      .setIssuer("tickets")
+      .setSubject(AGENT)
+      .setAudience(OWN)
+      .setExpirationTime("10m")
+      .sign(approver.privateKey);
+  const attestation = () =>
+    new SignJWT({ env: "prod", cnf: { "x5t#S256": createHash("sha256").update(new X509Certificate(agent.certPem).raw).digest("base64url") } })
+      .setProtectedHeader({ alg: "ES256", kid: "node-1" })
+      .setIssuer("node")
+      .setSubject(AGENT)
+      .setAudience(OWN)
+      .setIssuedAt()
+      .setExpirationTime("10m")
+      .sign(attestor.privateKey);
+  const negotiate = async (claims: Record<string, string>, attested = false) =>
+    connect({
+      host: "127.0.0.1",
+      port: h!.port,
+      cert: agent.chainPem,
+      key: agent.keyPem,
+      ca: pki.a.certPem,
+      roles: ["writer"],
+      approvalToken: await approval(claims),
+      ...(attested ? { attestationToken: await attestation() } : {}),
+    });
+  const withRevocation = (match: string) =>
+    `${base}revocations:\n  task-over:\n    reason: task done\n    until: 2099-01-01T00:00:00Z\n    match: [${match}]\n`;
+
+  it.each<[string, (grantId: string) => string, string, boolean?]>([
+    ["its task (txn)", () => "{ txn: task-42 }", "task_revoked"],
+    ["its approval token (jti)", () => "{ jti: approval-1 }", "token_revoked"],
+    ["its grant id", (g) => `{ grant: "${g}" }`, "grant_revoked"],
+    ["the attestor of its evidence", () => "{ attestor: node }", "attestor_revoked", true],
+  ])("a live session revoked by %s ends at once, and a new negotiation is decided by it", async (_what, match, code, attested) => {
+    h = await startHarness(pki, { policies: base });
+    const live = await negotiate({ txn: "task-42", jti: "approval-1" }, attested);
+    const other = await negotiate({ txn: "task-43", jti: "approval-2" });
+    const closed = readAll(live.socket);
+    const untouched = readAll(other.socket);
+    h.rewrite({ policies: withRevocation(match(live.grant.grant_id)) });
+    expect(await h.sidecar.reload()).toBe("applied");
+    const revoked = await h.logs.next("revoked");
+    expect(revoked).toMatchObject({ peer_id: AGENT, reasons: [code], grace_ms: 0, revocation: { entry: "task-over", reason: "task done" } });
+    await closed;
+    expect((await h.logs.next("session_end", (r) => r.end_reason === "revoked")).session_id).toBe(revoked.session_id);
+    // Only the named session ended; the other task's goes on.
+    expect(h.logs.of("revoked")).toHaveLength(1);
+    const before = h.echo.accepted();
+    const again = negotiate({ txn: "task-42", jti: "approval-1" }, attested);
+    if (code === "grant_revoked") {
+      // A grant id names one session: a new negotiation is a new grant.
+      const next = await again;
+      expect(next.grant.grant_id).not.toBe(live.grant.grant_id);
+      next.socket.destroy();
+    } else {
+      const e = await again.then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(DeniedError);
+      expect((e as DeniedError).reasons).toEqual([code]);
+      expect(h.echo.accepted()).toBe(before);
+    }
+    other.socket.end("still on");
+    expect((await untouched).toString()).toBe("still on");
   });
 });
