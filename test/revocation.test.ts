@@ -6,6 +6,8 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { configView } from "../src/config/view.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
+import { RevocationList } from "../src/policy/revocation.js";
+import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { dialTls, openSession, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -247,5 +249,30 @@ ${GRACE}`;
     }
     other.socket.end("still on");
     expect((await untouched).toString()).toBe("still on");
+  });
+});
+
+describe("the revocation list", () => {
+  const T = Date.parse("2026-06-01T00:00:00Z");
+  const list = new RevocationList([
+    { name: "old", reason: "r1", until: T + 1000, match: [{ kind: "identity", matcher: { kind: "id", id: SpiffeId.parse("spiffe://a.test/x") } }] },
+    { name: "task", reason: "r2", until: T + 5000, match: [{ kind: "txn", value: "t-1" }] },
+    { name: "grant", reason: "r3", until: T + 5000, match: [{ kind: "grant", value: "g-1" }] },
+  ]);
+  const x = SpiffeId.parse("spiffe://a.test/x");
+
+  it("ignores an entry from its until on, by the clock it is given, and live() drops it", () => {
+    expect(list.match({ peer: x }, T + 999)).toMatchObject({ code: "identity_revoked", entry: "old" });
+    expect(list.match({ peer: x }, T + 1000)).toBeUndefined();
+    const live = list.live(T + 1000);
+    expect(live.entries.map((e) => e.name)).toEqual(["task", "grant"]);
+    expect(live.live(T + 1000)).toBe(live);
+    expect(list.live(T + 5000).size).toBe(0);
+  });
+
+  it("names the most specific matcher when several hold", () => {
+    expect(list.match({ peer: x, txn: "t-1", grant: "g-1" }, T)).toMatchObject({ code: "grant_revoked", entry: "grant", match: "grant g-1" });
+    expect(list.match({ peer: x, txn: "t-1" }, T)).toMatchObject({ code: "task_revoked", reason: "r2" });
+    expect(list.match({ peer: SpiffeId.parse("spiffe://a.test/x/y"), txn: "t-2" }, T)).toBeUndefined();
   });
 });
