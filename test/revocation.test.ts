@@ -212,6 +212,27 @@ ${GRACE}`;
   const withRevocation = (match: string) =>
     `${base}revocations:\n  task-over:\n    reason: task done\n    until: 2099-01-01T00:00:00Z\n    match: [${match}]\n`;
 
+  it("a revoked identity is refused before its tokens are read: the code, not negotiation_failed", async () => {
+    h = await startHarness(pki, { policies: withRevocation(`{ id: ${AGENT} }`) });
+    const before = h.echo.accepted();
+    const e = await connect({
+      host: "127.0.0.1",
+      port: h.port,
+      cert: agent.chainPem,
+      key: agent.keyPem,
+      ca: pki.a.certPem,
+      roles: ["writer"],
+      approvalToken: "not.a.token",
+    }).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(DeniedError);
+    expect([(e as DeniedError).denial, (e as DeniedError).reasons]).toEqual(["denied", ["identity_revoked"]]);
+    expect(await h.logs.next("decision", (r) => r.decision === "deny")).toMatchObject({ reasons: ["identity_revoked"], negotiation_rule: "revoked" });
+    expect(h.echo.accepted()).toBe(before);
+  });
+
   it.each<[string, (grantId: string) => string, string, boolean?]>([
     ["its task (txn)", () => "{ txn: task-42 }", "task_revoked"],
     ["its approval token (jti)", () => "{ jti: approval-1 }", "token_revoked"],
