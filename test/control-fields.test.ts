@@ -101,6 +101,15 @@ function samples(upstream: number): Record<string, unknown> {
     "AttestationRecord.issued_at": "2026-01-01T00:00:00Z",
     "AttestationRecord.expires_at": "2099-01-01T00:00:00Z",
     "AttestationRecord.cert_fingerprint": "ab".repeat(32),
+    "Revocation.reason": "task over",
+    "Revocation.until": "2099-01-01T00:00:00Z",
+    "RevocationMatch.txn": "task-42",
+    "RevocationMatch.jti": "approval-1",
+    "RevocationMatch.grant": "0123456789abcdef01234567",
+    "RevocationMatch.id": "spiffe://a.test/revoked",
+    "RevocationMatch.path_prefix": "spiffe://a.test/retired",
+    "RevocationMatch.cert_fingerprint": "cd".repeat(32),
+    "RevocationMatch.attestor": "node",
     "Settings.drain_timeout": "5s",
     "Settings.revocation_grace": "1s",
     "Settings.max_chain_length": 6,
@@ -112,7 +121,7 @@ function samples(upstream: number): Record<string, unknown> {
 }
 
 /** Messages whose fields are alternatives (exactly one set): a list of them gets one item per field. */
-const ALTERNATIVES = new Set(["Matcher"]);
+const ALTERNATIVES = new Set(["Matcher", "RevocationMatch"]);
 
 /** Builds `type` with every field set, from the descriptors; a scalar without a sample is an error. */
 function build(type: string, table: Record<string, unknown>, missing: string[]): Record<string, unknown> {
@@ -145,6 +154,7 @@ function everyKind(table: Record<string, unknown>, missing: string[]): WireResou
     attestor: "node",
     approver: "tickets",
     settings: "settings",
+    revocation: "task-over",
   };
   return r.field
     .filter((f) => f.oneofIndex === kindIndex && !f.proto3Optional && f.type === "TYPE_MESSAGE")
@@ -164,7 +174,17 @@ describe("every field the proto declares", () => {
     const missing: string[] = [];
     const pushed = everyKind(samples((echo.server.address() as { port: number }).port), missing);
     expect(missing, "fields without a sample: add one to samples()").toEqual([]);
-    expect(pushed.map((r) => r.type).sort()).toEqual(["approver", "attestation", "attestor", "listener", "policy", "role", "settings", "trust_bundle"]);
+    expect(pushed.map((r) => r.type).sort()).toEqual([
+      "approver",
+      "attestation",
+      "attestor",
+      "listener",
+      "policy",
+      "revocation",
+      "role",
+      "settings",
+      "trust_bundle",
+    ]);
 
     // Into the control plane as a node file (JSON is YAML).
     const { raw, problems } = resourcesFromWire(pushed);

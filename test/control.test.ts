@@ -172,6 +172,13 @@ describe("wire format", () => {
           expires_at: "2027-01-01T00:00:00Z",
         },
       ],
+      revocations: {
+        incident: {
+          reason: "compromised",
+          until: "2099-01-01T00:00:00Z",
+          match: [{ id: "spiffe://td/w" }, { txn: "t-1" }, { cert_fingerprint: "ab".repeat(32) }],
+        },
+      },
       drain_timeout: "5s",
       revocation_grace: "1s",
       limits: {
@@ -224,6 +231,39 @@ describe("control plane and sidecar", () => {
     expect(fx.logs.of("revoked")).toHaveLength(1);
     a.s.end();
     await a.closed;
+  });
+
+  it("a pushed revocation ends the matching session on the sidecar at once, despite the grace; new ones are denied", async () => {
+    fx = await fixture();
+    const a = await openSession(fx.port(), pki, alice);
+    const b = await openSession(fx.port(), pki, bob);
+    fx.writeShared(
+      `${SHARED(["spiffe://a.test/alice", "spiffe://a.test/bob", "b.test"])}revocation_grace: 1h
+revocations:
+  incident-9:
+    reason: agent compromised
+    until: 2099-01-01T00:00:00Z
+    match: [{ id: spiffe://a.test/alice }]
+`,
+    );
+    const revoked = await fx.logs.next("revoked");
+    expect(revoked).toMatchObject({
+      peer_id: "spiffe://a.test/alice",
+      reasons: ["identity_revoked"],
+      grace_ms: 0,
+      revocation: { entry: "incident-9", match: "id spiffe://a.test/alice" },
+    });
+    await a.closed;
+    expect((await fx.logs.next("session_end", (r) => r.peer_id === "spiffe://a.test/alice")).end_reason).toBe("revoked");
+    const before = fx.echo.accepted();
+    const s = await dialTls(fx.port(), pki, alice);
+    await readAll(s);
+    expect((await fx.logs.next("decision", (r) => r.decision === "deny")).reasons).toEqual(["identity_revoked"]);
+    expect(fx.echo.accepted()).toBe(before);
+    b.s.write("!");
+    await waitFor(() => b.got() === "ping!", 2000, "bob untouched");
+    b.s.end();
+    await b.closed;
   });
 
   it("a push the sidecar cannot apply is NACKed; it keeps serving the old version; the status shows the NACK", async () => {

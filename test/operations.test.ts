@@ -1,7 +1,7 @@
 // What SREs use: the admin endpoints, metrics that move with traffic, the denial-log cap, log
 // categories, `parley tail`, the drain on SIGTERM, and the container files.
 import { spawn, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -131,6 +131,23 @@ describe("admin endpoints", () => {
 });
 
 describe("metrics", () => {
+  it("a revocation: the session it ends is counted by reason, and /config shows the entry", async () => {
+    rig = await start();
+    const s = await openSession(rig.port, pki, alice);
+    appendFileSync(
+      rig.configFile,
+      "revocations:\n  incident-7: { reason: leaked key, until: 2099-01-01T00:00:00Z, match: [{ path_prefix: spiffe://a.test/allowed }] }\n",
+    );
+    expect(await rig.sidecar.reload()).toBe("applied");
+    await s.closed;
+    await waitFor(() => rig!.records.find((r) => r.event === "session_end" && r.end_reason === "revoked"), 2000, "end logged");
+    const metrics = (await http(rig.admin, "/metrics")).body;
+    expect(sample(metrics, "parley_revocations_total", { reason: "identity_revoked" })).toBe(1);
+    expect((await http(rig.admin, "/config")).json().revocations).toEqual({
+      "incident-7": { reason: "leaked key", until: "2099-01-01T00:00:00.000Z", match: ["path_prefix spiffe://a.test/allowed"] },
+    });
+  });
+
   it("move with traffic: decisions, handshakes, active sessions, bytes, ends, limits, own SVID expiry", async () => {
     rig = await start({ extra: "limits: { max_sessions: 1 }" });
     const before = (await http(rig.admin, "/metrics")).body;

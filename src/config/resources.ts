@@ -10,6 +10,7 @@ import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
 import { compilePolicies } from "../policy/compile.js";
 import type { Policy } from "../policy/model.js";
+import { MAX_MATCHERS, RevocationList, type RevocationEntry, type RevocationMatcher } from "../policy/revocation.js";
 import type { RawResources } from "./schema.js";
 import { ConfigError, type ConfigIssue, type ConfigPath, type IssueLocator } from "./source.js";
 import { type HostPort, parseHostPort } from "./units.js";
@@ -61,6 +62,8 @@ export interface Resources {
   readonly listeners: readonly ListenerConfig[];
   readonly policies: ReadonlyMap<string, Policy>;
   readonly attestations: AttestationStore;
+  /** Every entry as configured; the sidecar drops those past their `until` when it builds its state. */
+  readonly revocations: RevocationList;
   readonly drainTimeoutMs: number;
   /** How long a live session a new configuration no longer admits may go on. */
   readonly revocationGraceMs: number;
@@ -122,6 +125,7 @@ export class CompileContext {
 export function compileResources(raw: RawResources, c: CompileContext, version?: string): Resources {
   const bundles = compileBundles(c, raw);
   const attestations = compileAttestations(c, raw);
+  const revocations = compileRevocations(c, raw);
   const compiled = compilePolicies(
     { policies: raw.policies, roles: raw.roles, attestors: Object.keys(raw.attestors), listeners: raw.listeners.map((l) => l.name) },
     "",
@@ -142,6 +146,7 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
     listeners,
     policies,
     attestations,
+    revocations,
     drainTimeoutMs: raw.drain_timeout,
     revocationGraceMs: raw.revocation_grace,
     maxChainLength: raw.limits.max_chain_length,
@@ -211,6 +216,33 @@ function compileAttestations(c: CompileContext, raw: RawResources): AttestationS
     });
   });
   return new AttestationStore(records);
+}
+
+function compileRevocations(c: CompileContext, raw: RawResources): RevocationList {
+  const entries: RevocationEntry[] = [];
+  let count = 0;
+  for (const [name, r] of Object.entries(raw.revocations)) {
+    const match: RevocationMatcher[] = [];
+    r.match.forEach((m, i) => {
+      const path = ["revocations", name, "match", i];
+      const ids = { id: m.id, path_prefix: m.path_prefix };
+      for (const [k, v] of Object.entries(ids)) {
+        if (v === undefined) continue;
+        const id = SpiffeId.tryParse(v);
+        if (!(id instanceof SpiffeId)) return void c.error([...path, k], id.message);
+        match.push({ kind: "identity", matcher: k === "id" ? { kind: "id", id } : { kind: "path_prefix", prefix: id } });
+      }
+      if (m.txn !== undefined) match.push({ kind: "txn", value: m.txn });
+      if (m.jti !== undefined) match.push({ kind: "jti", value: m.jti });
+      if (m.grant !== undefined) match.push({ kind: "grant", value: m.grant });
+      if (m.cert_fingerprint !== undefined) match.push({ kind: "cert_fingerprint", value: m.cert_fingerprint.toLowerCase() });
+      if (m.attestor !== undefined) match.push({ kind: "attestor", value: m.attestor });
+    });
+    count += match.length;
+    entries.push({ name, reason: r.reason, until: Date.parse(r.until), match });
+  }
+  if (count > MAX_MATCHERS) c.error(["revocations"], `${count} revocation matchers; at most ${MAX_MATCHERS} (drop entries past their until)`);
+  return new RevocationList(entries);
 }
 
 function compileListeners(c: CompileContext, raw: RawResources, policies: ReadonlyMap<string, Policy>): ListenerConfig[] {

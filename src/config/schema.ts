@@ -151,6 +151,29 @@ const attestationRecord = z.strictObject({
     .optional(),
 });
 
+const hex64 = z.string().regex(/^[0-9a-fA-F]{64}$/, "expected the SHA-256 of the certificate's DER, 64 hex digits");
+const tokenValue = z.string().min(1).max(256);
+/** What one revocation matcher names: exactly one key (README, "Revocations"). */
+const revocationMatcher = z
+  .strictObject({
+    txn: tokenValue.optional(),
+    jti: tokenValue.optional(),
+    grant: tokenValue.optional(),
+    id: z.string().optional(),
+    path_prefix: z.string().optional(),
+    cert_fingerprint: hex64.optional(),
+    attestor: name.optional(),
+  })
+  .refine((m) => Object.values(m).filter((v) => v !== undefined).length === 1, {
+    error: "a revocation matcher has exactly one of txn, jti, grant, id, path_prefix, cert_fingerprint or attestor",
+  });
+const revocation = z.strictObject({
+  reason: z.string().min(1).max(512),
+  /** The entry is ignored from this instant on, and dropped. */
+  until: instant,
+  match: z.array(revocationMatcher).min(1),
+});
+
 const trustDomain = z
   .strictObject({ bundle: z.string().min(1).optional(), bundle_pem: z.string().min(1).optional() })
   .refine((t) => (t.bundle === undefined) !== (t.bundle_pem === undefined), {
@@ -221,6 +244,8 @@ export const resourcesShape = {
     })
     .optional(),
   attestations: z.array(attestationRecord).default([]),
+  /** Named revocations: sessions they match are denied, and ended at once when live. */
+  revocations: z.record(name, revocation).default({}),
   policies: z.record(name, policy),
   drain_timeout: duration.default(10_000),
   revocation_grace: duration.default(0),

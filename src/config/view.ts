@@ -1,6 +1,7 @@
 // The effective configuration as an operator may see it (`GET /config`): everything that decides, and
 // nothing secret (the private key never; certificates as ID, fingerprint and expiry).
 import { describeMatcher } from "../policy/matcher.js";
+import { describe as describeRevocation } from "../policy/revocation.js";
 import type { Limits, Rule } from "../policy/model.js";
 import type { SidecarConfig } from "./load.js";
 import type { OwnIdentity } from "../identity/files.js";
@@ -36,7 +37,8 @@ function ruleView(r: Rule): Record<string, unknown> {
   };
 }
 
-export function configView(c: SidecarConfig & { identity: OwnIdentity }, identity: IdentityStatus): Record<string, unknown> {
+/** `now`: entries past their `until` are not shown, as they are not in force. */
+export function configView(c: SidecarConfig & { identity: OwnIdentity }, identity: IdentityStatus, now = Date.now()): Record<string, unknown> {
   return {
     version: c.version,
     file: c.file,
@@ -69,6 +71,9 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
       [...c.policies].map(([name, p]) => [name, { default: p.default, mode: p.mode, limits: limitsView(p.limits), rules: p.rules.map(ruleView) }]),
     ),
     attestation_records: c.attestations.size,
+    revocations: Object.fromEntries(
+      c.revocations.live(now).entries.map((e) => [e.name, { reason: e.reason, until: iso(e.until), match: e.match.map(describeRevocation) }]),
+    ),
     limits: { ...c.limits, max_chain_length: c.maxChainLength },
     svid_verification: { ...c.svidVerification.floor, ...c.svidVerification.budget },
     drain_timeout_ms: c.drainTimeoutMs,

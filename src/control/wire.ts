@@ -76,7 +76,7 @@ export interface WireResource {
 }
 
 /** Every kind this build knows, in the order of the oneof. */
-export const RESOURCE_KINDS = ["listener", "policy", "trust_bundle", "role", "attestor", "attestation", "settings", "approver"] as const;
+export const RESOURCE_KINDS = ["listener", "policy", "trust_bundle", "role", "attestor", "attestation", "settings", "approver", "revocation"] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 const KNOWN_KINDS: ReadonlySet<string> = new Set(RESOURCE_KINDS);
 
@@ -121,6 +121,16 @@ function limitsOut(l: Obj | undefined): Obj | undefined {
     max_sessions: l.max_sessions,
     max_wait: str(l.max_wait),
   });
+}
+
+const REVOCATION_KEYS = ["txn", "jti", "grant", "id", "path_prefix", "cert_fingerprint", "attestor"] as const;
+
+function revocationMatchOut(m: Obj): Obj {
+  return clean(Object.fromEntries(REVOCATION_KEYS.map((k) => [k, str(m[k])])));
+}
+
+function revocationMatchIn(m: Obj): Obj {
+  return clean(Object.fromEntries(REVOCATION_KEYS.map((k) => [k, m[k]])));
 }
 
 const SETTINGS_LIMITS = ["max_chain_length", "max_sessions", "max_handshakes", "max_handshakes_per_source", "source_rate", "max_held"] as const;
@@ -215,6 +225,14 @@ export function resourcesToWire(raw: Obj): WireResource[] {
       }),
     });
   });
+  for (const [name, r] of sorted(raw.revocations)) {
+    const rev = r as Obj;
+    out.push({
+      name,
+      type: "revocation",
+      revocation: clean({ reason: str(rev.reason), until: str(rev.until), match: ((rev.match as Obj[] | undefined) ?? []).map(revocationMatchOut) }),
+    });
+  }
   const limits = (raw.limits as Obj | undefined) ?? {};
   const settings = clean({
     drain_timeout: str(raw.drain_timeout),
@@ -329,6 +347,7 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
     }
   };
   const attestations: Obj[] = [];
+  const revocations: Obj = {};
   let settings: Obj | undefined;
   const seen = new Set<string>();
   for (const r of resources) {
@@ -376,13 +395,16 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
       case "attestation":
         attestations.push(clean({ ...body, claims: fromStruct(asObj(body.claims) as WireStruct) }));
         break;
+      case "revocation":
+        revocations[r.name] = clean({ reason: body.reason, until: body.until, match: list(body.match).map((m) => revocationMatchIn(asObj(m))) });
+        break;
       case "settings":
         if (settings) problems.push("settings: more than one settings resource");
         settings = body;
         break;
     }
   }
-  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations };
+  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations, revocations };
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));

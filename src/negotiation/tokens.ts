@@ -88,6 +88,9 @@ export interface Approval {
   readonly approver: string;
   readonly roles: readonly string[];
   readonly expiresAt: number;
+  /** The token's id and its task (the `txn` claim of draft-ietf-oauth-transaction-tokens), when present: what revocations name. */
+  readonly jti?: string;
+  readonly txn?: string;
 }
 
 /** An approval token → the roles it approves; every requested role must be among them. */
@@ -98,5 +101,6 @@ export async function verifyApprovalToken(token: string, approvers: Issuers, ctx
   const beyond = requested.filter((r) => !approved.includes(r));
   if (beyond.length > 0)
     throw new TokenError("scope_not_approved", `requested role(s) ${beyond.join(", ")} are not in the approved scope (${approved.join(" ")})`);
-  return { approver: p.iss!, roles: approved.filter((r) => requested.includes(r)), expiresAt: p.exp! * 1000 };
+  const ids = { ...(typeof p.jti === "string" ? { jti: p.jti } : {}), ...(typeof p.txn === "string" ? { txn: p.txn } : {}) };
+  return { approver: p.iss!, roles: approved.filter((r) => requested.includes(r)), expiresAt: p.exp! * 1000, ...ids };
 }

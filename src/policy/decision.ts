@@ -6,6 +6,7 @@ import type { SpiffeId } from "../spiffe/spiffeid.js";
 import type { Action, Limits, Mode, Policy } from "./model.js";
 import type { Reason } from "./reasons.js";
 import type { AttestationRecord } from "./attestation.js";
+import type { RevocationHit } from "./revocation.js";
 
 /** What decide() needs of a verified peer; a VerifiedSvid fits, and so does a bare ID for offline checks. */
 export interface PeerIdentity {
@@ -72,12 +73,14 @@ export interface Allow extends Decided {
   readonly wouldDeny?: { readonly rule: string | null; readonly reasons: readonly Reason[] };
 }
 
-/** Which stage refused: the SVID, the policy, a sidecar failing closed, negotiation or admission. */
-export type DenyCause = "svid" | "policy" | "fail_closed" | "negotiation" | "admission";
+/** Which stage refused: the SVID, the policy, a sidecar failing closed, a revocation, negotiation or admission. */
+export type DenyCause = "svid" | "policy" | "fail_closed" | "revoked" | "negotiation" | "admission";
 
 export interface Deny extends Decided {
   readonly decision: "deny";
   readonly cause: DenyCause;
+  /** With cause `revoked`: the entry and matcher that caught the session. */
+  readonly revocation?: RevocationHit;
 }
 
 export type Decision = Allow | Deny;

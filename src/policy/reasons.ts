@@ -21,6 +21,12 @@ export const REASONS = {
   own_svid_withdrawn: "the Workload API withdrew the sidecar's own SVID (PermissionDenied after issuing it): it refuses to serve",
   negotiation_failed: "the parley/1 request frame or one of its tokens was refused (negotiation_rule says which)",
   config_stale: "the configuration is older than its allowed staleness and the sidecar fails closed",
+  task_revoked: "a revocation names the task (`txn`) of the session's approval token",
+  token_revoked: "a revocation names the id (`jti`) of the session's approval token",
+  grant_revoked: "a revocation names the id of the grant the session was given",
+  identity_revoked: "a revocation names the peer's SPIFFE ID, exactly or as a path prefix",
+  certificate_revoked: "a revocation names the SHA-256 fingerprint of the peer's leaf certificate",
+  attestor_revoked: "a revocation names an attestor whose evidence the session was decided with",
 } as const;
 
 export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;

@@ -223,6 +223,7 @@ export class Sidecar {
     const base = {
       verifier,
       attestations: config.attestations,
+      revocations: config.revocations.live(this.deps.now()),
       maxChainLength: config.maxChainLength,
       limits: config.limits,
       ownId: config.identity.id.toString(),

@@ -90,16 +90,19 @@ export interface RevokedRecord {
   /** What changed to decide again (absent: a new configuration version). */
   cause?: RevocationCause["cause"];
   changed?: RevocationCause["changed"];
+  /** With cause `revoked`: the revocation entry, its matcher (`kind value`) and its reason. */
+  revocation?: { entry: string; match: string; reason: string };
 }
 
 /** Why live sessions are decided again, and what changed (a trust domain, an SVID, a version). */
 export interface RevocationCause {
-  cause: "config_changed" | "trust_bundle_changed" | "own_svid_rotated" | "own_svid_expired" | "own_svid_withdrawn" | "config_stale";
+  cause: "config_changed" | "revoked" | "trust_bundle_changed" | "own_svid_rotated" | "own_svid_expired" | "own_svid_withdrawn" | "config_stale";
   changed?: Record<string, unknown>;
 }
 
 const REVOKED_BECAUSE: Record<RevocationCause["cause"], string> = {
   config_changed: "session no longer admitted by the new configuration",
+  revoked: "session revoked: a revocation names it",
   trust_bundle_changed: "session no longer admitted after a trust bundle changed",
   own_svid_rotated: "session no longer admitted after the own SVID rotated",
   own_svid_expired: "session revoked: the own SVID expired",

@@ -4,9 +4,10 @@ import type { TLSSocket } from "node:tls";
 import type { ListenerConfig, SidecarLimits } from "../../config/resources.js";
 import type { NegotiationSettings } from "../../negotiation/settings.js";
 import type { Negotiated } from "../../negotiation/negotiate.js";
-import type { AttestationStore } from "../../policy/attestation.js";
+import type { AttestationRecord, AttestationStore } from "../../policy/attestation.js";
 import { decide } from "../../policy/decide.js";
-import { denyOutsidePolicy, type Decision } from "../../policy/decision.js";
+import { denyOutsidePolicy, type Decision, type Deny } from "../../policy/decision.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
 import { tcpOf } from "../tcp.js";
@@ -17,6 +18,8 @@ export interface ListenerState {
   readonly config: ListenerConfig;
   readonly verifier: SvidVerifier;
   readonly attestations: AttestationStore;
+  /** The revocations in force (none past their `until`). */
+  readonly revocations: RevocationList;
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
   /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
@@ -52,13 +55,51 @@ export function peerIdOf(peer: SvidResult): SpiffeId | undefined {
   return peer.ok ? peer.svid.id : peer.id;
 }
 
-/** Verifies and decides on `facts` under `state`, with what a negotiation proved, if any. */
-export function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, negotiated?: Negotiated): { peer: SvidResult; decision: Decision } {
+/**
+ * The denial of a session a revocation in force names, if one does: by what the peer's certificate
+ * proves, and what a negotiation brought (approval token, grant, evidence) when known.
+ */
+export function revocationOf(
+  state: ListenerState,
+  peer: SvidResult,
+  now: number,
+  known: { readonly negotiated?: Negotiated; readonly grantId?: string; readonly attestations?: readonly AttestationRecord[] } = {},
+): Deny | undefined {
+  const approval = known.negotiated?.approval;
+  const hit = state.revocations.match(
+    {
+      ...(peer.ok ? { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint } : {}),
+      ...(approval?.txn !== undefined ? { txn: approval.txn } : {}),
+      ...(approval?.jti !== undefined ? { jti: approval.jti } : {}),
+      ...(known.grantId !== undefined ? { grant: known.grantId } : {}),
+      attestors: (known.attestations ?? []).map((a) => a.attestor),
+    },
+    now,
+  );
+  if (!hit) return undefined;
+  const detail = `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`;
+  return { ...denyOutsidePolicy(state.config.policy, "revoked", [hit.code], detail), revocation: hit };
+}
+
+/**
+ * Verifies and decides on `facts` under `state`, with what a negotiation proved, if any, and the id of
+ * the grant the session was given (re-checks). A revocation is checked before the policy, like failing
+ * closed: no rule can admit what it names.
+ */
+export function evaluate(
+  state: ListenerState,
+  facts: ConnectionFacts,
+  now: number,
+  negotiated?: Negotiated,
+  grantId?: string,
+): { peer: SvidResult; decision: Decision } {
   const peer = facts.certs.verify(state.verifier, now);
   const { policy } = state.config;
   if (state.failClosed) return { peer, decision: denyOutsidePolicy(policy, "fail_closed", [state.failClosed]) };
   const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];
   const attestations = negotiated?.evidence.length ? [...stored, ...negotiated.evidence] : stored;
+  const revoked = revocationOf(state, peer, now, { ...(negotiated ? { negotiated } : {}), ...(grantId !== undefined ? { grantId } : {}), attestations });
+  if (revoked) return { peer, decision: revoked };
   const grantedRoles = negotiated?.approval?.roles ?? [];
   const decision = decide(policy, {
     listener: state.config.name,

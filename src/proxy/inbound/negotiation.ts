@@ -6,7 +6,7 @@ import type { DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
-import type { ConnectionFacts, ListenerState } from "./facts.js";
+import { revocationOf, type ConnectionFacts, type ListenerState } from "./facts.js";
 
 export type NegotiationOutcome =
   | { readonly ok: true; readonly negotiated: Negotiated }
@@ -24,6 +24,9 @@ export async function negotiateStage(client: TLSSocket, state: ListenerState, fa
   const settings = state.negotiation;
   if (!settings) return fail("denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
   if (!peer.ok) return fail("denied", peer.rule, `the peer certificate is not a valid X509-SVID: ${peer.message}`);
+  // A revoked identity or certificate is refused before its tokens are read.
+  const revoked = revocationOf(state, peer, now);
+  if (revoked) return { ok: false, peer, decision: revoked, frame: denial("denied", revoked.detail!, revoked.reasons), rule: "revoked" };
   try {
     return { ok: true, negotiated: await negotiate(client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: state.ownId, now }) };
   } catch (e) {

@@ -226,8 +226,10 @@ export class InboundSession implements LiveSession {
   recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void {
     if (this.stage.kind === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
-    const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated);
+    const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated, this.granted?.id);
     if (decision.decision === "deny") {
+      // A revocation ends the session at once: no grace.
+      if (decision.cause === "revoked") graceMs = 0;
       this.deps.log.revoked({
         session_id: this.id,
         listener: this.listener,
@@ -239,6 +241,7 @@ export class InboundSession implements LiveSession {
         grace_ms: graceMs,
         ...(decision.svidRule ? { svid_rule: decision.svidRule } : {}),
         ...cause,
+        ...(decision.revocation ? { cause: "revoked" as const, revocation: decision.revocation } : {}),
       });
       if (graceMs <= 0) return void this.close("revoked");
       this.revokeTimer = setTimeout(() => this.close("revoked"), graceMs);
