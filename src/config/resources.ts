@@ -1,6 +1,7 @@
 // Compiling resources (listeners, trust bundles, roles, attestors, attestation records, policies,
 // settings) from their validated raw shape, wherever they came from: a file or a control-plane push.
 // One module for every section, so a file and a push compile by the same code, section by section.
+import type { SharedLimitsSettings } from "../limits/shared.js";
 import type { CryptoFloor } from "../spiffe/algorithms.js";
 import type { PathBudget } from "../spiffe/pathvalidation.js";
 import { createHash } from "node:crypto";
@@ -74,6 +75,8 @@ export interface Resources {
   /** Present when negotiation (ALPN parley/1) is configured. */
   readonly negotiation?: NegotiationSettings;
   readonly outbound: readonly OutboundConfig[];
+  /** Present when limits shared across the mesh (Redis) are configured; read at start only. */
+  readonly sharedLimits?: SharedLimitsSettings;
 }
 
 /** Collects issues while compiling, reads files named by the data, and hashes what it saw. */
@@ -137,8 +140,10 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
   const listeners = compileListeners(c, raw, policies);
   const negotiation = compileNegotiation(c, raw);
   const outbound = compileOutbound(c, raw);
+  const sharedLimits = compileSharedLimits(c, raw);
   c.throwIfAny();
   return {
+    ...(sharedLimits ? { sharedLimits } : {}),
     outbound,
     ...(negotiation ? { negotiation } : {}),
     version: v,
@@ -169,6 +174,27 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
       maxHeld: raw.limits.max_held,
     },
   };
+}
+
+/** The shared_limits section; a rule's `scope: shared` rate without it is an error, not a silent local rate. */
+function compileSharedLimits(c: CompileContext, raw: RawResources): SharedLimitsSettings | undefined {
+  const s = raw.shared_limits;
+  if (!s) {
+    for (const [name, p] of Object.entries(raw.policies)) {
+      if (p.limits?.rate?.scope === "shared") c.error(["policies", name, "limits", "rate", "scope"], "a shared rate needs a shared_limits section");
+      p.rules.forEach((r, i) => {
+        if (r.limits?.rate?.scope === "shared")
+          c.error(["policies", name, "rules", i, "limits", "rate", "scope"], "a shared rate needs a shared_limits section");
+      });
+    }
+    return undefined;
+  }
+  try {
+    new URL(s.url);
+  } catch {
+    c.error(["shared_limits", "url"], `not a URL: ${s.url}`);
+  }
+  return { url: s.url, keyPrefix: s.key_prefix, onUnavailable: s.on_unavailable, timeoutMs: s.timeout };
 }
 
 function compileBundles(c: CompileContext, raw: RawResources): BundleSet {

@@ -39,6 +39,8 @@ const matcher = z
   });
 
 const rate = z.strictObject({ per_second: z.number().positive(), burst: z.number().int().positive().optional() });
+/** A session rate: `shared` draws from one bucket per identity for the whole mesh (shared_limits). */
+const sessionRate = rate.extend({ scope: z.enum(["local", "shared"]).optional() });
 
 const limits = z.strictObject({
   max_duration: duration.optional(),
@@ -46,7 +48,7 @@ const limits = z.strictObject({
   byte_budget: size.optional(),
   bandwidth: perSecond.optional(),
   identity_bandwidth: perSecond.optional(),
-  rate: rate.optional(),
+  rate: sessionRate.optional(),
   max_sessions: z.number().int().positive().optional(),
   max_wait: duration.optional(),
 });
@@ -244,6 +246,15 @@ export const resourcesShape = {
     })
     .optional(),
   attestations: z.array(attestationRecord).default([]),
+  /** Limits kept in Redis and shared by every sidecar (README, "Shared limits"). */
+  shared_limits: z
+    .strictObject({
+      url: z.string().regex(/^rediss?:\/\/\S+$/, "expected a redis:// or rediss:// URL"),
+      key_prefix: z.string().min(1).max(64).default("parley:"),
+      on_unavailable: z.enum(["deny", "local"]).default("deny"),
+      timeout: duration.default(50),
+    })
+    .optional(),
   /** Named revocations: sessions they match are denied, and ended at once when live. */
   revocations: z.record(name, revocation).default({}),
   policies: z.record(name, policy),

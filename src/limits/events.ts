@@ -3,7 +3,15 @@
 import type { AdmissionRefusal } from "./admission.js";
 import type { HandshakeRefusal } from "./handshakes.js";
 
-export type LimitEvent = AdmissionRefusal | HandshakeRefusal | "held" | "held_queue_full" | "held_then_admitted";
+export type LimitEvent =
+  | AdmissionRefusal
+  | HandshakeRefusal
+  | "held"
+  | "held_queue_full"
+  | "held_then_admitted"
+  /** Shared limits' backend (Redis) did not answer: refused (`deny`) or fell back to local (`local`). */
+  | "shared_limits_unavailable"
+  | "shared_limits_fallback";
 
 export class LimitCounts {
   private readonly counts = new Map<LimitEvent, number>();

@@ -23,7 +23,7 @@ export interface RawLimits {
   byte_budget?: number | undefined;
   bandwidth?: number | undefined;
   identity_bandwidth?: number | undefined;
-  rate?: { per_second: number; burst?: number | undefined } | undefined;
+  rate?: { per_second: number; burst?: number | undefined; scope?: "local" | "shared" | undefined } | undefined;
   max_sessions?: number | undefined;
   max_wait?: number | undefined;
 }
@@ -99,7 +99,15 @@ function compileLimits(l: RawLimits | undefined): Limits {
     ...(l.byte_budget !== undefined ? { byteBudget: l.byte_budget } : {}),
     ...(l.bandwidth !== undefined ? { bandwidthBps: l.bandwidth } : {}),
     ...(l.identity_bandwidth !== undefined ? { identityBandwidthBps: l.identity_bandwidth } : {}),
-    ...(l.rate !== undefined ? { rate: { perSecond: l.rate.per_second, burst: l.rate.burst ?? Math.max(1, Math.ceil(l.rate.per_second)) } } : {}),
+    ...(l.rate !== undefined
+      ? {
+          rate: {
+            perSecond: l.rate.per_second,
+            burst: l.rate.burst ?? Math.max(1, Math.ceil(l.rate.per_second)),
+            ...(l.rate.scope === "shared" ? { shared: true as const } : {}),
+          },
+        }
+      : {}),
     ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
     ...(l.max_wait !== undefined ? { maxWaitMs: l.max_wait } : {}),
   };

@@ -15,7 +15,7 @@ export interface Limits {
   /** Bytes per second, each direction, for all sessions of the identity together. */
   readonly identityBandwidthBps?: number;
   /** New sessions per second (and burst) for one identity. */
-  readonly rate?: { readonly perSecond: number; readonly burst: number };
+  readonly rate?: { readonly perSecond: number; readonly burst: number; /** Drawn from the mesh-wide bucket (shared_limits). */ readonly shared?: true };
   /** Concurrent sessions of one identity. */
   readonly maxSessions?: number;
   /** Over a rate or concurrency bound: hold the session this long for a token or slot, then reject. */

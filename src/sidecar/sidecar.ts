@@ -3,6 +3,7 @@
 // Longer than most modules: it owns the state every one of those transitions reads and changes (the
 // configuration in force, the overlay, the fail-closed reasons); outbound routes and the checks a
 // configuration must pass live beside it (outbound.ts, effective.ts).
+import { SharedRate } from "../limits/shared.js";
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "../config/load.js";
 import { errorLines } from "../config/source.js";
@@ -78,6 +79,15 @@ export class Sidecar {
       now,
       admission: new Admission({ now, counts: this.limitCounts, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
       identityThrottles: new SharedThrottles(),
+      ...(initial?.sharedLimits
+        ? {
+            sharedRate: new SharedRate(initial.sharedLimits, {
+              now,
+              counts: this.limitCounts,
+              onEvent: (message, fields, warning) => (warning ? options.log.warn(message, fields) : options.log.lifecycle(message, fields)),
+            }),
+          }
+        : {}),
       handshakes: new HandshakeGuard(handshakeLimits(limits), now, this.limitCounts),
     };
   }
@@ -337,6 +347,7 @@ export class Sidecar {
       this.outbound.stopAccepting();
       this.own.stop();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
+      await this.deps.sharedRate?.close();
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();
     return this.stopping;

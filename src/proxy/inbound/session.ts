@@ -7,6 +7,7 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Admission, Ticket } from "../../limits/admission.js";
+import { sharedRateCheck, type SharedRate } from "../../limits/shared.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { ALPN } from "../../negotiation/frame.js";
 import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate.js";
@@ -30,6 +31,8 @@ export interface SessionDeps {
   readonly log: DecisionLog;
   readonly registry: SessionRegistry;
   readonly admission: Admission;
+  /** The mesh-wide rate backend, when shared_limits is configured. */
+  readonly sharedRate?: SharedRate;
   readonly identityThrottles: SharedThrottles;
   readonly now: () => number;
 }
@@ -109,8 +112,11 @@ export class InboundSession implements LiveSession {
   private async admit(v: Verdict<Allow>): Promise<(Verdict<Allow> & { ticket: Ticket }) | undefined> {
     this.stage = { kind: "admitting" };
     const o = v.decision.obligations;
+    // A shared rate is drawn from Redis first; "local" (not shared, or the fallback) keeps the local bucket.
+    const shared = o.rate?.shared ? await sharedRateCheck(this.deps.sharedRate, this.peerText, o.rate) : "local";
+    if (shared !== "local" && !shared.ok) return void this.deny({ ...v, decision: denyAdmission(v.decision, shared.reason, shared.detail) });
     const admitted = await this.deps.admission.admit(this.peerText, this.listener, {
-      ...(o.rate ? { rate: o.rate } : {}),
+      ...(o.rate && shared === "local" ? { rate: o.rate } : {}),
       ...(o.maxSessions !== undefined ? { maxPerIdentity: o.maxSessions } : {}),
       ...(this.state.config.maxSessions !== undefined ? { maxPerListener: this.state.config.maxSessions } : {}),
       maxGlobal: this.state.limits.maxSessions,

@@ -1,0 +1,187 @@
+// Limits shared across sidecars in a real redis-server: one identity's new-session rate drawn by two
+// sidecars from one bucket, and the failure modes when Redis is gone.
+import type { TLSSocket } from "node:tls";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Issued } from "../src/certs/issue.js";
+import { loadConfig } from "../src/config/load.js";
+import { ConfigError } from "../src/config/source.js";
+import { configYaml, dialTls, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { ManualClock } from "../testkit/clock.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
+import { startRedis, type RedisServer } from "../testkit/redis.js";
+
+let pki: TestPki;
+let alice: Issued;
+let bob: Issued;
+let redis: RedisServer;
+let harnesses: Harness[] = [];
+let sockets: TLSSocket[] = [];
+let prefixes = 0;
+
+beforeAll(async () => {
+  pki = await makePki();
+  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
+  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
+  redis = await startRedis();
+});
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets = [];
+  await Promise.all(harnesses.map((h) => h.close()));
+  harnesses = [];
+  await redis.restart().catch(() => undefined); // a test that stopped it leaves it running for the next
+});
+afterAll(() => redis.stop());
+
+const policy = (scope: string) => `
+  main:
+    default: deny
+    rules:
+      - name: allowed
+        action: allow
+        match: [{ trust_domain: a.test }]
+        limits: { rate: { per_second: 1, burst: 2${scope} } }
+`;
+
+/** Two sidecars with the same shared_limits (a fresh key prefix per test) and one clock. */
+async function twoSidecars(onUnavailable: "deny" | "local", clock: ManualClock): Promise<[Harness, Harness]> {
+  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 200ms }\n`;
+  const opts = { policies: policy(", scope: shared"), extra, now: clock.now };
+  const hs = await Promise.all([startHarness(pki, opts), startHarness(pki, opts)]);
+  harnesses.push(...hs);
+  await Promise.all(hs.map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
+  return hs;
+}
+
+/** Opens a session on `h` and reports whether it was admitted (echo came back) or closed. */
+async function attempt(h: Harness, creds: Issued): Promise<boolean> {
+  const s = await dialTls(h.port, pki, creds);
+  sockets.push(s);
+  let got = "";
+  s.on("data", (c: Buffer) => (got += c.toString()));
+  const closed = readAll(s);
+  s.write("x");
+  return Promise.race([waitFor(() => got === "x", 3000, "echo").then(() => true), closed.then(() => false)]);
+}
+
+const denials = (h: Harness) =>
+  h.logs
+    .of("decision")
+    .filter((d) => d.decision === "deny")
+    .map((d) => d.reasons);
+
+describe("shared new-session rate", () => {
+  it("draws one identity's burst from one bucket across two sidecars", async () => {
+    const clock = new ManualClock();
+    const [h1, h2] = await twoSidecars("deny", clock);
+    expect(await attempt(h1, alice)).toBe(true);
+    expect(await attempt(h2, alice)).toBe(true);
+    // Burst 2 is spent across both: the third is refused on either sidecar.
+    expect(await attempt(h1, alice)).toBe(false);
+    expect(await attempt(h2, alice)).toBe(false);
+    expect(denials(h1)).toEqual([["rate_limited"]]);
+    expect(denials(h2)).toEqual([["rate_limited"]]);
+    expect(h1.sidecar.limitCounts.get("rate_limited")).toBe(1);
+    // Another identity has its own bucket.
+    expect(await attempt(h2, bob)).toBe(true);
+    clock.advance(1000); // one new token, for the whole mesh
+    expect(await attempt(h2, alice)).toBe(true);
+    expect(await attempt(h1, alice)).toBe(false);
+  });
+
+  it("denies with shared_limits_unavailable when Redis is gone and the mode is deny; resumes when back", async () => {
+    const clock = new ManualClock();
+    const [h1] = await twoSidecars("deny", clock);
+    expect(await attempt(h1, alice)).toBe(true);
+    await redis.stop();
+    await h1.logs.next("warning", (r) => r.msg === "shared limits backend lost");
+    expect(await attempt(h1, alice)).toBe(false);
+    expect(await attempt(h1, bob)).toBe(false);
+    expect(denials(h1)).toEqual([["shared_limits_unavailable"], ["shared_limits_unavailable"]]);
+    expect(h1.sidecar.limitCounts.get("shared_limits_unavailable")).toBe(2);
+    expect(h1.logs.of("warning").filter((r) => r.msg === "shared limits backend failing: its failure mode applies")).toHaveLength(1);
+    // Redis back (empty): the client reconnects and the shared bucket applies again.
+    await redis.restart();
+    await waitFor(() => h1.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
+    expect(await attempt(h1, alice)).toBe(true);
+    expect(await attempt(h1, alice)).toBe(true);
+    expect(await attempt(h1, alice)).toBe(false);
+    expect(denials(h1).at(-1)).toEqual(["rate_limited"]);
+  });
+
+  it("falls back to each sidecar's own bucket when Redis is gone and the mode is local", async () => {
+    const clock = new ManualClock();
+    const [h1, h2] = await twoSidecars("local", clock);
+    await redis.stop();
+    await Promise.all([h1, h2].map((h) => h.logs.next("warning", (r) => r.msg === "shared limits backend lost")));
+    // Each sidecar now counts alone: burst 2 on each, the third on either refused by its local bucket.
+    for (const h of [h1, h2]) {
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(false);
+      expect(denials(h)).toEqual([["rate_limited"]]);
+      expect(h.sidecar.limitCounts.get("shared_limits_fallback")).toBe(3);
+    }
+  });
+
+  it("keeps sessions admitted before Redis went away", async () => {
+    const clock = new ManualClock();
+    const [h1] = await twoSidecars("deny", clock);
+    const s = await dialTls(h1.port, pki, alice);
+    sockets.push(s);
+    let got = "";
+    s.on("data", (c: Buffer) => (got += c.toString()));
+    s.write("a");
+    await waitFor(() => got === "a", 3000, "echo");
+    await redis.stop();
+    await h1.logs.next("warning", (r) => r.msg === "shared limits backend lost");
+    s.write("b");
+    await waitFor(() => got === "ab", 3000, "echo after Redis stopped");
+  });
+});
+
+describe("shared rate without a running backend", () => {
+  it("refuses shared_limits_unavailable when a reload adds shared limits to a sidecar started without", async () => {
+    const h = await startHarness(pki, { policies: policy("") });
+    harnesses.push(h);
+    expect(await attempt(h, alice)).toBe(true);
+    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}" }\n` });
+    expect(await h.sidecar.reload()).toBe("applied");
+    expect(await attempt(h, alice)).toBe(false);
+    expect(denials(h)).toEqual([["shared_limits_unavailable"]]);
+  });
+});
+
+describe("shared_limits configuration", () => {
+  const load = (extra: string, scope = ", scope: shared") => {
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+    const paths = { cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! };
+    const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: policy(scope), extra }) })["c.yaml"]!;
+    return loadConfig(file);
+  };
+  const issues = (extra: string, scope?: string) => {
+    try {
+      load(extra, scope);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
+    }
+    throw new Error("config was accepted");
+  };
+
+  it("defaults to fail closed, a 50 ms timeout and the parley: prefix", () => {
+    expect(load(`shared_limits: { url: "rediss://u:p@redis.internal:6380/0" }\n`).sharedLimits).toEqual({
+      url: "rediss://u:p@redis.internal:6380/0",
+      keyPrefix: "parley:",
+      onUnavailable: "deny",
+      timeoutMs: 50,
+    });
+    expect(load("", "").sharedLimits).toBeUndefined();
+  });
+
+  it("refuses a shared rate without a backend, and a URL that is not redis:// or rediss://", () => {
+    expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared rate needs a shared_limits section/);
+    expect(issues(`shared_limits: { url: "http://redis:6379" }\n`).join("\n")).toMatch(/shared_limits\.url: expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(issues(`shared_limits: { url: "redis://x", on_unavailable: open }\n`).join("\n")).toMatch(/shared_limits\.on_unavailable/);
+  });
+});
