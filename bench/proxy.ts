@@ -66,8 +66,8 @@ const upstream = (echo.server.address() as { port: number }).port;
 /** The bench client's limits by parley variant: a realistic rule, and a bandwidth far above the link. */
 const BENCH_LIMITS = {
   parley: "{ idle_timeout: 5m, rate: { per_second: 100000, burst: 100000 } }",
-  "parley-limits": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 1000 }",
-  "parley-bandwidth": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 1000, bandwidth: 100GiB/s }",
+  "parley-limits": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 10000 }",
+  "parley-bandwidth": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 10000, bandwidth: 100GiB/s }",
   "parley-none": "{}",
 } as const;
 type Variant = keyof typeof BENCH_LIMITS;
