@@ -7,14 +7,17 @@
 // nginx: `apt-get install nginx libnginx-mod-stream` (Debian); skipped with a notice when absent.
 // Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (512 each way),
 // BENCH_IDLE (10000 idle sessions, fewer if the descriptor limit cannot hold them). While working on one
-// figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle,latency) run a
-// subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
+// figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle,latency,
+// bulk-limits,idle-mix) run a subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
 // Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
 // windows: a steadier ratio of CPU per new session (0 skips it).
 // First-seen certificates: parley and the pipe at once again, CPU per new session with one client
 // certificate (verified once, then cached) and with BENCH_SVID_CERTS (1000) distinct ones, each
 // presented once to each, for BENCH_SVID_WINDOWS (3) windows of each kind (0 skips it); and the CPU
 // of verifying a chain that spends the path-building budget, in this process.
+// bulk-limits: CPU per GiB of parley under a realistic rule and under a bandwidth limit that does not
+// bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds; idle-mix: RSS per idle
+// session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -35,7 +38,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 512);
 const CONCURRENCY = 16;
 const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
-const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency").split(","));
+const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix").split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
 // workload (which runs in this process): without enough, the run would stall rather than fail.
@@ -60,8 +63,17 @@ const files = { cert: f("cert.pem", server.chainPem), key: f("key.pem", server.k
 const echo = await startEcho("127.0.0.1", 0);
 const upstream = (echo.server.address() as { port: number }).port;
 
+/** The bench client's limits by parley variant: a realistic rule, and a bandwidth far above the link. */
+const BENCH_LIMITS = {
+  parley: "{ idle_timeout: 5m, rate: { per_second: 100000, burst: 100000 } }",
+  "parley-limits": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 10000 }",
+  "parley-bandwidth": "{ idle_timeout: 1m, rate: { per_second: 100000, burst: 100000 }, max_sessions: 10000, bandwidth: 100GiB/s }",
+  "parley-none": "{}",
+} as const;
+type Variant = keyof typeof BENCH_LIMITS;
+
 /** A realistic parley configuration: 1,000 rules, decision log to a file, limits on. */
-function parleyConfig(port: number): string {
+function parleyConfig(port: number, variant: Variant = "parley"): string {
   const rules = Array.from({ length: 1000 }, (_, i) =>
     i % 10 === 0
       ? `      - { name: deny-${i}, action: deny, match: [{ id: spiffe://bench.test/ns/ns${i % 100}/sa/banned${i} }] }`
@@ -74,7 +86,7 @@ listeners:
 policies:
   main:
     rules:
-      - { name: bench-client, action: allow, match: [{ id: spiffe://bench.test/ns/ns7/sa/svc7 }], limits: { idle_timeout: 5m, rate: { per_second: 100000, burst: 100000 } } }
+      - { name: bench-client, action: allow, match: [{ id: spiffe://bench.test/ns/ns7/sa/svc7 }], limits: ${BENCH_LIMITS[variant]} }
 ${rules}
 limits: { max_sessions: 100000, max_handshakes: 4096, max_handshakes_per_source: 4096 }
 log: { deny_cap: false }
@@ -105,7 +117,7 @@ stream {
 }
 
 interface Target {
-  name: "parley" | "pipe" | "nginx";
+  name: "parley" | "pipe" | "nginx" | Exclude<Variant, "parley">;
   port: number;
   proc: ChildProcess;
 }
@@ -130,9 +142,9 @@ async function waitPort(port: number): Promise<void> {
 async function start(name: Target["name"]): Promise<Target | undefined> {
   const port = await freePort();
   let proc: ChildProcess;
-  if (name === "parley") {
-    const cfg = f("parley.yaml", parleyConfig(port));
-    const log = f("decisions.log", "");
+  if (name === "parley" || name in BENCH_LIMITS) {
+    const cfg = f(`${name}.yaml`, parleyConfig(port, name as Variant));
+    const log = f(`${name}.log`, "");
     proc = spawn(
       "bash",
       ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
@@ -316,18 +328,20 @@ async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number 
 }
 
 /** RSS per idle established session, IDLE sessions open at once. */
-async function idleMemory(t: Target): Promise<{ kibPerSession: number }> {
+async function idleMemory(t: Target, sessions = IDLE): Promise<{ kibPerSession: number }> {
   const before = rssKiB(t.proc.pid!);
   const held: TLSSocket[] = [];
-  for (let i = 0; i < IDLE; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, IDLE - i) }, () => dial(t.port).then(async (s) => (await roundTrip(s, payload64), s))));
+  for (let i = 0; i < sessions; i += 50) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(50, sessions - i) }, () => dial(t.port).then(async (s) => (await roundTrip(s, payload64), s))),
+    );
     held.push(...batch);
   }
   await new Promise((r) => setTimeout(r, 500));
   const after = rssKiB(t.proc.pid!);
   for (const s of held) s.destroy();
   await new Promise((r) => setTimeout(r, 500));
-  return { kibPerSession: (after - before) / IDLE };
+  return { kibPerSession: (after - before) / sessions };
 }
 
 function median(xs: number[]): number {
@@ -340,7 +354,8 @@ type Figures = Record<string, number>;
 const results: Record<string, Figures[]> = { parley: [], pipe: [], nginx: [] };
 const skipped = { perSec: NaN, cpuUsPerSession: NaN, p50: NaN, p99: NaN, p999: NaN, cpuUsPerRt: NaN, mbPerSec: NaN, cpuMsPerGiB: NaN, kibPerSession: NaN };
 const measure = <T>(figure: string, run: () => Promise<T>): Promise<T | typeof skipped> => (FIGURES.has(figure) ? run() : Promise.resolve(skipped));
-for (let round = 0; round < ROUNDS; round++) {
+const TURN_FIGURES = ["new", "resumed", "rt", "bulk", "idle", "latency"];
+for (let round = 0; round < (TURN_FIGURES.some((x) => FIGURES.has(x)) ? ROUNDS : 0); round++) {
   for (const name of (["parley", "pipe", "nginx"] as const).filter((n) => TARGETS.includes(n))) {
     const t = await start(name);
     if (!t) continue;
@@ -390,6 +405,55 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
     pipe_cpu_us_per_new_session: median(rows.map((r) => r[1]!.cpuUsPerSession)),
     ratios,
     median_ratio: median(ratios),
+  };
+}
+
+// Bulk under limits, interleaved: the pipe and parley with a realistic rule (idle timeout, rate,
+// concurrency), with the same and a bandwidth far above the link, and with no limits at all, all
+// running, one bulk transfer at a time in a rotating order, BENCH_BULK_ROUNDS rounds. Each round's
+// ratio is CPU per GiB against the pipe's in the same round: the targets hold in every round.
+// Then RSS per idle session (BENCH_IDLE_MIX sessions, 5,000) of parley and the pipe, each started
+// afresh, alternating, BENCH_IDLE_ROUNDS rounds.
+const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
+const BULK_VARIANTS = ["pipe", "parley-limits", "parley-bandwidth", "parley-none"] as const;
+type BulkRow = Record<(typeof BULK_VARIANTS)[number], { mbPerSec: number; cpuMsPerGiB: number }>;
+let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
+if (FIGURES.has("bulk-limits") && BULK_ROUNDS > 0) {
+  const servers = await Promise.all(BULK_VARIANTS.map(async (n) => (await start(n))!));
+  console.log(`bulk under limits: ${BULK_VARIANTS.join(", ")}, ${BULK_ROUNDS} rounds, ${BULK_MIB} MiB each way`);
+  const rounds: BulkRow[] = [];
+  for (let r = 0; r < BULK_ROUNDS; r++) {
+    const row: Partial<BulkRow> = {};
+    for (let i = 0; i < servers.length; i++) {
+      const t = servers[(i + r) % servers.length]!;
+      row[t.name as keyof BulkRow] = await bulk(t);
+    }
+    rounds.push(row as BulkRow);
+  }
+  for (const t of servers) t.proc.kill("SIGTERM");
+  const ratios = Object.fromEntries(BULK_VARIANTS.slice(1).map((n) => [n, rounds.map((row) => +(row[n].cpuMsPerGiB / row.pipe.cpuMsPerGiB).toFixed(3))]));
+  bulkLimits = { rounds, ratios };
+}
+const IDLE_MIX = Number(process.env.BENCH_IDLE_MIX ?? Math.min(5000, fdRoom));
+const IDLE_ROUNDS = Number(process.env.BENCH_IDLE_ROUNDS ?? 3);
+let idleMix: { sessions: number; parley_kib: number[]; pipe_kib: number[]; differences_kib: number[] } | undefined;
+if (FIGURES.has("idle-mix") && IDLE_ROUNDS > 0) {
+  console.log(`RSS per idle session: parley-limits and pipe, ${IDLE_MIX} sessions, ${IDLE_ROUNDS} rounds`);
+  const kib: Record<"parley-limits" | "pipe", number[]> = { "parley-limits": [], pipe: [] };
+  for (let r = 0; r < IDLE_ROUNDS; r++) {
+    for (const name of r % 2 ? (["pipe", "parley-limits"] as const) : (["parley-limits", "pipe"] as const)) {
+      const t = (await start(name))!;
+      await bulk(t); // warm both as a served process is: code compiled, buffers once grown
+      kib[name].push((await idleMemory(t, IDLE_MIX)).kibPerSession);
+      t.proc.kill("SIGTERM");
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  }
+  idleMix = {
+    sessions: IDLE_MIX,
+    parley_kib: kib["parley-limits"],
+    pipe_kib: kib.pipe,
+    differences_kib: kib.pipe.map((p, i) => +(kib["parley-limits"][i]! - p).toFixed(2)),
   };
 }
 /** Client contexts for `n` distinct SVIDs of the bench client's ID, each with its own key. */
@@ -506,7 +570,7 @@ function printSvid(s: SvidFigures): void {
 const svid = FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe") ? await svidFigures() : undefined;
 await echo.close();
 
-const keys = Object.keys(Object.values(results).find((rows) => rows.length > 0)![0]!);
+const keys = Object.keys(Object.values(results).find((rows) => rows.length > 0)?.[0] ?? {});
 const med: Record<string, Figures> = {};
 for (const [name, rows] of Object.entries(results)) {
   if (rows.length === 0) continue;
@@ -522,9 +586,11 @@ const report = {
   parley_over_pipe: ratio("parley", "pipe"),
   parley_over_nginx: ratio("parley", "nginx"),
   interleaved,
+  bulk_limits: bulkLimits,
+  idle_mix: idleMix,
   svid,
 };
-const subset = TARGETS.length < 3 || FIGURES.size < 6;
+const subset = TARGETS.length < 3 || FIGURES.size < 8;
 if (!subset) {
   mkdirSync("bench/results", { recursive: true });
   writeFileSync("bench/results/proxy.json", JSON.stringify(report, null, 2) + "\n");
@@ -542,6 +608,16 @@ if (interleaved)
   );
 const verdict = latencyVerdict(med.parley, med.nginx);
 if (verdict) console.log(`\n${verdict}`);
+if (bulkLimits) {
+  const cells = (n: keyof BulkRow) => bulkLimits.rounds.map((row) => `${row[n].cpuMsPerGiB.toFixed(0)}ms/${row[n].mbPerSec.toFixed(0)}MB/s`).join(" ");
+  console.log(`\nbulk under limits, CPU per GiB / MB/s by round:`);
+  for (const n of BULK_VARIANTS) console.log(`  ${n.padEnd(18)}${cells(n)}`);
+  for (const [n, rs] of Object.entries(bulkLimits.ratios)) console.log(`  ${n}/pipe: ${rs.join(" ")} (max ${Math.max(...rs)})`);
+}
+if (idleMix)
+  console.log(
+    `\nRSS per idle session (${idleMix.sessions}): parley ${idleMix.parley_kib.map((v) => v.toFixed(1)).join(" ")} KiB, pipe ${idleMix.pipe_kib.map((v) => v.toFixed(1)).join(" ")} KiB, parley-pipe ${idleMix.differences_kib.join(" ")} KiB`,
+  );
 if (svid) printSvid(svid);
 console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
 process.exit(0);

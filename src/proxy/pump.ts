@@ -2,17 +2,25 @@
 // reading while the other side's buffer is full (backpressure) or while a throttle says the direction
 // is over its byte rate; nothing is buffered beyond the sockets' own buffers. One side's end of stream
 // is passed on as a half-close. A byte budget, when set, counts both directions together.
+//
+// Cost per chunk: a session pays only for the obligations that act on bytes. Without any (no
+// bandwidth, no byte budget) each direction's 'data' handler is the plain forwarder: count, write,
+// pause on backpressure — no clock read, no throttle, no branch on limits. With some, a metered
+// handler does O(1) work per chunk (the budget, then at most two throttles, one clock read). The
+// handler is chosen when the limits are set, at start and on `setLimits` (a re-check that adds,
+// tightens or removes a bandwidth applies to the live session from its next chunk).
 import type { Duplex } from "node:stream";
 import type { Throttle } from "../limits/throttle.js";
 
 export type PumpEnd = { reason: "completed" | "byte_budget" } | { reason: "client_error" | "upstream_error"; detail: string };
 
+/** The obligations of a session that act on its bytes; undefined when none do. */
 export interface PumpLimits {
   /** Most bytes both directions together may carry. */
   readonly byteBudget?: number;
-  /** Throttles charged for client → workload bytes (session's own, identity's shared...). */
+  /** Throttles (with a rate) charged for client → workload bytes (session's own, identity's shared). */
   readonly up: readonly Throttle[];
-  /** Throttles charged for workload → client bytes. */
+  /** Throttles (with a rate) charged for workload → client bytes. */
   readonly down: readonly Throttle[];
   readonly now: () => number;
 }
@@ -22,17 +30,33 @@ export interface PumpCounts {
   toClient: number;
 }
 
+export interface Pump {
+  /** The live byte counts. */
+  readonly counts: PumpCounts;
+  /** Puts new byte obligations in force (undefined: none); chooses each direction's handler anew. */
+  setLimits(limits: PumpLimits | undefined): void;
+}
+
+type OnData = (chunk: Buffer) => void;
+
 /**
  * Runs `client` ⇄ `upstream` and calls `onEnd` exactly once, after both sockets are closed. An error
- * on either side destroys both. Returns the live byte counts.
+ * on either side destroys both.
  */
-export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd: (end: PumpEnd) => void): PumpCounts {
+export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits | undefined, onEnd: (end: PumpEnd) => void): Pump {
   const counts: PumpCounts = { toUpstream: 0, toClient: 0 };
   let end: PumpEnd | undefined;
   let closed = 0;
-  const timers = new Set<NodeJS.Timeout>();
+  // Timers exist only for metered sessions: throttles' pauses, a spent budget's last drain.
+  let pauses: Set<NodeJS.Timeout> | undefined;
+  let lastDrain: NodeJS.Timeout | undefined;
+  const clearPauses = () => {
+    if (pauses) for (const t of pauses) clearTimeout(t);
+    pauses = undefined;
+  };
   const destroyBoth = () => {
-    for (const t of timers) clearTimeout(t);
+    clearPauses();
+    clearTimeout(lastDrain);
     client.destroy();
     upstream.destroy();
   };
@@ -50,32 +74,45 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd
   client.once("close", onClose);
   upstream.once("close", onClose);
 
-  const used = () => counts.toUpstream + counts.toClient;
-  const flow = (src: Duplex, dst: Duplex, throttles: readonly Throttle[], count: (n: number) => void) => {
-    src.on("data", (chunk: Buffer) => {
-      const c = chunk;
-      if (limits.byteBudget !== undefined) {
-        const left = limits.byteBudget - used();
-        if (c.length > left) {
-          // Forward what the budget still allows, then end the session: not one byte more.
-          if (left > 0) {
-            count(left);
-            dst.write(c.subarray(0, left));
-          }
-          end ??= { reason: "byte_budget" };
-          src.pause();
-          // Let the allowed bytes drain, but not for ever.
-          const t = setTimeout(destroyBoth, 1000);
-          timers.add(t);
-          dst.end(destroyBoth);
-          return;
-        }
+  // A throttle's pending pause: cleared when the limits change (the throttle's bucket keeps its debt,
+  // so the next chunk pauses again for what is still owed).
+  const pauseFor = (ms: number, resume: () => void) => {
+    const t = setTimeout(() => {
+      pauses?.delete(t);
+      resume();
+    }, ms);
+    (pauses ??= new Set()).add(t);
+  };
+
+  /** The 'data' handler of one direction without byte obligations: a pipe. */
+  const plain = (src: Duplex, dst: Duplex, toUpstream: boolean): OnData => {
+    const resume = () => src.resume();
+    return (c) => {
+      if (toUpstream) counts.toUpstream += c.length;
+      else counts.toClient += c.length;
+      if (dst.write(c)) return;
+      src.pause();
+      dst.once("drain", resume);
+    };
+  };
+
+  /** The 'data' handler of one direction under a byte budget and/or throttles. */
+  const metered = (src: Duplex, dst: Duplex, toUpstream: boolean, l: PumpLimits): OnData => {
+    const throttles = toUpstream ? l.up : l.down;
+    const budget = l.byteBudget;
+    const count = (n: number) => (toUpstream ? (counts.toUpstream += n) : (counts.toClient += n));
+    return (c) => {
+      if (budget !== undefined) {
+        const left = budget - counts.toUpstream - counts.toClient;
+        if (c.length > left) return void spend(src, dst, c, left, count);
       }
       count(c.length);
       const ok = dst.write(c);
-      const now = limits.now();
       let pauseMs = 0;
-      for (const t of throttles) pauseMs = Math.max(pauseMs, t.consume(c.length, now));
+      if (throttles.length > 0) {
+        const now = l.now();
+        for (const t of throttles) pauseMs = Math.max(pauseMs, t.consume(c.length, now));
+      }
       if (ok && pauseMs === 0) return;
       src.pause();
       let waits = (ok ? 0 : 1) + (pauseMs > 0 ? 1 : 0);
@@ -83,24 +120,53 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits, onEnd
         if (--waits === 0) src.resume();
       };
       if (!ok) dst.once("drain", resume);
-      if (pauseMs > 0) {
-        const t = setTimeout(() => {
-          timers.delete(t);
-          resume();
-        }, pauseMs);
-        timers.add(t);
-      }
+      if (pauseMs > 0) pauseFor(pauseMs, resume);
+    };
+  };
+
+  /** The budget is spent: forward what it still allows, then end the session, not one byte more. */
+  const spend = (src: Duplex, dst: Duplex, c: Buffer, left: number, count: (n: number) => void) => {
+    if (left > 0) {
+      count(left);
+      dst.write(c.subarray(0, left));
+    }
+    end ??= { reason: "byte_budget" };
+    src.pause();
+    // Let the allowed bytes drain, but not for ever.
+    lastDrain = setTimeout(destroyBoth, 1000);
+    dst.end(destroyBoth);
+  };
+
+  const handlers: [OnData | undefined, OnData | undefined] = [undefined, undefined];
+  const directions = [
+    [client, upstream, true],
+    [upstream, client, false],
+  ] as const;
+  const setLimits = (next: PumpLimits | undefined) => {
+    clearPauses();
+    directions.forEach(([src, dst, toUpstream], i) => {
+      const old = handlers[i];
+      if (old) src.off("data", old);
+      const h = next ? metered(src, dst, toUpstream, next) : plain(src, dst, toUpstream);
+      handlers[i] = h;
+      src.on("data", h);
+      // A direction paused by a throttle reads again under the new limits; one waiting on backpressure
+      // still waits for its drain (its old wait may count on the cleared pause).
+      if (end !== undefined || !src.isPaused()) return;
+      if (dst.writableNeedDrain) dst.once("drain", () => src.resume());
+      else src.resume();
     });
+  };
+  setLimits(limits);
+  for (const [src, dst] of directions) {
     // The end may have come already (a peer that sent its request and closed at once, while the
     // socket was paused for negotiation).
     if (src.readableEnded) dst.end();
     else src.once("end", () => dst.end());
-  };
-  flow(client, upstream, limits.up, (n) => (counts.toUpstream += n));
-  flow(upstream, client, limits.down, (n) => (counts.toClient += n));
+  }
   // A socket paused earlier (negotiation reads its frame, then pauses) does not flow on a new 'data'
   // listener by itself.
   client.resume();
   upstream.resume();
-  return counts;
+  return { counts, setLimits };
 }

@@ -6,7 +6,7 @@ import type { SharedThrottles } from "../../limits/throttle.js";
 import { Throttle } from "../../limits/throttle.js";
 import type { Obligations } from "../../policy/decision.js";
 import { at, type LongTimer } from "../../time/clock.js";
-import type { PumpLimits } from "../pump.js";
+import type { Pump, PumpLimits } from "../pump.js";
 
 const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
 
@@ -14,10 +14,10 @@ export type ExpiryReason = (typeof EXPIRY_REASON)[keyof typeof EXPIRY_REASON] | 
 
 export class Enforcement {
   private expiryTimer: LongTimer | undefined;
-  private readonly up: Throttle;
-  private readonly down: Throttle;
+  private own: { up: Throttle; down: Throttle } | undefined;
   private identity: { up: Throttle; down: Throttle; release(): void } | undefined;
   private budget: number | undefined;
+  private pump: Pump | undefined;
   /** When the session ends at the latest, if it does. */
   expiresAt: number | undefined;
 
@@ -29,8 +29,6 @@ export class Enforcement {
     private readonly onExpiry: (reason: ExpiryReason) => void,
     o: Obligations,
   ) {
-    this.up = new Throttle(o.bandwidthBps, now());
-    this.down = new Throttle(o.bandwidthBps, now());
     this.bind(o);
   }
 
@@ -45,30 +43,52 @@ export class Enforcement {
     // The client socket sees every byte of both directions, so its inactivity is the session's.
     if (o.idleTimeoutMs !== undefined) this.client.setTimeout(o.idleTimeoutMs, () => this.onExpiry("idle_timeout"));
     else this.client.setTimeout(0);
+    this.bindBytes(o);
+    this.pump?.setLimits(this.pumpLimits());
+  }
+
+  /** The bandwidths and byte budget; a throttle exists only while its bandwidth does. */
+  private bindBytes(o: Obligations): void {
     const now = this.now();
-    this.up.setRate(o.bandwidthBps, now);
-    this.down.setRate(o.bandwidthBps, now);
-    if (o.identityBandwidthBps !== undefined) {
-      this.identity ??= this.shared.acquire(this.peerId, o.identityBandwidthBps, now);
-      this.identity.up.setRate(o.identityBandwidthBps, now);
-      this.identity.down.setRate(o.identityBandwidthBps, now);
+    const bps = o.bandwidthBps;
+    if (bps === undefined) this.own = undefined;
+    else if (this.own) {
+      this.own.up.setRate(bps, now);
+      this.own.down.setRate(bps, now);
+    } else this.own = { up: new Throttle(bps, now), down: new Throttle(bps, now) };
+    const ibps = o.identityBandwidthBps;
+    if (ibps === undefined) {
+      this.identity?.release();
+      this.identity = undefined;
+    } else {
+      this.identity ??= this.shared.acquire(this.peerId, ibps, now);
+      this.identity.up.setRate(ibps, now);
+      this.identity.down.setRate(ibps, now);
     }
     this.budget = o.byteBudget;
   }
 
-  /** What the pump charges per chunk. */
-  pumpLimits(): PumpLimits {
-    const i = this.identity;
+  /** What the pump charges per chunk; undefined when no obligation acts on bytes. */
+  pumpLimits(): PumpLimits | undefined {
+    const ts = [this.own, this.identity].filter((t) => t !== undefined);
+    if (ts.length === 0 && this.budget === undefined) return undefined;
     return {
       ...(this.budget !== undefined ? { byteBudget: this.budget } : {}),
-      up: i ? [this.up, i.up] : [this.up],
-      down: i ? [this.down, i.down] : [this.down],
+      up: ts.map((t) => t.up),
+      down: ts.map((t) => t.down),
       now: this.now,
     };
+  }
+
+  /** The session's pump, from then on told of every re-bound. */
+  attach(pump: Pump): void {
+    this.pump = pump;
   }
 
   release(): void {
     this.expiryTimer?.clear();
     this.identity?.release();
+    this.identity = undefined;
+    this.pump = undefined;
   }
 }

@@ -180,8 +180,9 @@ export class InboundSession implements LiveSession {
         // The header goes first, in one write, before the pump reads a single client byte.
         if (header) up.write(header);
         this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
-        const counts = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
-        this.stage = { ...this.stage, kind: "pumping", counts };
+        const p = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+        enforcement.attach(p);
+        this.stage = { ...this.stage, kind: "pumping", counts: p.counts };
       },
       (e: unknown) => {
         if (this.stage.kind !== "dialing") return;

@@ -25,7 +25,7 @@ export class OutboundSession implements LiveSession {
     private readonly remote: TLSSocket,
     private readonly deps: { readonly log: DecisionLog; readonly registry: SessionRegistry; readonly now: () => number },
   ) {
-    this.counts = pump(app, remote, { up: [], down: [], now: deps.now }, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
+    this.counts = pump(app, remote, undefined, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined)).counts;
     deps.registry.add(this);
   }
 
