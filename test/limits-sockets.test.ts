@@ -2,7 +2,7 @@
 import { connect as tcpConnect, createServer, type Socket } from "node:net";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { dialTls, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { dialTls, limitedPolicy, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -21,15 +21,7 @@ afterEach(async () => {
   h = undefined;
 });
 
-const policy = (limits: string) => `
-  main:
-    default: deny
-    rules:
-      - name: allowed
-        action: allow
-        match: [{ trust_domain: a.test }]
-        limits: ${limits}
-`;
+const policy = limitedPolicy;
 
 /** Opens a session and reports whether it was admitted (echo came back) or closed. */
 async function attempt(creds: Issued, port = h!.port): Promise<{ admitted: boolean; s: import("node:tls").TLSSocket; closed: Promise<Buffer> }> {

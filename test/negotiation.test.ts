@@ -213,18 +213,23 @@ describe("tokens that are refused", () => {
   });
 });
 
+/** A TLS connection as the agent, offering ALPN parley/1 (the handshake completes asynchronously). */
+function dialParley1() {
+  return tlsConnect({
+    host: "127.0.0.1",
+    port: h.port,
+    servername: "localhost",
+    ca: pki.a.certPem,
+    cert: agent.chainPem,
+    key: agent.keyPem,
+    ALPNProtocols: ["parley/1"],
+  });
+}
+
 describe("bad frames", () => {
   /** Opens a parley/1 connection, sends `bytes` (then maybe waits), returns what came back before close. */
   async function raw(bytes: Buffer, end = true): Promise<Buffer> {
-    const s = tlsConnect({
-      host: "127.0.0.1",
-      port: h.port,
-      servername: "localhost",
-      ca: pki.a.certPem,
-      cert: agent.chainPem,
-      key: agent.keyPem,
-      ALPNProtocols: ["parley/1"],
-    });
+    const s = dialParley1();
     await new Promise((r) => s.once("secureConnect", r));
     const got = readAll(s);
     if (bytes.length) s.write(bytes);
@@ -287,15 +292,7 @@ describe("bad frames", () => {
   });
 
   it("application bytes sent right behind the request frame are forwarded after the grant", async () => {
-    const s = tlsConnect({
-      host: "127.0.0.1",
-      port: h.port,
-      servername: "localhost",
-      ca: pki.a.certPem,
-      cert: agent.chainPem,
-      key: agent.keyPem,
-      ALPNProtocols: ["parley/1"],
-    });
+    const s = dialParley1();
     await new Promise((r) => s.once("secureConnect", r));
     const got = readAll(s);
     s.end(Buffer.concat([encodeFrame(FrameType.Request, { roles: ["reader"] }), Buffer.from("pipelined")]));

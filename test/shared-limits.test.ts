@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, dialTls, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { configYaml, dialTls, limitedPolicy, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 import { startRedis, type RedisServer } from "../testkit/redis.js";
@@ -33,15 +33,7 @@ afterEach(async () => {
 });
 afterAll(() => redis.stop());
 
-const policy = (scope: string) => `
-  main:
-    default: deny
-    rules:
-      - name: allowed
-        action: allow
-        match: [{ trust_domain: a.test }]
-        limits: { rate: { per_second: 1, burst: 2${scope} } }
-`;
+const policy = (scope: string) => limitedPolicy(`{ rate: { per_second: 1, burst: 2${scope} } }`);
 
 /** Two sidecars with the same shared_limits (a fresh key prefix per test) and one clock. */
 async function twoSidecars(onUnavailable: "deny" | "local", clock: ManualClock): Promise<[Harness, Harness]> {

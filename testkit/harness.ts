@@ -90,6 +90,19 @@ export const DEFAULT_POLICIES = `
         match: [{ id: spiffe://a.test/allowed }, { trust_domain: b.test }]
 `;
 
+/** A `policies:` block whose one rule allows trust domain a.test under `limits` (a YAML flow map). */
+export function limitedPolicy(limits: string): string {
+  return `
+  main:
+    default: deny
+    rules:
+      - name: allowed
+        action: allow
+        match: [{ trust_domain: a.test }]
+        limits: ${limits}
+`;
+}
+
 export function configYaml(files: { cert: string; key: string; a: string; b: string }, upstreamPort: number, opts: HarnessOptions = {}): string {
   return `identity:
   cert: ${files.cert}
