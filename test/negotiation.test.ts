@@ -1,12 +1,13 @@
 // Negotiation at connect (ALPN parley/1): tokens, grants, denials, bad frames, and the client CLI.
 import { spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
+import { createServer } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, UnsecuredJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
-import { decodeFrame, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
+import { decodeFrame, duplicateName, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
 import { readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -19,6 +20,7 @@ let attestor: Awaited<ReturnType<typeof generateKeyPair>>;
 let approver: Awaited<ReturnType<typeof generateKeyPair>>;
 let impostor: Awaited<ReturnType<typeof generateKeyPair>>;
 let files: Record<string, string>;
+let policiesYaml: string;
 const OWN = "spiffe://a.test/sidecar";
 const AGENT = "spiffe://a.test/agent";
 
@@ -84,6 +86,7 @@ attestors:
 approvers:
   tickets: { jwks: ${JSON.stringify({ keys: [await jwk(approver.publicKey, "tickets-1")] })} }
 negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h, frame_timeout: 500ms }`;
+  policiesYaml = policies;
   h = await startHarness(pki, { policies });
 });
 afterAll(() => h.close());
@@ -151,16 +154,30 @@ describe("grants", () => {
     socket.destroy();
   });
 
-  it("the session is closed when the grant expires", async () => {
-    const { socket, grant } = await connect({
-      ...opts(),
-      roles: ["writer"],
-      attestationToken: await attestation(),
-      approvalToken: await approval("writer", now() + 2),
-    });
+  it.each<[string, () => Promise<{ attestationToken: string; approvalToken: string }>, string, string]>([
+    [
+      "the approval",
+      async () => ({ attestationToken: await attestation(), approvalToken: await approval("writer", now() + 2) }),
+      "approval",
+      "approval_expired",
+    ],
+    [
+      "the attestation",
+      async () => ({ attestationToken: await attestation({ exp: now() + 2 }), approvalToken: await approval("writer") }),
+      "attestation",
+      "attestation_expired",
+    ],
+  ])("when %s expires first, the grant, its frame, the log and the session end all say so", async (_n, tokens, because, endReason) => {
+    const { socket, grant } = await connect({ ...opts(), roles: ["writer"], ...(await tokens()) });
     expect(Date.parse(grant.expires_at) - Date.now()).toBeLessThan(2500);
+    expect(grant).toMatchObject({ expires_because: because, obligations: { expires_at: grant.expires_at, expires_because: because } });
+    const { payload } = await jwtVerify(grant.grant, await importSPKI(grantPublicPem, "ES256"));
+    expect([payload.exp! * 1000, payload.obligations]).toEqual([Date.parse(grant.expires_at), grant.obligations]);
+    const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === grant.grant_id);
+    expect(d.obligations).toEqual(grant.obligations);
     await readAll(socket);
-    expect((await h.logs.next("session_end", (r) => r.end_reason === "grant_expired", 6000)).peer_id).toBe(AGENT);
+    const end = await h.logs.next("session_end", (r) => r.end_reason === endReason, 6000);
+    expect(end.peer_id).toBe(AGENT);
   });
 });
 
@@ -209,6 +226,7 @@ describe("tokens that are refused", () => {
     const token = await attestation(); // bound to `agent`'s certificate
     const e = await expectDenied(connect({ ...opts(other), attestationToken: token }), "token_invalid");
     expect(e.message).toMatch(/bound to another certificate/);
+    expect(e.rule).toBe("wrongly_bound");
     expect((await h.logs.next("decision", (r) => r.negotiation_rule === "wrongly_bound")).reasons).toEqual(["negotiation_failed"]);
   });
 });
@@ -300,6 +318,137 @@ describe("bad frames", () => {
     const grant = decodeFrame(all)!;
     expect(grant.type).toBe(FrameType.Grant);
     expect(all.subarray(grant.size).toString()).toBe("pipelined");
+  });
+});
+
+describe("the protocol as documented (docs/negotiation.md)", () => {
+  const request = (payload: string) => {
+    const body = Buffer.from(payload, "utf8");
+    const head = Buffer.alloc(10);
+    head.write("PRLY", 0, "latin1");
+    head[4] = 1;
+    head[5] = 1;
+    head.writeUInt32BE(body.length, 6);
+    return Buffer.concat([head, body]);
+  };
+  async function answer(bytes: Buffer, creds: Issued = agent): Promise<Record<string, unknown>> {
+    const s = tlsConnect({
+      host: "127.0.0.1",
+      port: h.port,
+      servername: "localhost",
+      ca: pki.a.certPem,
+      cert: creds.chainPem,
+      key: creds.keyPem,
+      ALPNProtocols: ["parley/1"],
+    });
+    await new Promise((r) => s.once("secureConnect", r));
+    const got = readAll(s);
+    s.end(bytes);
+    return decodeFrame(await got)!.payload;
+  }
+
+  it.each<[string, () => Promise<Record<string, unknown>>, string]>([
+    ["a scope too narrow", async () => ({ roles: ["writer", "admin"], approvalToken: await approval("writer") }), "scope_not_approved"],
+    [
+      "a token bound to another certificate",
+      async () => ({ attestationToken: await attestation({ cnf: { "x5t#S256": thumbprint(other) } }) }),
+      "wrongly_bound",
+    ],
+    ["an expired approval", async () => ({ roles: ["writer"], approvalToken: await approval("writer", now() - 120) }), "expired"],
+    // Inside the 30 s skew, yet past exp: refused as expired, never admitted and then found stale.
+    ["an attestation 10 s past its exp", async () => ({ attestationToken: await attestation({ iat: now() - 60, exp: now() - 10 }) }), "expired"],
+  ])("a refused token names its rule in the denial frame: %s", async (_n, make, rule) => {
+    const e = await expectDenied(connect({ ...opts(), ...(await make()) }), "token_invalid", "negotiation_failed");
+    expect(e.rule).toBe(rule);
+  });
+
+  it("a peer whose SVID fails gets the reason codes of the plain path, and the SVID rule", async () => {
+    const stranger = await pki.leaf(pki.a, "spiffe://c.test/agent");
+    const f = await answer(encodeFrame(FrameType.Request, { roles: ["reader"] }), stranger);
+    expect(f).toMatchObject({ code: "denied", reasons: ["untrusted_domain"], rule: "untrusted_domain" });
+    expect(await h.logs.next("decision", (r) => r.svid_rule === "untrusted_domain")).toMatchObject({
+      reasons: ["untrusted_domain"],
+      negotiation_rule: "untrusted_domain",
+    });
+  });
+
+  it.each<[string, Buffer, RegExp]>([
+    ["ill-formed UTF-8", Buffer.concat([request('{"roles":["'), Buffer.from([0xc3, 0x28]), Buffer.from('"]}')]), /UTF-8/],
+    ["a duplicate member name", request('{"roles":[],"approval_token":"a","approval_token":"b"}'), /"approval_token" appears twice/],
+    ["a role name over 63 characters", request(JSON.stringify({ roles: ["r".repeat(64)] })), /roles\[0\] is 64 characters/],
+    ["65 roles", request(JSON.stringify({ roles: Array.from({ length: 65 }, (_, i) => `r${i}`) })), /65 entries; at most 64/],
+    ["a purpose of 513 code points", request(JSON.stringify({ purpose: "é".repeat(513) })), /513 characters; at most 512/],
+  ])("%s is a bad frame that says what is wrong", async (_n, bytes, message) => {
+    // Fix the length field for payloads built by hand around raw bytes.
+    bytes.writeUInt32BE(bytes.length - 10, 6);
+    const f = await answer(bytes);
+    expect(f).toMatchObject({ code: "bad_frame", rule: "bad_frame" });
+    expect(f.message).toMatch(message);
+  });
+
+  it("duplicate names are found per object, after unescaping, and never inside strings", () => {
+    expect(duplicateName('{"a":1,"\\u0061":2}')).toBe("a");
+    expect(duplicateName('{"a":{"a":1},"b":[{"a":1},{"a":2}]}')).toBeUndefined();
+    expect(duplicateName('{"s":"\\"s\\":1","t" : {"x":1, "x" :2}}')).toBe("x");
+  });
+
+  it("a re-check under a new policy never lets a negotiated session outlive its grant", async () => {
+    const { socket, grant } = await connect({
+      ...opts(),
+      roles: ["writer"],
+      attestationToken: await attestation(),
+      approvalToken: await approval("writer", now() + 2),
+    });
+    h.rewrite({ policies: policiesYaml.replace("name: readers", "name: readers-v2") });
+    try {
+      expect(await h.sidecar.reload()).toBe("applied");
+      const ended = h.logs.next("session_end", (r) => r.end_reason === "approval_expired", 6000);
+      await readAll(socket);
+      expect((await ended).peer_id).toBe(AGENT);
+    } finally {
+      h.rewrite({ policies: policiesYaml });
+      expect(await h.sidecar.reload()).toBe("applied");
+    }
+    expect(grant.expires_because).toBe("approval");
+  });
+
+  it("lengths count code points: a purpose of 512 emoji (1,024 UTF-16 units) is accepted", async () => {
+    const { socket, grant } = await connect({ ...opts(), roles: ["reader"], purpose: "🛰".repeat(512) });
+    expect(grant.roles).toEqual(["reader"]);
+    socket.destroy();
+  });
+
+  it("the decision log's roles are the granted roles, not every role held", async () => {
+    const { socket, grant } = await connect({ ...opts(), roles: [], attestationToken: await attestation(), approvalToken: await approval("writer") });
+    socket.destroy();
+    const d = await h.logs.next("decision", (r) => (r.negotiation as { grant_id?: string } | undefined)?.grant_id === grant.grant_id);
+    expect([d.roles, grant.roles]).toEqual([[], []]);
+  });
+
+  it("a client that names the sidecar's SPIFFE ID gets through; one that expects another is refused by its own check", async () => {
+    const { socket } = await connect({ ...opts(), roles: ["reader"], expectId: OWN });
+    socket.destroy();
+    await expect(connect({ ...opts(), roles: ["reader"], expectId: "spiffe://a.test/elsewhere" })).rejects.toThrow(/not spiffe:\/\/a.test\/elsewhere/);
+  });
+
+  it("with the workload down no grant is sent: the client is told upstream_unavailable", async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, "127.0.0.1", () => {
+        const { port } = srv.address() as { port: number };
+        srv.close(() => resolve(port));
+      });
+    });
+    const down = await startHarness(pki, { policies: policiesYaml, upstreamPort: closed });
+    try {
+      const e = await connect({ ...opts(), port: down.port, roles: ["reader"] }).then(
+        () => undefined,
+        (x: unknown) => x as DeniedError,
+      );
+      expect(e).toMatchObject({ denial: "upstream_unavailable", reasons: [], rule: "upstream_connect_failed" });
+      expect((await down.logs.next("session_end")).end_reason).toBe("upstream_connect_failed");
+    } finally {
+      await down.close();
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 // and resolves with the socket (now carrying application bytes) and the grant, or rejects with the
 // denial.
 import { ParleyError } from "../errors/catalogue.js";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from "node:tls";
 import { ALPN, decodeFrame, encodeFrame, FrameType, type NegotiationError, type DenialCode } from "./frame.js";
 
 export interface ConnectOptions {
@@ -13,6 +13,8 @@ export interface ConnectOptions {
   readonly key: string;
   readonly ca: string;
   readonly servername?: string;
+  /** The sidecar's SPIFFE ID: when given, its certificate must carry exactly this URI SAN (hostnames are not checked). */
+  readonly expectId?: string;
   readonly roles?: readonly string[];
   readonly purpose?: string;
   readonly attestationToken?: string;
@@ -25,6 +27,7 @@ export interface Grant {
   readonly grant_id: string;
   readonly roles: readonly string[];
   readonly expires_at: string;
+  readonly expires_because: string;
   readonly obligations: Record<string, unknown>;
 }
 
@@ -33,8 +36,11 @@ export class DeniedError extends ParleyError {
     readonly denial: DenialCode,
     readonly reasons: readonly string[],
     message: string,
+    /** The finer rule that failed (token, frame or SVID rule), when the denial names one. */
+    readonly rule?: string,
   ) {
-    super("PARLEY_ERR_DENIED", `parley denied the session (${denial}${reasons.length ? `: ${reasons.join(", ")}` : ""}): ${message}`);
+    const why = [...reasons, ...(rule !== undefined && !reasons.includes(rule) ? [rule] : [])];
+    super("PARLEY_ERR_DENIED", `parley denied the session (${denial}${why.length ? `: ${why.join(", ")}` : ""}): ${message}`);
   }
 }
 
@@ -80,9 +86,9 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
       const rest = buf.subarray(frame.size);
       if (rest.length > 0) socket.unshift(rest);
       if (frame.type === FrameType.Grant) return void resolve(frame.payload as unknown as Grant);
-      const d = frame.payload as { code?: DenialCode; reasons?: string[]; message?: string };
+      const d = frame.payload as { code?: DenialCode; reasons?: string[]; rule?: string; message?: string };
       socket.destroy();
-      reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? ""));
+      reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? "", d.rule));
     };
     socket.on("data", onData);
     socket.once("close", onClose);
@@ -112,6 +118,7 @@ export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: 
       ca: o.ca,
       servername: o.servername ?? "localhost",
       ALPNProtocols: [ALPN],
+      ...(o.expectId !== undefined ? { checkServerIdentity: (_host: string, cert: PeerCertificate) => spiffeIdMismatch(cert, o.expectId!) } : {}),
     });
     socket.once("error", reject);
     socket.once("secureConnect", () => {
@@ -123,4 +130,18 @@ export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: 
       requestGrant(socket, o, o.timeoutMs).then((grant) => resolve({ socket, grant }), reject);
     });
   });
+}
+
+/**
+ * How a client verifies the sidecar (docs/negotiation.md, "The sidecar's identity"): the chain against
+ * its trust bundle (by TLS, `ca`), then the leaf's one URI SAN equal to the expected SPIFFE ID (X509-SVID
+ * §2, §5.2), in place of a hostname check.
+ */
+export function spiffeIdMismatch(cert: PeerCertificate, expected: string): Error | undefined {
+  const uris = (cert.subjectaltname ?? "")
+    .split(", ")
+    .filter((n) => n.startsWith("URI:"))
+    .map((n) => n.slice(4));
+  if (uris.length === 1 && uris[0] === expected) return undefined;
+  return new Error(`the sidecar is ${uris.join(", ") || "no SPIFFE ID"}, not ${expected}`);
 }

@@ -17,7 +17,13 @@ export enum FrameType {
 const FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Request, FrameType.Grant, FrameType.Denial]);
 const isFrameType = (t: number): t is FrameType => FRAME_TYPES.has(t);
 
-export type DenialCode = "bad_frame" | "unsupported_version" | "frame_timeout" | "token_invalid" | "denied";
+/** The denial frame's `code`: what kind of refusal (docs/negotiation.md, "Denial"). */
+export type DenialCode = "bad_frame" | "unsupported_version" | "frame_timeout" | "token_invalid" | "denied" | "upstream_unavailable";
+
+/** Request bounds (docs/negotiation.md, "Request"); lengths in Unicode code points. */
+export const MAX_ROLES = 64;
+export const MAX_ROLE_LENGTH = 63;
+export const MAX_PURPOSE_LENGTH = 512;
 
 export class NegotiationError extends ParleyError {
   constructor(
@@ -60,14 +66,60 @@ export function decodeFrame(buf: Buffer): { type: FrameType; payload: Record<str
   const length = buf.readUInt32BE(6);
   if (length > MAX_PAYLOAD) throw new NegotiationError("bad_frame", `payload of ${length} bytes is over ${MAX_PAYLOAD}`);
   if (buf.length < HEADER_BYTES + length) return undefined;
+  const payload = parsePayload(buf.subarray(HEADER_BYTES, HEADER_BYTES + length));
+  return { type, payload, size: HEADER_BYTES + length };
+}
+
+// RFC 8259 §8.1: JSON exchanged between systems is UTF-8; ill-formed sequences are refused, not replaced,
+// and a byte order mark is not skipped (it makes the payload fail as JSON).
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function parsePayload(bytes: Buffer): Record<string, unknown> {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw new NegotiationError("bad_frame", "payload is not valid UTF-8");
+  }
   let payload: unknown;
   try {
-    payload = JSON.parse(buf.subarray(HEADER_BYTES, HEADER_BYTES + length).toString("utf8"));
+    payload = JSON.parse(text);
   } catch {
     throw new NegotiationError("bad_frame", "payload is not JSON");
   }
   if (!payload || typeof payload !== "object" || Array.isArray(payload)) throw new NegotiationError("bad_frame", "payload is not a JSON object");
-  return { type, payload: payload as Record<string, unknown>, size: HEADER_BYTES + length };
+  const dup = duplicateName(text);
+  if (dup !== undefined) throw new NegotiationError("bad_frame", `member name ${JSON.stringify(dup)} appears twice in one object`);
+  return payload as Record<string, unknown>;
+}
+
+/**
+ * The first member name that repeats within one object of `text` (already valid JSON), if any. RFC 8259
+ * §4 leaves duplicates to the parser (JSON.parse keeps the last); I-JSON (RFC 7493 §2.3) forbids them,
+ * and so does parley: two `approval_token`s must not mean whichever came last.
+ */
+export function duplicateName(text: string): string | undefined {
+  const objects: (Set<string> | undefined)[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "{") objects.push(new Set());
+    else if (c === "[") objects.push(undefined);
+    else if (c === "}" || c === "]") objects.pop();
+    else if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      let k = j + 1;
+      while (k < text.length && " \t\n\r".includes(text[k]!)) k++;
+      const names = objects.at(-1);
+      if (names && text[k] === ":") {
+        const name = JSON.parse(text.slice(i, j + 1)) as string;
+        if (names.has(name)) return name;
+        names.add(name);
+      }
+      i = j;
+    }
+  }
+  return undefined;
 }
 
 const REQUEST_FIELDS = new Set(["roles", "purpose", "attestation_token", "approval_token"]);
@@ -75,18 +127,34 @@ const REQUEST_FIELDS = new Set(["roles", "purpose", "attestation_token", "approv
 /** Checks a request payload's shape. */
 export function readRequest(p: Record<string, unknown>): RequestFrame {
   for (const k of Object.keys(p)) if (!REQUEST_FIELDS.has(k)) throw new NegotiationError("bad_frame", `unknown request field ${k}`);
-  const roles = p.roles ?? [];
-  if (!Array.isArray(roles) || roles.length > 64 || !roles.every((r) => typeof r === "string" && r.length > 0 && r.length <= 63)) {
-    throw new NegotiationError("bad_frame", "roles must be an array of at most 64 role names");
-  }
+  const roles = readRoles(p.roles ?? []);
   for (const k of ["purpose", "attestation_token", "approval_token"] as const) {
     if (p[k] !== undefined && typeof p[k] !== "string") throw new NegotiationError("bad_frame", `${k} must be a string`);
   }
-  if (typeof p.purpose === "string" && p.purpose.length > 512) throw new NegotiationError("bad_frame", "purpose is over 512 characters");
+  if (typeof p.purpose === "string" && codePoints(p.purpose) > MAX_PURPOSE_LENGTH)
+    throw new NegotiationError("bad_frame", `purpose is ${codePoints(p.purpose)} characters; at most ${MAX_PURPOSE_LENGTH}`);
   return {
-    roles: [...new Set(roles as string[])],
+    roles,
     ...(p.purpose !== undefined ? { purpose: p.purpose as string } : {}),
     ...(p.attestation_token !== undefined ? { attestation_token: p.attestation_token as string } : {}),
     ...(p.approval_token !== undefined ? { approval_token: p.approval_token as string } : {}),
   };
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
+/** The requested roles, duplicates dropped; each bound names the rule it breaks. */
+function readRoles(roles: unknown): string[] {
+  if (!Array.isArray(roles)) throw new NegotiationError("bad_frame", "roles must be an array of role names");
+  if (roles.length > MAX_ROLES) throw new NegotiationError("bad_frame", `roles has ${roles.length} entries; at most ${MAX_ROLES}`);
+  roles.forEach((r: unknown, i) => {
+    if (typeof r !== "string") throw new NegotiationError("bad_frame", `roles[${i}] is not a string`);
+    const n = codePoints(r);
+    if (n === 0 || n > MAX_ROLE_LENGTH) throw new NegotiationError("bad_frame", `roles[${i}] is ${n} characters; role names are 1 to ${MAX_ROLE_LENGTH}`);
+  });
+  return [...new Set(roles as string[])];
 }

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import type { Duplex } from "node:stream";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
-import type { Obligations } from "../policy/decision.js";
+import { obligationsRecord, type Obligations } from "../policy/decision.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
 import { readRequestFrame } from "./read.js";
@@ -34,11 +34,15 @@ export async function negotiate(socket: Duplex, settings: NegotiationSettings, p
   return { request, evidence, ...(approval ? { approval } : {}), thumbprint };
 }
 
-export function denial(code: DenialCode, message: string, reasons: readonly string[] = []): Buffer {
-  return encodeFrame(FrameType.Denial, { code, reasons, message });
+/**
+ * A denial frame: its `code`, the decision's reason codes, the finer `rule` when one applies (the token,
+ * frame or SVID rule that failed; docs/negotiation.md, "Denial") and a readable message.
+ */
+export function denial(code: DenialCode, message: string, reasons: readonly string[], rule?: string): Buffer {
+  return encodeFrame(FrameType.Denial, { code, reasons, ...(rule !== undefined ? { rule } : {}), message });
 }
 
-/** What a failed negotiation answers: its denial code and the rule, for the log. */
+/** What a failed negotiation answers: its denial code and the rule, for the frame and the log. */
 export function failureOf(e: unknown): { code: DenialCode; rule: string; message: string } {
   if (e instanceof NegotiationError) return { code: e.denial, rule: e.denial, message: e.message };
   if (e instanceof TokenError) return { code: "token_invalid", rule: e.rule, message: e.message };
@@ -46,24 +50,37 @@ export function failureOf(e: unknown): { code: DenialCode; rule: string; message
 }
 
 /**
- * The grant for an allowed negotiated session: the roles requested that the peer holds, ending at
- * the earliest of the grant TTL, the obligations' expiry, the approval's and the attestation's.
+ * The one expiry of a negotiated session: the earliest of the policy's obligations (max duration,
+ * certificate, required attestation), the grant TTL, the approval's and any presented evidence's
+ * `exp`, in whole seconds (a JWT's `exp` cannot say more), with the reason it ends then. The grant
+ * frame, the grant JWT, the decision log and the enforcement all use this.
  */
+export function grantObligations(settings: NegotiationSettings, n: Negotiated, o: Obligations, now: number): Obligations {
+  let expiresAt = o.expiresAt;
+  let because = o.expiresBecause;
+  const bound = (at: number | undefined, why: NonNullable<Obligations["expiresBecause"]>) => {
+    if (at !== undefined && (expiresAt === undefined || at < expiresAt)) [expiresAt, because] = [at, why];
+  };
+  bound(now + settings.grantTtlMs, "grant");
+  bound(n.approval?.expiresAt, "approval");
+  for (const e of n.evidence) bound(e.expiresAt, "attestation");
+  return { ...o, expiresAt: Math.floor(expiresAt! / 1000) * 1000, expiresBecause: because! };
+}
+
+/** The grant for an allowed negotiated session: the roles requested that the peer holds, under `obligations`. */
 export async function grantFrame(
   settings: NegotiationSettings,
   n: Negotiated,
-  o: { peerId: string; ownId: string; heldRoles: readonly string[]; obligations: Obligations; obligationsRecord: Record<string, number | string>; now: number },
+  o: { peerId: string; ownId: string; heldRoles: readonly string[]; obligations: Obligations; now: number },
 ): Promise<{ frame: Buffer; expiresAt: number; id: string; roles: string[] }> {
-  const ends = [o.now + settings.grantTtlMs, o.obligations.expiresAt, n.approval?.expiresAt, ...n.evidence.map((e) => e.expiresAt)].filter(
-    (x): x is number => x !== undefined,
-  );
-  const expiresAt = Math.min(...ends);
+  const expiresAt = o.obligations.expiresAt!;
+  const obligations = obligationsRecord(o.obligations);
   const roles = n.request.roles.filter((r) => o.heldRoles.includes(r));
   const { jwt, id } = await signGrant(settings.grantKey, {
     issuer: o.ownId,
     subject: o.peerId,
     roles,
-    obligations: o.obligationsRecord,
+    obligations,
     expiresAt,
     thumbprint: n.thumbprint,
     now: o.now,
@@ -72,8 +89,9 @@ export async function grantFrame(
     grant: jwt,
     grant_id: id,
     roles,
-    expires_at: new Date(expiresAt).toISOString(),
-    obligations: o.obligationsRecord,
+    expires_at: obligations.expires_at,
+    expires_because: obligations.expires_because,
+    obligations,
   });
   return { frame, expiresAt, id, roles };
 }

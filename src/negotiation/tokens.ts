@@ -63,8 +63,12 @@ async function verify(kind: string, token: string, issuers: Issuers, ctx: TokenC
       clockTolerance: 30,
       requiredClaims: ["aud", "exp", "sub"],
     });
+    // The skew is allowed for `iat` and `nbf` in the future only: `exp` is held exactly, as the
+    // evidence's freshness and the grant's expiry are (docs/negotiation.md, "Tokens").
+    if (payload.exp! * 1000 <= ctx.now) throw new TokenError("expired", `${kind} token has expired`);
     return payload;
   } catch (e) {
+    if (e instanceof TokenError) throw e;
     if (e instanceof errors.JWTExpired) throw new TokenError("expired", `${kind} token has expired`);
     if (e instanceof errors.JWTClaimValidationFailed) throw new TokenError(`claim_${e.claim}`, `${kind} token: ${e.message}`);
     if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey)

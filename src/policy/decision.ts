@@ -36,7 +36,25 @@ export interface DecisionInput {
 export interface Obligations extends Limits {
   /** When the session must end at the latest, and why. */
   readonly expiresAt?: number;
-  readonly expiresBecause?: "max_duration" | "certificate" | "attestation" | "grant";
+  readonly expiresBecause?: "max_duration" | "certificate" | "attestation" | "approval" | "grant";
+}
+
+/** Obligations as they are written out: in the decision log, the grant frame and the grant JWT alike. */
+export function obligationsRecord(o: Obligations): Record<string, number | string> {
+  const r: Record<string, number | string> = {};
+  if (o.expiresAt !== undefined) {
+    r.expires_at = new Date(o.expiresAt).toISOString();
+    r.expires_because = o.expiresBecause!;
+  }
+  if (o.maxDurationMs !== undefined) r.max_duration_ms = o.maxDurationMs;
+  if (o.idleTimeoutMs !== undefined) r.idle_timeout_ms = o.idleTimeoutMs;
+  if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
+  if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
+  if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
+  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
+  if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
+  if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
+  return r;
 }
 
 /** Why one rule did or did not apply. */

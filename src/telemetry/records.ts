@@ -1,7 +1,7 @@
 // Building decision-log records from the values the data path already holds: a connection's facts, the
 // peer's verification result and the decision. One place, so the schema in the README has one source.
 import type { SvidResult } from "../spiffe/x509svid.js";
-import type { Decision, Obligations } from "../policy/decision.js";
+import { obligationsRecord, type Decision } from "../policy/decision.js";
 import type { DecisionRecord } from "./log.js";
 
 export interface ConnectionView {
@@ -70,21 +70,4 @@ export function decisionRecord(f: DecisionFacts): DecisionRecord {
     ...(f.negotiationRule ? { negotiation_rule: f.negotiationRule } : {}),
     decision_us: Math.round(f.decisionUs * 10) / 10,
   };
-}
-
-export function obligationsRecord(o: Obligations): Record<string, number | string> {
-  const r: Record<string, number | string> = {};
-  if (o.expiresAt !== undefined) {
-    r.expires_at = new Date(o.expiresAt).toISOString();
-    r.expires_because = o.expiresBecause!;
-  }
-  if (o.maxDurationMs !== undefined) r.max_duration_ms = o.maxDurationMs;
-  if (o.idleTimeoutMs !== undefined) r.idle_timeout_ms = o.idleTimeoutMs;
-  if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
-  if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
-  if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
-  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
-  if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
-  if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
-  return r;
 }

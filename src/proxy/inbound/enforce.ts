@@ -1,5 +1,5 @@
 // The obligations of an allowed session put in force on its client socket: the expiry (grant,
-// certificate, attestation or max duration), the idle timeout, and the bandwidth throttles (the
+// certificate, attestation, approval or max duration), the idle timeout, and the bandwidth throttles (the
 // session's own and its identity's shared ones). Re-bound in place when a re-check tightens them.
 import type { TLSSocket } from "node:tls";
 import type { SharedThrottles } from "../../limits/throttle.js";
@@ -8,7 +8,13 @@ import type { Obligations } from "../../policy/decision.js";
 import { at, type LongTimer } from "../../time/clock.js";
 import type { Pump, PumpLimits } from "../pump.js";
 
-const EXPIRY_REASON = { max_duration: "max_duration", certificate: "cert_expired", attestation: "attestation_expired", grant: "grant_expired" } as const;
+const EXPIRY_REASON = {
+  max_duration: "max_duration",
+  certificate: "cert_expired",
+  attestation: "attestation_expired",
+  approval: "approval_expired",
+  grant: "grant_expired",
+} as const;
 
 export type ExpiryReason = (typeof EXPIRY_REASON)[keyof typeof EXPIRY_REASON] | "idle_timeout";
 

@@ -6,31 +6,37 @@ import type { DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
-import { revocationOf, type ConnectionFacts, type ListenerState } from "./facts.js";
+import { evaluate, revocationOf, type ConnectionFacts, type ListenerState } from "./facts.js";
 
 export type NegotiationOutcome =
   | { readonly ok: true; readonly negotiated: Negotiated }
   | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
 
 export async function negotiateStage(client: TLSSocket, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
-  const peer = facts.certs.verify(state.verifier, now);
-  const fail = (code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
+  const fail = (peer: SvidResult, code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
     ok: false,
     peer,
     decision: denyOutsidePolicy(state.config.policy, "negotiation", ["negotiation_failed"], message),
-    frame: denial(code, message, ["negotiation_failed"]),
+    frame: denial(code, message, ["negotiation_failed"], rule),
     rule,
   });
   const settings = state.negotiation;
-  if (!settings) return fail("denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
-  if (!peer.ok) return fail("denied", peer.rule, `the peer certificate is not a valid X509-SVID: ${peer.message}`);
+  // A peer whose SVID fails (or a sidecar failing closed) is refused as on the plain path, with the same
+  // reason codes, before its request is read.
+  const peer = facts.certs.verify(state.verifier, now);
+  if (!peer.ok || state.failClosed) {
+    const deny = evaluate(state, facts, now).decision as Deny;
+    const rule = deny.svidRule ?? deny.reasons[0]!;
+    return { ok: false, peer, decision: deny, frame: denial("denied", deny.detail ?? rule, deny.reasons, rule), rule };
+  }
+  if (!settings) return fail(peer, "denied", "negotiation_disabled", "negotiation is not enabled on this sidecar");
   // A revoked identity or certificate is refused before its tokens are read.
   const revoked = revocationOf(state, peer, now);
-  if (revoked) return { ok: false, peer, decision: revoked, frame: denial("denied", revoked.detail!, revoked.reasons), rule: "revoked" };
+  if (revoked) return { ok: false, peer, decision: revoked, frame: denial("denied", revoked.detail!, revoked.reasons, "revoked"), rule: "revoked" };
   try {
     return { ok: true, negotiated: await negotiate(client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: state.ownId, now }) };
   } catch (e) {
     const f = failureOf(e);
-    return fail(f.code, f.rule, f.message);
+    return fail(peer, f.code, f.rule, f.message);
   }
 }

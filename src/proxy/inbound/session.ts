@@ -10,12 +10,12 @@ import type { Admission, Ticket } from "../../limits/admission.js";
 import { sharedRateCheck, type SharedRate } from "../../limits/shared.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { ALPN } from "../../negotiation/frame.js";
-import { denial, grantFrame, type Negotiated } from "../../negotiation/negotiate.js";
+import { denial, grantFrame, grantObligations, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { DecisionLog, RevocationCause } from "../../telemetry/log.js";
-import { decisionRecord, obligationsRecord, type NegotiationView } from "../../telemetry/records.js";
+import { decisionRecord, type NegotiationView } from "../../telemetry/records.js";
 import { pump, type PumpCounts } from "../pump.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
@@ -65,7 +65,9 @@ export class InboundSession implements LiveSession {
   private peer: SpiffeId | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
   private negotiated: Negotiated | undefined;
-  private granted: Grant | undefined;
+  private granted: (Grant & { readonly expiresBecause: NonNullable<Obligations["expiresBecause"]> }) | undefined;
+  /** The grant frame, sent once the workload is connected. */
+  private pendingGrant: Buffer | undefined;
   private callerFacts: Caller | undefined;
 
   constructor(
@@ -127,26 +129,22 @@ export class InboundSession implements LiveSession {
     return undefined;
   }
 
-  /** Logs the allow (with the grant of a negotiated session, sent first) and registers the session. */
+  /** Logs the allow (with the grant of a negotiated session, sent once the workload is connected) and registers the session. */
   private async grant(v: Verdict<Allow> & { ticket: Ticket }): Promise<Obligations | undefined> {
-    let obligations = v.decision.obligations;
-    let grant: { id: string; roles: string[]; frame: Buffer } | undefined;
+    let decision = v.decision;
+    let grant: { id: string; roles: string[] } | undefined;
     const n = this.negotiated;
     if (n && this.state.negotiation) {
-      const o = obligations;
-      const g = await grantFrame(this.state.negotiation, n, {
-        peerId: this.peerText,
-        ownId: this.state.ownId,
-        heldRoles: v.decision.roles,
-        obligations: o,
-        obligationsRecord: obligationsRecord(o),
-        now: this.deps.now(),
-      });
+      const now = this.deps.now();
+      const obligations = grantObligations(this.state.negotiation, n, decision.obligations, now);
+      const g = await grantFrame(this.state.negotiation, n, { peerId: this.peerText, ownId: this.state.ownId, heldRoles: decision.roles, obligations, now });
       grant = g;
-      this.granted = { id: g.id, roles: g.roles, expiresAt: g.expiresAt };
-      obligations = { ...o, expiresAt: g.expiresAt, expiresBecause: g.expiresAt === o.expiresAt && o.expiresBecause ? o.expiresBecause : "grant" };
+      this.granted = { id: g.id, roles: g.roles, expiresAt: g.expiresAt, expiresBecause: obligations.expiresBecause! };
+      this.pendingGrant = g.frame;
+      // The session may do what it was granted, not all its peer holds: that is what is logged.
+      decision = { ...decision, obligations, roles: g.roles };
     }
-    this.log({ ...v, decision: { ...v.decision, obligations } }, undefined, grant);
+    this.log({ ...v, decision }, undefined, grant);
     this.startedAt = this.deps.now();
     // A session held for a slot may have lost its client meanwhile.
     if (this.client.destroyed) {
@@ -154,9 +152,8 @@ export class InboundSession implements LiveSession {
       this.end("client_closed_before_upstream");
       return undefined;
     }
-    if (grant) this.client.write(grant.frame);
     this.deps.registry.add(this);
-    return obligations;
+    return decision.obligations;
   }
 
   private dial(ticket: Ticket, obligations: Obligations, peer: SvidResult): void {
@@ -177,8 +174,10 @@ export class InboundSession implements LiveSession {
       (up) => {
         this.client.off("close", onClientGone);
         if (this.stage.kind !== "dialing") return void up.destroy();
-        // The header goes first, in one write, before the pump reads a single client byte.
+        // The header goes first, in one write, before the pump reads a single client byte; a negotiated
+        // client learns of its grant only now that the session exists.
         if (header) up.write(header);
+        if (this.pendingGrant) this.client.write(this.pendingGrant);
         this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
         const p = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
         enforcement.attach(p);
@@ -187,7 +186,8 @@ export class InboundSession implements LiveSession {
       (e: unknown) => {
         if (this.stage.kind !== "dialing") return;
         const err = e instanceof DialError ? e : new DialError("upstream_connect_failed", String(e));
-        this.end(err.reason, err.message);
+        // A negotiated client is told why it got no session: its grant was never sent.
+        this.end(err.reason, err.message, this.pendingGrant && denial("upstream_unavailable", err.message, [], err.reason));
       },
     );
   }
@@ -219,9 +219,13 @@ export class InboundSession implements LiveSession {
     this.peer = peerIdOf(v.peer);
     this.log(v, negotiationRule);
     this.stage = { kind: "ended" };
-    const last = frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined);
-    if (last && !this.client.destroyed) this.client.end(last, () => this.client.destroy());
-    else this.client.destroy();
+    this.closeClient(frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined));
+  }
+
+  /** Closes the client, after a last frame for a negotiating client (given a second to leave). */
+  private closeClient(last?: Buffer): void {
+    if (!last || this.client.destroyed) return void this.client.destroy();
+    this.client.end(last, () => this.client.destroy());
     setTimeout(() => this.client.destroy(), 1000).unref();
   }
 
@@ -258,7 +262,14 @@ export class InboundSession implements LiveSession {
     const o = decision.obligations;
     const fromStart = o.maxDurationMs !== undefined ? this.startedAt + o.maxDurationMs : undefined;
     const enforcement = "enforcement" in this.stage ? this.stage.enforcement : undefined;
-    enforcement?.bind(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o);
+    enforcement?.bind(this.withinGrant(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o));
+  }
+
+  /** A re-check's obligations never outlast the grant a negotiated session was given. */
+  private withinGrant(o: Obligations): Obligations {
+    const g = this.granted;
+    if (!g || (o.expiresAt !== undefined && o.expiresAt <= g.expiresAt)) return o;
+    return { ...o, expiresAt: g.expiresAt, expiresBecause: g.expiresBecause };
   }
 
   close(reason: string, detail?: string): void {
@@ -305,13 +316,13 @@ export class InboundSession implements LiveSession {
     );
   }
 
-  private end(reason: string, detail?: string): void {
+  private end(reason: string, detail?: string, last?: Buffer): void {
     const stage = this.stage;
     if (stage.kind === "ended") return;
     const counts = "counts" in stage ? stage.counts : undefined;
     this.stage = { kind: "ended", ...(counts ? { counts } : {}) };
     clearTimeout(this.revokeTimer);
-    this.client.destroy();
+    this.closeClient(last);
     if ("upstream" in stage) {
       stage.upstream.destroy();
       stage.ticket.release();
