@@ -244,6 +244,15 @@ ${GRACE}`;
     const other = await negotiate({ txn: "task-43", jti: "approval-2" });
     const closed = readAll(live.socket);
     const untouched = readAll(other.socket);
+    // What an operator sees before revoking: each session's grant and task.
+    const registry = h.sidecar.registry;
+    const listed = await waitFor(() => (registry.all().length === 2 ? registry.all().map((s) => s.info(Date.now())) : undefined));
+    expect(listed.map((i) => [i.grant_id, i.txn]).sort()).toEqual(
+      [
+        [live.grant.grant_id, "task-42"],
+        [other.grant.grant_id, "task-43"],
+      ].sort(),
+    );
     h.rewrite({ policies: withRevocation(match(live.grant.grant_id)) });
     expect(await h.sidecar.reload()).toBe("applied");
     const revoked = await h.logs.next("revoked");

@@ -16,6 +16,9 @@ export interface SessionInfo {
   readonly bytes_to_client: number;
   /** When the session's grant ends (max duration, certificate or attestation expiry), if it does. */
   readonly expires_at: string | null;
+  /** A negotiated session's grant and the task its approval named (what revocations match on); else null. */
+  readonly grant_id: string | null;
+  readonly txn: string | null;
 }
 
 export interface LiveSession {

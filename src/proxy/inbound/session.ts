@@ -290,6 +290,8 @@ export class InboundSession implements LiveSession {
       bytes_to_upstream: counts?.toUpstream ?? 0,
       bytes_to_client: counts?.toClient ?? 0,
       expires_at: expiresAt === undefined ? null : new Date(expiresAt).toISOString(),
+      grant_id: this.granted?.id ?? null,
+      txn: this.negotiated?.approval?.txn ?? null,
     };
   }
 

@@ -56,6 +56,8 @@ export class OutboundSession implements LiveSession {
       bytes_to_upstream: this.counts.toUpstream,
       bytes_to_client: this.counts.toClient,
       expires_at: null,
+      grant_id: null,
+      txn: null,
     };
   }
 
