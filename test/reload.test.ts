@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { dialTls, openSession, readAll, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -203,6 +204,25 @@ describe("session obligations", () => {
     expect(end.duration_ms as number).toBeGreaterThanOrEqual(380);
     const d = await h.logs.next("decision");
     expect(d.obligations).toMatchObject({ max_duration_ms: 400, expires_because: "max_duration" });
+  });
+  it("a re-check counts the max duration from the decision, even when the certificate bounds it from now", async () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const hour = 3_600_000;
+    const short = await pki.leaf(pki.a, "spiffe://a.test/alice", { notAfter: new Date(t0 + 80 * 60_000) });
+    h = await startHarness(pki, { policies: policies(["spiffe://a.test/alice"], "\n        limits: { max_duration: 1h }"), now: clock.now });
+    const a = await openSession(h.port, pki, short);
+    const registry = h.sidecar.registry;
+    const expiry = () => registry.all()[0]?.info(clock.now()).expires_at;
+    const first = await waitFor(() => (registry.all()[0]?.info(clock.now()).stage === "pumping" ? expiry() : undefined));
+    expect(Date.parse(first!)).toBe(t0 + hour);
+    clock.advance(30 * 60_000);
+    // Now + 1 h is past the certificate's NotAfter: the certificate bounds the new decision, but the
+    // session's own hour (from its decision) ends sooner.
+    h.rewrite({ policies: policies(["spiffe://a.test/alice"], "\n        limits: { max_duration: 1h, idle_timeout: 1h }") });
+    expect(await h.sidecar.reload()).toBe("applied");
+    expect(expiry()).toBe(first);
+    a.s.destroy();
   });
 });
 

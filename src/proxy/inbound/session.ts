@@ -61,6 +61,8 @@ export class InboundSession implements LiveSession {
   private stage: Stage = { kind: "deciding" };
   private readonly facts: ConnectionFacts;
   private startedAt = 0;
+  /** When the session was first decided: its max duration counts from then, through every re-check. */
+  private decidedAt = 0;
   /** The peer as far as its certificate could be read (verified for every allowed session). */
   private peer: SpiffeId | undefined;
   private revokeTimer: NodeJS.Timeout | undefined;
@@ -105,7 +107,8 @@ export class InboundSession implements LiveSession {
 
   private decide(): Verdict<Allow | Deny> {
     const t0 = process.hrtime.bigint();
-    const { peer, decision } = evaluate(this.state, this.facts, this.deps.now(), this.negotiated);
+    this.decidedAt = this.deps.now();
+    const { peer, decision } = evaluate(this.state, this.facts, this.decidedAt, this.negotiated);
     this.peer = peerIdOf(peer);
     return { peer, decision, decisionUs: Number(process.hrtime.bigint() - t0) / 1000 };
   }
@@ -232,7 +235,7 @@ export class InboundSession implements LiveSession {
   /**
    * Decides again under a new configuration. A session no longer admitted is revoked (after
    * `graceMs`); one still admitted takes the new state and obligations (a tightened bandwidth applies
-   * at once), its max duration still counted from its start.
+   * at once), its max duration still counted from its first decision.
    */
   recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void {
     if (this.stage.kind === "ended" || this.revokeTimer) return;
@@ -259,10 +262,16 @@ export class InboundSession implements LiveSession {
       return;
     }
     this.state = state;
-    const o = decision.obligations;
-    const fromStart = o.maxDurationMs !== undefined ? this.startedAt + o.maxDurationMs : undefined;
     const enforcement = "enforcement" in this.stage ? this.stage.enforcement : undefined;
-    enforcement?.bind(this.withinGrant(fromStart !== undefined && o.expiresBecause === "max_duration" ? { ...o, expiresAt: fromStart } : o));
+    enforcement?.bind(this.withinGrant(this.sinceDecision(decision.obligations)));
+  }
+
+  /** A re-check bounds the max duration from now; the session's own runs from its first decision. */
+  private sinceDecision(o: Obligations): Obligations {
+    if (o.maxDurationMs === undefined) return o;
+    const at = this.decidedAt + o.maxDurationMs;
+    if (o.expiresBecause !== "max_duration" && o.expiresAt !== undefined && o.expiresAt <= at) return o;
+    return { ...o, expiresAt: at, expiresBecause: "max_duration" };
   }
 
   /** A re-check's obligations never outlast the grant a negotiated session was given. */
