@@ -236,7 +236,8 @@ function check(command: Command, target: Target, text: string): void {
     try {
       loadConfig(probe);
     } catch (e) {
-      throw new UsageError(`${target.file} would not load with the entry: ${errorLines(e).join("; ")}`, command.name);
+      const lines = errorLines(e).map((l) => l.split(probe).join(target.file));
+      throw new UsageError(`${target.file} would not load with the entry: ${lines.join("; ")}`, command.name);
     } finally {
       rmSync(probe, { force: true });
     }
