@@ -201,7 +201,8 @@ function edited(command: Command, target: Target, data: Record<string, unknown>,
   const matchers = node.get("match", true);
   if (isSeq(matchers)) for (const item of matchers.items) if (isMap(item)) item.flow = true;
   section.set(name, node);
-  return { text: doc.toString(), dropped };
+  // No folding: long lines (a flow list of listeners) stay one line each.
+  return { text: doc.toString({ lineWidth: 0 }), dropped };
 }
 
 /** True when `doc` has a revocation `name` still in force. */
