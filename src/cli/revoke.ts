@@ -7,7 +7,6 @@
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap } from "yaml";
-import { loadConfig } from "../config/load.js";
 import { parseRevocationEntry } from "../config/revocation.js";
 import { ConfigError, errorLines } from "../config/source.js";
 import { parseDuration } from "../config/units.js";
@@ -52,7 +51,7 @@ matchers:
   --attestor NAME                    every session decided with that attestor's evidence
 The file keeps its comments; entries of it past their until are dropped; it is replaced atomically.
 exit codes: 0 written, 1 the file could not be written, 2 bad input`,
-  run(args) {
+  async run(args) {
     const { values } = parse(this, {
       args,
       options: {
@@ -71,7 +70,7 @@ exit codes: 0 written, 1 the file could not be written, 2 bad input`,
     const target = targetOf(this, values);
     const { entry, data } = entryOf(this, values, now);
     const { text, dropped } = edited(this, target, data, now);
-    check(this, target, text);
+    await check(this, target, text);
     writeAtomically(target.file, text);
     const untilText = new Date(entry.until).toISOString();
     process.stdout.write(`revocation ${entry.name} written to ${target.file} (until ${untilText}, ${entry.match.length} matcher(s))\n`);
@@ -230,8 +229,10 @@ function dropExpired(section: YAMLMap, now: number): string[] {
  * What the sidecar or control plane will do with the new text: a configuration file must load whole
  * (its sidecar would reject it otherwise); a resource file's entries are each valid and within bounds.
  */
-function check(command: Command, target: Target, text: string): void {
+async function check(command: Command, target: Target, text: string): Promise<void> {
   if (target.kind === "config") {
+    // Loaded only here: the sidecar's whole loader is not needed to write into a control plane's directory.
+    const { loadConfig } = await import("../config/load.js");
     const probe = tempName(target.file);
     writeFileSync(probe, text, { mode: 0o600 });
     try {
