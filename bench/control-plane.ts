@@ -84,6 +84,8 @@ const admin = await freePort();
 const server = spawn(process.execPath, ["dist/cli.js", "control-plane", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--admin", `127.0.0.1:${admin}`], {
   stdio: ["ignore", "ignore", "inherit"],
 });
+// A run that fails leaves no server behind.
+process.on("exit", () => server.kill());
 await until(
   async () =>
     status(admin).then(
@@ -102,7 +104,15 @@ writeFileSync(join(bootDir, "cert.pem"), own.chainPem);
 writeFileSync(join(bootDir, "key.pem"), own.keyPem);
 writeFileSync(join(bootDir, "boot.yaml"), `identity: { cert: cert.pem, key: key.pem }\ncontrol_plane: { address: "127.0.0.1:${port}", node_id: bench }\n`);
 const bootstrap = loadBootstrap(join(bootDir, "boot.yaml"));
-const quiet = new DecisionLog(createLogger("silent"));
+/** The last denials and session ends of every sidecar, to say why a session failed; the rest is dropped. */
+const recent: string[] = [];
+const quiet = new DecisionLog(
+  createLogger("info", {
+    write: (line: string) => {
+      if (line.includes('"decision":"deny"') || line.includes('"event":"session_end"')) recent.splice(0, recent.length - 20, line);
+    },
+  }),
+);
 const sidecars: Sidecar[] = [];
 
 const clients: ControlClient[] = [];
@@ -159,8 +169,24 @@ async function allOn(n: number, not: string | undefined, timeoutMs: number, what
   );
   return v;
 }
-/** One live mTLS session of `who` through sidecar `i`, echoed once; resolves to when its client saw it close. */
-async function liveSession(i: number, who: Issued): Promise<{ closed: Promise<number> }> {
+/**
+ * One live mTLS session of `who` through sidecar `i`, echoed once; resolves to when its client saw it
+ * close. On a loaded machine a handshake can outlast the listener's timeout: such a session is opened
+ * again (at most 3 tries, each retry counted and reported).
+ */
+let retries = 0;
+async function liveSession(i: number, who: Issued, tries = 3): Promise<{ closed: Promise<number> }> {
+  for (let t = 1; ; t++) {
+    try {
+      return await tryLiveSession(i, who);
+    } catch (e) {
+      if (t >= tries) throw new Error(`${(e as Error).message}; recent records:\n${recent.join("")}`);
+      retries++;
+    }
+  }
+}
+
+async function tryLiveSession(i: number, who: Issued): Promise<{ closed: Promise<number> }> {
   const s: TLSSocket = tlsConnect({
     host: "127.0.0.1",
     port: sidecars[i]!.addresses()["main"]!.port,
@@ -234,10 +260,10 @@ const pct = pctOf(latencies);
 const after = procStats(server.pid!);
 const streams = (await status(admin)).connected_streams;
 
-// Revocation: one live session of the agent on every sidecar (opened 50 at a time), then the CLI.
+// Revocation: one live session of the agent on every sidecar (opened 20 at a time), then the CLI.
 const closes: Promise<number>[] = [];
-for (let i = 0; i < N; i += 50) {
-  const batch = Array.from({ length: Math.min(50, N - i) }, (_, k) => liveSession(i + k, agent));
+for (let i = 0; i < N; i += 20) {
+  const batch = Array.from({ length: Math.min(20, N - i) }, (_, k) => liveSession(i + k, agent));
   closes.push(...(await Promise.all(batch)).map((x) => x.closed));
 }
 const liveBefore = sidecars.reduce((n, s) => n + s.registry.size, 0);
@@ -248,7 +274,7 @@ const revokeAllMs = Math.max(...ends);
 const revokePct = pctOf(ends);
 const liveAfter = sidecars.reduce((n, s) => n + s.registry.size, 0);
 // The next session of the agent is refused (no echo) on the last sidecar.
-const refused = await liveSession(N - 1, agent).then(
+const refused = await liveSession(N - 1, agent, 1).then(
   () => false,
   () => true,
 );
@@ -277,6 +303,7 @@ const result = {
   server_cpu_ms_per_node_push: +((after.cpuMs - full.cpuMs) / N).toFixed(3),
   revocation: {
     live_sessions_before: liveBefore,
+    session_open_retries: retries,
     live_sessions_after: liveAfter,
     next_session_refused: refused,
     revoke_to_last_session_ended_ms: Math.round(revokeAllMs),
