@@ -18,6 +18,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   tail: async () => (await import("./cli/tail.js")).tail,
   "control-plane": async () => (await import("./cli/controlplane.js")).controlPlane,
   health: async () => (await import("./cli/health.js")).health,
+  revoke: async () => (await import("./cli/revoke.js")).revoke,
 };
 
 const commandNamed = (name: string | undefined) => (name !== undefined && Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined);
@@ -31,6 +32,8 @@ commands:
   demo                             echo workload + sidecar on certs-dev/ (what npm start runs)
   validate FILE                    check a configuration or bootstrap file (exit 0 valid, 2 invalid)
   check --config FILE --id ID      decide offline and explain (exit 0 allow, 1 deny, 2 bad input)
+  revoke (--dir DIR | --config FILE) --name N --reason R --until WHEN --txn T|--spiffe-id ID|...
+                                   write a revocation entry for a control plane or a sidecar
   certs dev                        regenerate the development certificates
   connect HOST:PORT --cert F --key F --ca F
                                    negotiate (ALPN parley/1) and pipe stdin/stdout

@@ -54,7 +54,7 @@ describe("parley validate and usage", () => {
   });
 });
 
-const COMMANDS = ["run", "demo", "validate", "check", "certs", "connect", "tail", "control-plane", "health"];
+const COMMANDS = ["run", "demo", "validate", "check", "certs", "connect", "tail", "control-plane", "health", "revoke"];
 
 describe("help, usage errors, runtime errors", () => {
   it.each(COMMANDS)("parley %s --help prints that command's usage alone, exit 0 (and parley help %s the same)", (name) => {

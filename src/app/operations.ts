@@ -47,11 +47,16 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
           const checks = { ...r.checks, config_fresh: r.checks.config_fresh! && extra.configFresh() };
           return { ...r, ready: Object.values(checks).every(Boolean), checks };
         },
-        config: () =>
-          s.configured ? configView(s.config, s.identityStatus()) : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) },
+        config: () => ({
+          ...(s.configured
+            ? configView(s.config, s.identityStatus())
+            : { version: null, note: "no configuration yet", identity: identityView(s.identityStatus()) }),
+          admin_revocations: s.adminRevocations.view(Date.now()),
+        }),
         sessions: () => s.registry.all().map((x) => x.info(Date.now())),
         callers: (port) => s.registry.atUpstreamPort(port).flatMap((x) => x.caller?.() ?? []),
         revoke: (id) => s.revokeSession(id),
+        addRevocation: (entry) => s.addRevocation(entry),
         metrics,
         log: decisionLog,
         write: admin.write,

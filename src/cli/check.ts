@@ -8,12 +8,13 @@ import { type Command, HELP, helped, parse, readFlagFile, UsageError } from "./c
 export const check: Command = {
   name: "check",
   usage: `usage: parley check --config FILE (--id SPIFFE-ID | --cert PEM) [--listener NAME] [--source IP]
-                    [--sni NAME] [--alpn PROTO] [--at TIME] [--json]
+                    [--sni NAME] [--alpn PROTO] [--txn T] [--jti J] [--at TIME] [--json]
 
 Decides offline, as the sidecar would for a connection with these facts, and explains every rule.
   --id ID          the peer's SPIFFE ID          --cert PEM      a peer chain, verified as a live one
   --listener NAME  default: the first listener   --source IP     default 127.0.0.1
   --sni, --alpn    what the client sent          --at TIME       ISO 8601 (default now)
+  --txn, --jti     the task and token id of an approval (checked against the revocations)
   --json           the decision as JSON
 exit codes: 0 allow, 1 deny, 2 bad input`,
   run(args) {
@@ -27,6 +28,8 @@ exit codes: 0 allow, 1 deny, 2 bad input`,
         source: { type: "string", default: "127.0.0.1" },
         sni: { type: "string" },
         alpn: { type: "string" },
+        txn: { type: "string" },
+        jti: { type: "string" },
         at: { type: "string" },
         json: { type: "boolean", default: false },
         ...HELP,
@@ -48,6 +51,8 @@ exit codes: 0 allow, 1 deny, 2 bad input`,
       sourceAddress: values.source,
       sni: values.sni ?? null,
       alpn: values.alpn ?? null,
+      ...(values.txn !== undefined ? { txn: values.txn } : {}),
+      ...(values.jti !== undefined ? { jti: values.jti } : {}),
       now,
     });
     process.stdout.write(values.json ? JSON.stringify(result.decision) + "\n" : formatDecision(result.decision, result.peerId));

@@ -11,7 +11,8 @@ import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { AttestationStore, flattenClaims, type AttestationRecord } from "../policy/attestation.js";
 import { compilePolicies } from "../policy/compile.js";
 import type { Policy } from "../policy/model.js";
-import { MAX_MATCHERS, RevocationList, type RevocationEntry, type RevocationMatcher } from "../policy/revocation.js";
+import { MAX_MATCHERS, RevocationList } from "../policy/revocation.js";
+import { compileRevocationEntry } from "./revocation.js";
 import type { RawResources } from "./schema.js";
 import { ConfigError, type ConfigIssue, type ConfigPath, type IssueLocator } from "./source.js";
 import { type HostPort, parseHostPort } from "./units.js";
@@ -245,28 +246,8 @@ function compileAttestations(c: CompileContext, raw: RawResources): AttestationS
 }
 
 function compileRevocations(c: CompileContext, raw: RawResources): RevocationList {
-  const entries: RevocationEntry[] = [];
-  let count = 0;
-  for (const [name, r] of Object.entries(raw.revocations)) {
-    const match: RevocationMatcher[] = [];
-    r.match.forEach((m, i) => {
-      const path = ["revocations", name, "match", i];
-      const ids = { id: m.id, path_prefix: m.path_prefix };
-      for (const [k, v] of Object.entries(ids)) {
-        if (v === undefined) continue;
-        const id = SpiffeId.tryParse(v);
-        if (!(id instanceof SpiffeId)) return void c.error([...path, k], id.message);
-        match.push({ kind: "identity", matcher: k === "id" ? { kind: "id", id } : { kind: "path_prefix", prefix: id } });
-      }
-      if (m.txn !== undefined) match.push({ kind: "txn", value: m.txn });
-      if (m.jti !== undefined) match.push({ kind: "jti", value: m.jti });
-      if (m.grant !== undefined) match.push({ kind: "grant", value: m.grant });
-      if (m.cert_fingerprint !== undefined) match.push({ kind: "cert_fingerprint", value: m.cert_fingerprint.toLowerCase() });
-      if (m.attestor !== undefined) match.push({ kind: "attestor", value: m.attestor });
-    });
-    count += match.length;
-    entries.push({ name, reason: r.reason, until: Date.parse(r.until), match });
-  }
+  const entries = Object.entries(raw.revocations).map(([name, r]) => compileRevocationEntry(c, name, r, ["revocations", name]));
+  const count = entries.reduce((n, e) => n + e.match.length, 0);
   if (count > MAX_MATCHERS) c.error(["revocations"], `${count} revocation matchers; at most ${MAX_MATCHERS} (drop entries past their until)`);
   return new RevocationList(entries);
 }

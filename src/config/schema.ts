@@ -24,7 +24,7 @@ const perSecond = z.union([
 const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
   error: "expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443",
 });
-const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "expected a name of letters, digits, '.', '_' or '-' (at most 63)");
+export const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "expected a name of letters, digits, '.', '_' or '-' (at most 63)");
 const clock = z.string().regex(/^(([01]\d|2[0-3]):[0-5]\d|24:00)$/, "expected a time of day HH:MM (00:00 to 24:00)");
 const instant = z.string().refine((s) => /^\d{4}-\d\d-\d\dT/.test(s) && !Number.isNaN(Date.parse(s)), {
   error: "expected an ISO 8601 timestamp such as 2026-01-31T12:00:00Z",
@@ -169,7 +169,7 @@ const revocationMatcher = z
   .refine((m) => Object.values(m).filter((v) => v !== undefined).length === 1, {
     error: "a revocation matcher has exactly one of txn, jti, grant, id, path_prefix, cert_fingerprint or attestor",
   });
-const revocation = z.strictObject({
+export const revocation = z.strictObject({
   reason: z.string().min(1).max(512),
   /** The entry is ignored from this instant on, and dropped. */
   until: instant,

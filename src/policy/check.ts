@@ -5,7 +5,9 @@ import type { SidecarConfig } from "../config/load.js";
 import { SpiffeId } from "../spiffe/spiffeid.js";
 import { derFromPem } from "../spiffe/x509cert.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
+import type { AttestationRecord } from "./attestation.js";
 import { decide } from "./decide.js";
+import { revocationDenial, type RevocationSubject } from "./revocation.js";
 import { type Decision, type PeerResult } from "./decision.js";
 
 export class CheckInputError extends ParleyError {
@@ -25,6 +27,9 @@ export interface CheckRequest {
   readonly sni: string | null;
   readonly alpn: string | null;
   readonly now: number;
+  /** The task and approval token id of the session's approval, as a revocation may name them. */
+  readonly txn?: string;
+  readonly jti?: string;
 }
 
 export function checkOffline(config: SidecarConfig, req: CheckRequest): { decision: Decision; peerId: string } {
@@ -32,12 +37,25 @@ export function checkOffline(config: SidecarConfig, req: CheckRequest): { decisi
   if (!listener) throw new CheckInputError(`unknown listener ${req.listener ?? "(none defined)"}; defined: ${config.listeners.map((l) => l.name).join(", ")}`);
   const { peer, peerId } = peerOf(config, req);
   const attestations = peer.ok ? config.attestations.for(peerId) : [];
+  const revoked = peer.ok ? revocationDenial(config.revocations, listener.policy, subjectOf(peer.svid, attestations, req), req.now) : undefined;
+  if (revoked) return { decision: revoked, peerId };
   const decision = decide(
     listener.policy,
     { listener: listener.name, sourceAddress: req.sourceAddress, sni: req.sni, alpn: req.alpn, now: req.now, peer, attestations },
     { explain: true },
   );
   return { decision, peerId };
+}
+
+/** What a revocation can name of a checked peer: its ID, its certificate when given, the approval's ids. */
+function subjectOf(svid: { id: SpiffeId; leaf?: { fingerprint: string } }, attestations: readonly AttestationRecord[], req: CheckRequest): RevocationSubject {
+  return {
+    peer: svid.id,
+    ...(svid.leaf ? { certFingerprint: svid.leaf.fingerprint } : {}),
+    ...(req.txn !== undefined ? { txn: req.txn } : {}),
+    ...(req.jti !== undefined ? { jti: req.jti } : {}),
+    attestors: attestations.map((a) => a.attestor),
+  };
 }
 
 function peerOf(config: SidecarConfig, req: CheckRequest): { peer: PeerResult; peerId: string } {

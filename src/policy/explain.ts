@@ -14,10 +14,11 @@ export function formatDecision(d: Decision, peerId: string): string {
   const lines = [
     `${d.decision.toUpperCase()}  ${peerId}`,
     `  policy   ${d.policy} (version ${d.policyVersion}, ${d.mode})`,
-    `  rule     ${d.rule ?? (d.svidRule ? "(none: certificate rejected)" : "(none: policy default)")}`,
+    `  rule     ${d.rule ?? (d.svidRule ? "(none: certificate rejected)" : d.decision === "deny" && d.revocation ? "(none: revoked, before any rule)" : "(none: policy default)")}`,
     `  reasons  ${d.reasons.join(", ")}`,
   ];
   if (d.svidRule) lines.push(`  svid     ${d.svidRule}: ${d.detail}`);
+  if (d.decision === "deny" && d.revocation) lines.push(`  revoked  ${d.detail}`);
   if (d.roles.length > 0) lines.push(`  roles    ${d.roles.join(", ")}`);
   if (d.decision === "allow") {
     if (d.wouldDeny) lines.push(`  AUDIT    would deny (rule ${d.wouldDeny.rule ?? "default"}: ${d.wouldDeny.reasons.join(", ")})`);

@@ -4,6 +4,8 @@
 // when already running, with the reason code of the matcher that caught it. An entry past its `until`
 // is ignored, and dropped (`live`) whenever the sidecar builds its state: no list outgrows MAX_MATCHERS.
 import type { SpiffeId } from "../spiffe/spiffeid.js";
+import { denyOutsidePolicy, type Deny } from "./decision.js";
+import type { Policy } from "./model.js";
 import { describeMatcher, IdentityIndex, type IdentityMatcher } from "./matcher.js";
 import type { ReasonCode } from "./reasons.js";
 
@@ -104,4 +106,14 @@ export class RevocationList {
 
 export function describe(m: RevocationMatcher): string {
   return m.kind === "identity" ? describeMatcher(m.matcher) : `${m.kind} ${m.value}`;
+}
+
+/**
+ * The denial of `subject` when a live entry names it: checked before `policy`'s rules (no rule can
+ * admit what a revocation names), the reason the matcher's code, `detail` naming entry, matcher, reason.
+ */
+export function revocationDenial(list: RevocationList, policy: Policy, subject: RevocationSubject, now: number): Deny | undefined {
+  const hit = list.match(subject, now);
+  if (!hit) return undefined;
+  return { ...denyOutsidePolicy(policy, "revoked", [hit.code], `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`), revocation: hit };
 }

@@ -3,7 +3,9 @@
 // bound and changes nothing), then commit (replaced or dropped routes stop, and so do their sessions).
 import type { AddressInfo } from "node:net";
 import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
+import { OutboundSession } from "../proxy/outbound/session.js";
 import type { SessionRegistry } from "../proxy/registry.js";
+import type { RevocationList } from "../policy/revocation.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
 import type { SvidWorkCounts } from "../spiffe/work.js";
 import type { DecisionLog } from "../telemetry/log.js";
@@ -32,12 +34,12 @@ export class OutboundRoutes {
    * Outbound listeners, phase one: a changed route (address, remote, expected ID, negotiation) is a new
    * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
    */
-  async bind(next: EffectiveConfig): Promise<BoundRoutes> {
+  async bind(next: EffectiveConfig, revocations: RevocationList): Promise<BoundRoutes> {
     const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength, ...next.svidVerification, counters: this.svidWork });
     const routes = new Map<string, Route>();
     try {
       for (const o of next.outbound) {
-        const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength };
+        const state = { config: o, verifier, identity: next.identity, maxChainLength: next.maxChainLength, revocations };
         const spec = JSON.stringify({ ...o, expectId: o.expectId.toString() });
         const have = this.routes.get(o.name);
         if (have?.spec === spec) {
@@ -73,6 +75,34 @@ export class OutboundRoutes {
     }
     for (const r of routes.values()) r.listener.update(r.state);
     this.routes = new Map([...routes].map(([name, r]) => [name, { listener: r.listener, spec: r.spec }]));
+  }
+
+  /** New outbound sessions are checked against `revocations` from now on. */
+  setRevocations(revocations: RevocationList): void {
+    for (const r of this.routes.values()) r.listener.update({ ...r.listener.state, revocations });
+  }
+
+  /** Outbound sessions whose remote `revocations` names end at once, each logged `revoked` (no grace). */
+  revoke(revocations: RevocationList, version: string): void {
+    const now = this.now();
+    for (const s of this.registry.all()) {
+      const hit = s instanceof OutboundSession ? s.revokedBy(revocations, now) : undefined;
+      if (!hit) continue;
+      const info = s.info(now);
+      this.log.revoked({
+        session_id: s.id,
+        listener: s.listener,
+        peer_id: info.peer_id,
+        old_version: version,
+        new_version: version,
+        rule: null,
+        reasons: [hit.code],
+        grace_ms: 0,
+        cause: "revoked",
+        revocation: { entry: hit.entry, match: hit.match, reason: hit.reason },
+      });
+      s.close("revoked");
+    }
   }
 
   addresses(): Record<string, AddressInfo> {

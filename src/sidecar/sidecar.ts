@@ -24,6 +24,8 @@ import type { OwnIdentity } from "../identity/files.js";
 import { causeOf } from "../identity/changes.js";
 import { identityView, type IdentityStatus } from "../identity/status.js";
 import { OwnIdentityState } from "../identity/own.js";
+import { RevocationList, type RevocationEntry } from "../policy/revocation.js";
+import { AdminRevocations } from "./revocations.js";
 
 export interface SidecarOptions {
   readonly log: DecisionLog;
@@ -57,6 +59,8 @@ export class Sidecar {
   /** The own identity's source, application, expiry and withdrawal. */
   readonly own: OwnIdentityState;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Revocations posted to the admin server: kept across reloads and pushes until their `until`. */
+  readonly adminRevocations = new AdminRevocations();
   private stopping: Promise<void> | undefined;
 
   constructor(
@@ -190,7 +194,7 @@ export class Sidecar {
     // Outbound binds belong to the same transaction: a failure there releases the listeners above.
     let routes: BoundRoutes;
     try {
-      routes = await this.outbound.bind(next);
+      routes = await this.outbound.bind(next, this.revocationsOf(next));
     } catch (e) {
       for (const l of fresh.values()) l.stopAccepting();
       throw e;
@@ -222,6 +226,43 @@ export class Sidecar {
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
       else s.recheck(state, next.revocationGraceMs, cause);
     }
+    this.outbound.revoke(this.revocationsOf(next), next.version);
+  }
+
+  /** The configuration's revocations and the admin server's, none past its `until`. */
+  private revocationsOf(config: EffectiveConfig): RevocationList {
+    const now = this.deps.now();
+    const posted = this.adminRevocations.live(now);
+    const own = config.revocations.live(now);
+    return posted.length === 0 ? own : new RevocationList([...own.entries, ...posted]);
+  }
+
+  /**
+   * Puts a revocation posted to the admin server in force at once: new sessions it names are denied,
+   * live ones (inbound and outbound) end now. Resolves to how many ended, or undefined (nothing
+   * changed) when the admin set is full.
+   */
+  addRevocation(entry: RevocationEntry): Promise<number | undefined> {
+    let ended: number | undefined;
+    return this.serialized(() => {
+      if (this.adminRevocations.add(entry, this.deps.now())) ended = this.current ? this.revokeNow(this.current) : 0;
+      return Promise.resolve();
+    }).then(() => ended);
+  }
+
+  /** Re-checks every live session against the revocations in force now; returns how many ended. */
+  private revokeNow(config: EffectiveConfig): number {
+    const before = this.registry.all().map((s) => s.id);
+    const states = this.statesFor(config);
+    for (const [name, l] of this.listeners) l.update(states.get(name)!);
+    const revocations = this.revocationsOf(config);
+    this.outbound.setRevocations(revocations);
+    for (const s of this.registry.all()) {
+      const state = states.get(s.listener);
+      if (s.direction === "inbound" && state) s.recheck(state, config.revocationGraceMs, { cause: "revoked" });
+    }
+    this.outbound.revoke(revocations, config.version);
+    return before.filter((id) => !this.registry.get(id)).length;
   }
 
   outboundAddresses(): Record<string, AddressInfo> {
@@ -233,7 +274,7 @@ export class Sidecar {
     const base = {
       verifier,
       attestations: config.attestations,
-      revocations: config.revocations.live(this.deps.now()),
+      revocations: this.revocationsOf(config),
       maxChainLength: config.maxChainLength,
       limits: config.limits,
       ownId: config.identity.id.toString(),

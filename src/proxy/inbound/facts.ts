@@ -7,7 +7,7 @@ import type { Negotiated } from "../../negotiation/negotiate.js";
 import type { AttestationRecord, AttestationStore } from "../../policy/attestation.js";
 import { decide } from "../../policy/decide.js";
 import { denyOutsidePolicy, type Decision, type Deny } from "../../policy/decision.js";
-import type { RevocationList } from "../../policy/revocation.js";
+import { revocationDenial, type RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
 import { tcpOf } from "../tcp.js";
@@ -66,19 +66,14 @@ export function revocationOf(
   known: { readonly negotiated?: Negotiated; readonly grantId?: string; readonly attestations?: readonly AttestationRecord[] } = {},
 ): Deny | undefined {
   const approval = known.negotiated?.approval;
-  const hit = state.revocations.match(
-    {
-      ...(peer.ok ? { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint } : {}),
-      ...(approval?.txn !== undefined ? { txn: approval.txn } : {}),
-      ...(approval?.jti !== undefined ? { jti: approval.jti } : {}),
-      ...(known.grantId !== undefined ? { grant: known.grantId } : {}),
-      attestors: (known.attestations ?? []).map((a) => a.attestor),
-    },
-    now,
-  );
-  if (!hit) return undefined;
-  const detail = `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`;
-  return { ...denyOutsidePolicy(state.config.policy, "revoked", [hit.code], detail), revocation: hit };
+  const subject = {
+    ...(peer.ok ? { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint } : {}),
+    ...(approval?.txn !== undefined ? { txn: approval.txn } : {}),
+    ...(approval?.jti !== undefined ? { jti: approval.jti } : {}),
+    ...(known.grantId !== undefined ? { grant: known.grantId } : {}),
+    attestors: (known.attestations ?? []).map((a) => a.attestor),
+  };
+  return revocationDenial(state.revocations, state.config.policy, subject, now);
 }
 
 /**

@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
@@ -20,13 +21,15 @@ export interface OutboundState {
   readonly verifier: SvidVerifier;
   readonly identity: OwnSvid;
   readonly maxChainLength: number;
+  /** The revocations in force: a remote they name is refused, and its live sessions end. */
+  readonly revocations: RevocationList;
 }
 
 export class OutboundListener {
   private readonly server: Server;
 
   constructor(
-    private state: OutboundState,
+    private current: OutboundState,
     private readonly log: DecisionLog,
     private readonly registry: SessionRegistry,
     private readonly now: () => number,
@@ -36,11 +39,15 @@ export class OutboundListener {
   }
 
   get name(): string {
-    return this.state.config.name;
+    return this.current.config.name;
+  }
+
+  get state(): OutboundState {
+    return this.current;
   }
 
   update(state: OutboundState): void {
-    this.state = state;
+    this.current = state;
   }
 
   listen(): Promise<AddressInfo> {
@@ -103,6 +110,9 @@ export class OutboundListener {
     const peer = verifier.verify(peerChain(remote), this.now());
     if (!peer.ok) return void refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
     if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
+    const remoteOf = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
+    const revoked = this.state.revocations.match(remoteOf, this.now());
+    if (revoked) return void refuse(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
     let grantId: string | undefined;
     if (config.negotiate) {
       try {
@@ -113,7 +123,15 @@ export class OutboundListener {
       }
     }
     this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
-    const facts = { id, listener: config.name, remoteId: peer.svid.id.toString(), source: `${app.remoteAddress}:${app.remotePort}`, startedAt: started };
+    const subject = { ...remoteOf, ...(grantId ? { grant: grantId } : {}) };
+    const facts = {
+      id,
+      listener: config.name,
+      remoteId: peer.svid.id.toString(),
+      source: `${app.remoteAddress}:${app.remotePort}`,
+      startedAt: started,
+      subject,
+    };
     new OutboundSession(facts, app, remote, { log: this.log, registry: this.registry, now: this.now });
   }
 }

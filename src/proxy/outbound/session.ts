@@ -2,6 +2,7 @@
 // sidecar's sessions, so `/sessions` lists it, an operator can close it and a drain ends it.
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import type { RevocationHit, RevocationList, RevocationSubject } from "../../policy/revocation.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { pump, type PumpCounts } from "../pump.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
@@ -12,6 +13,8 @@ export interface OutboundFacts {
   readonly remoteId: string;
   readonly source: string;
   readonly startedAt: number;
+  /** What a revocation can name of the remote: its SPIFFE ID, leaf fingerprint, the grant it gave. */
+  readonly subject: RevocationSubject;
 }
 
 export class OutboundSession implements LiveSession {
@@ -42,6 +45,11 @@ export class OutboundSession implements LiveSession {
 
   close(reason: string): void {
     this.end(reason);
+  }
+
+  /** The entry of `list` naming this session's remote, if one does. */
+  revokedBy(list: RevocationList, now: number): RevocationHit | undefined {
+    return this.ended ? undefined : list.match(this.facts.subject, now);
   }
 
   info(now: number): SessionInfo {
