@@ -5,7 +5,7 @@
 import type { AttestationRecord } from "../policy/attestation.js";
 import { verifyEar } from "./ear.js";
 import type { NegotiationSettings } from "./settings.js";
-import { normalizeTyp, peek, verifyApprovalToken, verifyAttestationToken, type Approval, type TokenContext } from "./tokens.js";
+import { checkAlg, normalizeTyp, peek, verifyApprovalToken, verifyAttestationToken, type Approval, type TokenContext } from "./tokens.js";
 import { TokenError } from "./tokenerror.js";
 import { TXN_TOKEN_TYP, verifyTxnToken } from "./txntoken.js";
 
@@ -13,6 +13,7 @@ type Issuing = Pick<NegotiationSettings, "approvers" | "attestors" | "tokenServi
 
 export async function verifyApproval(token: string, s: Issuing, ctx: TokenContext, requested: readonly string[]): Promise<Approval> {
   const { header, payload } = peek("approval", token);
+  checkAlg("approval", header);
   if (normalizeTyp(header.typ) === TXN_TOKEN_TYP) return verifyTxnToken(token, s.tokenServices, ctx, requested);
   // A token service's token without the Txn-Token typ is refused as such, not as an unknown approver's.
   if (typeof payload.iss === "string" && s.tokenServices.has(payload.iss))

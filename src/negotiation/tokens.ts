@@ -77,6 +77,12 @@ export function peek(kind: string, token: string): { header: Record<string, unkn
   return { header: part(kind, parts[0]), payload: part(kind, parts[1]) };
 }
 
+/** RS/ES/PS 256/384/512 only: never `none`, never HS* (SPIFFE JWT-SVID rules). */
+export function checkAlg(kind: string, header: Record<string, unknown>): void {
+  if (!JWT_ALGS.includes(header.alg as (typeof JWT_ALGS)[number]))
+    throw new TokenError("alg_not_allowed", `${kind} token alg ${String(header.alg)} is not allowed`);
+}
+
 export const normalizeTyp = (typ: unknown): string | undefined => (typeof typ === "string" ? typ.toLowerCase().replace(/^application\//, "") : undefined);
 
 const keyMiss = (e: unknown) =>
