@@ -10,7 +10,9 @@ import { actorChain, MAX_ACT_DEPTH } from "../src/negotiation/delegation.js";
 import { EAR_PROFILE } from "../src/negotiation/ear.js";
 import { TokenError } from "../src/negotiation/tokenerror.js";
 import { judgeEar, worst, type EarResult } from "../src/policy/ear.js";
-import { readAll, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
+import { loadConfig } from "../src/config/load.js";
+import { ConfigError } from "../src/config/source.js";
+import { configYaml, readAll, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;
@@ -426,5 +428,54 @@ describe("pure checks", () => {
     expect(judgeEar({ allowWarning: true, submods: ["a"] }, result, "v")).toBeUndefined();
     expect(judgeEar({ allowWarning: true, submods: ["a"], appraisalPolicyIds: ["q"] }, result, "v")?.reason).toBe("attestation_claim_mismatch");
     expect(judgeEar({ allowWarning: true }, undefined, "v")?.reason).toBe("attestation_unappraised");
+  });
+});
+
+describe("configuration", () => {
+  const jwks = `{ keys: [{ kty: EC, crv: P-256, x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", kid: k }] }`;
+  /** The configuration issues of a sidecar file with `policies` and `extra` (token issuers and such). */
+  function issuesOf(policies: string, extra: string): string[] {
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+    const yaml = configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, 9, { policies, extra });
+    try {
+      loadConfig(writeFiles({ "c.yaml": yaml })["c.yaml"]!);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
+    }
+    return [];
+  }
+  const rule = (body: string) => `
+  main:
+    rules:
+      - { name: r, action: allow, match: [{ trust_domain: a.test }], ${body} }
+`;
+  const grantKey = () =>
+    writeFiles({ "g.pem": generateKeyPairSync("ec", { namedCurve: "prime256v1" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string })["g.pem"]!;
+
+  it("accepts token services, verifiers and every rule option that reads them", () => {
+    const extra = `token_services: { tts: { issuer: "https://a.test/tts", jwks: ${jwks} } }\nverifiers: { vts: { jwks: ${jwks} } }\n`;
+    const body =
+      "attestation: { attestor: vts, ear: { submods: [cpu], allow_warning: true } }, conditions: { acting_for: [alice], actors: [{ trust_domain: a.test }], tctx: { action: BUY }, rctx: { authn: [face, otp] } }, max_delegation_depth: 3";
+    expect(issuesOf(rule(body), extra)).toEqual([]);
+  });
+
+  it.each<[string, string, string, RegExp]>([
+    [
+      "an ear requirement on an attestor that is no verifier",
+      "attestation: { attestor: node, ear: {} }",
+      `attestors: { node: { jwks: ${jwks} } }\n`,
+      /node is not a configured verifier/,
+    ],
+    ["a max_delegation_depth over what parley parses", "max_delegation_depth: 17", "", /max_delegation_depth/],
+    ["a token service without keys", "mode: enforce", "token_services: { tts: { issuer: x } }\n", /token_services\.tts\.jwks/],
+    ["an actor matcher that is no SPIFFE matcher", "conditions: { actors: [{ id: not-an-id }] }", "", /actors/],
+  ])("refuses %s", (_n, body, extra, want) => {
+    expect(issuesOf(rule(body), extra).join("\n")).toMatch(want);
+  });
+
+  it("refuses a verifier and an attestor of the same name", () => {
+    const extra = `attestors: { node: { jwks: ${jwks} } }\nverifiers: { node: { jwks: ${jwks} } }\nnegotiation: { grant_key: ${grantKey()} }\n`;
+    expect(issuesOf(rule("mode: enforce"), extra).join("\n")).toMatch(/node is also an attestor/);
   });
 });

@@ -42,6 +42,9 @@ export function compileNegotiation(c: CompileContext, raw: RawResources): Negoti
       return new Map() as Issuers;
     }
   };
+  // A rule's `attestation.attestor` and a revocation's `attestor` name either kind: one name, one issuer.
+  for (const name of Object.keys(raw.verifiers))
+    if (name in raw.attestors) c.error(["verifiers", name], `${name} is also an attestor: a verifier and an attestor need distinct names`);
   const ring = (section: "token_services" | "verifiers"): IssuerRing => {
     try {
       return ringFrom(raw[section]);

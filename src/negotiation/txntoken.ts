@@ -10,7 +10,10 @@ import { TokenError } from "./tokenerror.js";
 /** §9.1: the `typ` header of a Txn-Token (compared as RFC 7515 §4.1.9 says). */
 export const TXN_TOKEN_TYP = "txntoken+jwt";
 
-/** §9.2: the claims a Txn-Token must carry (`iss` is OPTIONAL there; without it every token service's keys are tried). */
+/**
+ * §9.2: the claims a Txn-Token must carry. `iss` is OPTIONAL there; present, it picks the token
+ * service's keys ("Determining signing keys"); absent, every configured service's keys are tried.
+ */
 const REQUIRED = ["iat", "aud", "exp", "txn", "sub", "scope", "req_wl"];
 
 /** Same bound as revocation entries' `txn` (config schema): a longer one could never be revoked. */
