@@ -306,7 +306,7 @@ describe("delegation chains (RFC 8693 act)", () => {
 
 describe("EAR attestation results", () => {
   it("an affirming result bound to the peer's certificate is evidence; the session ends at its exp", async () => {
-    const exp = now() + 2;
+    const exp = now() + 3;
     const mark = h.logs.records.length;
     const { socket, grant } = await connect({ ...opts(), roles: ["deployer"], attestationToken: await ear({ exp }) });
     expect(grant.roles).toEqual(["deployer"]);

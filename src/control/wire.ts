@@ -463,7 +463,10 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
         break;
     }
   }
-  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, token_services, verifiers, attestations, revocations };
+  const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations, revocations };
+  // Newer sections only when used, so a push without them reads as before.
+  if (Object.keys(token_services).length > 0) raw.token_services = token_services;
+  if (Object.keys(verifiers).length > 0) raw.verifiers = verifiers;
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));
