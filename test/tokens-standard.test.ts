@@ -361,6 +361,10 @@ describe("EAR attestation results", () => {
     const token = await ear({ ear_status: "affirming", submods }, {}, verifier.privateKey, watcher);
     const { denial } = await refused({ roles: ["observer"], attestationToken: token }, "denied", watcher);
     expect(denial.reasons).toContain("attestation_contraindicated");
+    // A top-level status worse than every submodule's counts too.
+    const top = await ear({ ear_status: "none" }, {}, verifier.privateKey, watcher);
+    const { denial: d2 } = await refused({ roles: ["observer"], attestationToken: top }, "denied", watcher);
+    expect(d2.reasons).toContain("attestation_unappraised");
   });
 
   it.each<[string, () => Promise<string> | string, string, Issued?]>([
