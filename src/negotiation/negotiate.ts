@@ -5,10 +5,10 @@ import type { Duplex } from "node:stream";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
 import type { Obligations } from "../policy/decision.js";
+import { SpiffeId } from "../spiffe/spiffeid.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
 import { readRequestFrame } from "./read.js";
-import { SpiffeId } from "../spiffe/spiffeid.js";
 import { verifyApproval, verifyAttestation } from "./evidence.js";
 import { TokenError, type Approval } from "./tokens.js";
 
