@@ -80,6 +80,16 @@ function samples(upstream: number): Record<string, unknown> {
     "AttestationRequirement.attestor": "node",
     "AttestationRequirement.claims": { env: { values: [toValue("prod"), toValue("staging")] } },
     "AttestationRequirement.max_age": "1h",
+    "EarRequirement.allow_warning": true,
+    "EarRequirement.submods": ["cpu"],
+    "EarRequirement.appraisal_policy_ids": ["policy:1"],
+    "Rule.max_delegation_depth": 2,
+    "Conditions.acting_for": ["user:alice"],
+    "Conditions.tctx": { action: { values: [toValue("BUY")] } },
+    "Conditions.rctx": { "req.ip": { values: [toValue("10.0.0.1"), toValue("10.0.0.2")] } },
+    "StandardIssuer.description": "an issuer of standard tokens",
+    "StandardIssuer.issuer": "https://a.test/issuer",
+    "StandardIssuer.jwks_json": jwksJson("std-1"),
     "Conditions.source_cidrs": ["127.0.0.0/8"],
     "Conditions.sni": ["svc.a.test"],
     "Conditions.alpn": ["h2"],
@@ -155,6 +165,8 @@ function everyKind(table: Record<string, unknown>, missing: string[]): WireResou
     approver: "tickets",
     settings: "settings",
     revocation: "task-over",
+    token_service: "tts",
+    verifier: "vts",
   };
   return r.field
     .filter((f) => f.oneofIndex === kindIndex && !f.proto3Optional && f.type === "TYPE_MESSAGE")
@@ -166,13 +178,31 @@ function everyKind(table: Record<string, unknown>, missing: string[]): WireResou
     });
 }
 
+/**
+ * An `ear` requirement applies to a verifier's EAR results only (README, "Standard tokens"): the
+ * generated rule keeps attestor `node` without it, and a copy names verifier `vts` with it.
+ */
+function withEarRule(resources: WireResource[]): WireResource[] {
+  return resources.map((r) => {
+    if (r.type !== "policy") return r;
+    const policy = r.policy as { rules: Array<{ name: string; attestation: { attestor: string; ear?: unknown } }> };
+    const [rule] = policy.rules;
+    const { ear, ...plain } = rule!.attestation;
+    const rules = [
+      { ...rule!, attestation: plain },
+      { ...rule!, name: "attested-ear", attestation: { ...plain, attestor: "vts", ear } },
+    ];
+    return { ...r, policy: { ...policy, rules } };
+  });
+}
+
 const byKey = (a: WireResource, b: WireResource) => `${a.type}/${a.name}`.localeCompare(`${b.type}/${b.name}`);
 
 describe("every field the proto declares", () => {
   it("round-trips through parley's control plane into parley's sidecar, which ACKs it", async () => {
     const echo = await startEcho("127.0.0.1", 0);
     const missing: string[] = [];
-    const pushed = everyKind(samples((echo.server.address() as { port: number }).port), missing);
+    const pushed = withEarRule(everyKind(samples((echo.server.address() as { port: number }).port), missing));
     expect(missing, "fields without a sample: add one to samples()").toEqual([]);
     expect(pushed.map((r) => r.type).sort()).toEqual([
       "approver",
@@ -183,7 +213,9 @@ describe("every field the proto declares", () => {
       "revocation",
       "role",
       "settings",
+      "token_service",
       "trust_bundle",
+      "verifier",
     ]);
 
     // Into the control plane as a node file (JSON is YAML).

@@ -138,7 +138,7 @@ revocations:
     expect(parley(...base, "--until", "1h", "--txn", "t").status).toBe(0);
     const again = parley(...base, "--until", "1h", "--jti", "j");
     expect([again.status, again.stderr]).toEqual([2, expect.stringMatching(/--name n1: .* already has a revocation of that name/)]);
-  });
+  }, 60_000); // fourteen CLI processes in a row
 
   it("refuses to write what the sidecar would reject, and a bootstrap file", () => {
     const f = writeFiles({

@@ -131,7 +131,13 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
   const attestations = compileAttestations(c, raw);
   const revocations = compileRevocations(c, raw);
   const compiled = compilePolicies(
-    { policies: raw.policies, roles: raw.roles, attestors: Object.keys(raw.attestors), listeners: raw.listeners.map((l) => l.name) },
+    {
+      policies: raw.policies,
+      roles: raw.roles,
+      attestors: Object.keys(raw.attestors),
+      verifiers: Object.keys(raw.verifiers),
+      listeners: raw.listeners.map((l) => l.name),
+    },
     "",
     (path, message) => c.error(path, message),
   );

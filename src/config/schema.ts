@@ -53,6 +53,9 @@ const limits = z.strictObject({
   max_wait: duration.optional(),
 });
 
+/** Claim (dotted path) → the accepted value, or a list of accepted values. */
+const claimMatch = z.record(z.string(), z.union([scalar, z.array(scalar).min(1)]));
+
 const conditions = z.strictObject({
   source_cidrs: z.array(z.string()).min(1).optional(),
   sni: z.array(z.string()).min(1).optional(),
@@ -64,6 +67,11 @@ const conditions = z.strictObject({
     .optional(),
   max_cert_lifetime: duration.optional(),
   max_cert_remaining: duration.optional(),
+  /** Of the task approval (README, "Standard tokens"): whom it acts for, who is in its `act` chain, a Transaction Token's context. */
+  acting_for: z.array(z.string().min(1).max(2048)).min(1).optional(),
+  actors: z.array(matcher).min(1).optional(),
+  tctx: claimMatch.optional(),
+  rctx: claimMatch.optional(),
 });
 
 const rule = z.strictObject({
@@ -73,10 +81,24 @@ const rule = z.strictObject({
   match: z.array(matcher).min(1, "omit match to match every verified peer; an empty list matches nobody").optional(),
   roles: z.array(name).min(1).optional(),
   attestation: z
-    .strictObject({ attestor: name, claims: z.record(z.string(), z.union([scalar, z.array(scalar).min(1)])).optional(), max_age: duration.optional() })
+    .strictObject({
+      attestor: name,
+      claims: claimMatch.optional(),
+      max_age: duration.optional(),
+      /** An EAR attestation result's appraisal (draft-ietf-rats-ear-04): affirming, or warning when allowed; overall or per submodule. */
+      ear: z
+        .strictObject({
+          allow_warning: z.boolean().default(false),
+          submods: z.array(z.string().min(1)).min(1).optional(),
+          appraisal_policy_ids: z.array(z.string().min(1)).min(1).optional(),
+        })
+        .optional(),
+    })
     .optional(),
   conditions: conditions.optional(),
   limits: limits.optional(),
+  /** At most this many actors in the approval's `act` chain (RFC 8693 §4.1); 16 is the most parley parses. */
+  max_delegation_depth: z.number().int().min(0).max(16).optional(),
 });
 
 const policy = z.strictObject({
@@ -140,6 +162,9 @@ const outbound = z.strictObject({
 });
 
 const jwks = z.looseObject({ keys: z.array(z.record(z.string(), z.unknown())) });
+
+/** An issuer of standard tokens: `issuer` is the `iss` its tokens carry when they carry one (default: its name). */
+const standardIssuer = z.strictObject({ description: z.string().optional(), issuer: z.string().min(1).max(2048).optional(), jwks });
 
 const attestationRecord = z.strictObject({
   subject: z.string(),
@@ -236,6 +261,10 @@ export const resourcesShape = {
   attestors: z.record(name, z.strictObject({ description: z.string().optional(), jwks: jwks.optional() })).default({}),
   /** Issuers of task-approval tokens, with their keys. */
   approvers: z.record(name, z.strictObject({ description: z.string().optional(), jwks })).default({}),
+  /** OAuth Transaction Token Services (draft-ietf-oauth-transaction-tokens-10): their Txn-Tokens are task approvals. */
+  token_services: z.record(name, standardIssuer).default({}),
+  /** RATS verifiers (draft-ietf-rats-ear-04): their EAR attestation results are attestation evidence. */
+  verifiers: z.record(name, standardIssuer).default({}),
   /** Negotiation (ALPN parley/1): on when present. */
   negotiation: z
     .strictObject({

@@ -55,6 +55,8 @@ const MAP_KIND: Record<string, ResourceKind> = {
   roles: "role",
   attestors: "attestor",
   approvers: "approver",
+  token_services: "token_service",
+  verifiers: "verifier",
 };
 /** YAML names that differ from the proto's, inside a resource body. */
 const FIELD_RENAME: Record<string, string> = { bundle_pem: "x509_authorities_pem", jwks: "jwks_json" };

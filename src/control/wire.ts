@@ -76,7 +76,19 @@ export interface WireResource {
 }
 
 /** Every kind this build knows, in the order of the oneof. */
-export const RESOURCE_KINDS = ["listener", "policy", "trust_bundle", "role", "attestor", "attestation", "settings", "approver", "revocation"] as const;
+export const RESOURCE_KINDS = [
+  "listener",
+  "policy",
+  "trust_bundle",
+  "role",
+  "attestor",
+  "attestation",
+  "settings",
+  "approver",
+  "revocation",
+  "token_service",
+  "verifier",
+] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 const KNOWN_KINDS: ReadonlySet<string> = new Set(RESOURCE_KINDS);
 
@@ -135,6 +147,22 @@ function revocationMatchIn(m: Obj): Obj {
 
 const SETTINGS_LIMITS = ["max_chain_length", "max_sessions", "max_handshakes", "max_handshakes_per_source", "source_rate", "max_held"] as const;
 
+/** Claim (dotted path) → accepted values, as ClaimValues. */
+function claimsOut(claims: unknown): Obj | undefined {
+  if (claims === undefined) return undefined;
+  return Object.fromEntries(Object.entries(claims as Obj).map(([k, v]) => [k, { values: (Array.isArray(v) ? v : [v]).map(toValue) }]));
+}
+
+function claimsIn(claims: unknown): Obj | undefined {
+  if (claims === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(asObj(claims)).map(([k, v]) => {
+      const values = list(asObj(v).values).map((x) => fromValue(x as WireValue));
+      return [k, values.length === 1 ? values[0] : values];
+    }),
+  );
+}
+
 function ruleOut(r: Obj): Obj {
   const a = r.attestation as Obj | undefined;
   const c = r.conditions as Obj | undefined;
@@ -147,10 +175,9 @@ function ruleOut(r: Obj): Obj {
     attestation: a
       ? clean({
           attestor: str(a.attestor),
-          claims: Object.fromEntries(
-            Object.entries((a.claims as Obj | undefined) ?? {}).map(([k, v]) => [k, { values: (Array.isArray(v) ? v : [v]).map(toValue) }]),
-          ),
+          claims: claimsOut(a.claims) ?? {},
           max_age: str(a.max_age),
+          ear: a.ear,
         })
       : undefined,
     conditions: c
@@ -162,9 +189,14 @@ function ruleOut(r: Obj): Obj {
           time: c.time,
           max_cert_lifetime: str(c.max_cert_lifetime),
           max_cert_remaining: str(c.max_cert_remaining),
+          acting_for: c.acting_for,
+          actors: (c.actors as Obj[] | undefined)?.map(matcherOut),
+          tctx: claimsOut(c.tctx),
+          rctx: claimsOut(c.rctx),
         })
       : undefined,
     limits: limitsOut(r.limits as Obj | undefined),
+    max_delegation_depth: r.max_delegation_depth,
   });
 }
 
@@ -211,6 +243,12 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     out.push({ name, type: "attestor", attestor: clean({ description: str((a as Obj | null)?.description), jwks_json: jwksJson((a as Obj | null)?.jwks) }) });
   for (const [name, a] of sorted(raw.approvers))
     out.push({ name, type: "approver", approver: clean({ description: str((a as Obj).description), jwks_json: jwksJson((a as Obj).jwks) }) });
+  for (const kind of ["token_service", "verifier"] as const) {
+    for (const [name, a] of sorted(raw[kind === "token_service" ? "token_services" : "verifiers"])) {
+      const body = clean({ description: str((a as Obj).description), issuer: str((a as Obj).issuer), jwks_json: jwksJson((a as Obj).jwks) });
+      out.push({ name, type: kind, [kind]: body });
+    }
+  }
   ((raw.attestations as Obj[] | undefined) ?? []).forEach((a, i) => {
     out.push({
       name: `${str(a.subject) ?? ""}#${str(a.attestor) ?? ""}#${i}`,
@@ -279,13 +317,9 @@ function ruleIn(rule: unknown): Obj {
     attestation: a
       ? clean({
           attestor: a.attestor,
-          claims: Object.fromEntries(
-            Object.entries(asObj(a.claims)).map(([k, v]) => {
-              const values = list(asObj(v).values).map((x) => fromValue(x as WireValue));
-              return [k, values.length === 1 ? values[0] : values];
-            }),
-          ),
+          claims: claimsIn(a.claims) ?? {},
           max_age: a.max_age,
+          ear: a.ear === undefined ? undefined : earIn(asObj(a.ear)),
         })
       : undefined,
     conditions: c
@@ -297,10 +331,25 @@ function ruleIn(rule: unknown): Obj {
           time: arr(c.time)?.map((w) => clean({ ...asObj(w), days: arr(asObj(w).days) })),
           max_cert_lifetime: c.max_cert_lifetime,
           max_cert_remaining: c.max_cert_remaining,
+          acting_for: arr(c.acting_for),
+          actors: arr(c.actors)?.map((m) => matcherIn(asObj(m))),
+          tctx: mapIn(c.tctx),
+          rctx: mapIn(c.rctx),
         })
       : undefined,
     limits: limitsIn(r.limits === undefined ? undefined : asObj(r.limits)),
+    max_delegation_depth: r.max_delegation_depth,
   });
+}
+
+/** An absent proto map decodes as {}: absent again in the YAML shape. */
+function mapIn(m: unknown): Obj | undefined {
+  const claims = m === undefined ? undefined : claimsIn(m);
+  return claims && Object.keys(claims).length > 0 ? claims : undefined;
+}
+
+function earIn(e: Obj): Obj {
+  return clean({ allow_warning: e.allow_warning, submods: arr(e.submods), appraisal_policy_ids: arr(e.appraisal_policy_ids) });
 }
 
 export interface FromWire {
@@ -337,6 +386,8 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
   const roles: Obj = {};
   const attestors: Obj = {};
   const approvers: Obj = {};
+  const token_services: Obj = {};
+  const verifiers: Obj = {};
   /** A JWK Set sent as JSON; unparsable text is kept as a string for the schema to refuse. */
   const jwksOf = (v: unknown) => {
     if (typeof v !== "string") return undefined;
@@ -392,6 +443,14 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
       case "approver":
         approvers[r.name] = clean({ description: body.description, jwks: jwksOf(body.jwks_json) });
         break;
+      case "token_service":
+      case "verifier":
+        (kind === "verifier" ? verifiers : token_services)[r.name] = clean({
+          description: body.description,
+          issuer: body.issuer,
+          jwks: jwksOf(body.jwks_json),
+        });
+        break;
       case "attestation":
         attestations.push(clean({ ...body, claims: fromStruct(asObj(body.claims) as WireStruct) }));
         break;
@@ -405,6 +464,9 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
     }
   }
   const raw: Obj = { listeners, policies, trust_domains, roles, attestors, approvers, attestations, revocations };
+  // Newer sections only when used, so a push without them reads as before.
+  if (Object.keys(token_services).length > 0) raw.token_services = token_services;
+  if (Object.keys(verifiers).length > 0) raw.verifiers = verifiers;
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));

@@ -11,11 +11,18 @@ export interface GrantClaims {
   readonly expiresAt: number;
   readonly thumbprint: string;
   readonly now: number;
+  /** The task (`txn`) of the approval the grant was decided with (RFC 8417 §2.2 defines the claim). */
+  readonly txn?: string;
 }
 
 export async function signGrant(key: KeyObject, c: GrantClaims): Promise<{ jwt: string; id: string }> {
   const id = randomBytes(12).toString("hex");
-  const jwt = await new SignJWT({ roles: [...c.roles], obligations: c.obligations, cnf: { "x5t#S256": c.thumbprint } })
+  const jwt = await new SignJWT({
+    roles: [...c.roles],
+    obligations: c.obligations,
+    cnf: { "x5t#S256": c.thumbprint },
+    ...(c.txn !== undefined ? { txn: c.txn } : {}),
+  })
     .setProtectedHeader({ alg: "ES256", typ: "parley-grant+jwt" })
     .setIssuer(c.issuer)
     .setSubject(c.subject)

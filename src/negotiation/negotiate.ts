@@ -5,10 +5,12 @@ import type { Duplex } from "node:stream";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
 import { obligationsRecord, type Obligations } from "../policy/decision.js";
+import { SpiffeId } from "../spiffe/spiffeid.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
 import { readRequestFrame } from "./read.js";
-import { TokenError, verifyApprovalToken, verifyAttestationToken, type Approval } from "./tokens.js";
+import { verifyApproval, verifyAttestation } from "./evidence.js";
+import { TokenError, type Approval } from "./tokens.js";
 
 export interface Negotiated {
   readonly request: RequestFrame;
@@ -28,9 +30,9 @@ export interface NegotiationPeer {
 export async function negotiate(socket: Duplex, settings: NegotiationSettings, peer: NegotiationPeer): Promise<Negotiated> {
   const request = readRequest(await readRequestFrame(socket, settings.frameTimeoutMs));
   const thumbprint = createHash("sha256").update(peer.leafDer).digest("base64url");
-  const ctx = { audience: peer.ownId, subject: peer.id, thumbprint, now: peer.now };
-  const evidence = request.attestation_token ? [await verifyAttestationToken(request.attestation_token, settings.attestors, ctx)] : [];
-  const approval = request.approval_token ? await verifyApprovalToken(request.approval_token, settings.approvers, ctx, request.roles) : undefined;
+  const ctx = { audience: peer.ownId, trustDomain: SpiffeId.parse(peer.ownId).trustDomain.name, subject: peer.id, thumbprint, now: peer.now };
+  const evidence = request.attestation_token ? [await verifyAttestation(request.attestation_token, settings, ctx)] : [];
+  const approval = request.approval_token ? await verifyApproval(request.approval_token, settings, ctx, request.roles) : undefined;
   return { request, evidence, ...(approval ? { approval } : {}), thumbprint };
 }
 
@@ -84,6 +86,7 @@ export async function grantFrame(
     expiresAt,
     thumbprint: n.thumbprint,
     now: o.now,
+    ...(n.approval?.txn !== undefined ? { txn: n.approval.txn } : {}),
   });
   const frame = encodeFrame(FrameType.Grant, {
     grant: jwt,
@@ -92,6 +95,7 @@ export async function grantFrame(
     expires_at: obligations.expires_at,
     expires_because: obligations.expires_because,
     obligations,
+    ...(n.approval?.txn !== undefined ? { txn: n.approval.txn } : {}),
   });
   return { frame, expiresAt, id, roles };
 }

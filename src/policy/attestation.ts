@@ -1,6 +1,7 @@
 // Attestation evidence and the check of a rule's attestation requirement against it. Evidence comes
 // from records in configuration (later pushed by the control plane, or carried by signed tokens); this
 // module only judges it.
+import { judgeEar, type EarFailure, type EarResult } from "./ear.js";
 import type { AttestationRequirement } from "./model.js";
 
 export type ClaimValue = string | number | boolean;
@@ -16,9 +17,11 @@ export interface AttestationRecord {
   /** When set, the evidence holds only for the certificate with this SHA-256 fingerprint (hex). */
   readonly certFingerprint?: string;
   readonly source: "config" | "control_plane" | "token";
+  /** Set for an EAR attestation result (draft-ietf-rats-ear-04): the appraisal statuses. */
+  readonly ear?: EarResult;
 }
 
-export type AttestationFailure = "attestation_missing" | "attestation_stale" | "attestation_claim_mismatch";
+export type AttestationFailure = "attestation_missing" | "attestation_stale" | EarFailure;
 
 export type AttestationCheck =
   { readonly ok: true; readonly record: AttestationRecord } | { readonly ok: false; readonly reason: AttestationFailure; readonly detail: string };
@@ -67,6 +70,8 @@ function judge(req: AttestationRequirement, r: AttestationRecord, now: number): 
       detail: `evidence from ${r.attestor} is ${Math.round((now - r.issuedAt) / 1000)} s old, over the ${req.maxAgeMs / 1000} s allowed`,
     };
   }
+  const ear = req.ear && judgeEar(req.ear, r.ear, r.attestor);
+  if (ear) return { ok: false, ...ear };
   for (const [claim, accepted] of req.claims) {
     const v = r.claims.get(claim);
     if (v === undefined || !accepted.includes(v)) {

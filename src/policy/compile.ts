@@ -5,6 +5,7 @@ import { BlockList, isIP } from "node:net";
 import { SpiffeId, SpiffeIdError, TrustDomain } from "../spiffe/spiffeid.js";
 import { IdentityIndex, parseGlob, type IdentityMatcher } from "./matcher.js";
 import { findUnreachable } from "./reachability.js";
+import { claimsOf, compileApprovalConditions, compileEar, type RawEar } from "./compile-approval.js";
 import type { Action, AttestationRequirement, Conditions, Limits, Mode, Policy, Rule, TimeWindow } from "./model.js";
 
 export type Path = readonly (string | number)[];
@@ -43,6 +44,10 @@ export interface RawConditions {
   time?: RawTimeWindow[] | undefined;
   max_cert_lifetime?: number | undefined;
   max_cert_remaining?: number | undefined;
+  acting_for?: string[] | undefined;
+  actors?: RawMatcher[] | undefined;
+  tctx?: Record<string, RawClaim | RawClaim[]> | undefined;
+  rctx?: Record<string, RawClaim | RawClaim[]> | undefined;
 }
 
 export type RawClaim = string | number | boolean;
@@ -53,9 +58,11 @@ export interface RawRule {
   mode?: Mode | undefined;
   match?: RawMatcher[] | undefined;
   roles?: string[] | undefined;
-  attestation?: { attestor: string; claims?: Record<string, RawClaim | RawClaim[]> | undefined; max_age?: number | undefined } | undefined;
+  attestation?:
+    { attestor: string; claims?: Record<string, RawClaim | RawClaim[]> | undefined; max_age?: number | undefined; ear?: RawEar | undefined } | undefined;
   conditions?: RawConditions | undefined;
   limits?: RawLimits | undefined;
+  max_delegation_depth?: number | undefined;
 }
 
 export interface RawPolicy {
@@ -71,6 +78,8 @@ export interface PolicySources {
   roles: Record<string, RawMatcher[]>;
   /** Names of configured attestors. */
   attestors: readonly string[];
+  /** Names of configured verifiers (EAR attestation results), also attestors for rules. */
+  verifiers?: readonly string[];
   /** Names of configured listeners, for `conditions.listeners`. */
   listeners: readonly string[];
 }
@@ -189,16 +198,15 @@ function compileConditions(c: RawConditions | undefined, path: Path, src: Policy
   }
   if (c.max_cert_lifetime !== undefined) out.maxCertLifetimeMs = c.max_cert_lifetime;
   if (c.max_cert_remaining !== undefined) out.maxCertRemainingMs = c.max_cert_remaining;
-  return out;
+  return { ...out, ...compileApprovalConditions(c, path, (m, p) => compileMatcher(m, p, error)) };
 }
 
 function compileAttestation(a: RawRule["attestation"], path: Path, src: PolicySources, error: ErrorSink): AttestationRequirement | undefined {
   if (!a) return undefined;
-  if (!src.attestors.includes(a.attestor)) {
-    error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${src.attestors.join(", ") || "none"}`);
-  }
-  const claims = new Map(Object.entries(a.claims ?? {}).map(([k, v]) => [k, Array.isArray(v) ? v : [v]] as const));
-  return { attestor: a.attestor, claims, ...(a.max_age !== undefined ? { maxAgeMs: a.max_age } : {}) };
+  const known = [...src.attestors, ...(src.verifiers ?? [])];
+  if (!known.includes(a.attestor)) error([...path, "attestor"], `unknown attestor ${a.attestor}; defined: ${known.join(", ") || "none"}`);
+  const ear = a.ear && compileEar(a.ear, a.attestor, src.verifiers ?? [], [...path, "ear"], error);
+  return { attestor: a.attestor, claims: claimsOf(a.claims ?? {}), ...(a.max_age !== undefined ? { maxAgeMs: a.max_age } : {}), ...(ear ? { ear } : {}) };
 }
 
 function compilePolicy(name: string, p: RawPolicy, src: PolicySources, roles: IdentityIndex<string>, version: string, error: ErrorSink): Policy {
@@ -222,6 +230,7 @@ function compilePolicy(name: string, p: RawPolicy, src: PolicySources, roles: Id
       ...(r.attestation ? { attestation: compileAttestation(r.attestation, [...path, "attestation"], src, error)! } : {}),
       conditions: compileConditions(r.conditions, [...path, "conditions"], src, error),
       limits: compileLimits(r.limits),
+      ...(r.max_delegation_depth !== undefined ? { maxDelegationDepth: r.max_delegation_depth } : {}),
     };
     if (match.every((m) => m !== undefined)) rules.push(rule);
   });

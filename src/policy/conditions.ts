@@ -1,6 +1,7 @@
 // Environmental conditions of a rule: where the connection comes from, what it negotiated, which
 // listener took it, when, and how long-lived the peer's certificate is.
 import { isIPv4 } from "node:net";
+import { approvalFailures, type ApprovalFacts } from "./approval.js";
 import type { Conditions, TimeWindow } from "./model.js";
 
 export interface ConditionContext {
@@ -11,6 +12,8 @@ export interface ConditionContext {
   readonly now: number;
   /** Leaf validity, when a certificate is known. */
   readonly cert?: { readonly notBefore: number; readonly notAfter: number } | undefined;
+  /** The verified task approval, when the session negotiated one. */
+  readonly approval?: ApprovalFacts | undefined;
 }
 
 export interface ConditionFailure {
@@ -92,5 +95,6 @@ export function failedConditions(c: Conditions, ctx: ConditionContext): Conditio
       });
     }
   }
+  out.push(...approvalFailures(c, ctx.approval));
   return out;
 }

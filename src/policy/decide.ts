@@ -1,6 +1,7 @@
 // The connection-time decision: one typed input, one plain value out. Pure: no sockets, no clock, no
 // logging. The proxy calls it once per connection; `parley check` calls it offline with explain on.
 import type { SvidRule } from "../spiffe/x509svid.js";
+import { tooDeep } from "./approval.js";
 import { checkAttestation } from "./attestation.js";
 import { failedConditions } from "./conditions.js";
 import type { Limits, Mode, Policy, Rule } from "./model.js";
@@ -47,6 +48,11 @@ function unmet(rule: Rule, ctx: Context): Unmet {
       out.reasons.push(a.reason);
       out.details.push(a.detail);
     }
+  }
+  const deep = tooDeep(rule.maxDelegationDepth, ctx.input.approval);
+  if (deep) {
+    out.reasons.push("delegation_too_deep");
+    out.details.push(deep);
   }
   const { input } = ctx;
   for (const f of failedConditions(rule.conditions, { ...input, cert: ctx.peer.leaf })) {

@@ -5,6 +5,7 @@ import type { SvidRule } from "../spiffe/x509svid.js";
 import type { SpiffeId } from "../spiffe/spiffeid.js";
 import type { Action, Limits, Mode, Policy } from "./model.js";
 import type { Reason } from "./reasons.js";
+import type { ApprovalFacts } from "./approval.js";
 import type { AttestationRecord } from "./attestation.js";
 import type { RevocationHit } from "./revocation.js";
 
@@ -31,6 +32,8 @@ export interface DecisionInput {
   readonly attestations?: readonly AttestationRecord[];
   /** Roles granted by a verified task-approval token, on top of role bindings. */
   readonly grantedRoles?: readonly string[];
+  /** The verified task approval (delegation chain, transaction context), for the rules that read it. */
+  readonly approval?: ApprovalFacts;
 }
 
 export interface Obligations extends Limits {

@@ -1,5 +1,7 @@
 // A compiled policy: validated, immutable data with its indexes built. Made by compile.ts at load,
 // evaluated by decide().
+import type { ClaimValue } from "./attestation.js";
+import type { EarRequirement } from "./ear.js";
 import type { IdentityIndex, IdentityMatcher } from "./matcher.js";
 
 export type Action = "allow" | "deny";
@@ -44,6 +46,13 @@ export interface Conditions {
   readonly maxCertLifetimeMs?: number;
   /** Rejects certificates with more than this left before notAfter. */
   readonly maxCertRemainingMs?: number;
+  /** The approval's `sub` (the subject acted for, or a Transaction Token's principal) is one of these. */
+  readonly actingFor?: readonly string[];
+  /** Some actor of the approval's delegation chain (RFC 8693 §4.1) matches one of these. */
+  readonly actors?: { readonly index: IdentityIndex<true>; readonly text: readonly string[] };
+  /** A Transaction Token's `tctx` / `rctx` claims (dotted paths) → accepted values. */
+  readonly tctx?: ReadonlyMap<string, readonly ClaimValue[]>;
+  readonly rctx?: ReadonlyMap<string, readonly ClaimValue[]>;
 }
 
 export interface AttestationRequirement {
@@ -51,6 +60,8 @@ export interface AttestationRequirement {
   /** Claim (dotted path) → accepted values (one for an exact value). */
   readonly claims: ReadonlyMap<string, readonly (string | number | boolean)[]>;
   readonly maxAgeMs?: number;
+  /** For an EAR attestation result: the appraisal statuses required. */
+  readonly ear?: EarRequirement;
 }
 
 export interface Rule {
@@ -65,6 +76,8 @@ export interface Rule {
   readonly attestation?: AttestationRequirement;
   readonly conditions: Conditions;
   readonly limits: Limits;
+  /** At most this many actors in the approval's delegation chain (0: no delegation). */
+  readonly maxDelegationDepth?: number;
 }
 
 export interface Policy {

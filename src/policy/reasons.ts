@@ -9,7 +9,8 @@ export const REASONS = {
   attestation_missing: "a rule requires attestation evidence and there is none for this peer (and certificate)",
   attestation_stale: "the attestation evidence has expired or is older than the rule's max age",
   attestation_claim_mismatch: "the attestation evidence lacks a required claim value",
-  "condition_failed:<name>": "a rule condition does not hold: source_cidr, sni, alpn, listener, time, max_cert_lifetime, max_cert_remaining",
+  "condition_failed:<name>":
+    "a rule condition does not hold: source_cidr, sni, alpn, listener, time, max_cert_lifetime, max_cert_remaining, acting_for, actors, tctx, rctx",
   no_client_cert: "the peer presented no certificate",
   invalid_svid: "the peer certificate is not a valid X509-SVID (svid_rule names the rule broken)",
   untrusted_domain: "no trust bundle is configured for the peer's trust domain",
@@ -28,6 +29,10 @@ export const REASONS = {
   certificate_revoked: "a revocation names the SHA-256 fingerprint of the peer's leaf certificate",
   shared_limits_unavailable: "the rule's rate is shared across the mesh, its backend (Redis) did not answer in time and the failure mode is deny",
   attestor_revoked: "a revocation names an attestor whose evidence the session was decided with",
+  attestation_contraindicated: "the EAR attestation result the rule judges (overall, or a required submodule) has ear_status contraindicated",
+  attestation_unappraised: "the rule requires an EAR appraisal and the evidence is no EAR, or its status (overall or a required submodule) is none or absent",
+  attestation_warning: "the EAR attestation result the rule judges has ear_status warning and the rule does not allow warning",
+  delegation_too_deep: "the approval's delegation chain (RFC 8693 act) has more actors than the rule's max_delegation_depth",
 } as const;
 
 export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;

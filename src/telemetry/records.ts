@@ -1,6 +1,7 @@
 // Building decision-log records from the values the data path already holds: a connection's facts, the
 // peer's verification result and the decision. One place, so the schema in the README has one source.
 import type { SvidResult } from "../spiffe/x509svid.js";
+import type { AttestationRecord } from "../policy/attestation.js";
 import { obligationsRecord, type Decision } from "../policy/decision.js";
 import type { DecisionRecord } from "./log.js";
 
@@ -16,6 +17,16 @@ export interface NegotiationView {
   readonly requestedRoles: readonly string[];
   readonly approver?: string;
   readonly grant?: { readonly id: string; readonly roles: readonly string[] };
+  /** The approval's kind, task, whom it acts for, its delegation chain (current actor first) and requesting workload. */
+  readonly approval?: {
+    readonly kind: string;
+    readonly txn?: string;
+    readonly subject: string;
+    readonly actors: readonly string[];
+    readonly requester?: string;
+  };
+  /** EAR attestation results: the overall status by verifier. */
+  readonly attestationResults?: Readonly<Record<string, string>>;
 }
 
 export interface DecisionFacts {
@@ -64,10 +75,28 @@ export function decisionRecord(f: DecisionFacts): DecisionRecord {
             requested_roles: n.requestedRoles,
             ...(n.grant ? { grant_id: n.grant.id, granted_roles: n.grant.roles } : {}),
             ...(n.approver ? { approver: n.approver } : {}),
+            ...(n.approval ? { approval: approvalRecord(n.approval) } : {}),
+            ...(n.attestationResults ? { attestation_results: n.attestationResults } : {}),
           },
         }
       : {}),
     ...(f.negotiationRule ? { negotiation_rule: f.negotiationRule } : {}),
     decision_us: Math.round(f.decisionUs * 10) / 10,
+  };
+}
+
+/** The overall status of each EAR attestation result among `evidence`, for the decision log. */
+export function earStatuses(evidence: readonly AttestationRecord[]): { attestationResults?: Record<string, string> } {
+  const results = evidence.flatMap((e) => (e.ear ? [[e.attestor, e.ear.overall] as const] : []));
+  return results.length > 0 ? { attestationResults: Object.fromEntries(results) } : {};
+}
+
+function approvalRecord(a: NonNullable<NegotiationView["approval"]>): Record<string, unknown> {
+  return {
+    kind: a.kind,
+    ...(a.txn !== undefined ? { txn: a.txn } : {}),
+    subject: a.subject,
+    actors: a.actors,
+    ...(a.requester !== undefined ? { requester: a.requester } : {}),
   };
 }

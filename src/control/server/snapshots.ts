@@ -5,7 +5,7 @@
 //   DIR/nodes/<id>.yaml   resources of node <id>, merged over the shared ones, and the node's
 //                         `identity:` (who may claim it, see scope.ts)
 //
-// Maps (policies, trust_domains, roles, attestors, approvers, revocations) merge by key and listeners by name, the later file
+// Maps (policies, trust_domains, roles, attestors, approvers, token_services, verifiers, revocations) merge by key and listeners by name, the later file
 // winning; attestation records add up; settings are overridden one by one.
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -25,7 +25,7 @@ export interface Snapshot {
 
 type Obj = Record<string, unknown>;
 
-const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors", "approvers", "revocations"] as const;
+const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors", "approvers", "token_services", "verifiers", "revocations"] as const;
 const SCALARS = ["drain_timeout", "revocation_grace"] as const;
 /** Per-file shape check: every section optional, unknown keys still refused with their line. */
 const partialSchema = resourcesSchema.partial();

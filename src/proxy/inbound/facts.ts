@@ -105,6 +105,7 @@ export function evaluate(
     peer,
     attestations,
     grantedRoles,
+    ...(negotiated?.approval ? { approval: negotiated.approval } : {}),
   });
   return { peer, decision };
 }

@@ -15,7 +15,7 @@ import { denyAdmission, type Allow, type Deny, type Obligations } from "../../po
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { DecisionLog, RevocationCause } from "../../telemetry/log.js";
-import { decisionRecord, type NegotiationView } from "../../telemetry/records.js";
+import { decisionRecord, earStatuses, type NegotiationView } from "../../telemetry/records.js";
 import { pump, type PumpCounts } from "../pump.js";
 import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
@@ -309,8 +309,9 @@ export class InboundSession implements LiveSession {
     const negotiation: NegotiationView | undefined = n && {
       ...(n.request.purpose !== undefined ? { purpose: n.request.purpose } : {}),
       requestedRoles: n.request.roles,
-      ...(n.approval ? { approver: n.approval.approver } : {}),
+      ...(n.approval ? { approver: n.approval.approver, approval: n.approval } : {}),
       ...(grant ? { grant: { id: grant.id, roles: grant.roles } } : {}),
+      ...earStatuses(n.evidence),
     };
     this.deps.log.decision(
       decisionRecord({
