@@ -3,7 +3,8 @@
 // validated by the configuration's own rules (config/revocation.ts) and the file edited as a YAML
 // document, so its comments and layout stay; entries of it past their `until` are dropped. The file is
 // replaced atomically (a temporary file in the same directory, renamed over it): a watcher never reads
-// half a file. Bad input of any kind exits 2 with one line naming the flag or file at fault.
+// half a file. Bad input of any kind exits 2 with one line naming the flag or file at fault. Longer
+// than most commands: the flags' mapping to a checked entry, the edit and the write belong together.
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap } from "yaml";
