@@ -1,9 +1,13 @@
 // Multiplexed hops on real TLS: HTTP/2 CONNECT streams over one mTLS connection, each stream its own
 // parley session (decided, admitted, logged, revoked); and the outbound pool that opens them.
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { writeFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { DEFAULT_POLICIES, limitedPolicy, startHarness, waitFor, type Harness } from "../testkit/harness.js";
+import { loadConfig } from "../src/config/load.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { DEFAULT_POLICIES, limitedPolicy, MemoryLog, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -191,6 +195,177 @@ describe("inbound: limits and re-checks per stream", () => {
     } finally {
       ca.close();
       cb.close();
+      await h.close();
+    }
+  });
+});
+
+describe("outbound: transport multiplexed", () => {
+  const SIDECAR = "spiffe://a.test/sidecar";
+
+  /** An outbound sidecar whose one route multiplexes to `port`; its identity files can be rewritten. */
+  async function outboundSidecar(port: number, creds: Issued, route = "", expectId = SIDECAR) {
+    const f = writeFiles({ "cert.pem": creds.chainPem, "key.pem": creds.keyPem, "a.pem": pki.a.certPem });
+    const yaml = `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+outbound:
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${port}", expect_id: ${expectId}, transport: multiplexed${route} }
+policies: {}
+admin: { listen: false }
+`;
+    const cfg = writeFiles({ "out.yaml": yaml })["out.yaml"]!;
+    const logs = new MemoryLog();
+    const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
+    await sidecar.start();
+    return {
+      sidecar,
+      logs,
+      port: sidecar.outboundAddresses()["to-main"]!.port,
+      /** A new SVID for the outbound sidecar, applied as a reload applies it. */
+      async rotate(next: Issued) {
+        writeFileSync(f["cert.pem"]!, next.chainPem);
+        writeFileSync(f["key.pem"]!, next.keyPem);
+        expect(await sidecar.reload()).toBe("applied");
+      },
+    };
+  }
+
+  /** A legacy client's plaintext connection through the outbound route, echoing `text` once. */
+  async function app(port: number, text: string) {
+    const s = tcpConnect({ host: "127.0.0.1", port });
+    let got = "";
+    s.on("data", (c: Buffer) => (got += c.toString()));
+    s.on("error", () => {});
+    const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
+    s.write(text);
+    await waitFor(() => got === text || s.destroyed || undefined, 5000, `echo of ${text}`);
+    return { s, got: () => got, closed };
+  }
+
+  /** The sources (client address:port) of the inbound decisions for the outbound sidecar's streams. */
+  const sourcesOf = (h: Harness) =>
+    new Set(
+      h.logs
+        .of("decision")
+        .filter((r) => r.peer_id === "spiffe://a.test/allowed")
+        .map((r) => r.source),
+    );
+
+  it("carries N client connections as N streams of one mTLS connection, each decided by the remote", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const out = await outboundSidecar(h.port, allowed);
+    try {
+      const apps = await Promise.all([0, 1, 2, 3, 4].map((i) => app(out.port, `client ${i}`)));
+      expect(apps.map((a) => a.got())).toEqual([0, 1, 2, 3, 4].map((i) => `client ${i}`));
+      expect(h.logs.of("decision").filter((r) => r.decision === "allow")).toHaveLength(5);
+      expect(sourcesOf(h).size).toBe(1);
+      expect(out.logs.of("outbound").filter((r) => r.decision === "allow" && r.transport === "multiplexed")).toHaveLength(5);
+      expect(h.echo.accepted()).toBe(5);
+      // Each end lists each session; closing one client ends one stream, and the others go on.
+      expect(out.sidecar.registry.all().filter((s) => s.listener === "to-main")).toHaveLength(5);
+      apps[0]!.s.end();
+      await h.logs.next("session_end", (r) => r.end_reason === "completed");
+      apps[1]!.s.write(" more");
+      await waitFor(() => apps[1]!.got() === "client 1 more", 3000, "second client's echo");
+      for (const a of apps) a.s.destroy();
+    } finally {
+      await out.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("opens another connection beyond max_streams", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const out = await outboundSidecar(h.port, allowed, ", multiplex: { max_streams: 2 }");
+    try {
+      const apps = await Promise.all([0, 1, 2, 3, 4].map((i) => app(out.port, `client ${i}`)));
+      expect(apps.map((a) => a.got())).toEqual([0, 1, 2, 3, 4].map((i) => `client ${i}`));
+      expect(sourcesOf(h).size).toBe(3);
+      for (const a of apps) a.s.destroy();
+    } finally {
+      await out.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("a stream the remote denies closes the client's connection; the workload sees nothing", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const out = await outboundSidecar(h.port, banned);
+    try {
+      const a = await app(out.port, "secret");
+      await a.closed;
+      expect(a.got()).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_denied", detail: "status 403: explicit_deny" });
+      expect(h.echo.accepted()).toBe(0);
+    } finally {
+      await out.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("a remote that does not multiplex is refused, and so is one that is not the expected ID", async () => {
+    const plain = await startHarness(pki);
+    const out = await outboundSidecar(plain.port, allowed);
+    try {
+      // Its ALPN rule takes h2 as the workload's protocol: the workload gets the preface, the client nothing.
+      const a = await app(out.port, "x");
+      await a.closed;
+      expect(a.got()).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_not_multiplexed" });
+    } finally {
+      await out.sidecar.stop(50);
+      await plain.close();
+    }
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const wrong = await outboundSidecar(h.port, allowed, "", "spiffe://a.test/other");
+    try {
+      await (
+        await app(wrong.port, "x")
+      ).closed;
+      expect(await wrong.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_id_mismatch" });
+      expect(h.logs.of("decision")).toEqual([]);
+    } finally {
+      await wrong.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("after a GOAWAY (the remote let an idle connection go) the next client gets a new connection", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: { idle_timeout: 200ms }" });
+    const out = await outboundSidecar(h.port, allowed);
+    try {
+      const first = await app(out.port, "one");
+      first.s.end();
+      await first.closed;
+      // The remote's idle close is a GOAWAY: the pool forgets the connection.
+      await waitFor(() => out.sidecar.registry.size === 0 && h.sidecar.registry.size === 0);
+      await waitFor(() => out.sidecar.outboundConnections().length === 0, 5000, "the pool to forget the connection");
+      const second = await app(out.port, "two");
+      expect(second.got()).toBe("two");
+      expect(sourcesOf(h).size).toBe(2);
+      second.s.destroy();
+    } finally {
+      await out.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("a rotated own SVID opens a new connection; the old one drains, its stream still live", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const out = await outboundSidecar(h.port, allowed);
+    try {
+      const before = await app(out.port, "old");
+      await out.rotate(await pki.leaf(pki.a, "spiffe://a.test/allowed"));
+      const after = await app(out.port, "new");
+      expect(after.got()).toBe("new");
+      const fingerprints = new Set(h.logs.of("decision").map((r) => r.cert_fingerprint));
+      expect([sourcesOf(h).size, fingerprints.size]).toEqual([2, 2]);
+      before.s.write(" still");
+      await waitFor(() => before.got() === "old still", 3000, "the draining connection's stream");
+      before.s.destroy();
+      after.s.destroy();
+    } finally {
+      await out.sidecar.stop(50);
       await h.close();
     }
   });
