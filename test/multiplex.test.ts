@@ -1,6 +1,7 @@
 // Multiplexed hops on real TLS: HTTP/2 CONNECT streams over one mTLS connection, each stream its own
 // parley session (decided, admitted, logged, revoked); and the outbound pool that opens them.
 import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -178,6 +179,27 @@ describe("inbound: limits and re-checks per stream", () => {
     }
   });
 
+  it("binds each stream by its own obligations: a byte budget ends one stream, an idle timeout another", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true", policies: limitedPolicy("{ byte_budget: 1KiB, idle_timeout: 300ms }") });
+    const c = await h2(h.port, allowed);
+    try {
+      const [spender, quiet] = await Promise.all([open(c), open(c)]);
+      spender.stream.write(Buffer.alloc(2048, 0x61));
+      await spender.closed;
+      const spent = await h.logs.next("session_end", (r) => r.end_reason === "byte_budget");
+      expect(spent.bytes_to_upstream).toBe(1024);
+      expect(spender.got().length).toBeLessThanOrEqual(1024);
+      // The other stream kept its own budget until its own idle time ran out.
+      expect(await quiet.closed).toBe(constants.NGHTTP2_CANCEL);
+      expect(await h.logs.next("session_end", (r) => r.end_reason === "idle_timeout")).toMatchObject({ bytes_to_upstream: 0 });
+      // The connection outlives its streams.
+      expect((await open(c)).headers[":status"]).toBe(200);
+    } finally {
+      c.close();
+      await h.close();
+    }
+  });
+
   it("a policy change revokes a live stream with RST_STREAM while another peer's stream goes on", async () => {
     const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
     const [ca, cb] = await Promise.all([h2(h.port, allowed), h2(h.port, other)]);
@@ -268,6 +290,28 @@ admin: { listen: false }
       apps[1]!.s.write(" more");
       await waitFor(() => apps[1]!.got() === "client 1 more", 3000, "second client's echo");
       for (const a of apps) a.s.destroy();
+    } finally {
+      await out.sidecar.stop(50);
+      await h.close();
+    }
+  });
+
+  it("carries bulk both ways intact under HTTP/2 flow control (16 MiB, three streams at once)", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const out = await outboundSidecar(h.port, allowed);
+    try {
+      const bulk = randomBytes(16 << 20);
+      const sent = createHash("sha256").update(bulk).digest("hex");
+      const once = () =>
+        new Promise<string>((resolve) => {
+          const s = tcpConnect({ host: "127.0.0.1", port: out.port });
+          const hash = createHash("sha256");
+          s.on("data", (c: Buffer) => hash.update(c));
+          s.on("end", () => resolve(hash.digest("hex")));
+          s.end(bulk);
+        });
+      expect(await Promise.all([once(), once(), once()])).toEqual([sent, sent, sent]);
+      expect(sourcesOf(h).size).toBe(1);
     } finally {
       await out.sidecar.stop(50);
       await h.close();
