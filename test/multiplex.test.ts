@@ -160,6 +160,23 @@ describe("inbound: a listener with multiplex", () => {
   });
 });
 
+describe("inbound: stop", () => {
+  it("sends GOAWAY at stop; a live stream is closed by the drain and logged as such", async () => {
+    const h = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    const c = await h2(h.port, allowed);
+    c.on("error", () => {});
+    const goaway = new Promise<number>((resolve) => c.once("goaway", resolve));
+    const o = await open(c);
+    await echoed(o, "live");
+    await h.close();
+    expect(await goaway).toBe(constants.NGHTTP2_NO_ERROR);
+    await o.closed;
+    expect(await h.logs.next("session_end")).toMatchObject({ end_reason: "drain_timeout", bytes_to_upstream: 4 });
+    expect(h.sidecar.registry.size).toBe(0);
+    c.destroy();
+  });
+});
+
 describe("inbound: limits and re-checks per stream", () => {
   it("counts each stream as a session: over max_sessions a stream gets 429", async () => {
     const h = await startHarness(pki, { listenerExtra: "multiplex: true", policies: limitedPolicy("{ max_sessions: 2 }") });
