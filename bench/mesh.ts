@@ -6,10 +6,12 @@
 //   tls          parley → parley, one mTLS connection a session (`transport: tls`)
 //   nginx        nginx stream `proxy_ssl` with a client certificate → nginx stream mTLS terminator
 //                (nginx's defaults: the outbound side resumes TLS sessions, proxy_ssl_session_reuse on)
+//   nginx-full   the same with proxy_ssl_session_reuse off: a full handshake a session, as parley's tls
 // Figures: new sessions/s (connect, 64-byte echo, close) at BENCH_CONCURRENCY (16) and the summed CPU
 // of both servers per new session; round trips on long-lived sessions (p50/p99); one bulk transfer
 // (BENCH_BULK_MIB, 256, each way) in MB/s; RSS of both servers per idle session (BENCH_IDLE, 2000).
-// BENCH_SECONDS (5) a measurement, BENCH_ROUNDS (3). Needs `npx tsc -p tsconfig.json` (runs dist/).
+// BENCH_SECONDS (5) a measurement, BENCH_ROUNDS (3), BENCH_HOPS (multiplexed,tls,nginx) a subset;
+// BENCH_PARLEY_NODE_OPTIONS goes to parley's node (e.g. --cpu-prof). Runs dist/: `npx tsc -p tsconfig.json`.
 // nginx: `apt-get install nginx libnginx-mod-stream`; skipped with a notice when absent.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -87,7 +89,7 @@ ${server}
 }
 
 interface Hop {
-  readonly name: "multiplexed" | "tls" | "nginx";
+  readonly name: "multiplexed" | "tls" | "nginx" | "nginx-full";
   /** Where the caller connects (plaintext). */
   readonly port: number;
   readonly procs: ChildProcess[];
@@ -96,7 +98,11 @@ interface Hop {
 function parley(name: string, yaml: string): ChildProcess {
   const cfg = f(`${name}.yaml`, yaml);
   const log = f(`${name}.log`, "");
-  return spawn("bash", ["-c", `exec "${process.execPath}" dist/cli.js run --config "${cfg}" --no-watch > "${log}"`], { stdio: "ignore" });
+  return spawn(
+    "bash",
+    ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
+    { stdio: "ignore" },
+  );
 }
 
 async function waitPort(port: number): Promise<void> {
@@ -118,9 +124,10 @@ async function waitPort(port: number): Promise<void> {
 async function startHop(name: Hop["name"]): Promise<Hop | undefined> {
   const [front, back] = [await freePort(), await freePort()];
   let procs: ChildProcess[];
-  if (name === "nginx") {
+  if (name.startsWith("nginx")) {
     if (!NGINX) return void console.log("nginx is not installed: skipping it (apt-get install nginx libnginx-mod-stream)");
-    for (const d of ["nginx-in", "nginx-out"]) mkdirSync(join(dir, d), { recursive: true });
+    const [inDir, outDir] = [`${name}-in`, `${name}-out`];
+    for (const d of [inDir, outDir]) mkdirSync(join(dir, d), { recursive: true });
     const inbound = `    listen 127.0.0.1:${back} ssl;
     ssl_certificate ${files.inCert};
     ssl_certificate_key ${files.inKey};
@@ -137,12 +144,14 @@ async function startHop(name: Hop["name"]): Promise<Hop | undefined> {
     proxy_ssl_trusted_certificate ${files.ca};
     proxy_ssl_verify on;
     proxy_ssl_name localhost;
-    proxy_ssl_protocols TLSv1.2 TLSv1.3;`;
-    procs = ["nginx-in", "nginx-out"].map((d, i) =>
+    proxy_ssl_protocols TLSv1.2 TLSv1.3;
+    proxy_ssl_session_reuse ${name === "nginx" ? "on" : "off"};`;
+    procs = [inDir, outDir].map((d, i) =>
       spawn(NGINX, ["-c", f(`${d}.conf`, nginxYaml(d, i === 0 ? inbound : outbound)), "-p", join(dir, d)], { stdio: "ignore" }),
     );
   } else {
-    procs = [parley(`${name}-in`, inboundYaml(back)), parley(`${name}-out`, outboundYaml(front, back, name))];
+    const transport = name as "multiplexed" | "tls";
+    procs = [parley(`${name}-in`, inboundYaml(back)), parley(`${name}-out`, outboundYaml(front, back, transport))];
   }
   await waitPort(back);
   await waitPort(front);
@@ -300,7 +309,10 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-const hops = (await Promise.all((["multiplexed", "tls", "nginx"] as const).map(startHop))).filter((h) => h !== undefined);
+const HOPS = (process.env.BENCH_HOPS ?? "multiplexed,tls,nginx,nginx-full").split(",");
+const hops = (await Promise.all((["multiplexed", "tls", "nginx", "nginx-full"] as const).filter((n) => HOPS.includes(n)).map(startHop))).filter(
+  (h) => h !== undefined,
+);
 type Row = Record<string, number>;
 const rows: Record<string, Row[]> = Object.fromEntries(hops.map((h) => [h.name, []]));
 for (let round = 0; round < ROUNDS; round++) {
@@ -345,16 +357,22 @@ const report = {
   medians: med,
   multiplexed_over_tls: ratio("multiplexed", "tls"),
   multiplexed_over_nginx: ratio("multiplexed", "nginx"),
+  multiplexed_over_nginx_full: ratio("multiplexed", "nginx-full"),
 };
 const fmt = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
-console.log(
-  `\n${"figure".padEnd(26)}${"multiplexed".padStart(12)}${"tls".padStart(10)}${"nginx".padStart(10)}${"mux/tls".padStart(9)}${"mux/nginx".padStart(10)}`,
-);
+const columns = ["multiplexed", "tls", "nginx", "nginx-full", "mux/tls", "mux/nginx", "mux/ngx-full"];
+console.log(`\n${"figure".padEnd(26)}${columns.map((c) => c.padStart(13)).join("")}`);
 for (const k of keys) {
-  const cells = [med.multiplexed?.[k], med.tls?.[k], med.nginx?.[k], report.multiplexed_over_tls?.[k], report.multiplexed_over_nginx?.[k]];
-  console.log(
-    `${k.padEnd(26)}${fmt(cells[0]).padStart(12)}${fmt(cells[1]).padStart(10)}${fmt(cells[2]).padStart(10)}${fmt(cells[3]).padStart(9)}${fmt(cells[4]).padStart(10)}`,
-  );
+  const cells = [
+    med.multiplexed?.[k],
+    med.tls?.[k],
+    med.nginx?.[k],
+    med["nginx-full"]?.[k],
+    report.multiplexed_over_tls?.[k],
+    report.multiplexed_over_nginx?.[k],
+    report.multiplexed_over_nginx_full?.[k],
+  ];
+  console.log(`${k.padEnd(26)}${cells.map((v) => fmt(v).padStart(13)).join("")}`);
 }
 mkdirSync("bench/results", { recursive: true });
 writeFileSync("bench/results/mesh.json", JSON.stringify(report, null, 2) + "\n");
