@@ -8,7 +8,7 @@ import type { TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { factsOf, type ConnectionFacts, type ListenerState } from "../inbound/facts.js";
 import { InboundSession, type SessionDeps } from "../inbound/session.js";
-import { StreamSide } from "./stream.js";
+import { StreamSide, type ConnectionEvents } from "./stream.js";
 import {
   CONNECTION_WINDOW,
   HTTP2_HEADER_AUTHORITY,
@@ -44,10 +44,14 @@ export class MultiplexedConnections {
     this.sessions.add(session);
     let open = 0;
     let refused = 0;
-    const onRefused = () => {
-      if (++refused < MAX_REFUSED) return;
-      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
-      session.close();
+    const told: ConnectionEvents = {
+      refused: () => {
+        if (++refused < MAX_REFUSED) return;
+        session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+        session.close();
+      },
+      // A revoked or expired peer: GOAWAY, no new streams; those open end by their own re-checks.
+      peerGone: () => session.close(),
     };
     session.on("error", () => socket.destroy());
     session.once("close", () => {
@@ -63,7 +67,7 @@ export class MultiplexedConnections {
       stream.on("error", () => {}); // a reset is reported by 'close'; the session's pump handles its own
       open++;
       stream.once("close", () => open--);
-      this.onStream(stream, headers, socket, facts, onRefused);
+      this.onStream(stream, headers, socket, facts, told);
     });
   }
 
@@ -72,13 +76,13 @@ export class MultiplexedConnections {
     for (const s of this.sessions) s.close();
   }
 
-  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, socket: TLSSocket, facts: ConnectionFacts, onRefused: () => void): void {
-    if (headers[HTTP2_HEADER_METHOD] !== HTTP2_METHOD_CONNECT) return void reject(stream, 405, "method_not_connect", onRefused, { allow: "CONNECT" });
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, socket: TLSSocket, facts: ConnectionFacts, told: ConnectionEvents): void {
+    if (headers[HTTP2_HEADER_METHOD] !== HTTP2_METHOD_CONNECT) return void reject(stream, 405, "method_not_connect", told, { allow: "CONNECT" });
     const authority = headers[HTTP2_HEADER_AUTHORITY];
     const target = parseAuthority(typeof authority === "string" ? authority : undefined);
-    if (target === undefined) return void reject(stream, 400, "bad_authority", onRefused);
+    if (target === undefined) return void reject(stream, 400, "bad_authority", told);
     const state = this.state();
-    new InboundSession(new StreamSide(stream, socket, facts, target, onRefused), state, this.deps).start().catch((e: unknown) => {
+    new InboundSession(new StreamSide(stream, socket, facts, target, told), state, this.deps).start().catch((e: unknown) => {
       stream.destroy();
       this.deps.log.error("session failed", { listener: state.config.name, detail: (e as Error).message });
     });
@@ -86,8 +90,8 @@ export class MultiplexedConnections {
 }
 
 /** A request that never becomes a session: answered and closed, nothing decided, nothing dialled. */
-function reject(stream: ServerHttp2Stream, status: number, reason: string, onRefused: () => void, extra: Record<string, string> = {}): void {
-  onRefused();
+function reject(stream: ServerHttp2Stream, status: number, reason: string, told: ConnectionEvents, extra: Record<string, string> = {}): void {
+  told.refused();
   stream.respond({ [HTTP2_HEADER_STATUS]: status, [REASON_HEADER]: reason, ...extra }, { endStream: true });
   stream.close(NGHTTP2_NO_ERROR);
 }

@@ -8,6 +8,17 @@ import type { ClientSide } from "../inbound/client.js";
 import type { ConnectionFacts } from "../inbound/facts.js";
 import { denialStatus, endStatus, HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, REASON_HEADER } from "./wire.js";
 
+/** What a stream tells its connection. */
+export interface ConnectionEvents {
+  /** A stream was refused (denied, 400, 405). */
+  refused(): void;
+  /** The connection's peer is no longer admitted. */
+  peerGone(): void;
+}
+
+/** Session ends that say the connection's peer is no longer admitted (revoked, its certificate expired). */
+const PEER_GONE: ReadonlySet<string> = new Set(["revoked", "cert_expired"]);
+
 export class StreamSide implements ClientSide {
   readonly facts: ConnectionFacts;
 
@@ -16,14 +27,14 @@ export class StreamSide implements ClientSide {
     readonly tls: TLSSocket,
     connection: ConnectionFacts,
     target: string,
-    /** Told of each refusal, so that a connection that only collects refusals can be let go. */
-    private readonly onRefused: () => void,
+    /** What the connection is told: each refusal (one that only collects them is let go), and a peer gone. */
+    private readonly told: ConnectionEvents,
   ) {
     this.facts = { ...connection, target };
   }
 
   refuse(decision: Deny): void {
-    this.onRefused();
+    this.told.refused();
     this.answer(denialStatus(decision), decision.reasons.join(","));
   }
 
@@ -33,6 +44,8 @@ export class StreamSide implements ClientSide {
 
   /** Before its 200 the stream is answered with a status; after, reset (RST_STREAM CANCEL) if still open. */
   close(reason: string): void {
+    // Every stream of the connection is decided on the same certificate: no new one would be admitted.
+    if (PEER_GONE.has(reason)) this.told.peerGone();
     if (this.io.destroyed) return;
     if (!this.io.headersSent) return void this.answer(endStatus(reason), reason);
     if (!this.io.closed) this.io.close(NGHTTP2_CANCEL);
