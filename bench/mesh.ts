@@ -10,6 +10,7 @@
 // Figures: new sessions/s (connect, 64-byte echo, close) at BENCH_CONCURRENCY (16) and the summed CPU
 // of both servers per new session; round trips on long-lived sessions (p50/p99); one bulk transfer
 // (BENCH_BULK_MIB, 256, each way) in MB/s; RSS of both servers per idle session (BENCH_IDLE, 2000).
+// Each hop is warmed up first (BENCH_WARMUP, 3 s of new sessions, not recorded).
 // BENCH_SECONDS (5) a measurement, BENCH_ROUNDS (3), BENCH_HOPS (multiplexed,tls,nginx) a subset;
 // BENCH_PARLEY_NODE_OPTIONS goes to parley's node (e.g. --cpu-prof). Runs dist/: `npx tsc -p tsconfig.json`.
 // nginx: `apt-get install nginx libnginx-mod-stream`; skipped with a notice when absent.
@@ -26,6 +27,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 const IDLE = Number(process.env.BENCH_IDLE ?? 2000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
 
 const dir = tempDir();
 const ca = await CertificateAuthority.root({ trustDomain: "bench.test" });
@@ -227,10 +229,10 @@ function roundTrip(s: Socket, payload: Buffer): Promise<void> {
   });
 }
 
-async function newSessions(hop: Hop): Promise<{ perSec: number; cpuUsPerSession: number; errors: number }> {
+async function newSessions(hop: Hop, seconds = SECONDS): Promise<{ perSec: number; cpuUsPerSession: number; errors: number }> {
   let done = 0;
   let errors = 0;
-  const until = Date.now() + SECONDS * 1000;
+  const until = Date.now() + seconds * 1000;
   const cpu0 = cpuMs(hop);
   const worker = async () => {
     while (Date.now() < until) {
@@ -249,7 +251,7 @@ async function newSessions(hop: Hop): Promise<{ perSec: number; cpuUsPerSession:
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { perSec: done / SECONDS, cpuUsPerSession: ((cpuMs(hop) - cpu0) * 1000) / Math.max(1, done), errors };
+  return { perSec: done / seconds, cpuUsPerSession: ((cpuMs(hop) - cpu0) * 1000) / Math.max(1, done), errors };
 }
 
 async function roundTrips(hop: Hop): Promise<{ p50: number; p99: number }> {
@@ -315,6 +317,8 @@ const hops = (await Promise.all((["multiplexed", "tls", "nginx", "nginx-full"] a
 );
 type Row = Record<string, number>;
 const rows: Record<string, Row[]> = Object.fromEntries(hops.map((h) => [h.name, []]));
+// Warm-up, not recorded: Node's compiler and the pool's first connection settle (a served process is warm).
+for (const hop of hops) await newSessions(hop, WARMUP);
 for (let round = 0; round < ROUNDS; round++) {
   for (let i = 0; i < hops.length; i++) {
     const hop = hops[(i + round) % hops.length]!;
