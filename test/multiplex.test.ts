@@ -7,6 +7,7 @@ import { connect as tcpConnect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
+import { ConfigError } from "../src/config/source.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { DEFAULT_POLICIES, limitedPolicy, MemoryLog, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
@@ -431,5 +432,56 @@ admin: { listen: false }
       await out.sidecar.stop(50);
       await h.close();
     }
+  });
+});
+
+describe("configuration", () => {
+  /** The issues a configuration with these outbound routes and listener keys is refused with. */
+  function issues(route: string, listener = ""): string[] {
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem });
+    const yaml = `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+listeners:
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:9", policy: main${listener} }
+outbound:
+  - { name: out, listen: "127.0.0.1:0", remote: "127.0.0.1:9", expect_id: spiffe://a.test/x${route} }
+policies: { main: { default: deny } }
+admin: { listen: false }
+`;
+    try {
+      loadConfig(writeFiles({ "c.yaml": yaml })["c.yaml"]!);
+      return [];
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
+    }
+  }
+
+  it("takes multiplex on a listener and transport multiplexed on a route, with their defaults", () => {
+    expect(issues(", transport: multiplexed, target: orders:8080", ", multiplex: true")).toEqual([]);
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem });
+    const c = loadConfig(
+      writeFiles({
+        "c.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+listeners:
+  - { name: main, listen: "127.0.0.1:0", upstream: "127.0.0.1:9", policy: main, multiplex: { max_streams: 7 } }
+outbound:
+  - { name: out, listen: "127.0.0.1:0", remote: "remote:8443", expect_id: spiffe://a.test/x, transport: multiplexed }
+policies: { main: { default: deny } }
+`,
+      })["c.yaml"]!,
+    );
+    expect(c.listeners[0]!.multiplex).toEqual({ maxStreams: 7, idleTimeoutMs: 60_000 });
+    expect(c.outbound[0]!.multiplexed).toEqual({ maxStreams: 100, idleTimeoutMs: 60_000, target: "remote:8443" });
+  });
+
+  it("refuses negotiation over multiplexed routes, pool keys on plain ones, and bounds out of range", () => {
+    expect(issues(", transport: multiplexed, negotiate: { roles: [reader] }")).toEqual([
+      "outbound[0].negotiate: negotiation is not carried over transport: multiplexed (yet); use transport: tls",
+    ]);
+    expect(issues(", target: orders:8080")).toEqual(["outbound[0].transport: target and multiplex apply to transport: multiplexed only"]);
+    expect(issues("", ", multiplex: { max_streams: 0 }")[0]).toBe("listeners[0].multiplex.max_streams: Too small: expected number to be >=1");
+    expect(issues(", transport: multiplexed, target: no-port")[0]).toMatch(/^outbound\[0\]\.target: expected host:port/);
   });
 });
