@@ -7,6 +7,7 @@
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
+import { ParleyError } from "../../errors/catalogue.js";
 import { formatHostPort, type HostPort } from "../../config/units.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
@@ -37,12 +38,12 @@ export interface PoolRoute {
 }
 
 /** Why no stream: the outbound log's reason and a detail. */
-export class StreamRefused extends Error {
+export class StreamRefused extends ParleyError {
   constructor(
     readonly reason: string,
     detail: string,
   ) {
-    super(detail);
+    super("PARLEY_ERR_MULTIPLEX", detail);
   }
 }
 
