@@ -312,13 +312,13 @@ describe("the admin revocation set", () => {
 
 describe("outbound routes and revocations", () => {
   /** An outbound sidecar with a route to `h` (the remote spiffe://a.test/sidecar), admin writes on. */
-  async function outbound(revocations = "") {
+  async function outbound(revocations = "", route = "") {
     const f = writeFiles({ "cert.pem": alice.chainPem, "key.pem": alice.keyPem, "a.pem": pki.a.certPem });
     const file = writeFiles({
       "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
 trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
 outbound:
-  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${h!.port}", expect_id: spiffe://a.test/sidecar }
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${h!.port}", expect_id: spiffe://a.test/sidecar${route} }
 policies: {}
 ${revocations}`,
     })["out.yaml"]!;
@@ -373,6 +373,22 @@ ${revocations}`,
       detail: expect.stringContaining("remote-out") as unknown,
     });
     expect(h.logs.of("session_end").map((r) => r.bytes_to_upstream)).toEqual([4]);
+  });
+
+  it("over a multiplexed route too: the live stream ends on reload, and a new client gets no stream", async () => {
+    h = await startHarness(pki, { policies: POLICIES, listenerExtra: "multiplex: true" });
+    const out = await outbound("", ", transport: multiplexed");
+    const live = await held(out.port);
+    writeFileSync(out.file, readFileSync(out.file, "utf8") + REVOKE_REMOTE);
+    expect(await out.sidecar.reload()).toBe("applied");
+    await live.closed;
+    expect(await out.logs.next("revoked")).toMatchObject({ listener: "to-main", reasons: ["identity_revoked"] });
+    const s = tcp({ host: "127.0.0.1", port: out.port }, () => s.write("must not cross"));
+    s.on("error", () => {});
+    await new Promise((r) => s.on("close", r));
+    expect(await out.logs.next("outbound", (r) => r.decision === "deny")).toMatchObject({ reason: "identity_revoked", transport: "multiplexed" });
+    // One stream was decided by the remote: the revoked one; the refused client never got a stream.
+    expect(h.logs.of("decision")).toHaveLength(1);
   });
 
   it("a revocation posted to the admin server ends the live outbound session at once", async () => {

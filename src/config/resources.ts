@@ -29,6 +29,13 @@ export interface ListenerConfig {
   readonly alpn: readonly string[];
   /** Send a PROXY protocol v2 header to the workload (absent: none). */
   readonly proxyProtocol?: ProxyProtocolConfig;
+  /** Accept multiplexed connections (ALPN h2) under these bounds (absent: h2 is the workload's, as any ALPN). */
+  readonly multiplex?: MultiplexConfig;
+}
+
+export interface MultiplexConfig {
+  readonly maxStreams: number;
+  readonly idleTimeoutMs: number;
 }
 
 export interface ProxyProtocolConfig {
@@ -46,6 +53,8 @@ export interface OutboundConfig {
   readonly expectId: SpiffeId;
   readonly serverName?: string;
   readonly connectTimeoutMs: number;
+  /** Present with `transport: multiplexed`: the pool's bounds and each stream's `:authority`. */
+  readonly multiplexed?: MultiplexConfig & { readonly target: string };
   readonly negotiate?: { readonly roles: readonly string[]; readonly purpose?: string; readonly attestationToken?: string; readonly approvalToken?: string };
 }
 
@@ -285,9 +294,14 @@ function compileListeners(c: CompileContext, raw: RawResources, policies: Readon
       ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
       alpn: l.alpn,
       ...(l.proxy_protocol ? { proxyProtocol: proxyProtocolOf(l.proxy_protocol) } : {}),
+      ...(l.multiplex ? { multiplex: multiplexOf(l.multiplex) } : {}),
     });
   });
   return out;
+}
+
+function multiplexOf(m: true | { max_streams: number; idle_timeout: number }): MultiplexConfig {
+  return m === true ? { maxStreams: 100, idleTimeoutMs: 60_000 } : { maxStreams: m.max_streams, idleTimeoutMs: m.idle_timeout };
 }
 
 function proxyProtocolOf(p: NonNullable<RawResources["listeners"][number]["proxy_protocol"]>): ProxyProtocolConfig {
@@ -309,6 +323,9 @@ function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[]
       return f === undefined ? undefined : c.readFile([...path, "negotiate", k], f)?.trim();
     };
     const n = o.negotiate;
+    if (o.transport === "multiplexed" && n) c.error([...path, "negotiate"], "negotiation is not carried over transport: multiplexed (yet); use transport: tls");
+    if (o.transport !== "multiplexed" && (o.target !== undefined || o.multiplex))
+      c.error([...path, "transport"], "target and multiplex apply to transport: multiplexed only");
     const attestationToken = token("attestation_token");
     const approvalToken = token("approval_token");
     out.push({
@@ -318,6 +335,7 @@ function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[]
       expectId: id,
       ...(o.server_name ? { serverName: o.server_name } : {}),
       connectTimeoutMs: o.connect_timeout,
+      ...(o.transport === "multiplexed" ? { multiplexed: { ...multiplexOf(o.multiplex ?? true), target: o.target ?? o.remote } } : {}),
       ...(n
         ? {
             negotiate: {

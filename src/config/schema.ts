@@ -108,6 +108,14 @@ const policy = z.strictObject({
   rules: z.array(rule).default([]),
 });
 
+/** HTTP/2 bounds of a multiplexed connection (README, "Multiplexed hops"). */
+const multiplex = z.strictObject({
+  /** Streams (sessions) at once on one connection: SETTINGS_MAX_CONCURRENT_STREAMS inbound, the pool's cap outbound. */
+  max_streams: z.number().int().min(1).max(1000).default(100),
+  /** A connection with no stream for this long is closed (GOAWAY). */
+  idle_timeout: duration.default(60_000),
+});
+
 const listener = z.strictObject({
   name,
   listen: hostPort,
@@ -138,6 +146,8 @@ const listener = z.strictObject({
       { error: "expected v2 or { version: v2, tlvs, crc32c, peer_certificate }" },
     )
     .optional(),
+  /** Accept multiplexed connections (ALPN h2, one HTTP/2 CONNECT stream a session); true: the default bounds. */
+  multiplex: z.union([z.literal(true), multiplex]).optional(),
 });
 
 const outbound = z.strictObject({
@@ -150,6 +160,12 @@ const outbound = z.strictObject({
   expect_id: z.string(),
   server_name: z.string().optional(),
   connect_timeout: duration.default(5000),
+  /** tls: one mTLS connection a session; multiplexed: HTTP/2 CONNECT streams over pooled mTLS connections. */
+  transport: z.enum(["tls", "multiplexed"]).default("tls"),
+  /** The `:authority` of each CONNECT stream (multiplexed); default the remote address. */
+  target: hostPort.optional(),
+  /** The pool's bounds (multiplexed). */
+  multiplex: multiplex.optional(),
   /** Negotiate (ALPN parley/1) on the application's behalf. Token values are files, re-read on reload. */
   negotiate: z
     .strictObject({

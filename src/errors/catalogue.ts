@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   PARLEY_ERR_TOKEN: "an attestation or approval token refused (the rule broken is in `rule`)",
   PARLEY_ERR_DENIED: "the remote parley denied the session (client side of parley/1)",
   PARLEY_ERR_UPSTREAM_DIAL: "the workload could not be dialled",
+  PARLEY_ERR_MULTIPLEX: "no stream to the remote parley on a multiplexed hop (the outbound log's reason is in `reason`)",
   PARLEY_ERR_PROXY_HEADER: "a PROXY protocol v2 header that the format cannot carry (too long, no TCP address pair)",
 } as const;
 

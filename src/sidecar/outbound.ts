@@ -2,6 +2,7 @@
 // configuration is all or nothing: bind every new or changed route first (a failure stops what was
 // bound and changes nothing), then commit (replaced or dropped routes stop, and so do their sessions).
 import type { AddressInfo } from "node:net";
+import { ConnectionPool } from "../proxy/multiplex/pool.js";
 import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
 import { OutboundSession } from "../proxy/outbound/session.js";
 import type { SessionRegistry } from "../proxy/registry.js";
@@ -22,6 +23,8 @@ export type BoundRoutes = ReadonlyMap<string, Route>;
 
 export class OutboundRoutes {
   private routes = new Map<string, { listener: OutboundListener; spec: string }>();
+  /** The multiplexed connections of every route with `transport: multiplexed`. */
+  private readonly pool = new ConnectionPool();
 
   constructor(
     private readonly log: DecisionLog,
@@ -46,7 +49,7 @@ export class OutboundRoutes {
           routes.set(o.name, { ...have, state });
           continue;
         }
-        const listener = new OutboundListener(state, this.log, this.registry, this.now);
+        const listener = new OutboundListener(state, this.log, this.registry, this.now, this.pool);
         routes.set(o.name, { listener, spec, state, fresh: true });
         const a = await listener.listen().catch((e: unknown) => {
           throw new ApplyError(`outbound ${o.name}: cannot listen: ${(e as Error).message}`);
@@ -105,11 +108,17 @@ export class OutboundRoutes {
     }
   }
 
+  /** The multiplexed connections open: per remote, the streams each carries. */
+  connections(): number[][] {
+    return this.pool.census();
+  }
+
   addresses(): Record<string, AddressInfo> {
     return Object.fromEntries([...this.routes].map(([name, o]) => [name, o.listener.address()]));
   }
 
   stopAccepting(): void {
     for (const o of this.routes.values()) o.listener.stopAccepting();
+    this.pool.closeAll();
   }
 }

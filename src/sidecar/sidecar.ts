@@ -269,6 +269,11 @@ export class Sidecar {
     return this.outbound.addresses();
   }
 
+  /** The outbound multiplexed connections open: per remote, the streams each carries. */
+  outboundConnections(): number[][] {
+    return this.outbound.connections();
+  }
+
   private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength, ...config.svidVerification, counters: this.svidWork });
     const base = {

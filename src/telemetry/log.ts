@@ -51,6 +51,8 @@ export interface DecisionRecord {
   sni: string | null;
   alpn: string | null;
   tls_version: string | null;
+  /** A multiplexed session's target (its CONNECT stream's `:authority`). */
+  target?: string;
   mode: "enforce" | "audit";
   roles: readonly string[];
   would_deny?: true;

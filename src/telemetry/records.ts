@@ -10,6 +10,7 @@ export interface ConnectionView {
   readonly sni: string | null;
   readonly alpn: string | null;
   readonly tlsVersion: string | null;
+  readonly target?: string;
 }
 
 export interface NegotiationView {
@@ -61,6 +62,7 @@ export function decisionRecord(f: DecisionFacts): DecisionRecord {
     sni: c.sni,
     alpn: c.alpn,
     tls_version: c.tlsVersion,
+    ...(c.target !== undefined ? { target: c.target } : {}),
     mode: d.mode,
     roles: d.roles,
     ...(d.decision === "allow" && d.wouldDeny ? { would_deny: true, would_deny_rule: d.wouldDeny.rule, would_deny_reasons: d.wouldDeny.reasons } : {}),

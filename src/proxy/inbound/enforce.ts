@@ -1,12 +1,12 @@
 // The obligations of an allowed session put in force on its client socket: the expiry (grant,
 // certificate, attestation, approval or max duration), the idle timeout, and the bandwidth throttles (the
 // session's own and its identity's shared ones). Re-bound in place when a re-check tightens them.
-import type { TLSSocket } from "node:tls";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { Throttle } from "../../limits/throttle.js";
 import type { Obligations } from "../../policy/decision.js";
 import { at, type LongTimer } from "../../time/clock.js";
 import type { Pump, PumpLimits } from "../pump.js";
+import type { ClientIo } from "./client.js";
 
 const EXPIRY_REASON = {
   max_duration: "max_duration",
@@ -28,7 +28,7 @@ export class Enforcement {
   expiresAt: number | undefined;
 
   constructor(
-    private readonly client: TLSSocket,
+    private readonly client: ClientIo,
     private readonly peerId: string,
     private readonly shared: SharedThrottles,
     private readonly now: () => number,

@@ -36,6 +36,8 @@ export interface ConnectionFacts {
   readonly sni: string | null;
   readonly alpn: string | null;
   readonly tlsVersion: string | null;
+  /** A multiplexed session's target, as its HTTP/2 CONNECT stream named it (`:authority`). */
+  readonly target?: string;
 }
 
 export function factsOf(client: TLSSocket): ConnectionFacts {

@@ -7,6 +7,9 @@ import { createServer, type SecureContextOptions, type Server, type TLSSocket } 
 import { formatHostPort } from "../../config/units.js";
 import type { HandshakeGuard } from "../../limits/handshakes.js";
 import { ALPN } from "../../negotiation/frame.js";
+import { MultiplexedConnections } from "../multiplex/server.js";
+import { H2_ALPN } from "../multiplex/wire.js";
+import { socketSide } from "./client.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
 import { tcpOf } from "../tcp.js";
 
@@ -32,6 +35,8 @@ export class InboundListener {
   private readonly refused = new WeakSet<Socket>();
   /** When each raw connection was accepted, for the handshake-duration metric. */
   private readonly acceptedAt = new WeakMap<Socket, bigint>();
+  /** The HTTP/2 sessions of multiplexed connections (a listener with `multiplex`). */
+  private readonly multiplexed: MultiplexedConnections;
 
   constructor(
     state: ListenerState,
@@ -39,6 +44,7 @@ export class InboundListener {
     private readonly deps: ListenerDeps,
   ) {
     this.state = state;
+    this.multiplexed = new MultiplexedConnections(() => this.state, deps);
     this.server = createServer({
       ...tls,
       ...CONTEXT_SETTINGS,
@@ -109,6 +115,7 @@ export class InboundListener {
   /** Stops accepting; established sessions are left to the registry's drain. */
   stopAccepting(): void {
     if (this.server.listening) this.server.close();
+    this.multiplexed.closeAll();
   }
 
   /** Before any cryptography: a handshake slot, or the connection is dropped at once. */
@@ -133,7 +140,9 @@ export class InboundListener {
     this.handshakeDone(socket);
     const t0 = this.acceptedAt.get(tcpOf(socket));
     if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
-    new InboundSession(socket, this.state, this.deps).start().catch((e: unknown) => {
+    const multiplex = this.state.config.multiplex;
+    if (multiplex && socket.alpnProtocol === H2_ALPN) return void this.multiplexed.serve(socket, multiplex);
+    new InboundSession(socketSide(socket), this.state, this.deps).start().catch((e: unknown) => {
       socket.destroy();
       this.deps.log.error("session failed", { listener: this.name, detail: (e as Error).message });
     });
@@ -141,12 +150,14 @@ export class InboundListener {
 }
 
 /**
- * ALPN: parley/1 for clients that negotiate (when enabled); else the client's most preferred
+ * ALPN: parley/1 for clients that negotiate (when enabled); else h2 on a listener that multiplexes
+ * (without `multiplex`, h2 is the workload's like any protocol); else the client's most preferred
  * protocol the workload speaks; else http/1.1 if offered; else the client's first choice (refusing the
  * handshake would break clients that merely offer ALPN).
  */
 export function selectAlpn(offered: readonly string[], state: ListenerState): string | undefined {
   if (offered.includes(ALPN)) return ALPN;
+  if (state.config.multiplex && offered.includes(H2_ALPN)) return H2_ALPN;
   return offered.find((p) => state.config.alpn.includes(p)) ?? (offered.includes("http/1.1") ? "http/1.1" : offered[0]);
 }
 

@@ -1,7 +1,7 @@
 // The negotiation stage of an inbound session (ALPN parley/1): the peer's SVID must verify, then its
 // request frame and tokens are read and checked. A failure is a denial with the frame that tells the
 // client why; the session logs it and closes.
-import type { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
 import type { DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
@@ -12,7 +12,7 @@ export type NegotiationOutcome =
   | { readonly ok: true; readonly negotiated: Negotiated }
   | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
 
-export async function negotiateStage(client: TLSSocket, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
+export async function negotiateStage(client: Duplex, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
   const fail = (peer: SvidResult, code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
     ok: false,
     peer,

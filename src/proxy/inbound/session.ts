@@ -4,8 +4,9 @@
 // in the socket (bounded by its buffer, then TCP backpressure) and are forwarded after. Every denial,
 // whatever stage refused, goes through `deny()`; every end through `end()`. Longer than most modules
 // on purpose: it is the one place where the stages meet, each a short method, read top to bottom.
+// The client is a ClientSide (client.ts): its own TLS socket, or one CONNECT stream of a multiplexed
+// connection; the stages do not tell them apart.
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import type { Admission, Ticket } from "../../limits/admission.js";
 import { sharedRateCheck, type SharedRate } from "../../limits/shared.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
@@ -21,8 +22,9 @@ import type { LiveSession, SessionInfo, SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
 import { dial, DialError } from "../upstream.js";
 import { callerRecord, proxyHeaderOf, type Caller, type CallerRecord, type Grant } from "./caller.js";
+import type { ClientIo, ClientSide } from "./client.js";
 import { Enforcement } from "./enforce.js";
-import { evaluate, factsOf, peerIdOf, type ConnectionFacts, type ListenerState } from "./facts.js";
+import { evaluate, peerIdOf, type ConnectionFacts, type ListenerState } from "./facts.js";
 import { negotiateStage } from "./negotiation.js";
 
 export type { ListenerState } from "./facts.js";
@@ -73,11 +75,16 @@ export class InboundSession implements LiveSession {
   private callerFacts: Caller | undefined;
 
   constructor(
-    private readonly client: TLSSocket,
+    private readonly side: ClientSide,
     private state: ListenerState,
     private readonly deps: SessionDeps,
   ) {
-    this.facts = factsOf(client);
+    this.facts = side.facts;
+  }
+
+  /** The client's bytes: its TLS socket, or its stream of a multiplexed connection. */
+  private get client(): ClientIo {
+    return this.side.io;
   }
 
   get listener(): string {
@@ -180,6 +187,7 @@ export class InboundSession implements LiveSession {
         // The header goes first, in one write, before the pump reads a single client byte; a negotiated
         // client learns of its grant only now that the session exists.
         if (header) up.write(header);
+        this.side.accept();
         if (this.pendingGrant) this.client.write(this.pendingGrant);
         this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
         const p = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
@@ -200,7 +208,7 @@ export class InboundSession implements LiveSession {
     const config = this.state.config.proxyProtocol;
     if (!config) return undefined;
     try {
-      return proxyHeaderOf(this.client, caller, config);
+      return proxyHeaderOf(this.side.tls, caller, config);
     } catch (e) {
       return e as Error;
     }
@@ -222,14 +230,10 @@ export class InboundSession implements LiveSession {
     this.peer = peerIdOf(v.peer);
     this.log(v, negotiationRule);
     this.stage = { kind: "ended" };
-    this.closeClient(frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined));
-  }
-
-  /** Closes the client, after a last frame for a negotiating client (given a second to leave). */
-  private closeClient(last?: Buffer): void {
-    if (!last || this.client.destroyed) return void this.client.destroy();
-    this.client.end(last, () => this.client.destroy());
-    setTimeout(() => this.client.destroy(), 1000).unref();
+    this.side.refuse(
+      v.decision,
+      frame ?? (this.negotiated ? denial("denied", v.decision.detail ?? "the policy denies this session", v.decision.reasons) : undefined),
+    );
   }
 
   /**
@@ -334,7 +338,7 @@ export class InboundSession implements LiveSession {
     const counts = "counts" in stage ? stage.counts : undefined;
     this.stage = { kind: "ended", ...(counts ? { counts } : {}) };
     clearTimeout(this.revokeTimer);
-    this.closeClient(last);
+    this.side.close(reason, last);
     if ("upstream" in stage) {
       stage.upstream.destroy();
       stage.ticket.release();

@@ -13,6 +13,7 @@ import { DeniedError, requestGrant } from "../../negotiation/client.js";
 import { ALPN } from "../../negotiation/frame.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
+import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
 import type { SessionRegistry } from "../registry.js";
 import { OutboundSession } from "./session.js";
 
@@ -33,6 +34,8 @@ export class OutboundListener {
     private readonly log: DecisionLog,
     private readonly registry: SessionRegistry,
     private readonly now: () => number,
+    /** The sidecar's multiplexed connections, for routes with `transport: multiplexed`. */
+    private readonly pool: ConnectionPool,
   ) {
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (app) => void this.serve(app));
     this.server.on("error", (e) => log.error("outbound listener error", { listener: this.name, detail: e.message }));
@@ -75,6 +78,7 @@ export class OutboundListener {
     const started = this.now();
     const base = { session_id: id, listener: config.name, remote: `${config.remote.host}:${config.remote.port}`, expect_id: config.expectId.toString() };
     app.on("error", () => {});
+    if (config.multiplexed) return this.serveMultiplexed(app, base, started);
     const remote = tlsConnect({
       host: config.remote.host,
       port: config.remote.port,
@@ -133,5 +137,33 @@ export class OutboundListener {
       subject,
     };
     new OutboundSession(facts, app, remote, { log: this.log, registry: this.registry, now: this.now });
+  }
+
+  /** One CONNECT stream on a pooled connection: the remote decides it, as a session of its own. */
+  private async serveMultiplexed(app: Socket, base: { session_id: string; listener: string }, started: number): Promise<void> {
+    const { config, verifier, identity } = this.state;
+    const m = config.multiplexed!;
+    const route = {
+      remote: config.remote,
+      expectId: config.expectId,
+      serverName: config.serverName ?? "localhost",
+      identity,
+      verifier,
+      connectTimeoutMs: config.connectTimeoutMs,
+      bounds: m,
+      target: m.target,
+      revocations: this.state.revocations,
+    };
+    try {
+      const { stream, remoteId, subject } = await this.pool.stream(route, this.now);
+      this.log.outbound({ ...base, decision: "allow", remote_id: remoteId, transport: "multiplexed", target: m.target });
+      if (app.destroyed) return void stream.close();
+      const facts = { id: base.session_id, listener: config.name, remoteId, source: `${app.remoteAddress}:${app.remotePort}`, startedAt: started, subject };
+      new OutboundSession(facts, app, stream, { log: this.log, registry: this.registry, now: this.now });
+    } catch (e) {
+      const reason = e instanceof StreamRefused ? e.reason : "remote_connect_failed";
+      this.log.outbound({ ...base, decision: "deny", reason, detail: (e as Error).message, transport: "multiplexed" });
+      app.destroy();
+    }
   }
 }

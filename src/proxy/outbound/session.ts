@@ -1,7 +1,7 @@
 // One outbound session once the remote is verified (and granted, if negotiating): registered with the
 // sidecar's sessions, so `/sessions` lists it, an operator can close it and a drain ends it.
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
 import type { RevocationHit, RevocationList, RevocationSubject } from "../../policy/revocation.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { pump, type PumpCounts } from "../pump.js";
@@ -25,7 +25,8 @@ export class OutboundSession implements LiveSession {
   constructor(
     private readonly facts: OutboundFacts,
     private readonly app: Socket,
-    private readonly remote: TLSSocket,
+    /** The remote end: its own mTLS connection, or a CONNECT stream of a pooled one. */
+    private readonly remote: Duplex,
     private readonly deps: { readonly log: DecisionLog; readonly registry: SessionRegistry; readonly now: () => number },
   ) {
     this.counts = pump(app, remote, undefined, (end) => this.end(end.reason, "detail" in end ? end.detail : undefined)).counts;

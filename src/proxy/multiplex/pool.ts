@@ -1,0 +1,251 @@
+// The outbound end of multiplexed hops: a pool of mTLS HTTP/2 connections per (remote address,
+// expected SPIFFE ID, server name), each carrying up to max_streams CONNECT streams, one a local
+// client connection. A connection is used only while it was opened with the sidecar's current SVID
+// and its remote still verifies as the expected ID (checked again for every stream, under the trust
+// bundles in force); otherwise it drains: no new streams, open ones go on. A GOAWAY from the remote
+// drains it too; a connection without streams for idle_timeout is closed.
+import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { MultiplexConfig } from "../../config/resources.js";
+import { ParleyError } from "../../errors/catalogue.js";
+import { formatHostPort, type HostPort } from "../../config/units.js";
+import type { RevocationList } from "../../policy/revocation.js";
+import type { SpiffeId } from "../../spiffe/spiffeid.js";
+import type { SvidVerifier } from "../../spiffe/x509svid.js";
+import type { OwnSvid } from "../../workloadapi/client.js";
+import { peerChain } from "../inbound/peerchain.js";
+import {
+  clientOptions,
+  CONNECTION_WINDOW,
+  H2_ALPN,
+  HTTP2_HEADER_AUTHORITY,
+  HTTP2_HEADER_METHOD,
+  HTTP2_METHOD_CONNECT,
+  NGHTTP2_REFUSED_STREAM,
+  REASON_HEADER,
+} from "./wire.js";
+
+/** Where a stream goes and as whom: a route's view of the pool. */
+export interface PoolRoute {
+  readonly remote: HostPort;
+  readonly expectId: SpiffeId;
+  readonly serverName: string;
+  readonly identity: OwnSvid;
+  readonly verifier: SvidVerifier;
+  readonly connectTimeoutMs: number;
+  readonly bounds: MultiplexConfig;
+  /** Each stream's `:authority`. */
+  readonly target: string;
+  /** The revocations in force: a remote they name gets no stream, and its connection drains. */
+  readonly revocations: RevocationList;
+}
+
+/** A stream answered 200, and what a revocation can name of the remote that answered it. */
+export interface PooledStream {
+  readonly stream: ClientHttp2Stream;
+  readonly remoteId: string;
+  readonly subject: { readonly peer: SpiffeId; readonly certFingerprint: string };
+}
+
+/** Why no stream: the outbound log's reason and a detail. */
+export class StreamRefused extends ParleyError {
+  constructor(
+    readonly reason: string,
+    detail: string,
+  ) {
+    super("PARLEY_ERR_MULTIPLEX", detail);
+  }
+}
+
+interface Connection {
+  readonly session: ClientHttp2Session;
+  readonly chain: Buffer[];
+  /** The fingerprint of the own SVID it was opened with. */
+  readonly identity: string;
+  streams: number;
+  idle?: NodeJS.Timeout;
+  /** Set once the remote's SETTINGS came: it speaks HTTP/2. */
+  settled?: true;
+}
+
+export class ConnectionPool {
+  private readonly byKey = new Map<string, Connection[]>();
+  /** The connection being opened per key, which every stream arriving meanwhile waits for. */
+  private readonly opening = new Map<string, Promise<Connection>>();
+
+  /**
+   * A CONNECT stream to `r`'s remote, answered 200, and the remote's verified ID; else StreamRefused. A
+   * stream the remote refused unprocessed (REFUSED_STREAM, as after its GOAWAY: RFC 9113 §8.7) is tried
+   * once more, on another connection.
+   */
+  async stream(r: PoolRoute, now: () => number): Promise<PooledStream> {
+    try {
+      return await this.attempt(r, now);
+    } catch (e) {
+      if (!(e instanceof StreamRefused) || e.reason !== "remote_refused_stream") throw e;
+      return this.attempt(r, now);
+    }
+  }
+
+  private async attempt(r: PoolRoute, now: () => number): Promise<PooledStream> {
+    const c = await this.acquire(r);
+    const peer = r.verifier.verify(c.chain, now());
+    const fail = (reason: string, detail: string) => {
+      this.drain(c);
+      this.release(c, r);
+      return new StreamRefused(reason, detail);
+    };
+    if (!peer.ok) throw fail("remote_invalid_svid", `${peer.message} (${peer.rule})`);
+    if (!peer.svid.id.equals(r.expectId)) throw fail("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${r.expectId}`);
+    const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
+    const revoked = r.revocations.match(subject, now());
+    if (revoked) throw fail(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
+    const stream = c.session.request({ [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target }, { endStream: false });
+    stream.once("close", () => this.release(c, r));
+    // A stream refused unprocessed means its connection takes no more.
+    stream.once("close", () => stream.rstCode === NGHTTP2_REFUSED_STREAM && this.drain(c));
+    stream.on("error", () => {});
+    await answered(stream, r.connectTimeoutMs).catch((e: unknown) => {
+      // A remote listener without multiplex takes h2 as its workload's protocol and passes the bytes on.
+      if (c.settled || !(e instanceof StreamRefused)) throw e;
+      throw new StreamRefused("remote_not_multiplexed", "the remote does not answer HTTP/2: is multiplex set on its listener?");
+    });
+    return { stream, remoteId: peer.svid.id.toString(), subject };
+  }
+
+  /** Drains every connection (sidecar stop): open streams go on until they end. */
+  closeAll(): void {
+    for (const list of this.byKey.values()) for (const c of [...list]) this.drain(c);
+  }
+
+  /** Connections open now, for tests and metrics: per key, the streams each carries. */
+  census(): number[][] {
+    return [...this.byKey.values()].map((l) => l.map((c) => c.streams));
+  }
+
+  /** A connection with room for one more stream (counted at once), opened if none has room. */
+  private async acquire(r: PoolRoute): Promise<Connection> {
+    const key = keyOf(r);
+    for (;;) {
+      const list = this.byKey.get(key) ?? [];
+      // A connection opened with an SVID that is no longer ours drains (the remote decided on the old one).
+      for (const c of list.filter((c) => c.identity !== r.identity.fingerprint)) this.drain(c);
+      const free = (this.byKey.get(key) ?? []).find((c) => c.streams < capacity(c, r));
+      if (free) {
+        free.streams++;
+        clearTimeout(free.idle);
+        return free;
+      }
+      const pending = this.opening.get(key);
+      if (pending) {
+        await pending.catch(() => undefined);
+        continue;
+      }
+      const opened = this.open(r, key).finally(() => this.opening.delete(key));
+      this.opening.set(key, opened);
+      await opened;
+    }
+  }
+
+  private async open(r: PoolRoute, key: string): Promise<Connection> {
+    const socket = await handshake(r);
+    const session = h2connect(`https://${formatHostPort(r.remote)}`, { ...clientOptions(r.bounds.maxStreams), createConnection: () => socket });
+    const c: Connection = { session, chain: peerChain(socket), identity: r.identity.fingerprint, streams: 0 };
+    session.on("error", () => {});
+    session.once("goaway", () => this.drain(c));
+    session.once("remoteSettings", () => (c.settled = true));
+    session.once("close", () => this.forget(c, key));
+    session.once("connect", () => session.setLocalWindowSize(CONNECTION_WINDOW));
+    const list = this.byKey.get(key) ?? [];
+    list.push(c);
+    this.byKey.set(key, list);
+    this.release(c, r, 0);
+    return c;
+  }
+
+  /** One stream fewer; a connection left without any is closed after the idle timeout. */
+  private release(c: Connection, r: PoolRoute, by = 1): void {
+    c.streams -= by;
+    if (c.streams > 0 || c.session.closed) return;
+    clearTimeout(c.idle);
+    c.idle = setTimeout(() => this.drain(c), r.bounds.idleTimeoutMs).unref();
+  }
+
+  /** No new streams on `c`; its open ones go on, and it closes when they end. */
+  private drain(c: Connection): void {
+    clearTimeout(c.idle);
+    for (const [key, list] of this.byKey) if (list.includes(c)) this.forget(c, key);
+    if (!c.session.closed) c.session.close();
+  }
+
+  private forget(c: Connection, key: string): void {
+    const list = this.byKey.get(key)?.filter((x) => x !== c) ?? [];
+    if (list.length > 0) this.byKey.set(key, list);
+    else this.byKey.delete(key);
+  }
+}
+
+function keyOf(r: PoolRoute): string {
+  return `${formatHostPort(r.remote)}|${r.expectId.toString()}|${r.serverName}`;
+}
+
+/** Streams `c` may carry: ours to open (max_streams), and no more than the remote allows at once. */
+function capacity(c: Connection, r: PoolRoute): number {
+  return Math.min(r.bounds.maxStreams, c.session.remoteSettings.maxConcurrentStreams ?? r.bounds.maxStreams);
+}
+
+/** The mTLS connection, ALPN h2, with our SVID; the remote is judged by the caller, by the SPIFFE rules. */
+function handshake(r: PoolRoute): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: r.remote.host,
+      port: r.remote.port,
+      cert: r.identity.certChainPem,
+      key: r.identity.keyPem,
+      servername: r.serverName,
+      rejectUnauthorized: false,
+      ALPNProtocols: [H2_ALPN],
+    });
+    socket.setNoDelay(true);
+    const fail = (e: StreamRefused) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e);
+    };
+    const timer = setTimeout(
+      () => fail(new StreamRefused("remote_connect_timeout", `no TLS session with the remote within ${r.connectTimeoutMs} ms`)),
+      r.connectTimeoutMs,
+    );
+    socket.once("error", (e: NodeJS.ErrnoException) => fail(new StreamRefused("remote_connect_failed", e.code ?? e.message)));
+    socket.once("secureConnect", () => {
+      if (socket.alpnProtocol !== H2_ALPN)
+        return void fail(new StreamRefused("remote_not_multiplexed", `the remote chose ALPN ${socket.alpnProtocol || "none"}, not h2`));
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+  });
+}
+
+/** Waits for the response: 200 is the session; any other status (or a reset) is the remote's refusal. */
+function answered(stream: ClientHttp2Stream, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stream.close();
+      reject(new StreamRefused("remote_connect_timeout", `no response to CONNECT within ${timeoutMs} ms`));
+    }, timeoutMs);
+    stream.once("response", (headers) => {
+      clearTimeout(timer);
+      const status = headers[":status"];
+      if (status === 200) return void resolve();
+      const reason = headers[REASON_HEADER];
+      reject(new StreamRefused("remote_denied", `status ${status}${typeof reason === "string" ? `: ${reason}` : ""}`));
+    });
+    stream.once("close", () => {
+      clearTimeout(timer);
+      const code = stream.rstCode;
+      const reason = code === NGHTTP2_REFUSED_STREAM ? "remote_refused_stream" : "remote_reset";
+      reject(new StreamRefused(reason, `stream reset before a response (code ${code})`));
+    });
+  });
+}

@@ -1,0 +1,63 @@
+// One CONNECT stream of a multiplexed connection as an inbound session's client side: its bytes are
+// the stream's DATA frames; its first words are `:status 200` (once the session is allowed and the
+// workload connected), its last a refusal status with a `parley-reason` header, or RST_STREAM.
+import type { ServerHttp2Stream } from "node:http2";
+import type { TLSSocket } from "node:tls";
+import type { Deny } from "../../policy/decision.js";
+import type { ClientSide } from "../inbound/client.js";
+import type { ConnectionFacts } from "../inbound/facts.js";
+import { denialStatus, endStatus, HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, REASON_HEADER } from "./wire.js";
+
+/** What a stream tells its connection. */
+export interface ConnectionEvents {
+  /** A stream was refused (denied, 400, 405). */
+  refused(): void;
+  /** The connection's peer is no longer admitted. */
+  peerGone(): void;
+}
+
+/** Session ends that say the connection's peer is no longer admitted (revoked, its certificate expired). */
+const PEER_GONE: ReadonlySet<string> = new Set(["revoked", "cert_expired"]);
+
+export class StreamSide implements ClientSide {
+  readonly facts: ConnectionFacts;
+
+  constructor(
+    readonly io: ServerHttp2Stream,
+    readonly tls: TLSSocket,
+    connection: ConnectionFacts,
+    target: string,
+    /** What the connection is told: each refusal (one that only collects them is let go), and a peer gone. */
+    private readonly told: ConnectionEvents,
+  ) {
+    this.facts = { ...connection, target };
+  }
+
+  refuse(decision: Deny): void {
+    this.told.refused();
+    this.answer(denialStatus(decision), decision.reasons.join(","));
+  }
+
+  accept(): void {
+    if (!this.io.destroyed && !this.io.headersSent) this.io.respond({ [HTTP2_HEADER_STATUS]: 200 });
+  }
+
+  /** Before its 200 the stream is answered with a status; after, reset (RST_STREAM CANCEL) if still open. */
+  close(reason: string): void {
+    // Every stream of the connection is decided on the same certificate: no new one would be admitted.
+    if (PEER_GONE.has(reason)) this.told.peerGone();
+    if (this.io.destroyed) return;
+    if (!this.io.headersSent) return void this.answer(endStatus(reason), reason);
+    if (!this.io.closed) this.io.close(NGHTTP2_CANCEL);
+  }
+
+  /**
+   * A complete response, then RST_STREAM NO_ERROR: RFC 9113 §8.1 lets a server that has answered ask the
+   * client to stop sending its request this way.
+   */
+  private answer(status: number, reason: string): void {
+    if (this.io.destroyed) return;
+    this.io.respond({ [HTTP2_HEADER_STATUS]: status, [REASON_HEADER]: reason }, { endStream: true });
+    this.io.close(NGHTTP2_NO_ERROR);
+  }
+}
