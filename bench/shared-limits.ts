@@ -4,7 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { KeyedBuckets } from "../src/limits/keyed.js";
 import { LimitCounts } from "../src/limits/events.js";
-import { SharedRate } from "../src/limits/shared.js";
+import { SharedLimits } from "../src/limits/shared.js";
 import { startRedis } from "../testkit/redis.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -17,11 +17,17 @@ const median = (xs: number[]) => pct(xs, 50);
 
 async function main(): Promise<void> {
   const redis = await startRedis();
-  const shared = new SharedRate(
-    { url: redis.url, keyPrefix: "bench:", onUnavailable: "deny", timeoutMs: 1000 },
-    { now: Date.now, counts: new LimitCounts(), onEvent: () => undefined },
-  );
-  while (!shared.connected) await new Promise((r) => setTimeout(r, 10));
+  const shared = new SharedLimits({ now: Date.now, counts: new LimitCounts(), onEvent: () => undefined });
+  await shared.configure({
+    url: redis.url,
+    keyPrefix: "bench:",
+    onUnavailable: "deny",
+    timeoutMs: 1000,
+    leaseTtlMs: 15_000,
+    breakerFailures: 3,
+    breakerProbeMs: 1000,
+  });
+  while (shared.status()?.state !== "up") await new Promise((r) => setTimeout(r, 10));
   const local = new KeyedBuckets(100_000);
   const rows: { sharedP50: number; sharedP99: number; localP50: number; localP99: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
@@ -33,7 +39,7 @@ async function main(): Promise<void> {
       local.take(id, rate, Date.now());
       l.push((performance.now() - t) * 1000);
       t = performance.now();
-      const v = await shared.take(id, rate);
+      const v = await shared.take(`rate:${id}`, rate);
       s.push((performance.now() - t) * 1000);
       if (v === "local" || !v.ok) throw new Error(`unexpected verdict ${JSON.stringify(v)}`);
     }

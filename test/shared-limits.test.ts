@@ -132,15 +132,37 @@ describe("shared new-session rate", () => {
   });
 });
 
-describe("shared rate without a running backend", () => {
-  it("refuses shared_limits_unavailable when a reload adds shared limits to a sidecar started without", async () => {
-    const h = await startHarness(pki, { policies: policy("") });
+describe("shared_limits reloaded", () => {
+  it("takes effect when a reload adds it, and a changed URL reconnects while admitted sessions go on", async () => {
+    const clock = new ManualClock();
+    const h = await startHarness(pki, { policies: policy(""), now: clock.now });
     harnesses.push(h);
-    expect(await attempt(h, alice)).toBe(true);
-    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}" }\n` });
+    const live = await dialTls(h.port, pki, bob);
+    sockets.push(live);
+    let got = "";
+    live.on("data", (c: Buffer) => (got += c.toString()));
+    live.write("a");
+    await waitFor(() => got === "a", 3000, "echo");
+    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}", key_prefix: "r${++prefixes}:" }\n` });
     expect(await h.sidecar.reload()).toBe("applied");
+    await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
+    expect(await attempt(h, alice)).toBe(true);
+    expect(await attempt(h, alice)).toBe(true);
     expect(await attempt(h, alice)).toBe(false);
-    expect(denials(h)).toEqual([["shared_limits_unavailable"]]);
+    expect(denials(h)).toEqual([["rate_limited"]]);
+    // Another Redis: the sidecar connects to it (a fresh bucket there), the live session goes on.
+    const other = await startRedis();
+    try {
+      h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${other.url}", key_prefix: "r${prefixes}:" }\n` });
+      expect(await h.sidecar.reload()).toBe("applied");
+      await waitFor(() => h.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
+      expect(h.logs.of("lifecycle").some((r) => r.msg === "shared limits reconfigured" && r.url_changed === true)).toBe(true);
+      expect(await attempt(h, alice)).toBe(true);
+      live.write("b");
+      await waitFor(() => got === "ab", 3000, "echo on the session admitted before");
+    } finally {
+      await other.stop();
+    }
   });
 });
 
@@ -167,12 +189,15 @@ describe("shared_limits configuration", () => {
       keyPrefix: "parley:",
       onUnavailable: "deny",
       timeoutMs: 50,
+      leaseTtlMs: 15_000,
+      breakerFailures: 3,
+      breakerProbeMs: 1000,
     });
     expect(load("", "").sharedLimits).toBeUndefined();
   });
 
   it("refuses a shared rate without a backend, and a URL that is not redis:// or rediss://", () => {
-    expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared rate needs a shared_limits section/);
+    expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared limit needs a shared_limits section/);
     expect(issues(`shared_limits: { url: "http://redis:6379" }\n`).join("\n")).toMatch(/shared_limits\.url: expected a redis:\/\/ or rediss:\/\/ URL/);
     expect(issues(`shared_limits: { url: "redis://x", on_unavailable: open }\n`).join("\n")).toMatch(/shared_limits\.on_unavailable/);
   });

@@ -9,6 +9,10 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
   restart(): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections stay open, commands go unanswered, as a stalled Redis. */
+  pause(): void;
+  /** Thaws it (SIGCONT): it answers what waited. */
+  resume(): void;
 }
 
 function launch(port: number, dir: string): Promise<ChildProcess> {
@@ -38,6 +42,12 @@ export async function startRedis(): Promise<RedisServer> {
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGKILL");
       await exited;
+    },
+    pause() {
+      child.kill("SIGSTOP");
+    },
+    resume() {
+      child.kill("SIGCONT");
     },
     async restart() {
       child = await launch(port, dir);

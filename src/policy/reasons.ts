@@ -26,8 +26,9 @@ export const REASONS = {
   grant_revoked: "a revocation names the id of the grant the session was given",
   identity_revoked: "a revocation names the peer's SPIFFE ID, exactly or as a path prefix",
   certificate_revoked: "a revocation names the SHA-256 fingerprint of the peer's leaf certificate",
-  shared_limits_unavailable: "the rule's rate is shared across the mesh, its backend (Redis) did not answer in time and the failure mode is deny",
+  shared_limits_unavailable: "a limit of the rule is shared across the mesh, its backend (Redis) did not answer in time and the failure mode is deny",
   attestor_revoked: "a revocation names an attestor whose evidence the session was decided with",
+  task_limit_exceeded: "the task (`txn`) of the session's approval is over its own bound: concurrent sessions or new sessions a minute (per_task)",
 } as const;
 
 export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;

@@ -1,0 +1,138 @@
+// Concurrent sessions per identity shared across sidecars as leases in a real redis-server: the cap
+// holds across sidecars, a session's end frees its slot, live leases are renewed (and re-added after
+// Redis lost them), and the circuit breaker stops sending to a stalled Redis until a probe answers.
+import type { TLSSocket } from "node:tls";
+import { createClient } from "redis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Issued } from "../src/certs/issue.js";
+import { attempt, until } from "../testkit/attempt.js";
+import { limitedPolicy, startHarness, type Harness } from "../testkit/harness.js";
+import { makePki, type TestPki } from "../testkit/pki.js";
+import { startRedis, type RedisServer } from "../testkit/redis.js";
+
+let pki: TestPki;
+let alice: Issued;
+let bob: Issued;
+let redis: RedisServer;
+let inspect: ReturnType<typeof createClient>;
+let harnesses: Harness[] = [];
+let sockets: TLSSocket[] = [];
+let prefixes = 0;
+
+beforeAll(async () => {
+  pki = await makePki();
+  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
+  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
+  redis = await startRedis();
+  inspect = createClient({ url: redis.url, socket: { reconnectStrategy: () => 50 } });
+  inspect.on("error", () => undefined);
+  await inspect.connect();
+});
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets = [];
+  redis.resume();
+  await Promise.all(harnesses.map((h) => h.close()));
+  harnesses = [];
+  await redis.restart().catch(() => undefined);
+});
+afterAll(async () => {
+  inspect.destroy();
+  await redis.stop();
+});
+
+/** `n` sidecars sharing a cap of `cap` sessions per identity (a fresh key prefix per test). */
+async function sidecars(n: number, cap: number, shared = ""): Promise<{ hs: Harness[]; key: string }> {
+  const prefix = `l${++prefixes}:`;
+  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "${prefix}", timeout: 200ms, lease_ttl: 1s${shared} }\n`;
+  const opts = { policies: limitedPolicy(`{ max_sessions: { max: ${cap}, scope: shared } }`), extra };
+  const hs = await Promise.all(Array.from({ length: n }, () => startHarness(pki, opts)));
+  harnesses.push(...hs);
+  await Promise.all(hs.map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
+  return { hs, key: `${prefix}sessions:spiffe://a.test/alice` };
+}
+
+const denials = (h: Harness) =>
+  h.logs
+    .of("decision")
+    .filter((d) => d.decision === "deny")
+    .map((d) => d.reasons);
+
+describe("shared concurrent sessions (leases)", () => {
+  it("holds one identity's cap across two sidecars and frees a slot when a session ends", async () => {
+    const {
+      hs: [h1, h2],
+      key,
+    } = await sidecars(2, 2);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false);
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(false);
+    expect(denials(h1!)).toEqual([["concurrency_limited"]]);
+    expect(denials(h2!)).toEqual([["concurrency_limited"]]);
+    expect(await inspect.zCard(key)).toBe(2);
+    expect(await attempt(h2!.port, pki, bob, sockets)).toBe(true); // another identity, another set
+    // The first session ends: its lease goes at once, and the slot is free on the other sidecar.
+    sockets[0]!.destroy();
+    await until(async () => (await inspect.zCard(key)) === 1, 5000, "release");
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(true);
+  });
+
+  it("renews live leases past their TTL and re-adds them when Redis lost them", async () => {
+    const {
+      hs: [h1, h2],
+      key,
+    } = await sidecars(2, 2);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    const first = Math.max(...(await inspect.zRangeWithScores(key, 0, -1)).map((m) => m.score));
+    // Renewed by the Redis clock: a later expiry than the first, so the TTL (1 s) has passed meanwhile.
+    await until(async () => (await inspect.zRangeWithScores(key, 0, -1)).every((m) => m.score > first + 1000), 10_000, "renewal");
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(false);
+    // Redis restarts empty: the next renewal adds the live sessions' leases back.
+    await redis.stop();
+    await redis.restart();
+    await until(async () => (await inspect.zCard(key)) === 2, 10_000, "leases re-added");
+    await until(() => Promise.resolve(h2!.sidecar.sharedLimitsStatus()?.state === "up"), 10_000, "h2 reconnected");
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(false);
+    expect(denials(h2!)).toEqual([["concurrency_limited"], ["concurrency_limited"]]);
+  });
+
+  it("opens the circuit breaker on a stalled Redis (the failure mode at once), closes it when a probe answers", async () => {
+    const {
+      hs: [h1],
+    } = await sidecars(1, 5, ", breaker: { failures: 2, probe_interval: 100ms }");
+    const status = () => h1!.sidecar.sharedLimitsStatus()!;
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    redis.pause();
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false);
+    await h1!.logs.next("warning", (r) => r.msg === "shared limits circuit breaker open");
+    expect(status().state).toBe("open");
+    // Open: further admissions are refused without a call to Redis (no timeout spent on them).
+    const timeouts = status().calls.timeout;
+    for (let i = 0; i < 3; i++) expect(await attempt(h1!.port, pki, bob, sockets)).toBe(false);
+    expect(status().calls.timeout).toBe(timeouts);
+    expect(status().calls.refused).toBeGreaterThanOrEqual(3);
+    expect(denials(h1!)).toEqual(Array.from({ length: 5 }, () => ["shared_limits_unavailable"]));
+    redis.resume();
+    await h1!.logs.next("lifecycle", (r) => r.msg === "shared limits circuit breaker closed");
+    expect(status().state).toBe("up");
+    expect(await attempt(h1!.port, pki, bob, sockets)).toBe(true);
+  });
+
+  it("falls back to this sidecar's own count when Redis is gone and the mode is local", async () => {
+    const {
+      hs: [h1, h2],
+    } = await sidecars(2, 1, ", on_unavailable: local");
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(false);
+    await redis.stop();
+    await h2!.logs.next("warning", (r) => r.msg === "shared limits backend lost");
+    // Each sidecar now counts alone: h2 has none of alice's sessions, h1 has its one.
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false);
+    expect(denials(h1!)).toEqual([["concurrency_limited"]]);
+    expect(h1!.sidecar.limitCounts.get("shared_limits_fallback")).toBe(1);
+  });
+});
