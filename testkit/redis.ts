@@ -5,6 +5,8 @@ import { freePort, tempDir } from "./harness.js";
 
 export interface RedisServer {
   readonly port: number;
+  /** The running server's process id (a restart changes it). */
+  readonly pid: number;
   readonly url: string;
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
@@ -36,6 +38,9 @@ export async function startRedis(): Promise<RedisServer> {
   let child = await launch(port, dir);
   return {
     port,
+    get pid() {
+      return child.pid!;
+    },
     url: `redis://127.0.0.1:${port}`,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
