@@ -83,7 +83,7 @@ async function sidecar(yaml: string): Promise<{ child: ChildProcess; port: numbe
   const child = spawn(process.execPath, ["dist/cli.js", "run", "--config", file, "--no-watch"], { stdio: ["ignore", "pipe", "inherit"] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`parley run exited ${code}`)));
-    createInterface({ input: child.stdout! }).on("line", (line) => {
+    createInterface({ input: child.stdout }).on("line", (line) => {
       const r = JSON.parse(line) as { msg?: string; address?: string };
       if (r.msg === "listener ready") ready = Number(r.address!.split(":").pop());
       if (r.msg === "shared limits backend connected") connected = true;
@@ -119,7 +119,8 @@ async function cpu(redis: RedisServer, redisPid: number): Promise<void> {
   const ratios: number[] = [];
   const rows: { shared: number; local: number; redis: number }[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    let [c, rc] = [cpuOf(shared.child.pid!), cpuOf(redisPid)];
+    const rc = cpuOf(redisPid);
+    let c = cpuOf(shared.child.pid!);
     await run(shared.port);
     const s = (cpuOf(shared.child.pid!) - c) / SESSIONS;
     const redisPer = (cpuOf(redisPid) - rc) / SESSIONS;
