@@ -2,6 +2,7 @@
 // peer's verification result and the decision. One place, so the schema in the README has one source.
 import type { SvidResult } from "../spiffe/x509svid.js";
 import type { Decision, Obligations } from "../policy/decision.js";
+import type { TaskLimits } from "../policy/model.js";
 import type { DecisionRecord } from "./log.js";
 
 export interface ConnectionView {
@@ -83,8 +84,19 @@ export function obligationsRecord(o: Obligations): Record<string, number | strin
   if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
   if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
   if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
-  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
+  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}${o.rate.shared ? " shared" : ""}`;
   if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
+  if (o.maxSessionsShared) r.max_sessions_scope = "shared";
+  if (o.perTask !== undefined) r.per_task = taskText(o.perTask);
   if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
   return r;
+}
+
+/** A task's bound as one string: "4 sessions, 30/min burst 10 shared". */
+function taskText(t: TaskLimits): string {
+  const parts = [
+    ...(t.maxSessions !== undefined ? [`${t.maxSessions} sessions`] : []),
+    ...(t.rate ? [`${t.rate.perSecond * 60}/min burst ${t.rate.burst}`] : []),
+  ];
+  return `${parts.join(", ")}${t.shared ? " shared" : ""}`;
 }
