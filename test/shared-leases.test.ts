@@ -1,12 +1,18 @@
 // Concurrent sessions per identity shared across sidecars as leases in a real redis-server: the cap
 // holds across sidecars, a session's end frees its slot, live leases are renewed (and re-added after
 // Redis lost them), and the circuit breaker stops sending to a stalled Redis until a probe answers.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { createClient } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { operations } from "../src/app/operations.js";
 import type { Issued } from "../src/certs/issue.js";
+import { loadConfig } from "../src/config/load.js";
+import { startEcho } from "../src/demo/echo.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
 import { attempt, until } from "../testkit/attempt.js";
-import { limitedPolicy, startHarness, type Harness } from "../testkit/harness.js";
+import { configYaml, limitedPolicy, startHarness, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 import { startRedis, type RedisServer } from "../testkit/redis.js";
 
@@ -134,5 +140,51 @@ describe("shared concurrent sessions (leases)", () => {
     expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false);
     expect(denials(h1!)).toEqual([["concurrency_limited"]]);
     expect(h1!.sidecar.limitCounts.get("shared_limits_fallback")).toBe(1);
+  });
+});
+
+describe("the backend in /readyz and /metrics", () => {
+  it("shows state, latency and calls; Redis down is shown but does not make the sidecar unready", async () => {
+    const echo = await startEcho("127.0.0.1", 0);
+    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+    const file = join(f.dir, "parley.yaml");
+    const upstream = (echo.server.address() as { port: number }).port;
+    writeFileSync(
+      file,
+      configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, upstream, {
+        policies: limitedPolicy("{ max_sessions: { max: 5, scope: shared } }"),
+        extra: `shared_limits: { url: "${redis.url}", key_prefix: "ops${++prefixes}:" }\n`,
+      }),
+    );
+    const config = loadConfig(file);
+    const ops = operations(config.log, { listen: "127.0.0.1:0", write: false }, { write: () => undefined });
+    const sidecar = new Sidecar(config, { log: ops.log });
+    await sidecar.start();
+    const admin = (await ops.serveAdmin(sidecar))!.port;
+    const get = async (path: string) => (await fetch(`http://127.0.0.1:${admin}${path}`)).text();
+    try {
+      await until(async () => (JSON.parse(await get("/readyz")) as { shared_limits?: { state: string } }).shared_limits?.state === "up", 5000, "up");
+      expect(await attempt(sidecar.addresses()["main"]!.port, pki, alice, sockets)).toBe(true);
+      const ready = JSON.parse(await get("/readyz")) as { ready: boolean; shared_limits: Record<string, unknown> };
+      expect(ready.ready).toBe(true);
+      expect(ready.shared_limits).toMatchObject({ state: "up", consecutive_failures: 0, leases: 1, calls: { ok: 1, timeout: 0, refused: 0 } });
+      expect(ready.shared_limits.last_latency_ms).toBeGreaterThan(0);
+      const metrics = await get("/metrics");
+      expect(metrics).toMatch(/^parley_shared_limits_backend_state\{state="up"\} 1$/m);
+      expect(metrics).toMatch(/^parley_shared_limits_backend_state\{state="down"\} 0$/m);
+      expect(metrics).toMatch(/^parley_shared_limits_call_duration_seconds_count\{op="lease",outcome="ok"\} 1$/m);
+      await redis.stop();
+      await until(async () => (JSON.parse(await get("/readyz")) as { shared_limits: { state: string } }).shared_limits.state === "down", 5000, "down");
+      expect((JSON.parse(await get("/readyz")) as { ready: boolean }).ready).toBe(true);
+      expect(await attempt(sidecar.addresses()["main"]!.port, pki, alice, sockets)).toBe(false);
+      const after = await get("/metrics");
+      expect(after).toMatch(/^parley_shared_limits_backend_state\{state="down"\} 1$/m);
+      expect(after).toMatch(/^parley_shared_limits_call_duration_seconds_count\{op="lease",outcome="refused"\} 1$/m);
+      expect(after).toMatch(/^parley_limit_hits_total\{kind="shared_limits_unavailable"\} 1$/m);
+    } finally {
+      await sidecar.stop(100);
+      await ops.close();
+      await echo.close();
+    }
   });
 });
