@@ -1,18 +1,20 @@
 // Concurrent sessions per identity shared across sidecars as leases in a real redis-server: the cap
 // holds across sidecars, a session's end frees its slot, live leases are renewed (and re-added after
 // Redis lost them), and the circuit breaker stops sending to a stalled Redis until a probe answers.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { createClient } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { operations } from "../src/app/operations.js";
 import type { Issued } from "../src/certs/issue.js";
-import { loadConfig } from "../src/config/load.js";
+import { loadBootstrap, loadConfig } from "../src/config/load.js";
+import { startControlPlane } from "../src/control/server/plane.js";
 import { startEcho } from "../src/demo/echo.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { attempt, until } from "../testkit/attempt.js";
-import { configYaml, limitedPolicy, startHarness, writeFiles, type Harness } from "../testkit/harness.js";
+import { pino } from "pino";
+import { configYaml, limitedPolicy, MemoryLog, startControlled, startHarness, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 import { startRedis, type RedisServer } from "../testkit/redis.js";
 
@@ -184,6 +186,62 @@ describe("the backend in /readyz and /metrics", () => {
     } finally {
       await sidecar.stop(100);
       await ops.close();
+      await echo.close();
+    }
+  });
+});
+
+describe("shared limits pushed by the control plane", () => {
+  it("a pushed shared_limits and shared max_sessions are enforced; a push without them removes the backend", async () => {
+    const echo = await startEcho("127.0.0.1", 0);
+    const dir = tempDir();
+    mkdirSync(join(dir, "cp", "nodes"), { recursive: true });
+    const prefix = `cp${++prefixes}:`;
+    const node = (shared: boolean) =>
+      JSON.stringify({
+        listeners: [{ name: "main", listen: "127.0.0.1:0", upstream: `127.0.0.1:${(echo.server.address() as { port: number }).port}`, policy: "main" }],
+        trust_domains: { "a.test": { bundle_pem: pki.a.certPem } },
+        policies: {
+          main: {
+            rules: [
+              { name: "agents", action: "allow", match: [{ trust_domain: "a.test" }], limits: { max_sessions: shared ? { max: 1, scope: "shared" } : 1 } },
+            ],
+          },
+        },
+        ...(shared ? { shared_limits: { url: redis.url, key_prefix: prefix, lease_ttl: "2s", breaker: { failures: 2 } } } : {}),
+      });
+    writeFileSync(join(dir, "cp", "nodes", "node-a.yaml"), node(true));
+    const cp = await startControlPlane({ dir: join(dir, "cp"), listen: "127.0.0.1:0", log: pino({ level: "silent" }) });
+    writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
+    writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
+    writeFileSync(
+      join(dir, "boot.yaml"),
+      `identity: { cert: cert.pem, key: key.pem }\ncontrol_plane: { address: "127.0.0.1:${cp.port}", node_id: node-a, backoff: { initial: 20ms, max: 100ms } }\n`,
+    );
+    const logs = new MemoryLog();
+    const agent = await startControlled(loadBootstrap(join(dir, "boot.yaml")), logs);
+    try {
+      await logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
+      const port = agent.sidecar.addresses()["main"]!.port;
+      expect(await attempt(port, pki, alice, sockets)).toBe(true);
+      expect(await attempt(port, pki, alice, sockets)).toBe(false);
+      expect(await inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)).toBe(1);
+      expect(agent.sidecar.sharedLimitsStatus()).toMatchObject({ state: "up", leases: 1 });
+      // The next push has no shared_limits (and a local cap): the backend goes, the live session stays.
+      writeFileSync(join(dir, "cp", "nodes", "node-a.yaml"), node(false));
+      cp.reload();
+      await waitFor(() => (agent.sidecar.sharedLimitsStatus() === undefined ? true : undefined), 10_000, "backend removed");
+      expect(agent.sidecar.registry.all()).toHaveLength(1);
+      expect(await attempt(port, pki, alice, sockets)).toBe(false);
+      expect(
+        logs
+          .of("decision")
+          .filter((d) => d.decision === "deny")
+          .map((d) => d.reasons),
+      ).toEqual([["concurrency_limited"], ["concurrency_limited"]]);
+    } finally {
+      await agent.stop(50);
+      await cp.close();
       await echo.close();
     }
   });
