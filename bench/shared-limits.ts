@@ -105,7 +105,9 @@ async function cpu(redis: RedisServer, redisPid: number): Promise<void> {
       policies: limitedPolicy(`{ rate: { per_second: 1000000, burst: 1000000${scope} }, max_sessions: { max: 1000000${scope} } }`),
       extra,
     });
-  const shared = await sidecar(yaml(", scope: shared", `shared_limits: { url: "${redis.url}", key_prefix: "cpu:", timeout: 250ms }\n`));
+  // BENCH_CONTROL=1: both sidecars local (an A/A run: the ratio the harness alone shows).
+  const control = process.env.BENCH_CONTROL === "1";
+  const shared = await sidecar(control ? yaml("", "") : yaml(", scope: shared", `shared_limits: { url: "${redis.url}", key_prefix: "cpu:", timeout: 250ms }\n`));
   const local = await sidecar(yaml("", ""));
   let refused = 0;
   const run = async (port: number) => {

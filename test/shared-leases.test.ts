@@ -50,9 +50,9 @@ afterAll(async () => {
 });
 
 /** `n` sidecars sharing a cap of `cap` sessions per identity (a fresh key prefix per test). */
-async function sidecars(n: number, cap: number, shared = ""): Promise<{ hs: Harness[]; key: string }> {
+async function sidecars(n: number, cap: number, shared = "", timeout = "1s"): Promise<{ hs: Harness[]; key: string }> {
   const prefix = `l${++prefixes}:`;
-  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "${prefix}", timeout: 200ms, lease_ttl: 1s${shared} }\n`;
+  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "${prefix}", timeout: ${timeout}, lease_ttl: 1s${shared} }\n`;
   const opts = { policies: limitedPolicy(`{ max_sessions: { max: ${cap}, scope: shared } }`), extra };
   const hs = await Promise.all(Array.from({ length: n }, () => startHarness(pki, opts)));
   harnesses.push(...hs);
@@ -86,6 +86,27 @@ describe("shared concurrent sessions (leases)", () => {
     expect(await attempt(h2!.port, pki, alice, sockets)).toBe(true);
   });
 
+  it("takes a shared rate's token and a shared lease in one script: no token spent without a slot", async () => {
+    const prefix = `both${++prefixes}:`;
+    const extra = `shared_limits: { url: "${redis.url}", key_prefix: "${prefix}", timeout: 1s }\n`;
+    const policies = limitedPolicy("{ rate: { per_second: 0.001, burst: 2, scope: shared }, max_sessions: { max: 1, scope: shared } }");
+    const [h1, h2] = await Promise.all([0, 1].map(() => startHarness(pki, { policies, extra })));
+    harnesses.push(h1!, h2!);
+    await Promise.all([h1!, h2!].map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
+    const key = `${prefix}sessions:spiffe://a.test/alice`;
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(false); // no slot: its token stays
+    expect(Number(await inspect.hGet(`${prefix}rate:spiffe://a.test/alice`, "t"))).toBeCloseTo(1, 2);
+    sockets[0]!.destroy();
+    await until(async () => (await inspect.zCard(key)) === 0, 5000, "release");
+    expect(await attempt(h2!.port, pki, alice, sockets)).toBe(true); // the second token
+    sockets[sockets.length - 1]!.destroy();
+    await until(async () => (await inspect.zCard(key)) === 0, 5000, "release");
+    expect(await attempt(h1!.port, pki, alice, sockets)).toBe(false); // a slot, no token
+    expect([...denials(h1!), ...denials(h2!)]).toEqual([["rate_limited"], ["concurrency_limited"]]);
+    expect(h1!.sidecar.sharedLimitsStatus()!.calls.error).toBe(0);
+  });
+
   it("renews live leases past their TTL and re-adds them when Redis lost them", async () => {
     const {
       hs: [h1, h2],
@@ -109,7 +130,7 @@ describe("shared concurrent sessions (leases)", () => {
   it("opens the circuit breaker on a stalled Redis (the failure mode at once), closes it when a probe answers", async () => {
     const {
       hs: [h1],
-    } = await sidecars(1, 5, ", breaker: { failures: 2, probe_interval: 100ms }");
+    } = await sidecars(1, 5, ", breaker: { failures: 2, probe_interval: 100ms }", "200ms");
     const status = () => h1!.sidecar.sharedLimitsStatus()!;
     expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
     redis.pause();
@@ -155,7 +176,7 @@ describe("the backend in /readyz and /metrics", () => {
       file,
       configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, upstream, {
         policies: limitedPolicy("{ max_sessions: { max: 5, scope: shared } }"),
-        extra: `shared_limits: { url: "${redis.url}", key_prefix: "ops${++prefixes}:" }\n`,
+        extra: `shared_limits: { url: "${redis.url}", key_prefix: "ops${++prefixes}:", timeout: 1s }\n`,
       }),
     );
     const config = loadConfig(file);
@@ -208,7 +229,7 @@ describe("shared limits pushed by the control plane", () => {
             ],
           },
         },
-        ...(shared ? { shared_limits: { url: redis.url, key_prefix: prefix, lease_ttl: "2s", breaker: { failures: 2 } } } : {}),
+        ...(shared ? { shared_limits: { url: redis.url, key_prefix: prefix, timeout: "1s", lease_ttl: "2s", breaker: { failures: 2 } } } : {}),
       });
     writeFileSync(join(dir, "cp", "nodes", "node-a.yaml"), node(true));
     const cp = await startControlPlane({ dir: join(dir, "cp"), listen: "127.0.0.1:0", log: pino({ level: "silent" }) });

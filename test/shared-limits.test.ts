@@ -37,7 +37,7 @@ const policy = (scope: string) => limitedPolicy(`{ rate: { per_second: 1, burst:
 
 /** Two sidecars with the same shared_limits (a fresh key prefix per test) and one clock. */
 async function twoSidecars(onUnavailable: "deny" | "local", clock: ManualClock): Promise<[Harness, Harness]> {
-  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 200ms }\n`;
+  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 1s }\n`;
   const opts = { policies: policy(", scope: shared"), extra, now: clock.now };
   const hs = await Promise.all([startHarness(pki, opts), startHarness(pki, opts)]);
   harnesses.push(...hs);
@@ -143,7 +143,7 @@ describe("shared_limits reloaded", () => {
     live.on("data", (c: Buffer) => (got += c.toString()));
     live.write("a");
     await waitFor(() => got === "a", 3000, "echo");
-    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}", key_prefix: "r${++prefixes}:" }\n` });
+    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}", key_prefix: "r${++prefixes}:", timeout: 1s }\n` });
     expect(await h.sidecar.reload()).toBe("applied");
     await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
     expect(await attempt(h, alice)).toBe(true);
@@ -153,7 +153,7 @@ describe("shared_limits reloaded", () => {
     // Another Redis: the sidecar connects to it (a fresh bucket there), the live session goes on.
     const other = await startRedis();
     try {
-      h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${other.url}", key_prefix: "r${prefixes}:" }\n` });
+      h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${other.url}", key_prefix: "r${prefixes}:", timeout: 1s }\n` });
       expect(await h.sidecar.reload()).toBe("applied");
       await waitFor(() => h.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
       expect(h.logs.of("lifecycle").some((r) => r.msg === "shared limits reconfigured" && r.url_changed === true)).toBe(true);

@@ -125,7 +125,7 @@ describe("per-task limits on one sidecar (local)", () => {
 describe("per-task limits across sidecars (scope: shared)", () => {
   it("counts a task's sessions and rate on every sidecar together", async () => {
     const clock = new ManualClock();
-    const extra = `shared_limits: { url: "${redis.url}", key_prefix: "task${++prefixes}:" }\n`;
+    const extra = `shared_limits: { url: "${redis.url}", key_prefix: "task${++prefixes}:", timeout: 1s }\n`;
     const [h1, h2] = await Promise.all([0, 1].map(() => sidecar("{ max_sessions: 2, per_minute: 3, scope: shared }", clock, extra)));
     await Promise.all([h1!, h2!].map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
     expect(admitted(await session(h1!, "task-1"))).toBe(true);

@@ -1,11 +1,11 @@
 // The admission of one allowed session under every bound its obligations name, local and shared, in
-// this order: the identity's shared rate (Redis), the task's bounds (./tasks.ts, only with a txn), the
-// sidecar's own admission (./admission.ts: local rate, concurrency per identity, listener and in all,
-// with any allowed wait), then the identity's shared concurrency lease. Everything taken before a
-// refusal is given back, except rate tokens (spent, as a refused local session spends none only
-// because the local bucket is checked last). A shared bound whose backend is unavailable takes the
-// failure mode: refused, or checked with this sidecar's own state (`local`). Shared bounds never hold
-// a session waiting: over them it is refused at once.
+// this order: the identity's shared rate (Redis; with a shared max_sessions too, token and lease in one
+// round trip), the task's bounds (./tasks.ts, only with a txn), the sidecar's own admission
+// (./admission.ts: local rate, concurrency per identity, listener and in all, with any allowed wait),
+// then the identity's shared lease if not taken yet. Everything taken before a refusal is given back
+// (slots, leases), except rate tokens. A shared bound whose backend is unavailable takes the failure
+// mode: refused, or checked with this sidecar's own state (`local`). Shared bounds never hold a
+// session waiting: over them it is refused at once.
 import type { Limits } from "../policy/model.js";
 import type { Admission, AdmissionRefusal, Ticket } from "./admission.js";
 import type { Rate } from "./bucket.js";
@@ -36,6 +36,38 @@ export interface GateDeps {
   readonly counts: LimitCounts;
 }
 
+type Refusal = { readonly ok: false; readonly reason: GateRefusal; readonly detail: string };
+
+/** What the identity's shared bounds left to do locally, and the lease they took. */
+interface IdentityShared {
+  readonly ok: true;
+  /** The rate to check locally: not shared, or the fallback. */
+  readonly localRate?: Rate | undefined;
+  /** The shared cap still to acquire a lease for (after the local admission). */
+  readonly leaseCap?: number | undefined;
+  /** The shared cap checked by this sidecar alone (backend unavailable, mode `local`). */
+  readonly fallbackCap?: number | undefined;
+  readonly lease?: Ticket;
+}
+
+/** The identity's shared rate, with its shared lease in the same round trip when both are shared. */
+async function identityShared(d: GateDeps, identity: string, l: Limits): Promise<IdentityShared | Refusal> {
+  const cap = l.maxSessionsShared ? l.maxSessions : undefined;
+  const rate = l.rate;
+  if (!rate?.shared) return { ok: true, localRate: rate, leaseCap: cap };
+  const over = `${identity} is over the shared ${rate.perSecond}/s (burst ${rate.burst})`;
+  if (cap === undefined) {
+    const v = await d.shared.take(`rate:${identity}`, rate);
+    if (v === "local") return { ok: true, localRate: rate };
+    return v.ok ? { ok: true } : { ok: false, reason: v.unavailable ? "shared_limits_unavailable" : "rate_limited", detail: v.unavailable ? v.detail : over };
+  }
+  const v = await d.shared.admit(`rate:${identity}`, rate, `sessions:${identity}`, cap);
+  if (v === "rate") return { ok: false, reason: "rate_limited", detail: over };
+  if (v === "concurrency") return { ok: false, reason: "concurrency_limited", detail: `${identity}: all ${cap} shared sessions are in use` };
+  if (v === "local") return { ok: true, localRate: rate, fallbackCap: cap };
+  return v.ok ? { ok: true, lease: v.value } : { ok: false, reason: "shared_limits_unavailable", detail: v.detail };
+}
+
 export async function admitSession(d: GateDeps, r: GateRequest): Promise<GateResult> {
   const l = r.limits;
   const held: Ticket[] = [];
@@ -44,21 +76,18 @@ export async function admitSession(d: GateDeps, r: GateRequest): Promise<GateRes
     if (reason !== "shared_limits_unavailable") d.counts.hit(reason);
     return { ok: false, reason, detail, waitedMs };
   };
-  let localRate: Rate | undefined = l.rate && !l.rate.shared ? l.rate : undefined;
-  if (l.rate?.shared) {
-    const v = await d.shared.take(`rate:${r.identity}`, l.rate);
-    if (v === "local") localRate = l.rate;
-    else if (!v.ok) return refuse(v.unavailable ? "shared_limits_unavailable" : "rate_limited", v.unavailable ? v.detail : `${r.identity} is ${v.detail}`);
-  }
+  const id = await identityShared(d, r.identity, l);
+  if (!id.ok) return refuse(id.reason, id.detail);
+  if (id.lease) held.push(id.lease);
+  let fallbackCap = id.fallbackCap;
   if (r.txn !== undefined && l.perTask) {
     const t = await d.tasks.admit(r.txn, l.perTask, d.shared);
     if (!t.ok) return refuse(t.reason, t.detail);
     held.push(t.ticket);
   }
-  const sharedCap = l.maxSessionsShared ? l.maxSessions : undefined;
   const a = await d.admission.admit(r.identity, r.listener, {
-    ...(localRate ? { rate: localRate } : {}),
-    ...(l.maxSessions !== undefined && sharedCap === undefined ? { maxPerIdentity: l.maxSessions } : {}),
+    ...(id.localRate ? { rate: id.localRate } : {}),
+    ...(l.maxSessions !== undefined && !l.maxSessionsShared ? { maxPerIdentity: l.maxSessions } : {}),
     ...(r.maxPerListener !== undefined ? { maxPerListener: r.maxPerListener } : {}),
     maxGlobal: r.maxGlobal,
     ...(l.maxWaitMs !== undefined ? { maxWaitMs: l.maxWaitMs } : {}),
@@ -68,13 +97,14 @@ export async function admitSession(d: GateDeps, r: GateRequest): Promise<GateRes
     return a;
   }
   held.push(a.ticket);
-  if (sharedCap !== undefined) {
-    const v = await d.shared.acquire(`sessions:${r.identity}`, sharedCap);
-    // The fallback counts this sidecar's sessions of the identity, this one included.
-    if (v === "local" && d.admission.sessionsOf(r.identity) > sharedCap)
-      return refuse("concurrency_limited", `${r.identity} already has ${sharedCap} sessions`, a.waitedMs);
-    if (v !== "local" && !v.ok) return refuse(v.unavailable ? "shared_limits_unavailable" : "concurrency_limited", `${r.identity}: ${v.detail}`, a.waitedMs);
-    if (v !== "local") held.push(v.value);
+  if (id.leaseCap !== undefined) {
+    const v = await d.shared.acquire(`sessions:${r.identity}`, id.leaseCap);
+    if (v === "local") fallbackCap = id.leaseCap;
+    else if (!v.ok) return refuse(v.unavailable ? "shared_limits_unavailable" : "concurrency_limited", `${r.identity}: ${v.detail}`, a.waitedMs);
+    else held.push(v.value);
   }
+  // The fallback counts this sidecar's sessions of the identity, this one included.
+  if (fallbackCap !== undefined && d.admission.sessionsOf(r.identity) > fallbackCap)
+    return refuse("concurrency_limited", `${r.identity} already has ${fallbackCap} sessions`, a.waitedMs);
   return { ok: true, ticket: { release: () => held.forEach((t) => t.release()) }, waitedMs: a.waitedMs };
 }

@@ -15,7 +15,8 @@
 import { randomBytes } from "node:crypto";
 import type { Rate } from "./bucket.js";
 import type { LimitCounts } from "./events.js";
-import { BackendUnavailable, RedisBackend, script, type BackendEvents, type BackendSettings, type BackendStatus } from "./redis.js";
+import { BackendUnavailable, RedisBackend, type BackendEvents, type BackendSettings, type BackendStatus } from "./redis.js";
+import { ACQUIRE, ADMIT, RATE, RENEW } from "./scripts.js";
 
 export interface SharedLimitsSettings extends BackendSettings {
   readonly keyPrefix: string;
@@ -32,43 +33,6 @@ export interface Lease {
   /** Gives the slot back (at once, best effort; otherwise it expires); idempotent. */
   release(): void;
 }
-
-// KEYS[1] bucket; ARGV now (ms), tokens per second, burst. Returns 1 when a token was taken.
-// Tokens are stored as strings so fractions survive (Lua numbers would be truncated to integers).
-const RATE = script(`
-local now = tonumber(ARGV[1]); local rate = tonumber(ARGV[2]); local burst = tonumber(ARGV[3])
-local s = redis.call('HMGET', KEYS[1], 't', 'at')
-local tokens = tonumber(s[1]); local at = tonumber(s[2])
-if tokens == nil or at == nil then tokens = burst; at = now end
-if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate); at = now end
-local ok = 0
-if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return ok
-`);
-
-// KEYS[1] lease set; ARGV ttl (ms), cap, lease id. Returns 1 when the lease was added.
-const ACQUIRE = script(`
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local ttl = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl + 1000)
-return 1
-`);
-
-// KEYS lease sets; ARGV ttl (ms), then one lease id per key. Sets each lease's expiry to now + ttl.
-const RENEW = script(`
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local ttl = tonumber(ARGV[1])
-for i, k in ipairs(KEYS) do
-  redis.call('ZADD', k, now + ttl, ARGV[i + 1])
-  redis.call('PEXPIRE', k, ttl + 1000)
-end
-return #KEYS
-`);
 
 /** Leases renewed per script call: bounds one call's work in Redis. */
 const RENEW_BATCH = 500;
@@ -130,14 +94,26 @@ export class SharedLimits {
 
   /** A lease in the mesh-wide set `key` (e.g. `sessions:<identity>`) if fewer than `cap` are live. */
   async acquire(key: string, cap: number): Promise<SharedVerdict<Lease>> {
-    const id = `${this.instance}:${(this.nextLease++).toString(36)}`;
-    const ttl = this.settings?.leaseTtlMs ?? 0;
-    const answer = await this.call("lease", (b, prefix) => b.run("lease", ACQUIRE, [prefix + key], [String(ttl), String(cap), id]));
+    const id = this.leaseId();
+    const args = [String(this.settings?.leaseTtlMs ?? 0), String(cap), id];
+    const answer = await this.call("lease", (b, prefix) => b.run("lease", ACQUIRE, [prefix + key], args));
     if (typeof answer === "string" || !answer.ok) return answer;
     if (answer.value !== 1) return { ok: false, unavailable: false, detail: `all ${cap} shared sessions are in use` };
-    this.leases.set(id, key);
-    this.schedule();
-    return { ok: true, value: { release: () => this.release(id) } };
+    return { ok: true, value: this.hold(id, key) };
+  }
+
+  /**
+   * A token of bucket `rateKey` and a lease of set `leaseKey` in one round trip (both bounds shared):
+   * refused `concurrency` when no slot is free (no token spent), `rate` when over the rate.
+   */
+  async admit(rateKey: string, rate: Rate, leaseKey: string, cap: number): Promise<SharedVerdict<Lease> | "rate" | "concurrency"> {
+    const id = this.leaseId();
+    const args = [String(this.o.now()), String(rate.perSecond), String(rate.burst), String(this.settings?.leaseTtlMs ?? 0), String(cap), id];
+    const answer = await this.call("admit", (b, prefix) => b.run("admit", ADMIT, [prefix + rateKey, prefix + leaseKey], args));
+    if (typeof answer === "string" || !answer.ok) return answer;
+    if (answer.value === 0) return "rate";
+    if (answer.value !== 1) return "concurrency";
+    return { ok: true, value: this.hold(id, leaseKey) };
   }
 
   /** Renews every live lease now, in batches; what failed is retried at the next interval. */
@@ -157,6 +133,17 @@ export class SharedLimits {
     clearInterval(this.renewal);
     await this.backend?.close();
     this.backend = undefined;
+  }
+
+  private leaseId(): string {
+    return `${this.instance}:${(this.nextLease++).toString(36)}`;
+  }
+
+  /** Keeps a lease Redis granted: renewed while it lives, released once. */
+  private hold(id: string, key: string): Lease {
+    this.leases.set(id, key);
+    this.schedule();
+    return { release: () => this.release(id) };
   }
 
   private release(id: string): void {
