@@ -1,6 +1,6 @@
 // npm run bench:shared-limits — what shared limits cost, against a redis-server started here (loopback):
-// 1. Added decision latency: a shared rate take (one EVALSHA) and a shared lease (acquire, then its
-//    release) next to the local bucket's take, interleaved in rounds in one process, sequential, over
+// 1. Added decision latency: a shared rate take (one EVALSHA), a shared lease (acquire, then its
+//    release) and both in one script, next to the local bucket's take, interleaved in rounds in one process, sequential, over
 //    1,000 identities; p50/p99 per round and their medians.
 // 2. CPU per new session: two `parley run` child processes, one with the rule's rate and max_sessions
 //    shared (Redis), one with the same limits local; full mTLS sessions (handshake, decision, admission,
@@ -42,9 +42,9 @@ async function latency(redis: RedisServer): Promise<void> {
   });
   while (shared.status()?.state !== "up") await new Promise((r) => setTimeout(r, 10));
   const local = new KeyedBuckets(100_000);
-  const rows: Record<"rateP50" | "rateP99" | "leaseP50" | "leaseP99" | "localP50" | "localP99", number>[] = [];
+  const rows: Record<"rateP50" | "rateP99" | "leaseP50" | "leaseP99" | "bothP50" | "bothP99" | "localP50" | "localP99", number>[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    const [s, l, q]: [number[], number[], number[]] = [[], [], []];
+    const [s, l, q, b]: [number[], number[], number[], number[]] = [[], [], [], []];
     for (let i = 0; i < CALLS; i++) {
       const id = `spiffe://bench.test/agent${i % IDENTITIES}`;
       let t = performance.now();
@@ -58,13 +58,28 @@ async function latency(redis: RedisServer): Promise<void> {
       q.push(us(t));
       if (v === "local" || !v.ok || lease === "local" || !lease.ok) throw new Error(`unexpected verdict ${JSON.stringify([v, lease])}`);
       lease.value.release();
+      t = performance.now();
+      const both = await shared.admit(`rate:${id}`, rate, `sessions:${id}`, 1e6);
+      b.push(us(t));
+      if (typeof both === "string" || !both.ok) throw new Error(`unexpected verdict ${JSON.stringify(both)}`);
+      both.value.release();
     }
-    rows.push({ rateP50: pct(s, 50), rateP99: pct(s, 99), leaseP50: pct(q, 50), leaseP99: pct(q, 99), localP50: pct(l, 50), localP99: pct(l, 99) });
+    rows.push({
+      rateP50: pct(s, 50),
+      rateP99: pct(s, 99),
+      leaseP50: pct(q, 50),
+      leaseP99: pct(q, 99),
+      bothP50: pct(b, 50),
+      bothP99: pct(b, 99),
+      localP50: pct(l, 50),
+      localP99: pct(l, 99),
+    });
   }
   await shared.close();
   const m = (k: keyof (typeof rows)[0]) => median(rows.map((x) => x[k])).toFixed(1);
   console.log(`shared rate (Redis, loopback): p50 ${m("rateP50")} µs, p99 ${m("rateP99")} µs per admission`);
   console.log(`shared lease (acquire):        p50 ${m("leaseP50")} µs, p99 ${m("leaseP99")} µs per admission`);
+  console.log(`rate + lease (one script):     p50 ${m("bothP50")} µs, p99 ${m("bothP99")} µs per admission`);
   console.log(`local bucket:                  p50 ${m("localP50")} µs, p99 ${m("localP99")} µs per admission`);
   console.log(`(${ROUNDS} rounds of ${CALLS} calls over ${IDENTITIES} identities; medians of the rounds)`);
 }
@@ -107,7 +122,9 @@ async function cpu(redis: RedisServer, redisPid: number): Promise<void> {
     });
   // BENCH_CONTROL=1: both sidecars local (an A/A run: the ratio the harness alone shows).
   const control = process.env.BENCH_CONTROL === "1";
-  const shared = await sidecar(control ? yaml("", "") : yaml(", scope: shared", `shared_limits: { url: "${redis.url}", key_prefix: "cpu:", timeout: 250ms }\n`));
+  const shared = await sidecar(
+    control ? yaml("", "") : yaml(", scope: shared", `shared_limits: { url: "${redis.url}", key_prefix: "cpu:", timeout: 250ms }\n`),
+  );
   const local = await sidecar(yaml("", ""));
   let refused = 0;
   const run = async (port: number) => {
