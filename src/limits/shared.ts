@@ -8,6 +8,8 @@
 //   script per interval (a third of the TTL), not a timer per session; a renewal re-adds a lease Redis
 //   lost (restart, expiry), so live sessions count again. A session's end releases its lease at once
 //   (ZREM); a sidecar killed with SIGKILL stops renewing, and its leases expire within the TTL.
+// - Both at once (`admit`): a slot looked for, a token taken and the lease added in one script.
+// Scripts: ./scripts.ts. Keys are the caller's, under the configured prefix.
 // When Redis does not answer (timeout, disconnected, breaker open), the failure mode applies: `deny`
 // refuses the session (shared_limits_unavailable), `local` returns "local" so the caller applies the
 // bound with the sidecar's own state. Either way counted, and logged once per failing stretch.
