@@ -4,6 +4,7 @@
 // txn). Concurrency is checked before the rate, so a refused session burns no token. A session without
 // a txn is not subject to these bounds (the caller does not ask). State: a count per txn with live
 // sessions, buckets bounded by KeyedBuckets.
+import { createHash } from "node:crypto";
 import type { TaskLimits } from "../policy/model.js";
 import type { Ticket } from "./admission.js";
 import { KeyedBuckets } from "./keyed.js";
@@ -32,7 +33,8 @@ export class TaskBounds {
   }
 
   /** A ticket for one more session of `txn` under `l`, or the refusal. */
-  async admit(txn: string, l: TaskLimits, shared: SharedLimits): Promise<TaskVerdict> {
+  async admit(task: string, l: TaskLimits, shared: SharedLimits): Promise<TaskVerdict> {
+    const txn = keyOf(task);
     let lease: Ticket = NOTHING;
     let localCap = l.maxSessions;
     if (l.shared && l.maxSessions !== undefined) {
@@ -68,6 +70,11 @@ export class TaskBounds {
       },
     };
   }
+}
+
+/** A txn as a key: itself, or past 256 characters its SHA-256 (a token's claim has no length bound). */
+function keyOf(txn: string): string {
+  return txn.length <= 256 ? txn : `sha256:${createHash("sha256").update(txn).digest("hex")}`;
 }
 
 function refusal(unavailable: boolean, detail: string): TaskVerdict {
