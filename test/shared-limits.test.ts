@@ -167,15 +167,15 @@ describe("shared_limits reloaded", () => {
 });
 
 describe("shared_limits configuration", () => {
-  const load = (extra: string, scope = ", scope: shared") => {
+  const load = (extra: string, scope = ", scope: shared", limits?: string) => {
     const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
     const paths = { cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! };
-    const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: policy(scope), extra }) })["c.yaml"]!;
+    const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: limits ? limitedPolicy(limits) : policy(scope), extra }) })["c.yaml"]!;
     return loadConfig(file);
   };
-  const issues = (extra: string, scope?: string) => {
+  const issues = (extra: string, scope?: string, limits?: string) => {
     try {
-      load(extra, scope);
+      load(extra, scope, limits);
     } catch (e) {
       expect(e).toBeInstanceOf(ConfigError);
       return (e as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
@@ -196,9 +196,23 @@ describe("shared_limits configuration", () => {
     expect(load("", "").sharedLimits).toBeUndefined();
   });
 
+  it("refuses shared concurrency and task bounds without a backend, and per_task without a bound", () => {
+    const all = issues("", undefined, "{ max_sessions: { max: 2, scope: shared }, per_task: { max_sessions: 1, scope: shared } }").join("\n");
+    expect(all).toMatch(/rules\[0\]\.limits\.max_sessions\.scope: a shared limit needs a shared_limits section/);
+    expect(all).toMatch(/rules\[0\]\.limits\.per_task\.scope: a shared limit needs a shared_limits section/);
+    expect(issues("", undefined, "{ per_task: { scope: local } }").join("\n")).toMatch(/per_task needs max_sessions, per_minute or both/);
+    expect(issues("", undefined, "{ per_task: { max_sessions: 1, burst: 3 } }").join("\n")).toMatch(/burst is the burst of per_minute/);
+    const rule = load("", "", "{ max_sessions: { max: 2 }, per_task: { per_minute: 30 } }").policies.get("main")!.rules[0]!;
+    expect(rule.limits).toMatchObject({ maxSessions: 2, perTask: { rate: { perSecond: 0.5, burst: 30 } } });
+    expect(rule.limits.maxSessionsShared).toBeUndefined();
+  });
+
   it("refuses a shared rate without a backend, and a URL that is not redis:// or rediss://", () => {
     expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared limit needs a shared_limits section/);
     expect(issues(`shared_limits: { url: "http://redis:6379" }\n`).join("\n")).toMatch(/shared_limits\.url: expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(issues(`shared_limits: { url: "redis://redis:6379/zero" }\n`).join("\n")).toMatch(/shared_limits\.url: the URL's path must be a database number/);
+    expect(issues(`shared_limits: { url: "redis://x", lease_ttl: 500ms }\n`).join("\n")).toMatch(/shared_limits\.lease_ttl: lease_ttl must be at least 1s/);
+    expect(load(`shared_limits: { url: "redis://x:6379/3", lease_ttl: 2s }\n`).sharedLimits).toMatchObject({ url: "redis://x:6379/3", leaseTtlMs: 2000 });
     expect(issues(`shared_limits: { url: "redis://x", on_unavailable: open }\n`).join("\n")).toMatch(/shared_limits\.on_unavailable/);
   });
 });

@@ -189,7 +189,8 @@ function compileSharedLimits(c: CompileContext, raw: RawResources): SharedLimits
     return undefined;
   }
   try {
-    new URL(s.url);
+    // The path, if any, names the database by number (node-redis refuses anything else).
+    if (!/^(\/\d*)?$/.test(new URL(s.url).pathname)) c.error(["shared_limits", "url"], "the URL's path must be a database number such as /0");
   } catch {
     c.error(["shared_limits", "url"], `not a URL: ${s.url}`);
   }

@@ -71,9 +71,19 @@ export class SharedLimits {
       return;
     }
     const old = this.backend;
-    this.backend = next ? new RedisBackend(next, this.o) : undefined;
+    this.backend = next ? this.connect(next) : undefined;
     this.schedule();
     await old?.close();
+  }
+
+  /** A backend for `s`, or none (shared bounds then fail closed) if the client refuses its settings. */
+  private connect(s: SharedLimitsSettings): RedisBackend | undefined {
+    try {
+      return new RedisBackend(s, this.o);
+    } catch (e) {
+      this.o.onEvent("shared limits backend not created: shared bounds are refused", { error: (e as Error).message }, true);
+      return undefined;
+    }
   }
 
   get configured(): boolean {
