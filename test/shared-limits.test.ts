@@ -1,11 +1,13 @@
 // Limits shared across sidecars in a real redis-server: one identity's new-session rate drawn by two
 // sidecars from one bucket, and the failure modes when Redis is gone.
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, dialTls, limitedPolicy, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { configYaml, dialTls, limitedPolicy, readAll, startHarness, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 import { startRedis, type RedisServer } from "../testkit/redis.js";
@@ -132,6 +134,41 @@ describe("shared new-session rate", () => {
   });
 });
 
+describe("shared limits over TLS with a password (rediss://)", () => {
+  it("connects with the configured CA and password; a wrong password leaves shared bounds refused", async () => {
+    const dir = tempDir();
+    const [cert, key] = [join(dir, "redis.pem"), join(dir, "redis.key")];
+    const made = spawnSync("openssl", [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=redis.test"],
+      ...["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+    ]);
+    expect(made.status).toBe(0);
+    const tls = await startRedis({ tls: { certFile: cert, keyFile: key }, password: "s3cret" });
+    try {
+      expect(tls.url).toMatch(/^rediss:\/\/:s3cret@127\.0\.0\.1:\d+$/);
+      const clock = new ManualClock();
+      const section = (url: string) => `shared_limits: { url: "${url}", ca: ${cert}, key_prefix: "tls${++prefixes}:", timeout: 1s }\n`;
+      const h = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url), now: clock.now });
+      harnesses.push(h);
+      await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(false);
+      expect(denials(h)).toEqual([["rate_limited"]]);
+      // The same server, a wrong password: never connected, so shared bounds fail closed.
+      const wrong = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url.replace("s3cret", "guess")), now: clock.now });
+      harnesses.push(wrong);
+      const refused = await wrong.logs.next("warning", (r) => r.msg === "shared limits backend cannot connect", 10_000);
+      expect(String(refused.error)).toMatch(/WRONGPASS/);
+      expect(await attempt(wrong, bob)).toBe(false);
+      expect(denials(wrong)).toEqual([["shared_limits_unavailable"]]);
+      expect(wrong.sidecar.sharedLimitsStatus()?.state).not.toBe("up");
+    } finally {
+      await tls.stop();
+    }
+  });
+});
+
 describe("shared_limits reloaded", () => {
   it("takes effect when a reload adds it, and a changed URL reconnects while admitted sessions go on", async () => {
     const clock = new ManualClock();
@@ -212,6 +249,7 @@ describe("shared_limits configuration", () => {
     expect(issues(`shared_limits: { url: "http://redis:6379" }\n`).join("\n")).toMatch(/shared_limits\.url: expected a redis:\/\/ or rediss:\/\/ URL/);
     expect(issues(`shared_limits: { url: "redis://redis:6379/zero" }\n`).join("\n")).toMatch(/shared_limits\.url: the URL's path must be a database number/);
     expect(issues(`shared_limits: { url: "redis://x", lease_ttl: 500ms }\n`).join("\n")).toMatch(/shared_limits\.lease_ttl: lease_ttl must be at least 1s/);
+    expect(issues(`shared_limits: { url: "redis://x", ca: /no/such.pem }\n`).join("\n")).toMatch(/shared_limits\.ca: a CA is for TLS: use a rediss:\/\/ URL/);
     expect(load(`shared_limits: { url: "redis://x:6379/3", lease_ttl: 2s }\n`).sharedLimits).toMatchObject({ url: "redis://x:6379/3", leaseTtlMs: 2000 });
     expect(issues(`shared_limits: { url: "redis://x", on_unavailable: open }\n`).join("\n")).toMatch(/shared_limits\.on_unavailable/);
   });

@@ -17,8 +17,19 @@ export interface RedisServer {
   resume(): void;
 }
 
-function launch(port: number, dir: string): Promise<ChildProcess> {
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
+export interface RedisOptions {
+  /** Serve TLS only, with this certificate and key (PEM files); clients need not present one. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** Require AUTH with this password (the default user). */
+  readonly password?: string;
+}
+
+function launch(port: number, dir: string, o: RedisOptions): Promise<ChildProcess> {
+  const listen = o.tls
+    ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", o.tls.certFile, "--tls-key-file", o.tls.keyFile, "--tls-auth-clients", "no"]
+    : ["--port", String(port)];
+  const auth = o.password !== undefined ? ["--requirepass", o.password] : [];
+  const child = spawn("redis-server", [...listen, ...auth, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   return new Promise((resolve, reject) => {
@@ -32,16 +43,16 @@ function launch(port: number, dir: string): Promise<ChildProcess> {
   });
 }
 
-export async function startRedis(): Promise<RedisServer> {
+export async function startRedis(o: RedisOptions = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = tempDir();
-  let child = await launch(port, dir);
+  let child = await launch(port, dir, o);
   return {
     port,
     get pid() {
       return child.pid!;
     },
-    url: `redis://127.0.0.1:${port}`,
+    url: `${o.tls ? "rediss" : "redis"}://${o.password !== undefined ? `:${o.password}@` : ""}127.0.0.1:${port}`,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once("exit", r));
@@ -55,7 +66,7 @@ export async function startRedis(): Promise<RedisServer> {
       child.kill("SIGCONT");
     },
     async restart() {
-      child = await launch(port, dir);
+      child = await launch(port, dir, o);
     },
   };
 }

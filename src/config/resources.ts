@@ -194,8 +194,11 @@ function compileSharedLimits(c: CompileContext, raw: RawResources): SharedLimits
   } catch {
     c.error(["shared_limits", "url"], `not a URL: ${s.url}`);
   }
+  if (s.ca !== undefined && !s.url.startsWith("rediss://")) c.error(["shared_limits", "ca"], "a CA is for TLS: use a rediss:// URL");
+  const caPem = s.ca === undefined ? undefined : c.readFile(["shared_limits", "ca"], s.ca);
   return {
     url: s.url,
+    ...(caPem !== undefined ? { caPem } : {}),
     keyPrefix: s.key_prefix,
     onUnavailable: s.on_unavailable,
     timeoutMs: s.timeout,

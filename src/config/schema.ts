@@ -267,6 +267,8 @@ export const resourcesShape = {
       key_prefix: z.string().min(1).max(64).default("parley:"),
       on_unavailable: z.enum(["deny", "local"]).default("deny"),
       timeout: duration.default(50),
+      /** PEM file of the CAs that sign the Redis server's certificate (rediss:// only); default: Node's CA store. */
+      ca: z.string().min(1).optional(),
       /** How long a session's lease outlives its sidecar's last renewal (renewed every third of it). */
       lease_ttl: duration.refine((ms) => ms >= 1000, { error: "lease_ttl must be at least 1s" }).default(15_000),
       /** Consecutive failures or timeouts that open the circuit breaker, and its probe interval. */

@@ -89,7 +89,7 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
     svid_verification: { ...c.svidVerification.floor, ...c.svidVerification.budget },
     drain_timeout_ms: c.drainTimeoutMs,
     revocation_grace_ms: c.revocationGraceMs,
-    ...(c.sharedLimits ? { shared_limits: { ...c.sharedLimits, url: redactUrl(c.sharedLimits.url) } } : {}),
+    ...(c.sharedLimits ? { shared_limits: { ...c.sharedLimits, url: redactUrl(c.sharedLimits.url), caPem: undefined } } : {}),
     log: c.log,
     admin: c.admin,
   };

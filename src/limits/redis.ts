@@ -11,6 +11,8 @@ import { createClient } from "redis";
 export interface BackendSettings {
   /** redis:// or rediss:// URL, with any user and password in it. */
   readonly url: string;
+  /** The CAs that sign the server's certificate (rediss://); absent: Node's CA store. */
+  readonly caPem?: string;
   readonly timeoutMs: number;
   readonly breakerFailures: number;
   readonly breakerProbeMs: number;
@@ -52,6 +54,7 @@ export function script(src: string): Script {
 export class RedisBackend {
   private readonly client;
   private connectedOnce = false;
+  private reportedUnreachable = false;
   private ready = false;
   private failures = 0;
   private breakerOpen = false;
@@ -69,7 +72,11 @@ export class RedisBackend {
     this.client = createClient({
       url: settings.url,
       disableOfflineQueue: true,
-      socket: { connectTimeout: Math.max(settings.timeoutMs, 1000), reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 2000) },
+      socket: {
+        connectTimeout: Math.max(settings.timeoutMs, 1000),
+        reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 2000),
+        ...(settings.caPem !== undefined ? { tls: true as const, ca: settings.caPem } : {}),
+      },
     });
     this.client.on("ready", () => this.connection(true, {}));
     this.client.on("error", (e: Error) => this.connection(false, { error: e.message }));
@@ -182,11 +189,17 @@ export class RedisBackend {
   }
 
   private connection(up: boolean, fields: Record<string, unknown>): void {
-    if (up === this.ready || this.closed) return;
+    if (this.closed) return;
+    if (!up && typeof fields.error === "string") this.lastError = fields.error;
+    // A backend that never connected says so once (a wrong password, a bad CA, nothing listening).
+    if (!up && !this.connectedOnce && !this.reportedUnreachable) {
+      this.reportedUnreachable = true;
+      this.events.onEvent("shared limits backend cannot connect", fields, true);
+    }
+    if (up === this.ready) return;
     this.ready = up;
     if (!this.breakerOpen) this.since = Date.now();
     if (up) this.connectedOnce = true;
-    else if (typeof fields.error === "string") this.lastError = fields.error;
     this.events.onEvent(up ? "shared limits backend connected" : "shared limits backend lost", fields, !up);
   }
 }

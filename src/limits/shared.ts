@@ -210,5 +210,7 @@ export class SharedLimits {
 
 /** Whether two settings can share one connection (prefix, mode and TTL may change under it). */
 function sameBackend(a: BackendSettings, b: BackendSettings): boolean {
-  return a.url === b.url && a.timeoutMs === b.timeoutMs && a.breakerFailures === b.breakerFailures && a.breakerProbeMs === b.breakerProbeMs;
+  return (
+    a.url === b.url && a.caPem === b.caPem && a.timeoutMs === b.timeoutMs && a.breakerFailures === b.breakerFailures && a.breakerProbeMs === b.breakerProbeMs
+  );
 }
