@@ -130,7 +130,7 @@ describe("shared concurrent sessions (leases)", () => {
   it("opens the circuit breaker on a stalled Redis (the failure mode at once), closes it when a probe answers", async () => {
     const {
       hs: [h1],
-    } = await sidecars(1, 5, ", breaker: { failures: 2, probe_interval: 100ms }", "200ms");
+    } = await sidecars(1, 5, ", breaker: { failures: 2, probe_interval: 100ms }", "500ms");
     const status = () => h1!.sidecar.sharedLimitsStatus()!;
     expect(await attempt(h1!.port, pki, alice, sockets)).toBe(true);
     redis.pause();
