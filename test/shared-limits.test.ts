@@ -1,11 +1,13 @@
 // Limits shared across sidecars in a real redis-server: one identity's new-session rate drawn by two
 // sidecars from one bucket, and the failure modes when Redis is gone.
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, dialTls, limitedPolicy, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { configYaml, dialTls, limitedPolicy, readAll, startHarness, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 import { startRedis, type RedisServer } from "../testkit/redis.js";
@@ -37,7 +39,7 @@ const policy = (scope: string) => limitedPolicy(`{ rate: { per_second: 1, burst:
 
 /** Two sidecars with the same shared_limits (a fresh key prefix per test) and one clock. */
 async function twoSidecars(onUnavailable: "deny" | "local", clock: ManualClock): Promise<[Harness, Harness]> {
-  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 200ms }\n`;
+  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 1s }\n`;
   const opts = { policies: policy(", scope: shared"), extra, now: clock.now };
   const hs = await Promise.all([startHarness(pki, opts), startHarness(pki, opts)]);
   harnesses.push(...hs);
@@ -132,28 +134,85 @@ describe("shared new-session rate", () => {
   });
 });
 
-describe("shared rate without a running backend", () => {
-  it("refuses shared_limits_unavailable when a reload adds shared limits to a sidecar started without", async () => {
-    const h = await startHarness(pki, { policies: policy("") });
+describe("shared limits over TLS with a password (rediss://)", () => {
+  it("connects with the configured CA and password; a wrong password leaves shared bounds refused", async () => {
+    const dir = tempDir();
+    const [cert, key] = [join(dir, "redis.pem"), join(dir, "redis.key")];
+    const made = spawnSync("openssl", [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=redis.test"],
+      ...["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+    ]);
+    expect(made.status).toBe(0);
+    const tls = await startRedis({ tls: { certFile: cert, keyFile: key }, password: "s3cret" });
+    try {
+      expect(tls.url).toMatch(/^rediss:\/\/:s3cret@127\.0\.0\.1:\d+$/);
+      const clock = new ManualClock();
+      const section = (url: string) => `shared_limits: { url: "${url}", ca: ${cert}, key_prefix: "tls${++prefixes}:", timeout: 1s }\n`;
+      const h = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url), now: clock.now });
+      harnesses.push(h);
+      await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, alice)).toBe(false);
+      expect(denials(h)).toEqual([["rate_limited"]]);
+      // The same server, a wrong password: never connected, so shared bounds fail closed.
+      const wrong = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url.replace("s3cret", "guess")), now: clock.now });
+      harnesses.push(wrong);
+      const refused = await wrong.logs.next("warning", (r) => r.msg === "shared limits backend cannot connect", 10_000);
+      expect(String(refused.error)).toMatch(/WRONGPASS/);
+      expect(await attempt(wrong, bob)).toBe(false);
+      expect(denials(wrong)).toEqual([["shared_limits_unavailable"]]);
+      expect(wrong.sidecar.sharedLimitsStatus()?.state).not.toBe("up");
+    } finally {
+      await tls.stop();
+    }
+  });
+});
+
+describe("shared_limits reloaded", () => {
+  it("takes effect when a reload adds it, and a changed URL reconnects while admitted sessions go on", async () => {
+    const clock = new ManualClock();
+    const h = await startHarness(pki, { policies: policy(""), now: clock.now });
     harnesses.push(h);
-    expect(await attempt(h, alice)).toBe(true);
-    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}" }\n` });
+    const live = await dialTls(h.port, pki, bob);
+    sockets.push(live);
+    let got = "";
+    live.on("data", (c: Buffer) => (got += c.toString()));
+    live.write("a");
+    await waitFor(() => got === "a", 3000, "echo");
+    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}", key_prefix: "r${++prefixes}:", timeout: 1s }\n` });
     expect(await h.sidecar.reload()).toBe("applied");
+    await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
+    expect(await attempt(h, alice)).toBe(true);
+    expect(await attempt(h, alice)).toBe(true);
     expect(await attempt(h, alice)).toBe(false);
-    expect(denials(h)).toEqual([["shared_limits_unavailable"]]);
+    expect(denials(h)).toEqual([["rate_limited"]]);
+    // Another Redis: the sidecar connects to it (a fresh bucket there), the live session goes on.
+    const other = await startRedis();
+    try {
+      h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${other.url}", key_prefix: "r${prefixes}:", timeout: 1s }\n` });
+      expect(await h.sidecar.reload()).toBe("applied");
+      await waitFor(() => h.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
+      expect(h.logs.of("lifecycle").some((r) => r.msg === "shared limits reconfigured" && r.url_changed === true)).toBe(true);
+      expect(await attempt(h, alice)).toBe(true);
+      live.write("b");
+      await waitFor(() => got === "ab", 3000, "echo on the session admitted before");
+    } finally {
+      await other.stop();
+    }
   });
 });
 
 describe("shared_limits configuration", () => {
-  const load = (extra: string, scope = ", scope: shared") => {
+  const load = (extra: string, scope = ", scope: shared", limits?: string) => {
     const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
     const paths = { cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! };
-    const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: policy(scope), extra }) })["c.yaml"]!;
+    const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: limits ? limitedPolicy(limits) : policy(scope), extra }) })["c.yaml"]!;
     return loadConfig(file);
   };
-  const issues = (extra: string, scope?: string) => {
+  const issues = (extra: string, scope?: string, limits?: string) => {
     try {
-      load(extra, scope);
+      load(extra, scope, limits);
     } catch (e) {
       expect(e).toBeInstanceOf(ConfigError);
       return (e as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
@@ -167,13 +226,31 @@ describe("shared_limits configuration", () => {
       keyPrefix: "parley:",
       onUnavailable: "deny",
       timeoutMs: 50,
+      leaseTtlMs: 15_000,
+      breakerFailures: 3,
+      breakerProbeMs: 1000,
     });
     expect(load("", "").sharedLimits).toBeUndefined();
   });
 
+  it("refuses shared concurrency and task bounds without a backend, and per_task without a bound", () => {
+    const all = issues("", undefined, "{ max_sessions: { max: 2, scope: shared }, per_task: { max_sessions: 1, scope: shared } }").join("\n");
+    expect(all).toMatch(/rules\[0\]\.limits\.max_sessions\.scope: a shared limit needs a shared_limits section/);
+    expect(all).toMatch(/rules\[0\]\.limits\.per_task\.scope: a shared limit needs a shared_limits section/);
+    expect(issues("", undefined, "{ per_task: { scope: local } }").join("\n")).toMatch(/per_task needs max_sessions, per_minute or both/);
+    expect(issues("", undefined, "{ per_task: { max_sessions: 1, burst: 3 } }").join("\n")).toMatch(/burst is the burst of per_minute/);
+    const rule = load("", "", "{ max_sessions: { max: 2 }, per_task: { per_minute: 30 } }").policies.get("main")!.rules[0]!;
+    expect(rule.limits).toMatchObject({ maxSessions: 2, perTask: { rate: { perSecond: 0.5, burst: 30 } } });
+    expect(rule.limits.maxSessionsShared).toBeUndefined();
+  });
+
   it("refuses a shared rate without a backend, and a URL that is not redis:// or rediss://", () => {
-    expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared rate needs a shared_limits section/);
+    expect(issues("").join("\n")).toMatch(/policies\.main\.rules\[0\]\.limits\.rate\.scope: a shared limit needs a shared_limits section/);
     expect(issues(`shared_limits: { url: "http://redis:6379" }\n`).join("\n")).toMatch(/shared_limits\.url: expected a redis:\/\/ or rediss:\/\/ URL/);
+    expect(issues(`shared_limits: { url: "redis://redis:6379/zero" }\n`).join("\n")).toMatch(/shared_limits\.url: the URL's path must be a database number/);
+    expect(issues(`shared_limits: { url: "redis://x", lease_ttl: 500ms }\n`).join("\n")).toMatch(/shared_limits\.lease_ttl: lease_ttl must be at least 1s/);
+    expect(issues(`shared_limits: { url: "redis://x", ca: /no/such.pem }\n`).join("\n")).toMatch(/shared_limits\.ca: a CA is for TLS: use a rediss:\/\/ URL/);
+    expect(load(`shared_limits: { url: "redis://x:6379/3", lease_ttl: 2s }\n`).sharedLimits).toMatchObject({ url: "redis://x:6379/3", leaseTtlMs: 2000 });
     expect(issues(`shared_limits: { url: "redis://x", on_unavailable: open }\n`).join("\n")).toMatch(/shared_limits\.on_unavailable/);
   });
 });

@@ -5,14 +5,31 @@ import { freePort, tempDir } from "./harness.js";
 
 export interface RedisServer {
   readonly port: number;
+  /** The running server's process id (a restart changes it). */
+  readonly pid: number;
   readonly url: string;
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
   restart(): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections stay open, commands go unanswered, as a stalled Redis. */
+  pause(): void;
+  /** Thaws it (SIGCONT): it answers what waited. */
+  resume(): void;
 }
 
-function launch(port: number, dir: string): Promise<ChildProcess> {
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
+export interface RedisOptions {
+  /** Serve TLS only, with this certificate and key (PEM files); clients need not present one. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** Require AUTH with this password (the default user). */
+  readonly password?: string;
+}
+
+function launch(port: number, dir: string, o: RedisOptions): Promise<ChildProcess> {
+  const listen = o.tls
+    ? ["--port", "0", "--tls-port", String(port), "--tls-cert-file", o.tls.certFile, "--tls-key-file", o.tls.keyFile, "--tls-auth-clients", "no"]
+    : ["--port", String(port)];
+  const auth = o.password !== undefined ? ["--requirepass", o.password] : [];
+  const child = spawn("redis-server", [...listen, ...auth, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   return new Promise((resolve, reject) => {
@@ -26,21 +43,30 @@ function launch(port: number, dir: string): Promise<ChildProcess> {
   });
 }
 
-export async function startRedis(): Promise<RedisServer> {
+export async function startRedis(o: RedisOptions = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = tempDir();
-  let child = await launch(port, dir);
+  let child = await launch(port, dir, o);
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    get pid() {
+      return child.pid!;
+    },
+    url: `${o.tls ? "rediss" : "redis"}://${o.password !== undefined ? `:${o.password}@` : ""}127.0.0.1:${port}`,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGKILL");
       await exited;
     },
+    pause() {
+      child.kill("SIGSTOP");
+    },
+    resume() {
+      child.kill("SIGCONT");
+    },
     async restart() {
-      child = await launch(port, dir);
+      child = await launch(port, dir, o);
     },
   };
 }

@@ -25,6 +25,7 @@ export function operations(log: LogSettings, admin: AdminSettings, destination?:
     ownSvidSecondsLeft: () => (sidecar?.configured ? (sidecar.config.identity.notAfter - Date.now()) / 1000 : undefined),
     identity: () => sidecar?.identityStatus(),
     configVersion: () => (sidecar?.configured ? sidecar.config.version : undefined),
+    sharedLimitsState: () => sidecar?.sharedLimitsStatus()?.state,
   });
   const decisionLog = new DecisionLog(createLogger(log.level, destination ?? bufferedDestination(log.buffer)), {
     metrics,

@@ -85,7 +85,7 @@ export interface Resources {
   /** Present when negotiation (ALPN parley/1) is configured. */
   readonly negotiation?: NegotiationSettings;
   readonly outbound: readonly OutboundConfig[];
-  /** Present when limits shared across the mesh (Redis) are configured; read at start only. */
+  /** Present when limits shared across the mesh (Redis) are configured. */
   readonly sharedLimits?: SharedLimitsSettings;
 }
 
@@ -192,25 +192,47 @@ export function compileResources(raw: RawResources, c: CompileContext, version?:
   };
 }
 
-/** The shared_limits section; a rule's `scope: shared` rate without it is an error, not a silent local rate. */
+/** The shared_limits section; a limit marked `scope: shared` without it is an error, not a silent local one. */
 function compileSharedLimits(c: CompileContext, raw: RawResources): SharedLimitsSettings | undefined {
   const s = raw.shared_limits;
   if (!s) {
     for (const [name, p] of Object.entries(raw.policies)) {
-      if (p.limits?.rate?.scope === "shared") c.error(["policies", name, "limits", "rate", "scope"], "a shared rate needs a shared_limits section");
+      sharedScopes(p.limits).forEach((at) => c.error(["policies", name, "limits", ...at], "a shared limit needs a shared_limits section"));
       p.rules.forEach((r, i) => {
-        if (r.limits?.rate?.scope === "shared")
-          c.error(["policies", name, "rules", i, "limits", "rate", "scope"], "a shared rate needs a shared_limits section");
+        sharedScopes(r.limits).forEach((at) => c.error(["policies", name, "rules", i, "limits", ...at], "a shared limit needs a shared_limits section"));
       });
     }
     return undefined;
   }
   try {
-    new URL(s.url);
+    // The path, if any, names the database by number (node-redis refuses anything else).
+    if (!/^(\/\d*)?$/.test(new URL(s.url).pathname)) c.error(["shared_limits", "url"], "the URL's path must be a database number such as /0");
   } catch {
     c.error(["shared_limits", "url"], `not a URL: ${s.url}`);
   }
-  return { url: s.url, keyPrefix: s.key_prefix, onUnavailable: s.on_unavailable, timeoutMs: s.timeout };
+  if (s.ca !== undefined && !s.url.startsWith("rediss://")) c.error(["shared_limits", "ca"], "a CA is for TLS: use a rediss:// URL");
+  const caPem = s.ca === undefined ? undefined : c.readFile(["shared_limits", "ca"], s.ca);
+  return {
+    url: s.url,
+    ...(caPem !== undefined ? { caPem } : {}),
+    keyPrefix: s.key_prefix,
+    onUnavailable: s.on_unavailable,
+    timeoutMs: s.timeout,
+    leaseTtlMs: s.lease_ttl,
+    breakerFailures: s.breaker.failures,
+    breakerProbeMs: s.breaker.probe_interval,
+  };
+}
+
+type RawLimitsOf = NonNullable<RawResources["policies"][string]["limits"]>;
+
+/** Where `l` marks a limit `scope: shared`. */
+function sharedScopes(l: RawLimitsOf | undefined): string[][] {
+  const at: string[][] = [];
+  if (l?.rate?.scope === "shared") at.push(["rate", "scope"]);
+  if (typeof l?.max_sessions === "object" && l.max_sessions.scope === "shared") at.push(["max_sessions", "scope"]);
+  if (l?.per_task?.scope === "shared") at.push(["per_task", "scope"]);
+  return at;
 }
 
 function compileBundles(c: CompileContext, raw: RawResources): BundleSet {

@@ -42,6 +42,18 @@ const rate = z.strictObject({ per_second: z.number().positive(), burst: z.number
 /** A session rate: `shared` draws from one bucket per identity for the whole mesh (shared_limits). */
 const sessionRate = rate.extend({ scope: z.enum(["local", "shared"]).optional() });
 
+const scope = z.enum(["local", "shared"]);
+/** A task's own bound (limits keyed by the approval's `txn`); README, "Per-task limits". */
+const perTask = z
+  .strictObject({
+    max_sessions: z.number().int().positive().optional(),
+    per_minute: z.number().positive().optional(),
+    burst: z.number().int().positive().optional(),
+    scope: scope.optional(),
+  })
+  .refine((t) => t.max_sessions !== undefined || t.per_minute !== undefined, { error: "per_task needs max_sessions, per_minute or both" })
+  .refine((t) => t.burst === undefined || t.per_minute !== undefined, { error: "burst is the burst of per_minute: give per_minute too" });
+
 const limits = z.strictObject({
   max_duration: duration.optional(),
   idle_timeout: duration.optional(),
@@ -49,8 +61,10 @@ const limits = z.strictObject({
   bandwidth: perSecond.optional(),
   identity_bandwidth: perSecond.optional(),
   rate: sessionRate.optional(),
-  max_sessions: z.number().int().positive().optional(),
+  /** A number (this sidecar), or `{ max, scope: shared }` (every sidecar of the mesh, leases in Redis). */
+  max_sessions: z.union([z.number().int().positive(), z.strictObject({ max: z.number().int().positive(), scope: scope.default("local") })]).optional(),
   max_wait: duration.optional(),
+  per_task: perTask.optional(),
 });
 
 /** Claim (dotted path) → the accepted value, or a list of accepted values. */
@@ -298,6 +312,14 @@ export const resourcesShape = {
       key_prefix: z.string().min(1).max(64).default("parley:"),
       on_unavailable: z.enum(["deny", "local"]).default("deny"),
       timeout: duration.default(50),
+      /** PEM file of the CAs that sign the Redis server's certificate (rediss:// only); default: Node's CA store. */
+      ca: z.string().min(1).optional(),
+      /** How long a session's lease outlives its sidecar's last renewal (renewed every third of it). */
+      lease_ttl: duration.refine((ms) => ms >= 1000, { error: "lease_ttl must be at least 1s" }).default(15_000),
+      /** Consecutive failures or timeouts that open the circuit breaker, and its probe interval. */
+      breaker: z
+        .strictObject({ failures: z.number().int().min(1).max(1000).default(3), probe_interval: duration.default(1000) })
+        .default({ failures: 3, probe_interval: 1000 }),
     })
     .optional(),
   /** Named revocations: sessions they match are denied, and ended at once when live. */

@@ -9,6 +9,17 @@ import { identityView, type IdentityStatus } from "../identity/status.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** A Redis URL without its password. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "redacted";
+    return u.toString();
+  } catch {
+    return "[unparsable]";
+  }
+}
+
 function limitsView(l: Limits): Record<string, unknown> {
   return Object.fromEntries(Object.entries(l).filter(([, v]) => v !== undefined));
 }
@@ -78,6 +89,7 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
     svid_verification: { ...c.svidVerification.floor, ...c.svidVerification.budget },
     drain_timeout_ms: c.drainTimeoutMs,
     revocation_grace_ms: c.revocationGraceMs,
+    ...(c.sharedLimits ? { shared_limits: { ...c.sharedLimits, url: redactUrl(c.sharedLimits.url), caPem: undefined } } : {}),
     log: c.log,
     admin: c.admin,
   };

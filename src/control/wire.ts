@@ -129,9 +129,12 @@ function limitsOut(l: Obj | undefined): Obj | undefined {
     byte_budget: str(l.byte_budget),
     bandwidth: str(l.bandwidth),
     identity_bandwidth: str(l.identity_bandwidth),
-    rate: l.rate,
-    max_sessions: l.max_sessions,
+    rate: l.rate === undefined ? undefined : clean({ ...(l.rate as Obj), scope: undefined }),
+    rate_scope: str((l.rate as Obj | undefined)?.scope),
+    max_sessions: typeof l.max_sessions === "object" && l.max_sessions !== null ? (l.max_sessions as Obj).max : l.max_sessions,
+    max_sessions_scope: typeof l.max_sessions === "object" && l.max_sessions !== null ? str((l.max_sessions as Obj).scope) : undefined,
     max_wait: str(l.max_wait),
+    per_task: l.per_task,
   });
 }
 
@@ -276,6 +279,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
     drain_timeout: str(raw.drain_timeout),
     revocation_grace: str(raw.revocation_grace),
     ...Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, limits[k]])),
+    shared_limits: sharedLimitsOut(raw.shared_limits as Obj | undefined),
   });
   if (Object.keys(settings).length > 0) out.push({ name: "settings", type: "settings", settings });
   return out;
@@ -300,8 +304,42 @@ function matcherIn(m: Obj): Obj {
   return clean({ id: m.id, trust_domain: m.trust_domain, path_prefix: m.path_prefix, glob: m.glob });
 }
 
+/** The wire's `max_sessions` + `max_sessions_scope` are YAML's `max_sessions: { max, scope }`; `rate_scope` is `rate.scope`. */
 function limitsIn(l: Obj | undefined): Obj | undefined {
-  return l ? clean({ ...l }) : undefined;
+  if (!l) return undefined;
+  const { max_sessions_scope: scope, rate_scope: rateScope, ...rest } = l;
+  return clean({
+    ...rest,
+    ...(scope !== undefined ? { max_sessions: { max: rest.max_sessions, scope } } : {}),
+    ...(rateScope !== undefined ? { rate: { ...asObj(rest.rate), scope: rateScope } } : {}),
+  });
+}
+
+/** The YAML `shared_limits` (breaker nested) ⇄ the wire's flat SharedLimits message. */
+function sharedLimitsOut(s: Obj | undefined): Obj | undefined {
+  if (!s) return undefined;
+  const b = asObj(s.breaker);
+  return clean({
+    url: str(s.url),
+    key_prefix: str(s.key_prefix),
+    on_unavailable: str(s.on_unavailable),
+    timeout: str(s.timeout),
+    lease_ttl: str(s.lease_ttl),
+    breaker_failures: b.failures,
+    breaker_probe_interval: str(b.probe_interval),
+  });
+}
+
+function sharedLimitsIn(s: Obj): Obj {
+  const breaker = clean({ failures: s.breaker_failures, probe_interval: s.breaker_probe_interval });
+  return clean({
+    url: s.url,
+    key_prefix: s.key_prefix,
+    on_unavailable: s.on_unavailable,
+    timeout: s.timeout,
+    lease_ttl: s.lease_ttl,
+    breaker: Object.keys(breaker).length > 0 ? breaker : undefined,
+  });
 }
 
 function ruleIn(rule: unknown): Obj {
@@ -471,5 +509,6 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));
   if (Object.keys(limits).length > 0) raw.limits = limits;
+  if (settings?.shared_limits !== undefined) raw.shared_limits = sharedLimitsIn(asObj(settings.shared_limits));
   return { raw, problems, skipped };
 }

@@ -55,6 +55,11 @@ export class Admission {
     return this.global;
   }
 
+  /** Live sessions of `identity` on this sidecar. */
+  sessionsOf(identity: string): number {
+    return this.perIdentity.get(identity) ?? 0;
+  }
+
   get trackedIdentities(): number {
     return Math.max(this.buckets.size, this.perIdentity.size);
   }

@@ -11,7 +11,9 @@ export type LimitEvent =
   | "held_then_admitted"
   /** Shared limits' backend (Redis) did not answer: refused (`deny`) or fell back to local (`local`). */
   | "shared_limits_unavailable"
-  | "shared_limits_fallback";
+  | "shared_limits_fallback"
+  /** A task (approval `txn`) over its own bound: concurrent sessions or new sessions a minute. */
+  | "task_limit_exceeded";
 
 export class LimitCounts {
   private readonly counts = new Map<LimitEvent, number>();

@@ -1,136 +1,216 @@
-// Shared limits: a new-session rate per identity that every sidecar of the mesh draws from, kept in
-// Redis. One Lua script (a token bucket, the same arithmetic as ./bucket.ts) runs atomically in Redis:
-// one round trip per admission. The time is the sidecar's clock, passed as an argument, so sidecars
-// sharing a bucket must have agreeing clocks (NTP); a clock behind the bucket's last update adds no
-// tokens and never takes any back. When Redis does not answer within the timeout, or is not
-// connected (commands are refused at once then, so a dead Redis costs no latency), the failure mode
-// applies: `deny` refuses the session (shared_limits_unavailable), `local` falls back to the
-// sidecar's own bucket. Either way it is logged and counted.
-import { createHash } from "node:crypto";
-import { createClient } from "redis";
+// Shared limits: bounds that every sidecar of the mesh draws from, kept in Redis (./redis.ts).
+// - A rate is a token bucket in one Lua script (the arithmetic of ./bucket.ts): one round trip per
+//   admission. Its time is the sidecar's clock, passed as an argument (sidecars sharing a bucket need
+//   agreeing clocks, NTP); a clock behind the bucket's last update adds no tokens, takes none back.
+// - Concurrency is a lease per session: a sorted set per key, member = lease id, score = expiry by
+//   the Redis server's own clock (TIME), so sidecars' clocks cannot stretch a lease. Acquiring is one
+//   script (drop expired members, count, add if under the cap). Live leases are renewed by one batched
+//   script per interval (a third of the TTL), not a timer per session; a renewal re-adds a lease Redis
+//   lost (restart, expiry), so live sessions count again. A session's end releases its lease at once
+//   (ZREM); a sidecar killed with SIGKILL stops renewing, and its leases expire within the TTL.
+// - Both at once (`admit`): a slot looked for, a token taken and the lease added in one script.
+// Scripts: ./scripts.ts. Keys are the caller's, under the configured prefix.
+// When Redis does not answer (timeout, disconnected, breaker open), the failure mode applies: `deny`
+// refuses the session (shared_limits_unavailable), `local` returns "local" so the caller applies the
+// bound with the sidecar's own state. Either way counted, and logged once per failing stretch.
+// The backend can be replaced (reload, push): renewals and releases go to the one in force.
+import { randomBytes } from "node:crypto";
 import type { Rate } from "./bucket.js";
 import type { LimitCounts } from "./events.js";
+import { BackendUnavailable, RedisBackend, type BackendEvents, type BackendSettings, type BackendStatus } from "./redis.js";
+import { ACQUIRE, ADMIT, RATE, RENEW } from "./scripts.js";
 
-export interface SharedLimitsSettings {
-  /** redis:// or rediss:// URL, with any user and password in it. */
-  readonly url: string;
+export interface SharedLimitsSettings extends BackendSettings {
   readonly keyPrefix: string;
   readonly onUnavailable: "deny" | "local";
-  readonly timeoutMs: number;
+  readonly leaseTtlMs: number;
 }
 
-/** `local`: apply the rate with the sidecar's own bucket; otherwise the shared verdict. */
-export type SharedRateVerdict =
-  "local" | { readonly ok: true } | { readonly ok: false; readonly reason: "rate_limited" | "shared_limits_unavailable"; readonly detail: string };
+export type SharedRefusal = "shared_limits_unavailable";
+/** `local`: apply the bound with the sidecar's own state; otherwise the shared verdict. */
+export type SharedVerdict<T> =
+  "local" | { readonly ok: true; readonly value: T } | { readonly ok: false; readonly detail: string; readonly unavailable: boolean };
 
-// KEYS[1] bucket; ARGV now (ms), tokens per second, burst. Returns 1 when a token was taken.
-// Tokens are stored as strings so fractions survive (Lua numbers would be truncated to integers).
-const SCRIPT = `
-local now = tonumber(ARGV[1]); local rate = tonumber(ARGV[2]); local burst = tonumber(ARGV[3])
-local s = redis.call('HMGET', KEYS[1], 't', 'at')
-local tokens = tonumber(s[1]); local at = tonumber(s[2])
-if tokens == nil or at == nil then tokens = burst; at = now end
-if now > at then tokens = math.min(burst, tokens + (now - at) / 1000 * rate); at = now end
-local ok = 0
-if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return ok
-`;
-const SHA = createHash("sha1").update(SCRIPT).digest("hex");
+export interface Lease {
+  /** Gives the slot back (at once, best effort; otherwise it expires); idempotent. */
+  release(): void;
+}
 
-export interface SharedRateOptions {
+/** Leases renewed per script call: bounds one call's work in Redis. */
+const RENEW_BATCH = 500;
+
+export interface SharedLimitsOptions extends BackendEvents {
   readonly now: () => number;
   readonly counts: LimitCounts;
-  /** Told of each change of the backend's state (connected, lost, failing, answering again). */
-  readonly onEvent: (message: string, fields: Record<string, unknown>, warning: boolean) => void;
 }
 
-export class SharedRate {
-  private readonly client;
-  private up = false;
+export class SharedLimits {
+  private backend: RedisBackend | undefined;
+  private settings: SharedLimitsSettings | undefined;
+  /** Live leases: lease id → key (without the prefix, which may change). */
+  private readonly leases = new Map<string, string>();
+  private readonly instance = randomBytes(6).toString("hex");
+  private nextLease = 0;
+  private renewal: NodeJS.Timeout | undefined;
   /** Set by a failed call, cleared by an answer: a failing backend is logged once, not per session. */
   private failing = false;
 
-  constructor(
-    private readonly s: SharedLimitsSettings,
-    private readonly o: SharedRateOptions,
-  ) {
-    this.client = createClient({
-      url: s.url,
-      // Refuse commands while disconnected instead of queueing them: the failure mode applies at once.
-      disableOfflineQueue: true,
-      socket: { connectTimeout: Math.max(s.timeoutMs, 1000), reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 2000) },
-    });
-    this.client.on("ready", () => this.state(true, {}));
-    this.client.on("error", (e: Error) => this.state(false, { error: e.message }));
-    this.client.connect().catch((e: unknown) => this.state(false, { error: (e as Error).message }));
+  constructor(private readonly o: SharedLimitsOptions) {}
+
+  /**
+   * Puts `next` in force: a new backend when the connection's settings change (the old one is closed;
+   * live leases are renewed into the new one), the same one otherwise; undefined removes it.
+   */
+  async configure(next: SharedLimitsSettings | undefined): Promise<void> {
+    const prev = this.settings;
+    this.settings = next;
+    clearInterval(this.renewal); // the interval follows the (maybe new) TTL
+    this.renewal = undefined;
+    if (prev && next && sameBackend(prev, next)) {
+      this.schedule();
+      return;
+    }
+    const old = this.backend;
+    this.backend = next ? this.connect(next) : undefined;
+    this.schedule();
+    await old?.close();
   }
 
-  /** True while connected to Redis. */
-  get connected(): boolean {
-    return this.up;
-  }
-
-  async take(identity: string, rate: Rate): Promise<SharedRateVerdict> {
-    let taken: boolean;
+  /** A backend for `s`, or none (shared bounds then fail closed) if the client refuses its settings. */
+  private connect(s: SharedLimitsSettings): RedisBackend | undefined {
     try {
-      taken = await this.withTimeout(this.run(`${this.s.keyPrefix}rate:${identity}`, rate));
+      return new RedisBackend(s, this.o);
     } catch (e) {
-      return this.unavailable(identity, (e as Error).message);
+      this.o.onEvent("shared limits backend not created: shared bounds are refused", { error: (e as Error).message }, true);
+      return undefined;
     }
-    if (this.failing) {
-      this.failing = false;
-      this.o.onEvent("shared limits backend answering again", {}, false);
+  }
+
+  get configured(): boolean {
+    return this.backend !== undefined;
+  }
+
+  /** The backend's state for readiness and metrics; undefined when none is configured. */
+  status(): (BackendStatus & { readonly leases: number }) | undefined {
+    return this.backend && { ...this.backend.status(), leases: this.leases.size };
+  }
+
+  /** Takes a token from the mesh-wide bucket `key` (e.g. `rate:<identity>`). */
+  async take(key: string, rate: Rate): Promise<SharedVerdict<undefined>> {
+    const args = [String(this.o.now()), String(rate.perSecond), String(rate.burst)];
+    const answer = await this.call("rate", (b, prefix) => b.run("rate", RATE, [prefix + key], args));
+    if (typeof answer === "string" || !answer.ok) return answer;
+    if (answer.value === 1) return { ok: true, value: undefined };
+    return { ok: false, unavailable: false, detail: `over the shared ${rate.perSecond}/s (burst ${rate.burst})` };
+  }
+
+  /** A lease in the mesh-wide set `key` (e.g. `sessions:<identity>`) if fewer than `cap` are live. */
+  async acquire(key: string, cap: number): Promise<SharedVerdict<Lease>> {
+    const id = this.leaseId();
+    const args = [String(this.settings?.leaseTtlMs ?? 0), String(cap), id];
+    const answer = await this.call("lease", (b, prefix) => b.run("lease", ACQUIRE, [prefix + key], args));
+    if (typeof answer === "string" || !answer.ok) return answer;
+    if (answer.value !== 1) return { ok: false, unavailable: false, detail: `all ${cap} shared sessions are in use` };
+    return { ok: true, value: this.hold(id, key) };
+  }
+
+  /**
+   * A token of bucket `rateKey` and a lease of set `leaseKey` in one round trip (both bounds shared):
+   * refused `concurrency` when no slot is free (no token spent), `rate` when over the rate.
+   */
+  async admit(rateKey: string, rate: Rate, leaseKey: string, cap: number): Promise<SharedVerdict<Lease> | "rate" | "concurrency"> {
+    const id = this.leaseId();
+    const args = [String(this.o.now()), String(rate.perSecond), String(rate.burst), String(this.settings?.leaseTtlMs ?? 0), String(cap), id];
+    const answer = await this.call("admit", (b, prefix) => b.run("admit", ADMIT, [prefix + rateKey, prefix + leaseKey], args));
+    if (typeof answer === "string" || !answer.ok) return answer;
+    if (answer.value === 0) return "rate";
+    if (answer.value !== 1) return "concurrency";
+    return { ok: true, value: this.hold(id, leaseKey) };
+  }
+
+  /** Renews every live lease now, in batches; what failed is retried at the next interval. */
+  async renew(): Promise<void> {
+    const b = this.backend;
+    const s = this.settings;
+    if (!b || !s || this.leases.size === 0) return;
+    const all = [...this.leases];
+    for (let i = 0; i < all.length; i += RENEW_BATCH) {
+      const batch = all.slice(i, i + RENEW_BATCH);
+      const keys = batch.map(([, key]) => s.keyPrefix + key);
+      await b.run("renew", RENEW, keys, [String(s.leaseTtlMs), ...batch.map(([id]) => id)]).catch(() => undefined);
     }
-    if (taken) return { ok: true };
-    this.o.counts.hit("rate_limited");
-    return { ok: false, reason: "rate_limited", detail: `${identity} is over the shared ${rate.perSecond}/s (burst ${rate.burst})` };
   }
 
   async close(): Promise<void> {
-    if (this.client.isOpen) await this.client.close();
-    else this.client.destroy();
+    clearInterval(this.renewal);
+    await this.backend?.close();
+    this.backend = undefined;
   }
 
-  private async run(key: string, rate: Rate): Promise<boolean> {
-    const args = { keys: [key], arguments: [String(this.o.now()), String(rate.perSecond), String(rate.burst)] };
+  private leaseId(): string {
+    return `${this.instance}:${(this.nextLease++).toString(36)}`;
+  }
+
+  /** Keeps a lease Redis granted: renewed while it lives, released once. */
+  private hold(id: string, key: string): Lease {
+    this.leases.set(id, key);
+    this.schedule();
+    return { release: () => this.release(id) };
+  }
+
+  private release(id: string): void {
+    const key = this.leases.get(id);
+    if (key === undefined) return;
+    this.leases.delete(id);
+    if (this.leases.size === 0) this.schedule();
+    const s = this.settings;
+    void this.backend?.command("release", ["ZREM", `${s?.keyPrefix ?? ""}${key}`, id]).catch(() => undefined);
+  }
+
+  /** One renewal timer while leases live and a backend is configured. */
+  private schedule(): void {
+    const want = this.backend !== undefined && this.leases.size > 0;
+    if (!want) {
+      clearInterval(this.renewal);
+      this.renewal = undefined;
+      return;
+    }
+    if (this.renewal) return;
+    this.renewal = setInterval(() => void this.renew(), Math.max(100, Math.floor((this.settings?.leaseTtlMs ?? 3000) / 3)));
+    this.renewal.unref();
+  }
+
+  private async call(op: string, send: (b: RedisBackend, prefix: string) => Promise<unknown>): Promise<SharedVerdict<unknown>> {
+    const b = this.backend;
+    const s = this.settings;
+    if (!b || !s) return { ok: false, unavailable: true, detail: "the rule's limit is shared but no shared_limits backend is configured" };
     try {
-      return (await this.client.evalSha(SHA, args)) === 1;
+      const value = await send(b, s.keyPrefix);
+      if (this.failing) {
+        this.failing = false;
+        this.o.onEvent("shared limits backend answering again", {}, false);
+      }
+      return { ok: true, value };
     } catch (e) {
-      if (!(e as Error).message.startsWith("NOSCRIPT")) throw e;
-      return (await this.client.eval(SCRIPT, args)) === 1;
+      if (!(e instanceof BackendUnavailable)) throw e;
+      return this.unavailable(op, s.onUnavailable, e.message);
     }
   }
 
-  private withTimeout<T>(p: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.s.timeoutMs} ms`)), this.s.timeoutMs);
-    });
-    return Promise.race([p, late]).finally(() => clearTimeout(timer));
-  }
-
-  private unavailable(identity: string, error: string): SharedRateVerdict {
-    const mode = this.s.onUnavailable;
+  private unavailable(op: string, mode: "deny" | "local", error: string): SharedVerdict<never> {
     this.o.counts.hit(mode === "deny" ? "shared_limits_unavailable" : "shared_limits_fallback");
     if (!this.failing) {
       this.failing = true;
-      this.o.onEvent("shared limits backend failing: its failure mode applies", { identity, error, on_unavailable: mode }, true);
+      this.o.onEvent("shared limits backend failing: its failure mode applies", { op, error, on_unavailable: mode }, true);
     }
     if (mode === "local") return "local";
-    return { ok: false, reason: "shared_limits_unavailable", detail: `shared limits backend unavailable: ${error}` };
-  }
-
-  private state(up: boolean, fields: Record<string, unknown>): void {
-    if (up === this.up) return;
-    this.up = up;
-    this.o.onEvent(up ? "shared limits backend connected" : "shared limits backend lost", fields, !up);
+    return { ok: false, unavailable: true, detail: `shared limits backend unavailable: ${error}` };
   }
 }
 
-/** The verdict for a rate marked shared; a sidecar with no shared limits configured fails closed. */
-export function sharedRateCheck(shared: SharedRate | undefined, identity: string, rate: Rate): Promise<SharedRateVerdict> | SharedRateVerdict {
-  if (shared) return shared.take(identity, rate);
-  return { ok: false, reason: "shared_limits_unavailable", detail: "the rule's rate is shared but no shared_limits backend is configured" };
+/** Whether two settings can share one connection (prefix, mode and TTL may change under it). */
+function sameBackend(a: BackendSettings, b: BackendSettings): boolean {
+  return (
+    a.url === b.url && a.caPem === b.caPem && a.timeoutMs === b.timeoutMs && a.breakerFailures === b.breakerFailures && a.breakerProbeMs === b.breakerProbeMs
+  );
 }

@@ -6,7 +6,7 @@ import { SpiffeId, SpiffeIdError, TrustDomain } from "../spiffe/spiffeid.js";
 import { IdentityIndex, parseGlob, type IdentityMatcher } from "./matcher.js";
 import { findUnreachable } from "./reachability.js";
 import { claimsOf, compileApprovalConditions, compileEar, type RawEar } from "./compile-approval.js";
-import type { Action, AttestationRequirement, Conditions, Limits, Mode, Policy, Rule, TimeWindow } from "./model.js";
+import type { Action, AttestationRequirement, Conditions, Limits, Mode, Policy, Rule, TaskLimits, TimeWindow } from "./model.js";
 
 export type Path = readonly (string | number)[];
 export type ErrorSink = (path: Path, message: string) => void;
@@ -25,8 +25,16 @@ export interface RawLimits {
   bandwidth?: number | undefined;
   identity_bandwidth?: number | undefined;
   rate?: { per_second: number; burst?: number | undefined; scope?: "local" | "shared" | undefined } | undefined;
-  max_sessions?: number | undefined;
+  max_sessions?: number | { max: number; scope?: "local" | "shared" | undefined } | undefined;
   max_wait?: number | undefined;
+  per_task?: RawTaskLimits | undefined;
+}
+
+export interface RawTaskLimits {
+  max_sessions?: number | undefined;
+  per_minute?: number | undefined;
+  burst?: number | undefined;
+  scope?: "local" | "shared" | undefined;
 }
 
 export interface RawTimeWindow {
@@ -117,8 +125,21 @@ function compileLimits(l: RawLimits | undefined): Limits {
           },
         }
       : {}),
-    ...(l.max_sessions !== undefined ? { maxSessions: l.max_sessions } : {}),
+    ...(typeof l.max_sessions === "number" ? { maxSessions: l.max_sessions } : {}),
+    ...(typeof l.max_sessions === "object"
+      ? { maxSessions: l.max_sessions.max, ...(l.max_sessions.scope === "shared" ? { maxSessionsShared: true as const } : {}) }
+      : {}),
     ...(l.max_wait !== undefined ? { maxWaitMs: l.max_wait } : {}),
+    ...(l.per_task !== undefined ? { perTask: compileTaskLimits(l.per_task) } : {}),
+  };
+}
+
+/** `per_minute` M: a bucket of M/60 tokens a second holding `burst` (default M). */
+function compileTaskLimits(t: RawTaskLimits): TaskLimits {
+  return {
+    ...(t.max_sessions !== undefined ? { maxSessions: t.max_sessions } : {}),
+    ...(t.per_minute !== undefined ? { rate: { perSecond: t.per_minute / 60, burst: t.burst ?? Math.max(1, Math.ceil(t.per_minute)) } } : {}),
+    ...(t.scope === "shared" ? { shared: true as const } : {}),
   };
 }
 

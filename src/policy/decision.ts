@@ -3,7 +3,7 @@
 // refuse a session (fail closed, negotiation, admission) make theirs with the builders here.
 import type { SvidRule } from "../spiffe/x509svid.js";
 import type { SpiffeId } from "../spiffe/spiffeid.js";
-import type { Action, Limits, Mode, Policy } from "./model.js";
+import type { Action, Limits, Mode, Policy, TaskLimits } from "./model.js";
 import type { Reason } from "./reasons.js";
 import type { ApprovalFacts } from "./approval.js";
 import type { AttestationRecord } from "./attestation.js";
@@ -54,10 +54,21 @@ export function obligationsRecord(o: Obligations): Record<string, number | strin
   if (o.byteBudget !== undefined) r.byte_budget = o.byteBudget;
   if (o.bandwidthBps !== undefined) r.bandwidth_bps = o.bandwidthBps;
   if (o.identityBandwidthBps !== undefined) r.identity_bandwidth_bps = o.identityBandwidthBps;
-  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}`;
+  if (o.rate !== undefined) r.rate = `${o.rate.perSecond}/s burst ${o.rate.burst}${o.rate.shared ? " shared" : ""}`;
   if (o.maxSessions !== undefined) r.max_sessions = o.maxSessions;
+  if (o.maxSessionsShared) r.max_sessions_scope = "shared";
+  if (o.perTask !== undefined) r.per_task = taskText(o.perTask);
   if (o.maxWaitMs !== undefined) r.max_wait_ms = o.maxWaitMs;
   return r;
+}
+
+/** A task's bound as one string: "4 sessions, 30/min burst 10 shared". */
+function taskText(t: TaskLimits): string {
+  const parts = [
+    ...(t.maxSessions !== undefined ? [`${t.maxSessions} sessions`] : []),
+    ...(t.rate ? [`${t.rate.perSecond * 60}/min burst ${t.rate.burst}`] : []),
+  ];
+  return `${parts.join(", ")}${t.shared ? " shared" : ""}`;
 }
 
 /** Why one rule did or did not apply. */

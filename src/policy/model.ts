@@ -20,8 +20,20 @@ export interface Limits {
   readonly rate?: { readonly perSecond: number; readonly burst: number; /** Drawn from the mesh-wide bucket (shared_limits). */ readonly shared?: true };
   /** Concurrent sessions of one identity. */
   readonly maxSessions?: number;
+  /** `maxSessions` counts the identity's sessions on every sidecar of the mesh (leases, shared_limits). */
+  readonly maxSessionsShared?: true;
+  /** Bounds on the sessions of one task (the approval's `txn`); sessions without a txn are not subject. */
+  readonly perTask?: TaskLimits;
   /** Over a rate or concurrency bound: hold the session this long for a token or slot, then reject. */
   readonly maxWaitMs?: number;
+}
+
+/** A task's own bound: its concurrent sessions and its new sessions per minute (burst). */
+export interface TaskLimits {
+  readonly maxSessions?: number;
+  readonly rate?: { readonly perSecond: number; readonly burst: number };
+  /** Counted across the mesh (shared_limits) rather than by this sidecar alone. */
+  readonly shared?: true;
 }
 
 export interface TimeWindow {

@@ -27,12 +27,13 @@ export const REASONS = {
   grant_revoked: "a revocation names the id of the grant the session was given",
   identity_revoked: "a revocation names the peer's SPIFFE ID, exactly or as a path prefix",
   certificate_revoked: "a revocation names the SHA-256 fingerprint of the peer's leaf certificate",
-  shared_limits_unavailable: "the rule's rate is shared across the mesh, its backend (Redis) did not answer in time and the failure mode is deny",
+  shared_limits_unavailable: "a limit of the rule is shared across the mesh, its backend (Redis) did not answer in time and the failure mode is deny",
   attestor_revoked: "a revocation names an attestor whose evidence the session was decided with",
   attestation_contraindicated: "the EAR attestation result the rule judges (overall, or a required submodule) has ear_status contraindicated",
   attestation_unappraised: "the rule requires an EAR appraisal and the evidence is no EAR, or its status (overall or a required submodule) is none or absent",
   attestation_warning: "the EAR attestation result the rule judges has ear_status warning and the rule does not allow warning",
   delegation_too_deep: "the approval's delegation chain (RFC 8693 act) has more actors than the rule's max_delegation_depth",
+  task_limit_exceeded: "the task (`txn`) of the session's approval is over its own bound: concurrent sessions or new sessions a minute (per_task)",
 } as const;
 
 export type ReasonCode = Exclude<keyof typeof REASONS, "condition_failed:<name>">;

@@ -3,7 +3,8 @@
 // Longer than most modules: it owns the state every one of those transitions reads and changes (the
 // configuration in force, the overlay, the fail-closed reasons); outbound routes and the checks a
 // configuration must pass live beside it (outbound.ts, effective.ts).
-import { SharedRate } from "../limits/shared.js";
+import { SharedLimits, type SharedLimitsSettings } from "../limits/shared.js";
+import { TaskBounds } from "../limits/tasks.js";
 import type { AddressInfo } from "node:net";
 import { loadConfig, type ListenerConfig, type SidecarConfig } from "../config/load.js";
 import { errorLines } from "../config/source.js";
@@ -62,6 +63,7 @@ export class Sidecar {
   /** Revocations posted to the admin server: kept across reloads and pushes until their `until`. */
   readonly adminRevocations = new AdminRevocations();
   private stopping: Promise<void> | undefined;
+  private sharedSettings: SharedLimitsSettings | undefined;
 
   constructor(
     private readonly initial: SidecarConfig | undefined,
@@ -81,17 +83,18 @@ export class Sidecar {
       log: options.log,
       registry: this.registry,
       now,
-      admission: new Admission({ now, counts: this.limitCounts, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
+      gate: {
+        admission: new Admission({ now, counts: this.limitCounts, ...(limits ? { maxHeld: limits.maxHeld } : {}) }),
+        shared: new SharedLimits({
+          now,
+          counts: this.limitCounts,
+          onEvent: (message, fields, warning) => (warning ? options.log.warn(message, fields) : options.log.lifecycle(message, fields)),
+          onCall: (op, seconds, outcome) => options.log.sharedLimitsCall(op, seconds, outcome),
+        }),
+        tasks: new TaskBounds(now),
+        counts: this.limitCounts,
+      },
       identityThrottles: new SharedThrottles(),
-      ...(initial?.sharedLimits
-        ? {
-            sharedRate: new SharedRate(initial.sharedLimits, {
-              now,
-              counts: this.limitCounts,
-              onEvent: (message, fields, warning) => (warning ? options.log.warn(message, fields) : options.log.lifecycle(message, fields)),
-            }),
-          }
-        : {}),
       handshakes: new HandshakeGuard(handshakeLimits(limits), now, this.limitCounts),
     };
   }
@@ -102,7 +105,12 @@ export class Sidecar {
   }
 
   get admission(): Admission {
-    return this.deps.admission;
+    return this.deps.gate.admission;
+  }
+
+  /** The shared limits' backend (readiness, metrics); undefined when none is configured. */
+  sharedLimitsStatus(): ReturnType<SharedLimits["status"]> {
+    return this.deps.gate.shared.status();
   }
 
   /** The configuration in force; undefined until the first one is applied. */
@@ -212,6 +220,7 @@ export class Sidecar {
     for (const l of retired) this.listeners.delete(l.name);
     for (const [name, l] of fresh) this.listeners.set(name, l);
     this.current = next;
+    this.configureShared(next.sharedLimits);
     if (next.identity !== prev?.identity) this.own.applied(next.identity);
     this.deps.handshakes.setLimits(handshakeLimits(next.limits));
     for (const l of retired) {
@@ -263,6 +272,15 @@ export class Sidecar {
     }
     this.outbound.revoke(revocations, config.version);
     return before.filter((id) => !this.registry.get(id)).length;
+  }
+
+  /** A changed backend reconnects (live sessions go on, their leases renewed into it); logged. */
+  private configureShared(next: SharedLimitsSettings | undefined): void {
+    const prev = this.sharedSettings;
+    this.sharedSettings = next;
+    if (JSON.stringify(prev) === JSON.stringify(next)) return;
+    if (prev) this.options.log.lifecycle("shared limits reconfigured", { url_changed: prev.url !== next?.url, removed: next === undefined });
+    void this.deps.gate.shared.configure(next);
   }
 
   outboundAddresses(): Record<string, AddressInfo> {
@@ -362,6 +380,7 @@ export class Sidecar {
     checks: Record<string, boolean>;
     identity: Record<string, unknown>;
     serving_stale_config?: { since: string };
+    shared_limits?: ReturnType<Sidecar["sharedLimitsStatus"]>;
   } {
     const c = this.current;
     const identity = this.identityStatus(now);
@@ -373,7 +392,9 @@ export class Sidecar {
       not_draining: this.stopping === undefined,
     };
     const stale = this.servingStaleSince === undefined ? {} : { serving_stale_config: { since: new Date(this.servingStaleSince).toISOString() } };
-    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity), ...stale };
+    // Shown, not a check: one Redis down would make every replica unready at once; on_unavailable says what happens.
+    const shared = this.sharedLimitsStatus();
+    return { ready: Object.values(checks).every(Boolean), checks, identity: identityView(identity), ...stale, ...(shared ? { shared_limits: shared } : {}) };
   }
 
   /** Ends one live session by id (an operator's revocation); false if there is none. */
@@ -393,7 +414,7 @@ export class Sidecar {
       this.outbound.stopAccepting();
       this.own.stop();
       const { closed } = await this.registry.drain(drainTimeoutMs, "drain_timeout");
-      await this.deps.sharedRate?.close();
+      await this.deps.gate.shared.close();
       this.options.log.lifecycle("stopped", { closed_at_timeout: closed });
     })();
     return this.stopping;

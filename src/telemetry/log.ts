@@ -248,6 +248,11 @@ export class DecisionLog {
     this.options.metrics?.limitHits.inc({ kind });
   }
 
+  /** Metrics only: one call to the shared limits' backend (Redis), its latency and outcome. */
+  sharedLimitsCall(op: string, seconds: number, outcome: string): void {
+    this.options.metrics?.sharedLimitsSeconds.observe({ op, outcome }, seconds);
+  }
+
   /** An outbound connection: the remote was verified (and granted, if negotiating), or refused. */
   outbound(r: Record<string, unknown> & { listener: string; decision: "allow" | "deny" }): void {
     this.options.metrics?.decisions.inc({ listener: r.listener, decision: r.decision, reason: typeof r.reason === "string" ? r.reason : "remote_verified" });

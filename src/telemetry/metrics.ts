@@ -2,6 +2,7 @@
 // registry, so two sidecars in one process (as in tests) never mix their figures.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { IdentityStatus } from "../identity/status.js";
+import { BACKEND_STATES, type BackendState } from "../limits/redis.js";
 
 export interface LiveFigures {
   /** Live sessions by listener. */
@@ -12,6 +13,8 @@ export interface LiveFigures {
   identity(): IdentityStatus | undefined;
   /** The configuration version in force. */
   configVersion(): string | undefined;
+  /** The shared limits' backend state; undefined when none is configured. */
+  sharedLimitsState?(): BackendState | undefined;
 }
 
 export class Metrics {
@@ -79,6 +82,13 @@ export class Metrics {
     labelNames: ["source", "outcome"],
     registers: [this.registry],
   });
+  readonly sharedLimitsSeconds = new Histogram({
+    name: "parley_shared_limits_call_duration_seconds",
+    help: "Calls to the shared limits' backend (Redis), by operation (rate, lease, renew, release) and outcome (ok, error, timeout, refused: not sent)",
+    labelNames: ["op", "outcome"],
+    buckets: [50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3],
+    registers: [this.registry],
+  });
   readonly suppressedDenials = new Counter({
     name: "parley_log_suppressed_denials_total",
     help: "Denial records not written because of the repeated-denial cap",
@@ -112,6 +122,17 @@ export class Metrics {
       },
     });
     this.identityGauges(live);
+    new Gauge({
+      name: "parley_shared_limits_backend_state",
+      help: "The shared limits' backend state: 1 on the current one of connecting, up, down, open (breaker); absent without shared_limits",
+      labelNames: ["state"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const now = live.sharedLimitsState?.();
+        if (now) for (const state of BACKEND_STATES) this.set({ state }, state === now ? 1 : 0);
+      },
+    });
     new Gauge({
       name: "parley_config_info",
       help: "The configuration version in force (value 1)",

@@ -6,7 +6,7 @@
 //                         `identity:` (who may claim it, see scope.ts)
 //
 // Maps (policies, trust_domains, roles, attestors, approvers, token_services, verifiers, revocations) merge by key and listeners by name, the later file
-// winning; attestation records add up; settings are overridden one by one.
+// winning; attestation records add up; settings are overridden one by one (shared_limits as a whole).
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -26,7 +26,8 @@ export interface Snapshot {
 type Obj = Record<string, unknown>;
 
 const MAP_SECTIONS = ["policies", "trust_domains", "roles", "attestors", "approvers", "token_services", "verifiers", "revocations"] as const;
-const SCALARS = ["drain_timeout", "revocation_grace"] as const;
+/** Replaced whole by a later file (shared_limits too: its URL and settings belong together). */
+const SCALARS = ["drain_timeout", "revocation_grace", "shared_limits"] as const;
 /** Per-file shape check: every section optional, unknown keys still refused with their line. */
 const partialSchema = resourcesSchema.partial();
 

@@ -7,8 +7,8 @@
 // The client is a ClientSide (client.ts): its own TLS socket, or one CONNECT stream of a multiplexed
 // connection; the stages do not tell them apart.
 import type { Socket } from "node:net";
-import type { Admission, Ticket } from "../../limits/admission.js";
-import { sharedRateCheck, type SharedRate } from "../../limits/shared.js";
+import type { Ticket } from "../../limits/admission.js";
+import { admitSession, type GateDeps } from "../../limits/gate.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
 import { ALPN } from "../../negotiation/frame.js";
 import { denial, grantFrame, grantObligations, type Negotiated } from "../../negotiation/negotiate.js";
@@ -32,9 +32,8 @@ export type { ListenerState } from "./facts.js";
 export interface SessionDeps {
   readonly log: DecisionLog;
   readonly registry: SessionRegistry;
-  readonly admission: Admission;
-  /** The mesh-wide rate backend, when shared_limits is configured. */
-  readonly sharedRate?: SharedRate;
+  /** Admission: the sidecar's own bounds, shared (mesh-wide) and per-task ones. */
+  readonly gate: GateDeps;
   readonly identityThrottles: SharedThrottles;
   readonly now: () => number;
 }
@@ -120,19 +119,16 @@ export class InboundSession implements LiveSession {
     return { peer, decision, decisionUs: Number(process.hrtime.bigint() - t0) / 1000 };
   }
 
-  /** Rate and concurrency bounds: a slot (ticket), or a denial after any allowed wait. */
+  /** Rate, concurrency and task bounds, local and shared: a slot (ticket), or a denial after any allowed wait. */
   private async admit(v: Verdict<Allow>): Promise<(Verdict<Allow> & { ticket: Ticket }) | undefined> {
     this.stage = { kind: "admitting" };
-    const o = v.decision.obligations;
-    // A shared rate is drawn from Redis first; "local" (not shared, or the fallback) keeps the local bucket.
-    const shared = o.rate?.shared ? await sharedRateCheck(this.deps.sharedRate, this.peerText, o.rate) : "local";
-    if (shared !== "local" && !shared.ok) return void this.deny({ ...v, decision: denyAdmission(v.decision, shared.reason, shared.detail) });
-    const admitted = await this.deps.admission.admit(this.peerText, this.listener, {
-      ...(o.rate && shared === "local" ? { rate: o.rate } : {}),
-      ...(o.maxSessions !== undefined ? { maxPerIdentity: o.maxSessions } : {}),
-      ...(this.state.config.maxSessions !== undefined ? { maxPerListener: this.state.config.maxSessions } : {}),
+    const admitted = await admitSession(this.deps.gate, {
+      identity: this.peerText,
+      listener: this.listener,
+      txn: this.negotiated?.approval?.txn,
+      limits: v.decision.obligations,
+      maxPerListener: this.state.config.maxSessions,
       maxGlobal: this.state.limits.maxSessions,
-      ...(o.maxWaitMs !== undefined ? { maxWaitMs: o.maxWaitMs } : {}),
     });
     if (admitted.ok) return { ...v, heldMs: admitted.waitedMs, ticket: admitted.ticket };
     this.deny({ ...v, decision: denyAdmission(v.decision, admitted.reason, admitted.detail), heldMs: admitted.waitedMs });
