@@ -33,7 +33,8 @@ async function rig(limits: PumpLimits | undefined) {
   app.on("data", (c: Buffer) => (got.app += c.length));
   const ends: PumpEnd[] = [];
   const p = pump(client, upstream, limits, (e) => ends.push(e));
-  return { app, client, workload, got, ends, p };
+  const workloadClosed = new Promise((resolve) => workload.once("close", resolve));
+  return { app, client, upstream, workload, workloadClosed, got, ends, p };
 }
 
 /** A clock that stands still and counts its readings. */
@@ -82,6 +83,10 @@ describe("pump", () => {
     r.app.write(Buffer.alloc(2000, 1));
     await waitFor(() => r.ends.length === 1);
     expect(r.ends[0]).toEqual({ reason: "byte_budget" });
+    // The session closes the workload side at its end (as InboundSession does): every byte forwarded
+    // has arrived by the workload's close.
+    r.upstream.end();
+    await r.workloadClosed;
     expect(r.got.workload).toBe(1500);
     expect(r.p.counts.toUpstream).toBe(1500);
   });
