@@ -125,8 +125,9 @@ interface Target {
   gcLog?: string;
 }
 
+/** Waits up to ~30 s: four parley processes loading 1,000 rules at once on loaded cores take a while. */
 async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 300; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
       s.on("error", () => resolve(false));
