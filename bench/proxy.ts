@@ -16,7 +16,8 @@
 // presented once to each, for BENCH_SVID_WINDOWS (3) windows of each kind (0 skips it); and the CPU
 // of verifying a chain that spends the path-building budget, in this process.
 // bulk-limits: CPU per GiB of parley under a realistic rule and under a bandwidth limit that does not
-// bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds; idle-mix: RSS per idle
+// bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds, with the Mark-Compacts per
+// GiB each server's V8 reports (--trace-gc: a count the machine's load does not move); idle-mix: RSS per idle
 // session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -120,10 +121,13 @@ interface Target {
   name: "parley" | "pipe" | "nginx" | Exclude<Variant, "parley">;
   port: number;
   proc: ChildProcess;
+  /** The file V8's --trace-gc lines go to, when the target was started with it (bulk-limits). */
+  gcLog?: string;
 }
 
+/** Waits up to ~30 s: four parley processes loading 1,000 rules at once on loaded cores take a while. */
 async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 300; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false });
       s.on("error", () => resolve(false));
@@ -139,19 +143,25 @@ async function waitPort(port: number): Promise<void> {
   throw new Error(`nothing listening on ${port}`);
 }
 
-async function start(name: Target["name"]): Promise<Target | undefined> {
+/** Starts a target; with traceGc, parley or the pipe writes V8's --trace-gc lines to its stdout file. */
+async function start(name: Target["name"], traceGc = false): Promise<Target | undefined> {
   const port = await freePort();
+  const trace = traceGc ? "--trace-gc" : "";
   let proc: ChildProcess;
+  let gcLog: string | undefined;
   if (name === "parley" || name in BENCH_LIMITS) {
     const cfg = f(`${name}.yaml`, parleyConfig(port, name as Variant));
     const log = f(`${name}.log`, "");
+    gcLog = traceGc ? log : undefined;
     proc = spawn(
       "bash",
-      ["-c", `exec "${process.execPath}" ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
+      ["-c", `exec "${process.execPath}" ${trace} ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
       { stdio: "ignore" },
     );
   } else if (name === "pipe") {
-    proc = spawn(process.execPath, ["bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca], { stdio: "ignore" });
+    gcLog = traceGc ? f("pipe.log", "") : undefined;
+    const args = [...(traceGc ? [trace] : []), "bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca];
+    proc = spawn("bash", ["-c", `exec "${process.execPath}" ${args.map((a) => `"${a}"`).join(" ")} > "${gcLog ?? "/dev/null"}"`], { stdio: "ignore" });
   } else {
     const bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find(existsSync);
     if (!bin) {
@@ -162,7 +172,16 @@ async function start(name: Target["name"]): Promise<Target | undefined> {
     proc = spawn(bin, ["-c", conf, "-p", dir], { stdio: "ignore" });
   }
   await waitPort(port);
-  return { name, port, proc };
+  return { name, port, proc, ...(gcLog ? { gcLog } : {}) };
+}
+
+/** Mark-Compacts V8 reported in a --trace-gc file past `from` (its length then). */
+function markCompacts(file: string | undefined, from: number): number {
+  return file
+    ? (readFileSync(file, "utf8")
+        .slice(from)
+        .match(/Mark-Compact/g)?.length ?? 0)
+    : NaN;
 }
 
 /** A process and its children (nginx's worker; the shell parley runs under). */
@@ -305,11 +324,12 @@ async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99
   return { perSec: lat.length / SECONDS, p50: q(0.5), p99: q(0.99), p999: q(0.999), cpuUsPerRt: (cpu * 1000) / lat.length };
 }
 
-/** One session, BULK_MIB each way at once; MB/s and server CPU per GiB. */
-async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number }> {
+/** One session, BULK_MIB each way at once; MB/s, server CPU per GiB and (traced) Mark-Compacts per GiB. */
+async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number; markCompactsPerGiB: number }> {
   const s = await dial(t.port);
   const total = BULK_MIB * 1024 * 1024;
   const chunk = Buffer.alloc(256 * 1024, 7);
+  const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
   const cpu0 = cpuMs(t.proc.pid!);
   const t0 = performance.now();
   let got = 0;
@@ -324,7 +344,8 @@ async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number 
   const secs = (performance.now() - t0) / 1000;
   const cpu = cpuMs(t.proc.pid!) - cpu0;
   s.destroy();
-  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / ((2 * total) / 1024 ** 3) };
+  const gib = (2 * total) / 1024 ** 3;
+  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib };
 }
 
 /** RSS per idle established session, IDLE sessions open at once. */
@@ -416,10 +437,10 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
 // afresh, alternating, BENCH_IDLE_ROUNDS rounds.
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
 const BULK_VARIANTS = ["pipe", "parley-limits", "parley-bandwidth", "parley-none"] as const;
-type BulkRow = Record<(typeof BULK_VARIANTS)[number], { mbPerSec: number; cpuMsPerGiB: number }>;
+type BulkRow = Record<(typeof BULK_VARIANTS)[number], { mbPerSec: number; cpuMsPerGiB: number; markCompactsPerGiB: number }>;
 let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
 if (FIGURES.has("bulk-limits") && BULK_ROUNDS > 0) {
-  const servers = await Promise.all(BULK_VARIANTS.map(async (n) => (await start(n))!));
+  const servers = await Promise.all(BULK_VARIANTS.map(async (n) => (await start(n, true))!));
   console.log(`bulk under limits: ${BULK_VARIANTS.join(", ")}, ${BULK_ROUNDS} rounds, ${BULK_MIB} MiB each way`);
   const rounds: BulkRow[] = [];
   for (let r = 0; r < BULK_ROUNDS; r++) {
@@ -613,6 +634,8 @@ if (bulkLimits) {
   console.log(`\nbulk under limits, CPU per GiB / MB/s by round:`);
   for (const n of BULK_VARIANTS) console.log(`  ${n.padEnd(18)}${cells(n)}`);
   for (const [n, rs] of Object.entries(bulkLimits.ratios)) console.log(`  ${n}/pipe: ${rs.join(" ")} (max ${Math.max(...rs)})`);
+  console.log(`Mark-Compacts per GiB by round (V8's --trace-gc):`);
+  for (const n of BULK_VARIANTS) console.log(`  ${n.padEnd(18)}${bulkLimits.rounds.map((row) => row[n].markCompactsPerGiB.toFixed(1)).join(" ")}`);
 }
 if (idleMix)
   console.log(
