@@ -14,13 +14,14 @@
 // BENCH_SECONDS (5) a measurement, BENCH_ROUNDS (3), BENCH_HOPS (multiplexed,tls,nginx) a subset;
 // BENCH_PARLEY_NODE_OPTIONS goes to parley's node (e.g. --cpu-prof). Runs dist/: `npx tsc -p tsconfig.json`.
 // nginx: `apt-get install nginx libnginx-mod-stream`; skipped with a notice when absent.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { startEcho } from "../src/demo/echo.js";
 import { freePort, tempDir } from "../testkit/harness.js";
+import { cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -161,46 +162,9 @@ async function startHop(name: Hop["name"]): Promise<Hop | undefined> {
 }
 
 /** Every pid of the hop's processes and their children (nginx's workers, the shell parley runs under). */
-function pids(hop: Hop): number[] {
-  return hop.procs.flatMap((p) => {
-    try {
-      const kids = execFileSync("pgrep", ["-P", String(p.pid)], { encoding: "utf8" })
-        .trim()
-        .split("\n")
-        .filter(Boolean)
-        .map(Number);
-      return [p.pid!, ...kids];
-    } catch {
-      return [p.pid!];
-    }
-  });
-}
-
-/** utime+stime (ms) of both servers, from /proc. */
-function cpuMs(hop: Hop): number {
-  let ms = 0;
-  for (const p of pids(hop)) {
-    try {
-      const st = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
-      ms += (Number(st[11]) + Number(st[12])) * 10;
-    } catch {
-      // gone
-    }
-  }
-  return ms;
-}
-
-function rssKiB(hop: Hop): number {
-  let kib = 0;
-  for (const p of pids(hop)) {
-    try {
-      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]);
-    } catch {
-      // gone
-    }
-  }
-  return kib;
-}
+const pids = (hop: Hop): number[] => hop.procs.flatMap((p) => processTree(p.pid!));
+const cpuMs = (hop: Hop): number => cpuMsOf(pids(hop));
+const rssKiB = (hop: Hop): number => rssKiBOf(pids(hop));
 
 function dial(port: number): Promise<Socket> {
   return new Promise((resolve, reject) => {

@@ -20,7 +20,7 @@
 // GiB each server's V8 reports (--trace-gc: a count the machine's load does not move); idle-mix: RSS per idle
 // session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
@@ -33,6 +33,7 @@ import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
+import { cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -184,47 +185,8 @@ function markCompacts(file: string | undefined, from: number): number {
     : NaN;
 }
 
-/** A process and its children (nginx's worker; the shell parley runs under). */
-function tree(pid: number): number[] {
-  try {
-    return [
-      pid,
-      ...execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
-        .trim()
-        .split("\n")
-        .filter(Boolean)
-        .map(Number),
-    ];
-  } catch {
-    return [pid];
-  }
-}
-
-/** utime+stime (ms) of a process tree, from /proc. */
-function cpuMs(pid: number): number {
-  let ms = 0;
-  for (const p of tree(pid)) {
-    try {
-      const st = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
-      ms += (Number(st[11]) + Number(st[12])) * 10;
-    } catch {
-      // gone
-    }
-  }
-  return ms;
-}
-
-function rssKiB(pid: number): number {
-  let kib = 0;
-  for (const p of tree(pid)) {
-    try {
-      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]);
-    } catch {
-      // gone
-    }
-  }
-  return kib;
-}
+const cpuMs = (pid: number): number => cpuMsOf(processTree(pid));
+const rssKiB = (pid: number): number => rssKiBOf(processTree(pid));
 
 // One client context for every connection: building it per connection (parsing the key and
 // certificates) would make the load generator, not the servers, the bound.
