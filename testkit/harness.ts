@@ -35,6 +35,8 @@ export async function waitFor<T>(probe: () => T | undefined, timeoutMs = 5000, w
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = probe();
+    // A promise is truthy: it would end the wait before the condition was ever checked.
+    if (v instanceof Promise) throw new Error(`waitFor(${what}): the probe returned a promise; use until() (testkit/attempt.ts)`);
     if (v !== undefined && v !== false) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
