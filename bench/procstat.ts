@@ -1,7 +1,7 @@
 // What the benchmarks read of a server process from /proc: its tree (nginx's workers, the shell a
-// parley runs under), CPU time and resident memory. Linux only, as the benchmarks are.
+// parley runs under), CPU time (also by thread kind) and resident memory. Linux only, as the benchmarks are.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** A process and its children. */
 export function processTree(pid: number): number[] {
@@ -44,4 +44,39 @@ export function rssKiBOf(pids: readonly number[]): number {
     }
   }
   return kib;
+}
+
+/** A thread's kind by its name: Node's main thread, V8's workers (GC, compiler), libuv's pool, other. */
+function threadKind(comm: string, main: string): string {
+  if (comm === main) return "main";
+  if (comm.startsWith("V8")) return "v8";
+  if (comm.startsWith("libuv")) return "libuv";
+  return "other";
+}
+
+/** CPU (ms) of `pids`' threads by kind and user/system (/proc/PID/task/TID/stat), to see where it goes. */
+export function cpuMsByThread(pids: readonly number[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of pids) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    const main = readFileSync(`/proc/${p}/comm`, "utf8").trim();
+    for (const t of tids) {
+      try {
+        const stat = readFileSync(`/proc/${p}/task/${t}/stat`, "utf8");
+        const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+        const st = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+        const kind = threadKind(comm, main);
+        out[`${kind}.user`] = (out[`${kind}.user`] ?? 0) + Number(st[11]) * 10;
+        out[`${kind}.sys`] = (out[`${kind}.sys`] ?? 0) + Number(st[12]) * 10;
+      } catch {
+        // gone
+      }
+    }
+  }
+  return out;
 }

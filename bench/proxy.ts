@@ -33,13 +33,16 @@ import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
-import { cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
+import { cpuMsByThread, cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 512);
 const CONCURRENCY = 16;
 const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
+// BENCH_SERVER_ENV: environment for parley and the pipe alike, not the load generator (an allocator:
+// LD_PRELOAD=…libjemalloc.so.2, or GLIBC_TUNABLES=glibc.malloc.trim_threshold=…).
+const SERVER_ENV = process.env.BENCH_SERVER_ENV ?? "";
 const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix").split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
@@ -156,13 +159,18 @@ async function start(name: Target["name"], traceGc = false): Promise<Target | un
     gcLog = traceGc ? log : undefined;
     proc = spawn(
       "bash",
-      ["-c", `exec "${process.execPath}" ${trace} ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`],
+      [
+        "-c",
+        `exec env ${SERVER_ENV} "${process.execPath}" ${trace} ${process.env.BENCH_PARLEY_NODE_OPTIONS ?? ""} dist/cli.js run --config "${cfg}" --no-watch > "${log}"`,
+      ],
       { stdio: "ignore" },
     );
   } else if (name === "pipe") {
     gcLog = traceGc ? f("pipe.log", "") : undefined;
     const args = [...(traceGc ? [trace] : []), "bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca];
-    proc = spawn("bash", ["-c", `exec "${process.execPath}" ${args.map((a) => `"${a}"`).join(" ")} > "${gcLog ?? "/dev/null"}"`], { stdio: "ignore" });
+    proc = spawn("bash", ["-c", `exec env ${SERVER_ENV} "${process.execPath}" ${args.map((a) => `"${a}"`).join(" ")} > "${gcLog ?? "/dev/null"}"`], {
+      stdio: "ignore",
+    });
   } else {
     const bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find(existsSync);
     if (!bin) {
@@ -287,12 +295,21 @@ async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99
 }
 
 /** One session, BULK_MIB each way at once; MB/s, server CPU per GiB and (traced) Mark-Compacts per GiB. */
-async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number; markCompactsPerGiB: number }> {
+interface BulkFigures {
+  readonly mbPerSec: number;
+  readonly cpuMsPerGiB: number;
+  readonly markCompactsPerGiB: number;
+  /** CPU per GiB by thread kind (main, v8, libuv, other) and user/system, e.g. `main.sys`. */
+  readonly threadMsPerGiB: Record<string, number>;
+}
+
+async function bulk(t: Target): Promise<BulkFigures> {
   const s = await dial(t.port);
   const total = BULK_MIB * 1024 * 1024;
   const chunk = Buffer.alloc(256 * 1024, 7);
   const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
   const cpu0 = cpuMs(t.proc.pid!);
+  const threads0 = cpuMsByThread(processTree(t.proc.pid!));
   const t0 = performance.now();
   let got = 0;
   const received = new Promise<void>((resolve) =>
@@ -305,9 +322,11 @@ async function bulk(t: Target): Promise<{ mbPerSec: number; cpuMsPerGiB: number;
   await received;
   const secs = (performance.now() - t0) / 1000;
   const cpu = cpuMs(t.proc.pid!) - cpu0;
+  const threads = cpuMsByThread(processTree(t.proc.pid!));
   s.destroy();
   const gib = (2 * total) / 1024 ** 3;
-  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib };
+  const threadMsPerGiB = Object.fromEntries(Object.entries(threads).map(([k, ms]) => [k, Math.round((ms - (threads0[k] ?? 0)) / gib)]));
+  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib, threadMsPerGiB };
 }
 
 /** RSS per idle established session, IDLE sessions open at once. */
@@ -399,7 +418,7 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
 // afresh, alternating, BENCH_IDLE_ROUNDS rounds.
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
 const BULK_VARIANTS = ["pipe", "parley-limits", "parley-bandwidth", "parley-none"] as const;
-type BulkRow = Record<(typeof BULK_VARIANTS)[number], { mbPerSec: number; cpuMsPerGiB: number; markCompactsPerGiB: number }>;
+type BulkRow = Record<(typeof BULK_VARIANTS)[number], BulkFigures>;
 let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
 if (FIGURES.has("bulk-limits") && BULK_ROUNDS > 0) {
   const servers = await Promise.all(BULK_VARIANTS.map(async (n) => (await start(n, true))!));
@@ -598,6 +617,12 @@ if (bulkLimits) {
   for (const [n, rs] of Object.entries(bulkLimits.ratios)) console.log(`  ${n}/pipe: ${rs.join(" ")} (max ${Math.max(...rs)})`);
   console.log(`Mark-Compacts per GiB by round (V8's --trace-gc):`);
   for (const n of BULK_VARIANTS) console.log(`  ${n.padEnd(18)}${bulkLimits.rounds.map((row) => row[n].markCompactsPerGiB.toFixed(1)).join(" ")}`);
+  // Where the CPU goes: Node's main thread (JS, TLS, syscalls), V8's workers (GC), libuv's pool.
+  console.log(`CPU ms per GiB by thread kind, user and system time, median of the rounds:`);
+  for (const n of BULK_VARIANTS) {
+    const kinds = [...new Set(bulkLimits.rounds.flatMap((row) => Object.keys(row[n].threadMsPerGiB)))].sort();
+    console.log(`  ${n.padEnd(18)}${kinds.map((k) => `${k} ${median(bulkLimits.rounds.map((row) => row[n].threadMsPerGiB[k] ?? 0))}`).join("  ")}`);
+  }
 }
 if (idleMix)
   console.log(
