@@ -111,7 +111,16 @@ control_plane: { address: "127.0.0.1:${port}", node_id: node-a, max_staleness: 3
       }
       run.on = false;
       await traffic;
-      expect(failures).toEqual([]);
+      // A failure names the decisions that refused sessions, if any did (fail closed, a re-check).
+      const denied = logs
+        .of("decision")
+        .filter((r) => r.decision === "deny")
+        .map((r) => r.reasons);
+      const ended = logs
+        .of("session_end")
+        .filter((r) => r.end_reason !== "completed")
+        .map((r) => r.end_reason);
+      expect({ failures, denied, ended }).toEqual({ failures: [], denied: [], ended: [] });
       expect(sessions).toBeGreaterThan(CYCLES * 4);
       expect(logs.of("error").filter((r) => String(r.msg).includes("stale"))).toEqual([]);
       expect(connected()).toBeGreaterThanOrEqual(CYCLES);
