@@ -1,5 +1,5 @@
-// A control plane that flaps, up 2 s and down 2 s for 32 s, with max_staleness (3 s) above the down
-// time: the sidecar reconnects in every up-window (a fresh attempt each time, backoff capped at
+// A control plane that flaps, up 2 s and down 2 s for 32 s, with max_staleness (4 s) above the down
+// time plus a reconnect (backoff.max 1 s, and a loaded machine's handshake): the sidecar reconnects in every up-window (a fresh attempt each time, backoff capped at
 // backoff.max), never goes stale, and a client loop opening allowed sessions throughout sees no failure.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -73,7 +73,7 @@ policies: { main: { rules: [{ name: allowed, action: allow, match: [{ id: spiffe
     writeFileSync(
       join(dir, "boot.yaml"),
       `identity: { cert: cert.pem, key: key.pem }
-control_plane: { address: "127.0.0.1:${port}", node_id: node-a, max_staleness: 3s, backoff: { initial: 100ms, max: 1s } }
+control_plane: { address: "127.0.0.1:${port}", node_id: node-a, max_staleness: 4s, backoff: { initial: 100ms, max: 1s } }
 `,
     );
     const quiet = pino({ level: "silent" });
