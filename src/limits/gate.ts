@@ -68,8 +68,23 @@ async function identityShared(d: GateDeps, identity: string, l: Limits): Promise
   return v.ok ? { ok: true, lease: v.value } : { ok: false, reason: "shared_limits_unavailable", detail: v.detail };
 }
 
+/** The sidecar's own admission of `r`, with the rate left to check locally. */
+function admitLocally(d: GateDeps, r: GateRequest, rate: Rate | undefined) {
+  const l = r.limits;
+  return d.admission.admit(r.identity, r.listener, {
+    ...(rate ? { rate } : {}),
+    ...(l.maxSessions !== undefined && !l.maxSessionsShared ? { maxPerIdentity: l.maxSessions } : {}),
+    ...(r.maxPerListener !== undefined ? { maxPerListener: r.maxPerListener } : {}),
+    maxGlobal: r.maxGlobal,
+    ...(l.maxWaitMs !== undefined ? { maxWaitMs: l.maxWaitMs } : {}),
+  });
+}
+
 export async function admitSession(d: GateDeps, r: GateRequest): Promise<GateResult> {
   const l = r.limits;
+  // Most sessions have no shared and no task bound: their admission is the sidecar's own, with no
+  // ticket wrapper and no await before it (this runs once per connection).
+  if (!l.rate?.shared && !l.maxSessionsShared && (r.txn === undefined || !l.perTask)) return admitLocally(d, r, l.rate);
   const held: Ticket[] = [];
   const refuse = (reason: GateRefusal, detail: string, waitedMs = 0): GateResult => {
     for (const t of held) t.release();
@@ -85,13 +100,7 @@ export async function admitSession(d: GateDeps, r: GateRequest): Promise<GateRes
     if (!t.ok) return refuse(t.reason, t.detail);
     held.push(t.ticket);
   }
-  const a = await d.admission.admit(r.identity, r.listener, {
-    ...(id.localRate ? { rate: id.localRate } : {}),
-    ...(l.maxSessions !== undefined && !l.maxSessionsShared ? { maxPerIdentity: l.maxSessions } : {}),
-    ...(r.maxPerListener !== undefined ? { maxPerListener: r.maxPerListener } : {}),
-    maxGlobal: r.maxGlobal,
-    ...(l.maxWaitMs !== undefined ? { maxWaitMs: l.maxWaitMs } : {}),
-  });
+  const a = await admitLocally(d, r, id.localRate);
   if (!a.ok) {
     for (const t of held) t.release(); // the admission counted its own refusal
     return a;
