@@ -25,6 +25,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { connect, createSecureContext, type ConnectionOptions, type SecureContext, type TLSSocket } from "node:tls";
+import { MALLOC_TUNABLES } from "../src/app/malloc.js";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { LATENCY_SKIPPED, latencyVerdict, newSessionLatency } from "./latency.js";
 import { startEcho } from "../src/demo/echo.js";
@@ -41,8 +42,9 @@ const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 512);
 const CONCURRENCY = 16;
 const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
 // BENCH_SERVER_ENV: environment for parley and the pipe alike, not the load generator (an allocator:
-// LD_PRELOAD=…libjemalloc.so.2, or GLIBC_TUNABLES=glibc.malloc.trim_threshold=…).
-const SERVER_ENV = process.env.BENCH_SERVER_ENV ?? "";
+// LD_PRELOAD=…libjemalloc.so.2). By default the malloc tunables parley gives itself (src/app/malloc.ts),
+// given to the pipe as well, so that the two are compared on the same allocator settings.
+const SERVER_ENV = process.env.BENCH_SERVER_ENV ?? `GLIBC_TUNABLES=${MALLOC_TUNABLES}`;
 const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix").split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo

@@ -4,15 +4,17 @@
 // the problem; a usage error adds where to look, never the whole usage).
 import { packageVersion } from "./assets/paths.js";
 import { tuneHeap } from "./app/heap.js";
+import { tuneMalloc } from "./app/malloc.js";
 import { type Command, UsageError } from "./cli/command.js";
 import { ParleyError } from "./errors/catalogue.js";
 
 // Each command's module is loaded only when that command runs, so a quick command (tail, health,
 // --help) does not pay for loading gRPC, the certificate libraries and the proxy. The commands that
-// run a sidecar first tune the V8 heap (src/app/heap.ts), before loading anything.
+// run a sidecar first restart themselves with glibc's malloc tuned (src/app/malloc.ts), then tune the
+// V8 heap (src/app/heap.ts), before loading anything.
 const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
-  run: async () => (tuneHeap(), (await import("./cli/run.js")).run),
-  demo: async () => (tuneHeap(), (await import("./cli/demo.js")).demo),
+  run: async () => (tuneMalloc(), tuneHeap(), (await import("./cli/run.js")).run),
+  demo: async () => (tuneMalloc(), tuneHeap(), (await import("./cli/demo.js")).demo),
   validate: async () => (await import("./cli/validate.js")).validate,
   check: async () => (await import("./cli/check.js")).check,
   certs: async () => (await import("./cli/certs.js")).certs,

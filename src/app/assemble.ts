@@ -57,6 +57,8 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
     await sidecar.stop(drainTimeoutMs);
     await ops.close();
   };
+  // What the process runs on, for an operator reading why two sidecars differ (src/app/malloc.ts).
+  log.lifecycle("starting", { pid: process.pid, node_version: process.version, glibc_tunables: process.env.GLIBC_TUNABLES ?? null });
   try {
     if (initial) await sidecar.start();
     else
