@@ -2,11 +2,13 @@
 // is assembled here, from its decision log and metrics to its admin server. Start-up is a transaction:
 // whatever fails (a listener, the outbound ports, the admin port), everything already bound is stopped
 // and the error is thrown, so no half-started process serves without its admin server or its drain.
+// The control-plane agent and the Workload API client are loaded only when used: gRPC and its protobuf
+// loader hold ~3 MiB of V8 heap and ~16 MiB of RSS (measured, node 24) that a sidecar on a file with
+// its own certificate files does not need.
 import type { DestinationStream } from "pino";
 import type { AdminSettings, Bootstrap, SidecarConfig } from "../config/load.js";
 import { FileWatcher } from "../config/watch.js";
-import { startAgent, type ControlAgent } from "../control/agent/agent.js";
-import { followWorkloadApi } from "../identity/workload.js";
+import type { ControlAgent } from "../control/agent/agent.js";
 import { Sidecar } from "../sidecar/sidecar.js";
 import type { AdminServer } from "../telemetry/admin.js";
 import type { DecisionLog } from "../telemetry/log.js";
@@ -65,10 +67,13 @@ export async function assembleSidecar(spec: SidecarSpec, opts: AssembleOptions):
       log.lifecycle("waiting for the first configuration from the control plane: nothing bound yet", {
         address: (spec as { bootstrap: Bootstrap }).bootstrap.controlPlane.address,
       });
-    if (spec.kind === "controlled") agent = startAgent(sidecar, spec.bootstrap, log, opts.version);
+    if (spec.kind === "controlled") agent = (await import("../control/agent/agent.js")).startAgent(sidecar, spec.bootstrap, log, opts.version);
     // The own identity's source: a configuration's, or a bootstrap's (the agent's credentials follow it).
     const source = spec.kind === "controlled" ? spec.bootstrap.identitySource : initial?.identitySource;
-    if (source) workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff, { onIdentity: (svid) => agent?.setIdentity(svid) });
+    if (source) {
+      const { followWorkloadApi } = await import("../identity/workload.js");
+      workload = followWorkloadApi(sidecar, source, log, opts.workloadBackoff, { onIdentity: (svid) => agent?.setIdentity(svid) });
+    }
     const admin = await ops.serveAdmin(
       sidecar,
       agent
