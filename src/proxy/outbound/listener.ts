@@ -2,7 +2,6 @@
 // parley originates mTLS to the remote sidecar with its own SVID, checks that the remote is exactly the
 // SPIFFE ID expected for this route (by the remote trust domain's bundle, like any peer), negotiates on
 // the application's behalf if configured, and only then pipes.
-import { randomBytes } from "node:crypto";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
@@ -15,7 +14,10 @@ import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
 import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
 import type { SessionRegistry } from "../registry.js";
+import { SessionIds } from "../sessionid.js";
 import { OutboundSession } from "./session.js";
+
+const sessionIds = new SessionIds();
 
 export interface OutboundState {
   readonly config: OutboundConfig;
@@ -74,7 +76,7 @@ export class OutboundListener {
 
   private async serve(app: Socket): Promise<void> {
     const { config, verifier, identity } = this.state;
-    const id = randomBytes(8).toString("hex");
+    const id = sessionIds.next();
     const started = this.now();
     const base = { session_id: id, listener: config.name, remote: `${config.remote.host}:${config.remote.port}`, expect_id: config.expectId.toString() };
     app.on("error", () => {});
