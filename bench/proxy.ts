@@ -305,30 +305,57 @@ interface BulkFigures {
   readonly threadMsPerGiB: Record<string, number>;
 }
 
-async function bulk(t: Target): Promise<BulkFigures> {
+/**
+ * One session through `t` for bulk transfers in slices: each `slice(bytes)` sends that many bytes and
+ * waits for their echo, adding its time and the server's CPU to the totals `figures()` reports. Slices
+ * of several servers' sessions can be interleaved, so that each sees the same moments of the machine.
+ */
+async function bulkSession(t: Target) {
   const s = await dial(t.port);
-  const total = BULK_MIB * 1024 * 1024;
   const chunk = Buffer.alloc(256 * 1024, 7);
-  const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
-  const cpu0 = cpuMs(t.proc.pid!);
-  const threads0 = cpuMsByThread(processTree(t.proc.pid!));
-  const t0 = performance.now();
+  const pid = t.proc.pid!;
   let got = 0;
-  const received = new Promise<void>((resolve) =>
-    s.on("data", (c: Buffer) => {
-      got += c.length;
-      if (got >= total) resolve();
-    }),
-  );
-  for (let sent = 0; sent < total; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
-  await received;
-  const secs = (performance.now() - t0) / 1000;
-  const cpu = cpuMs(t.proc.pid!) - cpu0;
-  const threads = cpuMsByThread(processTree(t.proc.pid!));
-  s.destroy();
-  const gib = (2 * total) / 1024 ** 3;
-  const threadMsPerGiB = Object.fromEntries(Object.entries(threads).map(([k, ms]) => [k, Math.round((ms - (threads0[k] ?? 0)) / gib)]));
-  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib, threadMsPerGiB };
+  let want = 0;
+  let arrived: (() => void) | undefined;
+  s.on("data", (c: Buffer) => {
+    got += c.length;
+    if (got >= want) arrived?.();
+  });
+  let bytes = 0;
+  let secs = 0;
+  let cpu = 0;
+  let gcs = 0;
+  const threads: Record<string, number> = {};
+  return {
+    async slice(n: number): Promise<void> {
+      const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
+      const cpu0 = cpuMs(pid);
+      const threads0 = cpuMsByThread(processTree(pid));
+      const t0 = performance.now();
+      want += n;
+      const echoed = new Promise<void>((resolve) => (arrived = resolve));
+      for (let sent = 0; sent < n; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+      if (got < want) await echoed;
+      secs += (performance.now() - t0) / 1000;
+      cpu += cpuMs(pid) - cpu0;
+      for (const [k, ms] of Object.entries(cpuMsByThread(processTree(pid)))) threads[k] = (threads[k] ?? 0) + ms - (threads0[k] ?? 0);
+      gcs += markCompacts(t.gcLog, gc0);
+      bytes += 2 * n;
+    },
+    figures(): BulkFigures {
+      s.destroy();
+      const gib = bytes / 1024 ** 3;
+      const threadMsPerGiB = Object.fromEntries(Object.entries(threads).map(([k, ms]) => [k, Math.round(ms / gib)]));
+      return { mbPerSec: bytes / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: gcs / gib, threadMsPerGiB };
+    },
+  };
+}
+
+/** BULK_MIB each way through one session of `t`. */
+async function bulk(t: Target): Promise<BulkFigures> {
+  const session = await bulkSession(t);
+  await session.slice(BULK_MIB * 1024 * 1024);
+  return session.figures();
 }
 
 /** RSS per idle established session, IDLE sessions open at once. */
@@ -414,11 +441,15 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
 
 // Bulk under limits, interleaved: the pipe and parley with a realistic rule (idle timeout, rate,
 // concurrency), with the same and a bandwidth far above the link, and with no limits at all, all
-// running, one bulk transfer at a time in a rotating order, BENCH_BULK_ROUNDS rounds. Each round's
-// ratio is CPU per GiB against the pipe's in the same round: the targets hold in every round.
+// running, BENCH_BULK_ROUNDS rounds. In a round each server has one session, and the BULK_MIB each
+// way of each are sent in BENCH_BULK_SLICES (8) slices, one server's slice at a time in a rotating
+// order, so that every server's CPU is measured over the same stretch of the machine's weather (one
+// whole transfer each in turn let the pipe's own figure move 1.5x between rounds). Each round's ratio
+// is CPU per GiB against the pipe's in the same round: the targets hold in every round.
 // Then RSS per idle session (BENCH_IDLE_MIX sessions, 5,000) of parley and the pipe, each started
 // afresh, alternating, BENCH_IDLE_ROUNDS rounds.
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
+const BULK_SLICES = Number(process.env.BENCH_BULK_SLICES ?? 8);
 const BULK_VARIANTS = ["pipe", "parley-limits", "parley-bandwidth", "parley-none"] as const;
 type BulkRow = Record<(typeof BULK_VARIANTS)[number], BulkFigures>;
 let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
@@ -427,12 +458,10 @@ if (FIGURES.has("bulk-limits") && BULK_ROUNDS > 0) {
   console.log(`bulk under limits: ${BULK_VARIANTS.join(", ")}, ${BULK_ROUNDS} rounds, ${BULK_MIB} MiB each way`);
   const rounds: BulkRow[] = [];
   for (let r = 0; r < BULK_ROUNDS; r++) {
-    const row: Partial<BulkRow> = {};
-    for (let i = 0; i < servers.length; i++) {
-      const t = servers[(i + r) % servers.length]!;
-      row[t.name as keyof BulkRow] = await bulk(t);
-    }
-    rounds.push(row as BulkRow);
+    const sessions = await Promise.all(servers.map(bulkSession));
+    for (let k = 0; k < BULK_SLICES; k++)
+      for (let i = 0; i < servers.length; i++) await sessions[(i + k + r) % servers.length]!.slice((BULK_MIB * 1024 * 1024) / BULK_SLICES);
+    rounds.push(Object.fromEntries(servers.map((t, i) => [t.name, sessions[i]!.figures()])) as BulkRow);
   }
   for (const t of servers) t.proc.kill("SIGTERM");
   const ratios = Object.fromEntries(BULK_VARIANTS.slice(1).map((n) => [n, rounds.map((row) => +(row[n].cpuMsPerGiB / row.pipe.cpuMsPerGiB).toFixed(3))]));
