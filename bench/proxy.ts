@@ -33,6 +33,7 @@ import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
+import { bulkTransfer, endAndClose, median, newSessionLoad, openIdle, payload64, quantile, roundTrip, roundTripLatencies } from "./load.js";
 import { cpuMsByThread, cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -215,23 +216,6 @@ function dial(port: number, extra: Partial<ConnectionOptions> = {}): Promise<TLS
   });
 }
 
-function roundTrip(s: TLSSocket, payload: Buffer): Promise<void> {
-  return new Promise((resolve) => {
-    let got = 0;
-    const on = (c: Buffer) => {
-      got += c.length;
-      if (got >= payload.length) {
-        s.off("data", on);
-        resolve();
-      }
-    };
-    s.on("data", on);
-    s.write(payload);
-  });
-}
-
-const payload64 = Buffer.alloc(64, 42);
-
 /** Full handshake (or resumed), 64-byte echo, close; at fixed concurrency for SECONDS. */
 async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }> {
   return (await newSessionsAcross([t], resume))[0]!;
@@ -243,30 +227,16 @@ async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number
  * weighs on each alike). Rate and server CPU per session, per target.
  */
 async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
-  const done = targets.map(() => 0);
-  let errors = 0;
-  let next = 0;
-  const until = Date.now() + SECONDS * 1000;
   const cpu0 = targets.map((t) => cpuMs(t.proc.pid!));
-  const worker = async () => {
+  const opener = () => {
     const sessions: (Buffer | undefined)[] = targets.map(() => undefined);
-    while (Date.now() < until) {
-      const i = next++ % targets.length;
-      try {
-        const s = await dial(targets[i]!.port, resume && sessions[i] ? { session: sessions[i] } : {});
-        if (resume) s.once("session", (sess: Buffer) => (sessions[i] = sess));
-        await roundTrip(s, payload64);
-        await new Promise<void>((r) => {
-          s.once("close", () => r());
-          s.end();
-        });
-        done[i]!++;
-      } catch {
-        errors++;
-      }
-    }
+    return async (i: number) => {
+      const s = await dial(targets[i]!.port, resume && sessions[i] ? { session: sessions[i] } : {});
+      if (resume) s.once("session", (sess: Buffer) => (sessions[i] = sess));
+      return s;
+    };
   };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const { done, errors } = await newSessionLoad({ targets: targets.length, concurrency: CONCURRENCY, seconds: SECONDS, opener });
   const total = done.reduce((a, b) => a + b, 0);
   if (errors > total / 100) console.log(`  ${targets.map((t) => t.name).join("+")}: ${errors} errors in new sessions`);
   return targets.map((t, i) => ({ perSec: done[i]! / SECONDS, cpuUsPerSession: ((cpuMs(t.proc.pid!) - cpu0[i]!) * 1000) / Math.max(1, done[i]!) }));
@@ -275,22 +245,11 @@ async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ 
 /** Request/response on long-lived sessions: throughput and latency percentiles. */
 async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99: number; p999: number; cpuUsPerRt: number }> {
   const sessions = await Promise.all(Array.from({ length: CONCURRENCY }, () => dial(t.port)));
-  const lat: number[] = [];
-  const until = Date.now() + SECONDS * 1000;
   const cpu0 = cpuMs(t.proc.pid!);
-  await Promise.all(
-    sessions.map(async (s) => {
-      while (Date.now() < until) {
-        const t0 = process.hrtime.bigint();
-        await roundTrip(s, payload64);
-        lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-    }),
-  );
+  const lat = await roundTripLatencies(sessions, SECONDS);
   const cpu = cpuMs(t.proc.pid!) - cpu0;
   for (const s of sessions) s.destroy();
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
+  const q = (p: number) => quantile(lat, p);
   return { perSec: lat.length / SECONDS, p50: q(0.5), p99: q(0.99), p999: q(0.999), cpuUsPerRt: (cpu * 1000) / lat.length };
 }
 
@@ -305,51 +264,28 @@ interface BulkFigures {
 
 async function bulk(t: Target): Promise<BulkFigures> {
   const s = await dial(t.port);
-  const total = BULK_MIB * 1024 * 1024;
-  const chunk = Buffer.alloc(256 * 1024, 7);
   const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
   const cpu0 = cpuMs(t.proc.pid!);
   const threads0 = cpuMsByThread(processTree(t.proc.pid!));
-  const t0 = performance.now();
-  let got = 0;
-  const received = new Promise<void>((resolve) =>
-    s.on("data", (c: Buffer) => {
-      got += c.length;
-      if (got >= total) resolve();
-    }),
-  );
-  for (let sent = 0; sent < total; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
-  await received;
-  const secs = (performance.now() - t0) / 1000;
+  const secs = await bulkTransfer(s, BULK_MIB);
   const cpu = cpuMs(t.proc.pid!) - cpu0;
   const threads = cpuMsByThread(processTree(t.proc.pid!));
   s.destroy();
-  const gib = (2 * total) / 1024 ** 3;
+  const bytes = 2 * BULK_MIB * 1024 * 1024;
+  const gib = bytes / 1024 ** 3;
   const threadMsPerGiB = Object.fromEntries(Object.entries(threads).map(([k, ms]) => [k, Math.round((ms - (threads0[k] ?? 0)) / gib)]));
-  return { mbPerSec: (2 * total) / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib, threadMsPerGiB };
+  return { mbPerSec: bytes / 1e6 / secs, cpuMsPerGiB: cpu / gib, markCompactsPerGiB: markCompacts(t.gcLog, gc0) / gib, threadMsPerGiB };
 }
 
 /** RSS per idle established session, IDLE sessions open at once. */
 async function idleMemory(t: Target, sessions = IDLE): Promise<{ kibPerSession: number }> {
   const before = rssKiB(t.proc.pid!);
-  const held: TLSSocket[] = [];
-  for (let i = 0; i < sessions; i += 50) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(50, sessions - i) }, () => dial(t.port).then(async (s) => (await roundTrip(s, payload64), s))),
-    );
-    held.push(...batch);
-  }
+  const held = await openIdle(sessions, () => dial(t.port));
   await new Promise((r) => setTimeout(r, 500));
   const after = rssKiB(t.proc.pid!);
   for (const s of held) s.destroy();
   await new Promise((r) => setTimeout(r, 500));
   return { kibPerSession: (after - before) / sessions };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 type Figures = Record<string, number>;
@@ -481,10 +417,7 @@ async function sessionsWith(targets: Target[], contexts: SecureContext[]): Promi
     for (let job = jobs[next++]; job; job = jobs[next++]) {
       const s = await dial(job.port, { secureContext: job.secureContext });
       await roundTrip(s, payload64);
-      await new Promise<void>((r) => {
-        s.once("close", () => r());
-        s.end();
-      });
+      await endAndClose(s);
       done[job.i]!++;
     }
   };
