@@ -8,7 +8,7 @@
 // Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (512 each way),
 // BENCH_IDLE (10000 idle sessions, fewer if the descriptor limit cannot hold them). While working on one
 // figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle,latency,
-// bulk-limits,idle-mix) run a subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
+// bulk-limits,idle-mix,sweep) run a subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
 // Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
 // windows: a steadier ratio of CPU per new session (0 skips it).
 // First-seen certificates: parley and the pipe at once again, CPU per new session with one client
@@ -19,6 +19,8 @@
 // bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds, with the Mark-Compacts per
 // GiB each server's V8 reports (--trace-gc: a count the machine's load does not move); idle-mix: RSS per idle
 // session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
+// sweep: CPU per new and per resumed session of parley and the pipe at once at 1, 4, 16 and 64 concurrent
+// (bench/sweep.ts); run alone, it replaces only the sweep in bench/results/proxy.json.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -35,6 +37,7 @@ import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
 import { bulkTransfer, endAndClose, median, newSessionLoad, openIdle, payload64, quantile, roundTrip, roundTripLatencies } from "./load.js";
 import { cpuMsByThread, cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
+import { printSweep, sweep, SWEEP_CONCURRENCY, type Sweep } from "./sweep.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -44,7 +47,8 @@ const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
 // BENCH_SERVER_ENV: environment for parley and the pipe alike, not the load generator (an allocator:
 // LD_PRELOAD=…libjemalloc.so.2, or GLIBC_TUNABLES=glibc.malloc.trim_threshold=…).
 const SERVER_ENV = process.env.BENCH_SERVER_ENV ?? "";
-const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix").split(","));
+const ALL_FIGURES = "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix,sweep";
+const FIGURES = new Set((process.env.BENCH_FIGURES ?? ALL_FIGURES).split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
 // workload (which runs in this process): without enough, the run would stall rather than fail.
@@ -226,7 +230,7 @@ async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number
  * target: the turn-based figure; several: served at once, so that whatever else the machine does
  * weighs on each alike). Rate and server CPU per session, per target.
  */
-async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
+async function newSessionsAcross(targets: Target[], resume: boolean, concurrency = CONCURRENCY): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
   const cpu0 = targets.map((t) => cpuMs(t.proc.pid!));
   const opener = () => {
     const sessions: (Buffer | undefined)[] = targets.map(() => undefined);
@@ -236,7 +240,7 @@ async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ 
       return s;
     };
   };
-  const { done, errors } = await newSessionLoad({ targets: targets.length, concurrency: CONCURRENCY, seconds: SECONDS, opener });
+  const { done, errors } = await newSessionLoad({ targets: targets.length, concurrency, seconds: SECONDS, opener });
   const total = done.reduce((a, b) => a + b, 0);
   if (errors > total / 100) console.log(`  ${targets.map((t) => t.name).join("+")}: ${errors} errors in new sessions`);
   return targets.map((t, i) => ({ perSec: done[i]! / SECONDS, cpuUsPerSession: ((cpuMs(t.proc.pid!) - cpu0[i]!) * 1000) / Math.max(1, done[i]!) }));
@@ -344,6 +348,18 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
     ratios,
     median_ratio: median(ratios),
   };
+}
+
+// The concurrency sweep (bench/sweep.ts): parley and the pipe at once again, at 1, 4, 16 and 64
+// concurrent, full and resumed sessions, after a warm-up that is not recorded (a fresh process's first
+// seconds carry its compiler's work).
+let concurrencySweep: Sweep | undefined;
+if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe")) {
+  const pair = [(await start("parley"))!, (await start("pipe"))!];
+  console.log(`concurrency sweep: parley and pipe at once, concurrency ${SWEEP_CONCURRENCY.join(", ")}`);
+  await newSessionsAcross(pair, false);
+  concurrencySweep = await sweep((concurrency, resume) => newSessionsAcross(pair, resume, concurrency), SECONDS);
+  for (const t of pair) t.proc.kill("SIGTERM");
 }
 
 // Bulk under limits, interleaved: the pipe and parley with a realistic rule (idle timeout, rate,
@@ -524,11 +540,17 @@ const report = {
   bulk_limits: bulkLimits,
   idle_mix: idleMix,
   svid,
+  sweep: concurrencySweep,
 };
-const subset = TARGETS.length < 3 || FIGURES.size < 8;
+const subset = TARGETS.length < 3 || ALL_FIGURES.split(",").some((x) => !FIGURES.has(x));
+const RESULTS = "bench/results/proxy.json";
 if (!subset) {
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/proxy.json", JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(RESULTS, JSON.stringify(report, null, 2) + "\n");
+} else if (concurrencySweep && existsSync(RESULTS)) {
+  // A sweep run alone replaces the sweep of the last full run (it carries its own date), nothing else.
+  const kept = JSON.parse(readFileSync(RESULTS, "utf8")) as Record<string, unknown>;
+  writeFileSync(RESULTS, JSON.stringify({ ...kept, sweep: concurrencySweep }, null, 2) + "\n");
 }
 const fmt = (v: number | undefined) => (v === undefined ? "-" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
 console.log(`\n${"figure".padEnd(30)}${"parley".padStart(10)}${"pipe".padStart(10)}${"nginx".padStart(10)}${"p/pipe".padStart(9)}${"p/nginx".padStart(9)}`);
@@ -562,5 +584,8 @@ if (idleMix)
     `\nRSS per idle session (${idleMix.sessions}): parley ${idleMix.parley_kib.map((v) => v.toFixed(1)).join(" ")} KiB, pipe ${idleMix.pipe_kib.map((v) => v.toFixed(1)).join(" ")} KiB, parley-pipe ${idleMix.differences_kib.join(" ")} KiB`,
   );
 if (svid) printSvid(svid);
-console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
+if (concurrencySweep) printSweep(concurrencySweep);
+console.log(
+  !subset ? `\nwritten to ${RESULTS}` : concurrencySweep ? `\na subset: only the sweep written to ${RESULTS}` : `\na subset: ${RESULTS} left as it was`,
+);
 process.exit(0);
