@@ -19,8 +19,8 @@
 // bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds, with the Mark-Compacts per
 // GiB each server's V8 reports (--trace-gc: a count the machine's load does not move); idle-mix: RSS per idle
 // session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
-// sweep: CPU per new and per resumed session of parley and the pipe at once at 1, 4, 16 and 64 concurrent
-// (bench/sweep.ts); run alone, it replaces only the sweep in bench/results/proxy.json.
+// sweep: CPU per new and per resumed session and round-trip p99 of parley and the pipe at once at 1, 4,
+// 16 and 64 concurrent (bench/sweep.ts); run alone, it replaces only the sweep in bench/results/proxy.json.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -37,7 +37,7 @@ import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
 import { bulkTransfer, endAndClose, median, newSessionLoad, openIdle, payload64, quantile, roundTrip, roundTripLatencies } from "./load.js";
 import { cpuMsByThread, cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
-import { printSweep, sweep, SWEEP_CONCURRENCY, type Sweep } from "./sweep.js";
+import { printSweep, sweep, SWEEP_CONCURRENCY, type Kind, type PairFigures, type Sweep } from "./sweep.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -257,6 +257,28 @@ async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99
   return { perSec: lat.length / SECONDS, p50: q(0.5), p99: q(0.99), p999: q(0.999), cpuUsPerRt: (cpu * 1000) / lat.length };
 }
 
+/** Round trips on `concurrency` long-lived sessions to each target, all loops at once: latencies per target. */
+async function roundTripsAcross(targets: Target[], concurrency: number): Promise<number[][]> {
+  const sessions = await Promise.all(targets.map((t) => Promise.all(Array.from({ length: concurrency }, () => dial(t.port)))));
+  const lat = await Promise.all(sessions.map((ss) => roundTripLatencies(ss, SECONDS)));
+  for (const s of sessions.flat()) s.destroy();
+  return lat;
+}
+
+/** One window of the sweep: parley and the pipe at once. */
+async function measurePair(pair: Target[], kind: Kind, concurrency: number): Promise<PairFigures> {
+  if (kind === "rt") {
+    const [p, q] = await roundTripsAcross(pair, concurrency);
+    return {
+      parley: quantile(p!, 0.99),
+      pipe: quantile(q!, 0.99),
+      extra: { parley_p50_ms: quantile(p!, 0.5), pipe_p50_ms: quantile(q!, 0.5), parley_per_s: p!.length / SECONDS, pipe_per_s: q!.length / SECONDS },
+    };
+  }
+  const [p, q] = await newSessionsAcross(pair, kind === "resumed", concurrency);
+  return { parley: p!.cpuUsPerSession, pipe: q!.cpuUsPerSession, extra: { parley_per_s: p!.perSec, pipe_per_s: q!.perSec } };
+}
+
 /** One session, BULK_MIB each way at once; MB/s, server CPU per GiB and (traced) Mark-Compacts per GiB. */
 interface BulkFigures {
   readonly mbPerSec: number;
@@ -358,7 +380,7 @@ if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe
   const pair = [(await start("parley"))!, (await start("pipe"))!];
   console.log(`concurrency sweep: parley and pipe at once, concurrency ${SWEEP_CONCURRENCY.join(", ")}`);
   await newSessionsAcross(pair, false);
-  concurrencySweep = await sweep((concurrency, resume) => newSessionsAcross(pair, resume, concurrency), SECONDS);
+  concurrencySweep = await sweep((kind, concurrency) => measurePair(pair, kind, concurrency), SECONDS);
   for (const t of pair) t.proc.kill("SIGTERM");
 }
 
