@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { CertificateAuthority } from "../src/certs/issue.js";
 import { startEcho } from "../src/demo/echo.js";
 import { freePort, tempDir } from "../testkit/harness.js";
+import { bulkTransfer, median, newSessionLoad, openIdle, quantile, roundTripLatencies } from "./load.js";
 import { cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -174,106 +175,35 @@ function dial(port: number): Promise<Socket> {
   });
 }
 
-const payload64 = Buffer.alloc(64, 42);
-
-function roundTrip(s: Socket, payload: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let got = 0;
-    const on = (c: Buffer) => {
-      got += c.length;
-      if (got < payload.length) return;
-      s.off("data", on);
-      s.off("close", gone);
-      resolve();
-    };
-    const gone = () => reject(new Error("closed before the echo"));
-    s.on("data", on);
-    s.once("close", gone);
-    s.write(payload);
-  });
-}
-
 async function newSessions(hop: Hop, seconds = SECONDS): Promise<{ perSec: number; cpuUsPerSession: number; errors: number }> {
-  let done = 0;
-  let errors = 0;
-  const until = Date.now() + seconds * 1000;
   const cpu0 = cpuMs(hop);
-  const worker = async () => {
-    while (Date.now() < until) {
-      try {
-        const s = await dial(hop.port);
-        s.on("error", () => {});
-        await roundTrip(s, payload64);
-        await new Promise<void>((r) => {
-          s.once("close", () => r());
-          s.end();
-        });
-        done++;
-      } catch {
-        errors++;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { perSec: done / seconds, cpuUsPerSession: ((cpuMs(hop) - cpu0) * 1000) / Math.max(1, done), errors };
+  const { done, errors } = await newSessionLoad({ targets: 1, concurrency: CONCURRENCY, seconds, opener: () => () => dial(hop.port) });
+  return { perSec: done[0]! / seconds, cpuUsPerSession: ((cpuMs(hop) - cpu0) * 1000) / Math.max(1, done[0]!), errors };
 }
 
 async function roundTrips(hop: Hop): Promise<{ p50: number; p99: number }> {
   const sessions = await Promise.all(Array.from({ length: CONCURRENCY }, () => dial(hop.port)));
-  const lat: number[] = [];
-  const until = Date.now() + SECONDS * 1000;
-  await Promise.all(
-    sessions.map(async (s) => {
-      while (Date.now() < until) {
-        const t0 = process.hrtime.bigint();
-        await roundTrip(s, payload64);
-        lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-    }),
-  );
+  const lat = await roundTripLatencies(sessions, SECONDS);
   for (const s of sessions) s.destroy();
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
-  return { p50: q(0.5), p99: q(0.99) };
+  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
 }
 
 async function bulk(hop: Hop): Promise<number> {
   const s = await dial(hop.port);
-  const total = BULK_MIB * 1024 * 1024;
-  const chunk = Buffer.alloc(256 * 1024, 7);
-  const t0 = performance.now();
-  let got = 0;
-  const received = new Promise<void>((resolve) =>
-    s.on("data", (c: Buffer) => {
-      got += c.length;
-      if (got >= total) resolve();
-    }),
-  );
-  for (let sent = 0; sent < total; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
-  await received;
+  const secs = await bulkTransfer(s, BULK_MIB);
   s.destroy();
-  return (2 * total) / 1e6 / ((performance.now() - t0) / 1000);
+  return (2 * BULK_MIB * 1024 * 1024) / 1e6 / secs;
 }
 
 async function idleMemory(hop: Hop): Promise<number> {
   const before = rssKiB(hop);
-  const held: Socket[] = [];
-  for (let i = 0; i < IDLE; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, IDLE - i) }, () => dial(hop.port).then(async (s) => (await roundTrip(s, payload64), s))));
-    held.push(...batch);
-  }
+  const held = await openIdle(IDLE, () => dial(hop.port));
   await new Promise((r) => setTimeout(r, 500));
   const after = rssKiB(hop);
   for (const s of held) s.destroy();
   await new Promise((r) => setTimeout(r, 1000));
   return (after - before) / IDLE;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 const HOPS = (process.env.BENCH_HOPS ?? "multiplexed,tls,nginx,nginx-full").split(",");
 const hops = (await Promise.all((["multiplexed", "tls", "nginx", "nginx-full"] as const).filter((n) => HOPS.includes(n)).map(startHop))).filter(

@@ -8,7 +8,7 @@
 // Sizes: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (2), BENCH_BULK_MIB (512 each way),
 // BENCH_IDLE (10000 idle sessions, fewer if the descriptor limit cannot hold them). While working on one
 // figure, BENCH_TARGETS (parley,pipe,nginx) and BENCH_FIGURES (new,resumed,rt,bulk,idle,latency,
-// bulk-limits,idle-mix) run a subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
+// bulk-limits,idle-mix,sweep) run a subset. latency: new-session time to first echoed byte at 1, 8 and 32 concurrent (bench/latency.ts).
 // Then parley and the pipe are also run at once, connections alternating, for BENCH_WINDOWS (5)
 // windows: a steadier ratio of CPU per new session (0 skips it).
 // First-seen certificates: parley and the pipe at once again, CPU per new session with one client
@@ -19,6 +19,8 @@
 // bind, against the pipe, interleaved over BENCH_BULK_ROUNDS (5) rounds, with the Mark-Compacts per
 // GiB each server's V8 reports (--trace-gc: a count the machine's load does not move); idle-mix: RSS per idle
 // session of parley and the pipe, BENCH_IDLE_MIX (5000) sessions, BENCH_IDLE_ROUNDS (3) rounds.
+// sweep: CPU per new and per resumed session and round-trip p99 of parley and the pipe at once at 1, 4,
+// 16 and 64 concurrent (bench/sweep.ts); run alone, it replaces only the sweep in bench/results/proxy.json.
 // Profiling: BENCH_PARLEY_NODE_OPTIONS is passed to parley's node, e.g. --perf-basic-prof for perf.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -34,7 +36,9 @@ import { BundleSet, X509Bundle } from "../src/spiffe/x509bundle.js";
 import { derFromPem } from "../src/spiffe/x509cert.js";
 import { SvidVerifier } from "../src/spiffe/x509svid.js";
 import { freePort, tempDir } from "../testkit/harness.js";
+import { bulkEcho, endAndClose, median, newSessionLoad, openIdle, payload64, quantile, roundTrip, roundTripLatencies } from "./load.js";
 import { cpuMsByThread, cpuMsOf, processTree, rssKiBOf } from "./procstat.js";
+import { printSweep, sweep, SWEEP_CONCURRENCY, type Kind, type PairFigures, type Sweep } from "./sweep.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -45,7 +49,8 @@ const TARGETS = (process.env.BENCH_TARGETS ?? "parley,pipe,nginx").split(",");
 // LD_PRELOAD=…libjemalloc.so.2). By default the malloc tunables parley gives itself (src/app/malloc.ts),
 // given to the pipe as well, so that the two are compared on the same allocator settings.
 const SERVER_ENV = process.env.BENCH_SERVER_ENV ?? `GLIBC_TUNABLES=${MALLOC_TUNABLES}`;
-const FIGURES = new Set((process.env.BENCH_FIGURES ?? "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix").split(","));
+const ALL_FIGURES = "new,resumed,rt,bulk,idle,latency,bulk-limits,idle-mix,sweep";
+const FIGURES = new Set((process.env.BENCH_FIGURES ?? ALL_FIGURES).split(","));
 
 // Each idle session holds a descriptor in the load generator, two in the proxy and one in the echo
 // workload (which runs in this process): without enough, the run would stall rather than fail.
@@ -217,23 +222,6 @@ function dial(port: number, extra: Partial<ConnectionOptions> = {}): Promise<TLS
   });
 }
 
-function roundTrip(s: TLSSocket, payload: Buffer): Promise<void> {
-  return new Promise((resolve) => {
-    let got = 0;
-    const on = (c: Buffer) => {
-      got += c.length;
-      if (got >= payload.length) {
-        s.off("data", on);
-        resolve();
-      }
-    };
-    s.on("data", on);
-    s.write(payload);
-  });
-}
-
-const payload64 = Buffer.alloc(64, 42);
-
 /** Full handshake (or resumed), 64-byte echo, close; at fixed concurrency for SECONDS. */
 async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }> {
   return (await newSessionsAcross([t], resume))[0]!;
@@ -244,31 +232,17 @@ async function newSessions(t: Target, resume: boolean): Promise<{ perSec: number
  * target: the turn-based figure; several: served at once, so that whatever else the machine does
  * weighs on each alike). Rate and server CPU per session, per target.
  */
-async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
-  const done = targets.map(() => 0);
-  let errors = 0;
-  let next = 0;
-  const until = Date.now() + SECONDS * 1000;
+async function newSessionsAcross(targets: Target[], resume: boolean, concurrency = CONCURRENCY): Promise<{ perSec: number; cpuUsPerSession: number }[]> {
   const cpu0 = targets.map((t) => cpuMs(t.proc.pid!));
-  const worker = async () => {
+  const opener = () => {
     const sessions: (Buffer | undefined)[] = targets.map(() => undefined);
-    while (Date.now() < until) {
-      const i = next++ % targets.length;
-      try {
-        const s = await dial(targets[i]!.port, resume && sessions[i] ? { session: sessions[i] } : {});
-        if (resume) s.once("session", (sess: Buffer) => (sessions[i] = sess));
-        await roundTrip(s, payload64);
-        await new Promise<void>((r) => {
-          s.once("close", () => r());
-          s.end();
-        });
-        done[i]!++;
-      } catch {
-        errors++;
-      }
-    }
+    return async (i: number) => {
+      const s = await dial(targets[i]!.port, resume && sessions[i] ? { session: sessions[i] } : {});
+      if (resume) s.once("session", (sess: Buffer) => (sessions[i] = sess));
+      return s;
+    };
   };
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const { done, errors } = await newSessionLoad({ targets: targets.length, concurrency, seconds: SECONDS, opener });
   const total = done.reduce((a, b) => a + b, 0);
   if (errors > total / 100) console.log(`  ${targets.map((t) => t.name).join("+")}: ${errors} errors in new sessions`);
   return targets.map((t, i) => ({ perSec: done[i]! / SECONDS, cpuUsPerSession: ((cpuMs(t.proc.pid!) - cpu0[i]!) * 1000) / Math.max(1, done[i]!) }));
@@ -277,23 +251,34 @@ async function newSessionsAcross(targets: Target[], resume: boolean): Promise<{ 
 /** Request/response on long-lived sessions: throughput and latency percentiles. */
 async function roundTrips(t: Target): Promise<{ perSec: number; p50: number; p99: number; p999: number; cpuUsPerRt: number }> {
   const sessions = await Promise.all(Array.from({ length: CONCURRENCY }, () => dial(t.port)));
-  const lat: number[] = [];
-  const until = Date.now() + SECONDS * 1000;
   const cpu0 = cpuMs(t.proc.pid!);
-  await Promise.all(
-    sessions.map(async (s) => {
-      while (Date.now() < until) {
-        const t0 = process.hrtime.bigint();
-        await roundTrip(s, payload64);
-        lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-    }),
-  );
+  const lat = await roundTripLatencies(sessions, SECONDS);
   const cpu = cpuMs(t.proc.pid!) - cpu0;
   for (const s of sessions) s.destroy();
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!;
+  const q = (p: number) => quantile(lat, p);
   return { perSec: lat.length / SECONDS, p50: q(0.5), p99: q(0.99), p999: q(0.999), cpuUsPerRt: (cpu * 1000) / lat.length };
+}
+
+/** Round trips on `concurrency` long-lived sessions to each target, all loops at once: latencies per target. */
+async function roundTripsAcross(targets: Target[], concurrency: number): Promise<number[][]> {
+  const sessions = await Promise.all(targets.map((t) => Promise.all(Array.from({ length: concurrency }, () => dial(t.port)))));
+  const lat = await Promise.all(sessions.map((ss) => roundTripLatencies(ss, SECONDS)));
+  for (const s of sessions.flat()) s.destroy();
+  return lat;
+}
+
+/** One window of the sweep: parley and the pipe at once. */
+async function measurePair(pair: Target[], kind: Kind, concurrency: number): Promise<PairFigures> {
+  if (kind === "rt") {
+    const [p, q] = await roundTripsAcross(pair, concurrency);
+    return {
+      parley: quantile(p!, 0.99),
+      pipe: quantile(q!, 0.99),
+      extra: { parley_p50_ms: quantile(p!, 0.5), pipe_p50_ms: quantile(q!, 0.5), parley_per_s: p!.length / SECONDS, pipe_per_s: q!.length / SECONDS },
+    };
+  }
+  const [p, q] = await newSessionsAcross(pair, kind === "resumed", concurrency);
+  return { parley: p!.cpuUsPerSession, pipe: q!.cpuUsPerSession, extra: { parley_per_s: p!.perSec, pipe_per_s: q!.perSec } };
 }
 
 /** One session, BULK_MIB each way at once; MB/s, server CPU per GiB and (traced) Mark-Compacts per GiB. */
@@ -312,15 +297,8 @@ interface BulkFigures {
  */
 async function bulkSession(t: Target) {
   const s = await dial(t.port);
-  const chunk = Buffer.alloc(256 * 1024, 7);
+  const send = bulkEcho(s);
   const pid = t.proc.pid!;
-  let got = 0;
-  let want = 0;
-  let arrived: (() => void) | undefined;
-  s.on("data", (c: Buffer) => {
-    got += c.length;
-    if (got >= want) arrived?.();
-  });
   let bytes = 0;
   let secs = 0;
   let cpu = 0;
@@ -331,12 +309,7 @@ async function bulkSession(t: Target) {
       const gc0 = t.gcLog ? readFileSync(t.gcLog, "utf8").length : 0;
       const cpu0 = cpuMs(pid);
       const threads0 = cpuMsByThread(processTree(pid));
-      const t0 = performance.now();
-      want += n;
-      const echoed = new Promise<void>((resolve) => (arrived = resolve));
-      for (let sent = 0; sent < n; sent += chunk.length) if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
-      if (got < want) await echoed;
-      secs += (performance.now() - t0) / 1000;
+      secs += await send(n);
       cpu += cpuMs(pid) - cpu0;
       for (const [k, ms] of Object.entries(cpuMsByThread(processTree(pid)))) threads[k] = (threads[k] ?? 0) + ms - (threads0[k] ?? 0);
       gcs += markCompacts(t.gcLog, gc0);
@@ -361,24 +334,12 @@ async function bulk(t: Target): Promise<BulkFigures> {
 /** RSS per idle established session, IDLE sessions open at once. */
 async function idleMemory(t: Target, sessions = IDLE): Promise<{ kibPerSession: number }> {
   const before = rssKiB(t.proc.pid!);
-  const held: TLSSocket[] = [];
-  for (let i = 0; i < sessions; i += 50) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(50, sessions - i) }, () => dial(t.port).then(async (s) => (await roundTrip(s, payload64), s))),
-    );
-    held.push(...batch);
-  }
+  const held = await openIdle(sessions, () => dial(t.port));
   await new Promise((r) => setTimeout(r, 500));
   const after = rssKiB(t.proc.pid!);
   for (const s of held) s.destroy();
   await new Promise((r) => setTimeout(r, 500));
   return { kibPerSession: (after - before) / sessions };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 type Figures = Record<string, number>;
@@ -437,6 +398,18 @@ if (FIGURES.has("new") && TARGETS.includes("parley") && TARGETS.includes("pipe")
     ratios,
     median_ratio: median(ratios),
   };
+}
+
+// The concurrency sweep (bench/sweep.ts): parley and the pipe at once again, at 1, 4, 16 and 64
+// concurrent, full and resumed sessions, after a warm-up that is not recorded (a fresh process's first
+// seconds carry its compiler's work).
+let concurrencySweep: Sweep | undefined;
+if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe")) {
+  const pair = [(await start("parley"))!, (await start("pipe"))!];
+  console.log(`concurrency sweep: parley and pipe at once, concurrency ${SWEEP_CONCURRENCY.join(", ")}`);
+  await newSessionsAcross(pair, false);
+  concurrencySweep = await sweep((kind, concurrency) => measurePair(pair, kind, concurrency), SECONDS);
+  for (const t of pair) t.proc.kill("SIGTERM");
 }
 
 // Bulk under limits, interleaved: the pipe and parley with a realistic rule (idle timeout, rate,
@@ -512,10 +485,7 @@ async function sessionsWith(targets: Target[], contexts: SecureContext[]): Promi
     for (let job = jobs[next++]; job; job = jobs[next++]) {
       const s = await dial(job.port, { secureContext: job.secureContext });
       await roundTrip(s, payload64);
-      await new Promise<void>((r) => {
-        s.once("close", () => r());
-        s.end();
-      });
+      await endAndClose(s);
       done[job.i]!++;
     }
   };
@@ -622,11 +592,17 @@ const report = {
   bulk_limits: bulkLimits,
   idle_mix: idleMix,
   svid,
+  sweep: concurrencySweep,
 };
-const subset = TARGETS.length < 3 || FIGURES.size < 8;
+const subset = TARGETS.length < 3 || ALL_FIGURES.split(",").some((x) => !FIGURES.has(x));
+const RESULTS = "bench/results/proxy.json";
 if (!subset) {
   mkdirSync("bench/results", { recursive: true });
-  writeFileSync("bench/results/proxy.json", JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(RESULTS, JSON.stringify(report, null, 2) + "\n");
+} else if (concurrencySweep && existsSync(RESULTS)) {
+  // A sweep run alone replaces the sweep of the last full run (it carries its own date), nothing else.
+  const kept = JSON.parse(readFileSync(RESULTS, "utf8")) as Record<string, unknown>;
+  writeFileSync(RESULTS, JSON.stringify({ ...kept, sweep: concurrencySweep }, null, 2) + "\n");
 }
 const fmt = (v: number | undefined) => (v === undefined ? "-" : v >= 100 ? v.toFixed(0) : v.toFixed(2));
 console.log(`\n${"figure".padEnd(30)}${"parley".padStart(10)}${"pipe".padStart(10)}${"nginx".padStart(10)}${"p/pipe".padStart(9)}${"p/nginx".padStart(9)}`);
@@ -660,5 +636,8 @@ if (idleMix)
     `\nRSS per idle session (${idleMix.sessions}): parley ${idleMix.parley_kib.map((v) => v.toFixed(1)).join(" ")} KiB, pipe ${idleMix.pipe_kib.map((v) => v.toFixed(1)).join(" ")} KiB, parley-pipe ${idleMix.differences_kib.join(" ")} KiB`,
   );
 if (svid) printSvid(svid);
-console.log(subset ? "\na subset: bench/results/proxy.json left as it was" : "\nwritten to bench/results/proxy.json");
+if (concurrencySweep) printSweep(concurrencySweep);
+console.log(
+  !subset ? `\nwritten to ${RESULTS}` : concurrencySweep ? `\na subset: only the sweep written to ${RESULTS}` : `\na subset: ${RESULTS} left as it was`,
+);
 process.exit(0);
