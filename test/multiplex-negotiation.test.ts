@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { freePort, MemoryLog, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
+import { dialTls, freePort, MemoryLog, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 const OWN = "spiffe://a.test/sidecar";
@@ -193,9 +193,32 @@ describe("inbound: a CONNECT stream's parley-request header", () => {
       expect(grantOf(a).grant_id).not.toBe(grantOf(b).grant_id);
       expect([grantOf(a).roles, grantOf(b).roles]).toEqual([["reader"], []]);
       expect(plain.headers["parley-grant"]).toBeUndefined();
+      // Without the header a stream is decided as a connection that did not negotiate: on its certificate alone.
+      const plainTls = await dialTls(h.port, pki, agent);
+      const [fromStream, fromTls] = await waitFor(() => {
+        const plainOnes = h.logs.of("decision").filter((r) => r.peer_id === AGENT && r.negotiation === undefined);
+        const s = plainOnes.find((r) => r.alpn === "h2");
+        const t = plainOnes.find((r) => r.alpn !== "h2");
+        return s && t ? ([s, t] as const) : undefined;
+      }).finally(() => plainTls.destroy());
+      expect(fromStream).toMatchObject({ decision: "allow", rule: fromTls.rule, roles: fromTls.roles, reasons: fromTls.reasons });
     } finally {
       c.close();
     }
+  });
+
+  it("a grant too long for the response header is refused before the workload is dialled: 503 grant_too_large", async () => {
+    // The grant JWT names the peer twice (sub, aud): a 2,000-character SPIFFE ID makes it too long to carry.
+    const longId = await pki.leaf(pki.a, `spiffe://a.test/${"x".repeat(1984)}`);
+    const before = h.echo.accepted();
+    const o = await ask(header({ roles: ["reader"] }), longId);
+    expect(o.headers[":status"]).toBe(503);
+    expect(o.headers["parley-reason"]).toBe("grant_too_large");
+    expect(o.headers["parley-grant"]).toBeUndefined();
+    expect(unb64url(o.headers["parley-denial"])).toMatchObject({ code: "denied", rule: "grant_too_large", reasons: [] });
+    const d = await h.logs.next("decision", (r) => (r.peer_id as string).length === 2000);
+    expect(await h.logs.next("session_end", (r) => r.session_id === d.session_id)).toMatchObject({ end_reason: "grant_too_large" });
+    expect(h.echo.accepted()).toBe(before);
   });
 
   const longPurpose = "p".repeat(5500);

@@ -23,11 +23,13 @@ export interface ClientSide {
   readRequest(timeoutMs: number): Promise<Record<string, unknown>>;
   /** Refuses the session with its last words (a parley/1 denial frame, or a response status), then closes. */
   refuse(decision: Deny, frame: Buffer | undefined): void;
+  /** Whether `grant` (a parley/1 grant frame) can be told to this client (a stream's header is bounded). */
+  carries(grant: Buffer): boolean;
   /**
    * The workload is connected and the session allowed: the client may send (HTTP/2: `:status 200`),
-   * told its grant (a parley/1 grant frame) if it negotiated. false: the grant cannot be carried.
+   * told its grant (a parley/1 grant frame) if it negotiated.
    */
-  accept(grant?: Buffer): boolean;
+  accept(grant?: Buffer): void;
   /** Ends the client side now; `reason` is the session's end reason, `last` a parley/1 frame to send first. */
   close(reason: string, last?: Buffer): void;
 }
@@ -44,9 +46,9 @@ export function socketSide(socket: TLSSocket): ClientSide {
     refuse(_decision, frame) {
       closeAfter(socket, frame);
     },
+    carries: () => true,
     accept(grant) {
       if (grant) socket.write(grant);
-      return true;
     },
     close(_reason, last) {
       closeAfter(socket, last);

@@ -157,6 +157,13 @@ export class InboundSession implements LiveSession {
       this.end("client_closed_before_upstream");
       return undefined;
     }
+    // A stream's grant rides in a bounded response header: one that cannot is refused before the dial.
+    if (this.pendingGrant && !this.side.carries(this.pendingGrant)) {
+      v.ticket.release();
+      const why = "the grant is too long for the stream's response header";
+      this.end("grant_too_large", why, denial("denied", why, [], "grant_too_large"));
+      return undefined;
+    }
     this.deps.registry.add(this);
     return decision.obligations;
   }
@@ -182,7 +189,7 @@ export class InboundSession implements LiveSession {
         // The header goes first, in one write, before the pump reads a single client byte; a negotiated
         // client learns of its grant only now that the session exists.
         if (header) up.write(header);
-        if (!this.side.accept(this.pendingGrant)) return void this.end("grant_too_large", "the grant does not fit the stream's response header");
+        this.side.accept(this.pendingGrant);
         this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
         const p = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
         enforcement.attach(p);

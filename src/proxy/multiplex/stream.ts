@@ -54,12 +54,13 @@ export class StreamSide implements ClientSide {
     this.answer(status, decision.reasons.join(","), frame);
   }
 
-  accept(grant?: Buffer): boolean {
-    if (this.io.destroyed || this.io.headersSent) return true;
-    const value = grant && payloadValue(grant);
-    if (value !== undefined && value.length > MAX_ANSWER_VALUE) return false;
-    this.io.respond({ [HTTP2_HEADER_STATUS]: 200, ...(value !== undefined ? { [GRANT_HEADER]: value } : {}) });
-    return true;
+  carries(grant: Buffer): boolean {
+    return payloadValue(grant).length <= MAX_ANSWER_VALUE;
+  }
+
+  accept(grant?: Buffer): void {
+    if (this.io.destroyed || this.io.headersSent) return;
+    this.io.respond({ [HTTP2_HEADER_STATUS]: 200, ...(grant ? { [GRANT_HEADER]: payloadValue(grant) } : {}) });
   }
 
   /** Before its 200 the stream is answered with a status; after, reset (RST_STREAM CANCEL) if still open. */
