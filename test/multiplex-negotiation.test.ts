@@ -2,7 +2,7 @@
 // `parley-request` header, the grant in the 200's `parley-grant`, a denial in `parley-denial`
 // (docs/negotiation.md, "Over a multiplexed connection"). Real TLS, real HTTP/2, certificates from the
 // test PKI; a bare node:http2 client plays the independent peer, and two sidecars the mesh hop.
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { connect as h2connect, sensitiveHeaders, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { connect as tcpConnect } from "node:net";
 import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, type JWK } from "jose";
@@ -155,6 +155,8 @@ describe("inbound: a CONNECT stream's parley-request header", () => {
       const { payload } = await jwtVerify(g.grant, await importSPKI(grantPublicPem, "ES256"), { issuer: OWN, audience: AGENT, subject: AGENT });
       expect(payload).toMatchObject({ roles: ["writer", "reader"], cnf: { "x5t#S256": thumbprint(agent) }, jti: g.grant_id });
       expect(payload.exp! * 1000).toBe(Date.parse(g.expires_at));
+      // A credential: sent as a never-indexed literal (RFC 7541 §7.1.3), kept out of HPACK tables.
+      expect((o.headers as Record<symbol, unknown>)[sensitiveHeaders]).toContain("parley-grant");
       o.stream.write("through a negotiated stream");
       await waitFor(() => o.got() === "through a negotiated stream", 3000, "echo");
       const d = await h.logs.next("decision", byGrant(g.grant_id));

@@ -5,7 +5,7 @@
 // bundles in force); otherwise it drains: no new streams, open ones go on. A GOAWAY from the remote
 // drains it too; a connection without streams for idle_timeout is closed. A negotiating route's
 // streams carry its `parley-request`; the 200 must carry a `parley-grant`.
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { connect as h2connect, sensitiveHeaders, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { ParleyError } from "../../errors/catalogue.js";
@@ -108,7 +108,9 @@ export class ConnectionPool {
     const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = r.revocations.match(subject, now());
     if (revoked) throw fail(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
-    const headers = { [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target, ...(r.request ? { [REQUEST_HEADER]: r.request } : {}) };
+    // The request holds tokens: never put in the HPACK table (RFC 7541 §7.1.3), so no compression oracle reads them.
+    const negotiation = r.request ? { [REQUEST_HEADER]: r.request, [sensitiveHeaders]: [REQUEST_HEADER] } : {};
+    const headers = { [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target, ...negotiation };
     const stream = c.session.request(headers, { endStream: false });
     stream.once("close", () => this.release(c, r));
     // A stream refused unprocessed means its connection takes no more.

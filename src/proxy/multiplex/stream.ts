@@ -3,7 +3,7 @@
 // workload connected), its last a refusal status with a `parley-reason` header, or RST_STREAM. A
 // stream with a `parley-request` header negotiates: the grant rides on the 200 (`parley-grant`), a
 // denial on the refusal (`parley-denial`), each the payload of the frame it stands for.
-import type { ServerHttp2Stream } from "node:http2";
+import { sensitiveHeaders, type ServerHttp2Stream } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import type { Deny } from "../../policy/decision.js";
 import type { ClientSide } from "../inbound/client.js";
@@ -60,7 +60,8 @@ export class StreamSide implements ClientSide {
 
   accept(grant?: Buffer): void {
     if (this.io.destroyed || this.io.headersSent) return;
-    this.io.respond({ [HTTP2_HEADER_STATUS]: 200, ...(grant ? { [GRANT_HEADER]: payloadValue(grant) } : {}) });
+    // The grant is a credential: a never-indexed literal (RFC 7541 §7.1.3), as the request's tokens are.
+    this.io.respond({ [HTTP2_HEADER_STATUS]: 200, ...(grant ? { [GRANT_HEADER]: payloadValue(grant), [sensitiveHeaders]: [GRANT_HEADER] } : {}) });
   }
 
   /** Before its 200 the stream is answered with a status; after, reset (RST_STREAM CANCEL) if still open. */
