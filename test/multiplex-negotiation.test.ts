@@ -2,9 +2,17 @@
 // `parley-request` header, the grant in the 200's `parley-grant`, a denial in `parley-denial`
 // (docs/negotiation.md, "Over a multiplexed connection"). Real TLS, real HTTP/2, certificates from the
 // test PKI; a bare node:http2 client plays the independent peer, and two sidecars the mesh hop.
-import { connect as h2connect, sensitiveHeaders, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import {
+  connect as h2connect,
+  constants,
+  createSecureServer,
+  sensitiveHeaders,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+} from "node:http2";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
-import { connect as tcpConnect } from "node:net";
+import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
@@ -330,13 +338,13 @@ describe("inbound: the sidecar's other answers over a stream", () => {
 });
 
 describe("outbound: transport multiplexed with negotiate", () => {
-  async function outboundSidecar(negotiate: string) {
+  async function outboundSidecar(negotiate: string, remotePort = h.port) {
     const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": pki.a.certPem });
     const cfg = writeFiles({
       "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
 trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
 outbound:
-  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${h.port}", expect_id: ${OWN}, transport: multiplexed, target: "orders.test:8080", negotiate: ${negotiate} }
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${remotePort}", expect_id: ${OWN}, transport: multiplexed, target: "orders.test:8080", negotiate: ${negotiate} }
 policies: {}
 admin: { listen: false }
 `,
@@ -403,6 +411,44 @@ admin: { listen: false }
       expect(h.echo.accepted()).toBe(before);
     } finally {
       await out.sidecar.stop(50);
+    }
+  });
+  it("a request too long for its header is refused by the outbound sidecar itself: nothing is sent", async () => {
+    const long = writeFiles({ "token.jwt": "e30.e30." + "A".repeat(6000) })["token.jwt"]!;
+    const out = await outboundSidecar(`{ roles: [reader], approval_token: ${long} }`);
+    try {
+      const decisions = h.logs.of("decision").length;
+      expect(await plaintext(out.port, "let me in")).toBe("");
+      const o = await out.logs.next("outbound");
+      expect(o).toMatchObject({ decision: "deny", reason: "negotiation_failed", transport: "multiplexed" });
+      expect(o.detail).toMatch(/in parley-request; at most 7168/);
+      expect(h.logs.of("decision")).toHaveLength(decisions);
+    } finally {
+      await out.sidecar.stop(50);
+    }
+  });
+
+  it("a remote that answers 200 without a grant is no session: the stream is cancelled and the app closed", async () => {
+    // A bare HTTP/2 server holding the sidecar's SVID that ignores parley-request and says 200.
+    const server = createSecureServer({ cert: pki.server.chainPem, key: pki.server.keyPem, ca: pki.a.certPem, requestCert: true });
+    const resets: number[] = [];
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.once("close", () => resets.push(stream.rstCode));
+      stream.respond({ ":status": 200 });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const out = await outboundSidecar("{ roles: [reader] }", (server.address() as AddressInfo).port);
+    try {
+      expect(await plaintext(out.port, "secret")).toBe("");
+      const o = await out.logs.next("outbound");
+      expect(o).toMatchObject({ decision: "deny", reason: "negotiation_failed", transport: "multiplexed" });
+      expect(o.detail).toMatch(/without parley-grant/);
+      await waitFor(() => resets.length === 1);
+      expect(resets).toEqual([constants.NGHTTP2_CANCEL]);
+    } finally {
+      await out.sidecar.stop(50);
+      server.close();
     }
   });
 });
