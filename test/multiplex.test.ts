@@ -476,10 +476,8 @@ policies: { main: { default: deny } }
     expect(c.outbound[0]!.multiplexed).toEqual({ maxStreams: 100, idleTimeoutMs: 60_000, target: "remote:8443" });
   });
 
-  it("refuses negotiation over multiplexed routes, pool keys on plain ones, and bounds out of range", () => {
-    expect(issues(", transport: multiplexed, negotiate: { roles: [reader] }")).toEqual([
-      "outbound[0].negotiate: negotiation is not carried over transport: multiplexed (yet); use transport: tls",
-    ]);
+  it("takes negotiation over multiplexed routes; refuses pool keys on plain ones, and bounds out of range", () => {
+    expect(issues(", transport: multiplexed, negotiate: { roles: [reader] }")).toEqual([]);
     expect(issues(", target: orders:8080")).toEqual(["outbound[0].transport: target and multiplex apply to transport: multiplexed only"]);
     expect(issues("", ", multiplex: { max_streams: 0 }")[0]).toBe("listeners[0].multiplex.max_streams: Too small: expected number to be >=1");
     expect(issues(", transport: multiplexed, target: no-port")[0]).toMatch(/^outbound\[0\]\.target: expected host:port/);

@@ -345,7 +345,6 @@ function compileOutbound(c: CompileContext, raw: RawResources): OutboundConfig[]
       return f === undefined ? undefined : c.readFile([...path, "negotiate", k], f)?.trim();
     };
     const n = o.negotiate;
-    if (o.transport === "multiplexed" && n) c.error([...path, "negotiate"], "negotiation is not carried over transport: multiplexed (yet); use transport: tls");
     if (o.transport !== "multiplexed" && (o.target !== undefined || o.multiplex))
       c.error([...path, "transport"], "target and multiplex apply to transport: multiplexed only");
     const attestationToken = token("attestation_token");

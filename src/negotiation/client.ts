@@ -93,15 +93,18 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
     socket.on("data", onData);
     socket.once("close", onClose);
     socket.once("error", fail);
-    socket.write(
-      encodeFrame(FrameType.Request, {
-        roles: r.roles ?? [],
-        ...(r.purpose !== undefined ? { purpose: r.purpose } : {}),
-        ...(r.attestationToken !== undefined ? { attestation_token: r.attestationToken } : {}),
-        ...(r.approvalToken !== undefined ? { approval_token: r.approvalToken } : {}),
-      }),
-    );
+    socket.write(encodeFrame(FrameType.Request, requestPayload(r)));
   });
+}
+
+/** The request payload for `r`, as a frame or a multiplexed stream's header carries it. */
+export function requestPayload(r: GrantRequest): Record<string, unknown> {
+  return {
+    roles: r.roles ?? [],
+    ...(r.purpose !== undefined ? { purpose: r.purpose } : {}),
+    ...(r.attestationToken !== undefined ? { attestation_token: r.attestationToken } : {}),
+    ...(r.approvalToken !== undefined ? { approval_token: r.approvalToken } : {}),
+  };
 }
 
 /**

@@ -74,7 +74,11 @@ export function decodeFrame(buf: Buffer): { type: FrameType; payload: Record<str
 // and a byte order mark is not skipped (it makes the payload fail as JSON).
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-function parsePayload(bytes: Buffer): Record<string, unknown> {
+/**
+ * A payload's checks, apart from the framing (a multiplexed stream carries the payload in a header):
+ * UTF-8, JSON, an object, no repeated member names. Throws NegotiationError("bad_frame").
+ */
+export function parsePayload(bytes: Buffer): Record<string, unknown> {
   let text: string;
   try {
     text = utf8.decode(bytes);

@@ -1,14 +1,12 @@
-// The server side of negotiation for one connection: read the request frame, verify its tokens against
+// The server side of negotiation for one session: check the request payload, verify its tokens against
 // this peer and this certificate, and (once the policy has decided) answer with a grant or a denial.
 import { createHash } from "node:crypto";
-import type { Duplex } from "node:stream";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
 import { obligationsRecord, type Obligations } from "../policy/decision.js";
 import { SpiffeId } from "../spiffe/spiffeid.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
-import { readRequestFrame } from "./read.js";
 import { verifyApproval, verifyAttestation } from "./evidence.js";
 import { TokenError, type Approval } from "./tokens.js";
 
@@ -26,9 +24,13 @@ export interface NegotiationPeer {
   readonly now: number;
 }
 
-/** Reads and checks the request; throws NegotiationError (bad frame, timeout) or TokenError. */
-export async function negotiate(socket: Duplex, settings: NegotiationSettings, peer: NegotiationPeer): Promise<Negotiated> {
-  const request = readRequest(await readRequestFrame(socket, settings.frameTimeoutMs));
+/**
+ * Checks a request payload however it came (a frame, read.ts; or a multiplexed stream's header,
+ * headers.ts): its fields and bounds, then its tokens against this peer and this certificate. Throws
+ * NegotiationError or TokenError.
+ */
+export async function negotiate(payload: Record<string, unknown>, settings: NegotiationSettings, peer: NegotiationPeer): Promise<Negotiated> {
+  const request = readRequest(payload);
   const thumbprint = createHash("sha256").update(peer.leafDer).digest("base64url");
   const ctx = { audience: peer.ownId, trustDomain: SpiffeId.parse(peer.ownId).trustDomain.name, subject: peer.id, thumbprint, now: peer.now };
   const evidence = request.attestation_token ? [await verifyAttestation(request.attestation_token, settings, ctx)] : [];

@@ -4,6 +4,8 @@
 // pipeline (session.ts) serves both shapes; the multiplexed one lives in proxy/multiplex/.
 import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
+import { ALPN } from "../../negotiation/frame.js";
+import { readRequestFrame } from "../../negotiation/read.js";
 import type { Deny } from "../../policy/decision.js";
 import { factsOf, type ConnectionFacts } from "./facts.js";
 
@@ -15,24 +17,39 @@ export interface ClientSide {
   /** The TLS connection the bytes came on (shared by every stream of a multiplexed connection). */
   readonly tls: TLSSocket;
   readonly facts: ConnectionFacts;
+  /** The client asks to negotiate: ALPN parley/1, or a stream with a `parley-request` header. */
+  readonly negotiates: boolean;
+  /** Its parley/1 request payload (a frame read within `timeoutMs`, or the header); throws NegotiationError. */
+  readRequest(timeoutMs: number): Promise<Record<string, unknown>>;
   /** Refuses the session with its last words (a parley/1 denial frame, or a response status), then closes. */
   refuse(decision: Deny, frame: Buffer | undefined): void;
-  /** The workload is connected and the session allowed: the client may send (HTTP/2: `:status 200`). */
-  accept(): void;
+  /** Whether `grant` (a parley/1 grant frame) can be told to this client (a stream's header is bounded). */
+  carries(grant: Buffer): boolean;
+  /**
+   * The workload is connected and the session allowed: the client may send (HTTP/2: `:status 200`),
+   * told its grant (a parley/1 grant frame) if it negotiated.
+   */
+  accept(grant?: Buffer): void;
   /** Ends the client side now; `reason` is the session's end reason, `last` a parley/1 frame to send first. */
   close(reason: string, last?: Buffer): void;
 }
 
 /** A session that is its own TLS connection (plain mTLS, or parley/1). */
 export function socketSide(socket: TLSSocket): ClientSide {
+  const facts = factsOf(socket);
   return {
     io: socket,
     tls: socket,
-    facts: factsOf(socket),
+    facts,
+    negotiates: facts.alpn === ALPN,
+    readRequest: (timeoutMs) => readRequestFrame(socket, timeoutMs),
     refuse(_decision, frame) {
       closeAfter(socket, frame);
     },
-    accept() {},
+    carries: () => true,
+    accept(grant) {
+      if (grant) socket.write(grant);
+    },
     close(_reason, last) {
       closeAfter(socket, last);
     },

@@ -1,18 +1,18 @@
-// The negotiation stage of an inbound session (ALPN parley/1): the peer's SVID must verify, then its
-// request frame and tokens are read and checked. A failure is a denial with the frame that tells the
+// The negotiation stage of an inbound session (ALPN parley/1, or a multiplexed stream's
+// `parley-request` header): the peer's SVID must verify, then its request and tokens are read and checked. A failure is a denial with the frame that tells the
 // client why; the session logs it and closes.
-import type { Duplex } from "node:stream";
 import type { DenialCode } from "../../negotiation/frame.js";
 import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
+import type { ClientSide } from "./client.js";
 import { evaluate, revocationOf, type ConnectionFacts, type ListenerState } from "./facts.js";
 
 export type NegotiationOutcome =
   | { readonly ok: true; readonly negotiated: Negotiated }
   | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
 
-export async function negotiateStage(client: Duplex, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
+export async function negotiateStage(client: ClientSide, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
   const fail = (peer: SvidResult, code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
     ok: false,
     peer,
@@ -34,7 +34,15 @@ export async function negotiateStage(client: Duplex, state: ListenerState, facts
   const revoked = revocationOf(state, peer, now);
   if (revoked) return { ok: false, peer, decision: revoked, frame: denial("denied", revoked.detail!, revoked.reasons, "revoked"), rule: "revoked" };
   try {
-    return { ok: true, negotiated: await negotiate(client, settings, { id: peer.svid.id.toString(), leafDer: peer.svid.leaf.der, ownId: state.ownId, now }) };
+    return {
+      ok: true,
+      negotiated: await negotiate(await client.readRequest(settings.frameTimeoutMs), settings, {
+        id: peer.svid.id.toString(),
+        leafDer: peer.svid.leaf.der,
+        ownId: state.ownId,
+        now,
+      }),
+    };
   } catch (e) {
     const f = failureOf(e);
     return fail(peer, f.code, f.rule, f.message);

@@ -10,7 +10,6 @@ import type { Socket } from "node:net";
 import type { Ticket } from "../../limits/admission.js";
 import { admitSession, type GateDeps } from "../../limits/gate.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
-import { ALPN } from "../../negotiation/frame.js";
 import { denial, grantFrame, grantObligations, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
@@ -97,8 +96,8 @@ export class InboundSession implements LiveSession {
 
   /** Runs the session to the point where socket events take over (pumping) or it has been refused. */
   async start(): Promise<void> {
-    if (this.facts.alpn === ALPN) {
-      const n = await negotiateStage(this.client, this.state, this.facts, this.deps.now());
+    if (this.side.negotiates) {
+      const n = await negotiateStage(this.side, this.state, this.facts, this.deps.now());
       if (!n.ok) return void this.deny({ peer: n.peer, decision: n.decision, decisionUs: 0 }, n.frame, n.rule);
       this.negotiated = n.negotiated;
     }
@@ -158,6 +157,13 @@ export class InboundSession implements LiveSession {
       this.end("client_closed_before_upstream");
       return undefined;
     }
+    // A stream's grant rides in a bounded response header: one that cannot is refused before the dial.
+    if (this.pendingGrant && !this.side.carries(this.pendingGrant)) {
+      v.ticket.release();
+      const why = "the grant is too long for the stream's response header";
+      this.end("grant_too_large", why, denial("denied", why, [], "grant_too_large"));
+      return undefined;
+    }
     this.deps.registry.add(this);
     return decision.obligations;
   }
@@ -183,8 +189,7 @@ export class InboundSession implements LiveSession {
         // The header goes first, in one write, before the pump reads a single client byte; a negotiated
         // client learns of its grant only now that the session exists.
         if (header) up.write(header);
-        this.side.accept();
-        if (this.pendingGrant) this.client.write(this.pendingGrant);
+        this.side.accept(this.pendingGrant);
         this.deps.registry.bindUpstreamPort(this, up.localPort ?? 0);
         const p = pump(this.client, up, enforcement.pumpLimits(), (end) => this.end(end.reason, "detail" in end ? end.detail : undefined));
         enforcement.attach(p);

@@ -3,8 +3,16 @@
 // client connection. A connection is used only while it was opened with the sidecar's current SVID
 // and its remote still verifies as the expected ID (checked again for every stream, under the trust
 // bundles in force); otherwise it drains: no new streams, open ones go on. A GOAWAY from the remote
-// drains it too; a connection without streams for idle_timeout is closed.
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from "node:http2";
+// drains it too; a connection without streams for idle_timeout is closed. A negotiating route's
+// streams carry its `parley-request`; the 200 must carry a `parley-grant`.
+import {
+  connect as h2connect,
+  sensitiveHeaders,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+  type IncomingHttpStatusHeader,
+} from "node:http2";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { ParleyError } from "../../errors/catalogue.js";
@@ -13,6 +21,8 @@ import type { RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
+import type { Grant } from "../../negotiation/client.js";
+import { DENIAL_HEADER, denialOf, GRANT_HEADER, grantOf, REQUEST_HEADER } from "../../negotiation/headers.js";
 import { peerChain } from "../inbound/peerchain.js";
 import {
   clientOptions,
@@ -21,6 +31,7 @@ import {
   HTTP2_HEADER_AUTHORITY,
   HTTP2_HEADER_METHOD,
   HTTP2_METHOD_CONNECT,
+  NGHTTP2_CANCEL,
   NGHTTP2_REFUSED_STREAM,
   REASON_HEADER,
 } from "./wire.js";
@@ -38,6 +49,8 @@ export interface PoolRoute {
   readonly target: string;
   /** The revocations in force: a remote they name gets no stream, and its connection drains. */
   readonly revocations: RevocationList;
+  /** The `parley-request` value when the route negotiates: each stream carries it. */
+  readonly request?: string;
 }
 
 /** A stream answered 200, and what a revocation can name of the remote that answered it. */
@@ -45,6 +58,8 @@ export interface PooledStream {
   readonly stream: ClientHttp2Stream;
   readonly remoteId: string;
   readonly subject: { readonly peer: SpiffeId; readonly certFingerprint: string };
+  /** The grant the 200 carried, when the route negotiates. */
+  readonly grant?: Grant;
 }
 
 /** Why no stream: the outbound log's reason and a detail. */
@@ -100,17 +115,26 @@ export class ConnectionPool {
     const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = r.revocations.match(subject, now());
     if (revoked) throw fail(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
-    const stream = c.session.request({ [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target }, { endStream: false });
+    // The request holds tokens: never put in the HPACK table (RFC 7541 §7.1.3), so no compression oracle reads them.
+    const negotiation = r.request ? { [REQUEST_HEADER]: r.request, [sensitiveHeaders]: [REQUEST_HEADER] } : {};
+    const headers = { [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target, ...negotiation };
+    const stream = c.session.request(headers, { endStream: false });
     stream.once("close", () => this.release(c, r));
     // A stream refused unprocessed means its connection takes no more.
     stream.once("close", () => stream.rstCode === NGHTTP2_REFUSED_STREAM && this.drain(c));
     stream.on("error", () => {});
-    await answered(stream, r.connectTimeoutMs).catch((e: unknown) => {
+    const response = await answered(stream, r.connectTimeoutMs).catch((e: unknown) => {
       // A remote listener without multiplex takes h2 as its workload's protocol and passes the bytes on.
       if (c.settled || !(e instanceof StreamRefused)) throw e;
       throw new StreamRefused("remote_not_multiplexed", "the remote does not answer HTTP/2: is multiplex set on its listener?");
     });
-    return { stream, remoteId: peer.svid.id.toString(), subject };
+    if (!r.request) return { stream, remoteId: peer.svid.id.toString(), subject };
+    try {
+      return { stream, remoteId: peer.svid.id.toString(), subject, grant: grantOf(response[GRANT_HEADER]) };
+    } catch (e) {
+      stream.close(NGHTTP2_CANCEL);
+      throw new StreamRefused("negotiation_failed", (e as Error).message);
+    }
   }
 
   /** Drains every connection (sidecar stop): open streams go on until they end. */
@@ -227,16 +251,19 @@ function handshake(r: PoolRoute): Promise<TLSSocket> {
   });
 }
 
-/** Waits for the response: 200 is the session; any other status (or a reset) is the remote's refusal. */
-function answered(stream: ClientHttp2Stream, timeoutMs: number): Promise<void> {
+/**
+ * Waits for the response: 200 is the session (its headers resolved); any other status (or a reset) is
+ * the remote's refusal, told by its `parley-denial` as the frame client tells a denial frame.
+ */
+function answered(stream: ClientHttp2Stream, timeoutMs: number): Promise<IncomingHttpHeaders> {
   return new Promise((resolve, reject) => {
     // Whichever comes first settles; the others are removed (an error made per stream at its close,
     // for a promise long settled, was measurable in a CPU profile of new sessions).
-    const settle = (error?: StreamRefused) => {
+    const settle = (error: StreamRefused | undefined, headers?: IncomingHttpHeaders) => {
       clearTimeout(timer);
       stream.off("response", onResponse).off("close", onClose);
       if (error) reject(error);
-      else resolve();
+      else resolve(headers!);
     };
     const timer = setTimeout(() => {
       stream.close();
@@ -244,9 +271,11 @@ function answered(stream: ClientHttp2Stream, timeoutMs: number): Promise<void> {
     }, timeoutMs);
     const onResponse = (headers: IncomingHttpHeaders & IncomingHttpStatusHeader) => {
       const status = headers[":status"];
-      if (status === 200) return void settle();
+      if (status === 200) return void settle(undefined, headers);
       const reason = headers[REASON_HEADER];
-      settle(new StreamRefused("remote_denied", `status ${status}${typeof reason === "string" ? `: ${reason}` : ""}`));
+      const denial = headers[DENIAL_HEADER];
+      const told = typeof denial === "string" ? deniedBy(denial) : undefined;
+      settle(new StreamRefused("remote_denied", told ?? `status ${status}${typeof reason === "string" ? `: ${reason}` : ""}`));
     };
     const onClose = () => {
       const code = stream.rstCode;
@@ -255,4 +284,13 @@ function answered(stream: ClientHttp2Stream, timeoutMs: number): Promise<void> {
     };
     stream.once("response", onResponse).once("close", onClose);
   });
+}
+
+/** A `parley-denial` value as the denial's message, or undefined when it is malformed (the status then speaks). */
+function deniedBy(value: string): string | undefined {
+  try {
+    return denialOf(value).message;
+  } catch {
+    return undefined;
+  }
 }

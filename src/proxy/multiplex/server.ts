@@ -2,12 +2,14 @@
 // a listener with `multiplex`), where each CONNECT stream (RFC 9113 §8.5) is one InboundSession —
 // decided, admitted, bound and logged like a connection of its own. The connection only carries:
 // its peer certificate is every stream's peer, and the listener's state at a stream's arrival decides
-// it. Streams that are not a well-formed CONNECT never become sessions (405, 400).
+// it. Streams that are not a well-formed CONNECT never become sessions (405, 400). A stream's
+// `parley-request` header makes it negotiate (stream.ts).
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { factsOf, type ConnectionFacts, type ListenerState } from "../inbound/facts.js";
 import { InboundSession, type SessionDeps } from "../inbound/session.js";
+import { fieldValues, REQUEST_HEADER } from "../../negotiation/headers.js";
 import { StreamSide, type ConnectionEvents } from "./stream.js";
 import {
   CONNECTION_WINDOW,
@@ -63,11 +65,11 @@ export class MultiplexedConnections {
     session.setTimeout(bounds.idleTimeoutMs, () => {
       if (open === 0) session.close();
     });
-    session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    session.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[]) => {
       stream.on("error", () => {}); // a reset is reported by 'close'; the session's pump handles its own
       open++;
       stream.once("close", () => open--);
-      this.onStream(stream, headers, socket, facts, told);
+      this.onStream(stream, headers, raw, socket, facts, told);
     });
   }
 
@@ -76,13 +78,20 @@ export class MultiplexedConnections {
     for (const s of this.sessions) s.close();
   }
 
-  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, socket: TLSSocket, facts: ConnectionFacts, told: ConnectionEvents): void {
+  private onStream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    raw: string[],
+    socket: TLSSocket,
+    facts: ConnectionFacts,
+    told: ConnectionEvents,
+  ): void {
     if (headers[HTTP2_HEADER_METHOD] !== HTTP2_METHOD_CONNECT) return void reject(stream, 405, "method_not_connect", told, { allow: "CONNECT" });
     const authority = headers[HTTP2_HEADER_AUTHORITY];
     const target = parseAuthority(typeof authority === "string" ? authority : undefined);
     if (target === undefined) return void reject(stream, 400, "bad_authority", told);
     const state = this.state();
-    new InboundSession(new StreamSide(stream, socket, facts, target, told), state, this.deps).start().catch((e: unknown) => {
+    new InboundSession(new StreamSide(stream, socket, facts, target, told, fieldValues(raw, REQUEST_HEADER)), state, this.deps).start().catch((e: unknown) => {
       stream.destroy();
       this.deps.log.error("session failed", { listener: state.config.name, detail: (e as Error).message });
     });

@@ -9,7 +9,8 @@ import type { RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
-import { ALPN } from "../../negotiation/frame.js";
+import { ALPN, NegotiationError } from "../../negotiation/frame.js";
+import { requestValue } from "../../negotiation/headers.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
 import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
@@ -141,7 +142,10 @@ export class OutboundListener {
     new OutboundSession(facts, app, remote, { log: this.log, registry: this.registry, now: this.now });
   }
 
-  /** One CONNECT stream on a pooled connection: the remote decides it, as a session of its own. */
+  /**
+   * One CONNECT stream on a pooled connection: the remote decides it, as a session of its own (and
+   * negotiates it, by the stream's `parley-request`, when the route has `negotiate`).
+   */
   private async serveMultiplexed(app: Socket, base: { session_id: string; listener: string }, started: number): Promise<void> {
     const { config, verifier, identity } = this.state;
     const m = config.multiplexed!;
@@ -157,13 +161,29 @@ export class OutboundListener {
       revocations: this.state.revocations,
     };
     try {
-      const { stream, remoteId, subject } = await this.pool.stream(route, this.now);
-      this.log.outbound({ ...base, decision: "allow", remote_id: remoteId, transport: "multiplexed", target: m.target });
+      const request = config.negotiate && requestValue(config.negotiate);
+      const { stream, remoteId, subject, grant } = await this.pool.stream(request ? { ...route, request } : route, this.now);
+      const grantId = grant?.grant_id;
+      this.log.outbound({
+        ...base,
+        decision: "allow",
+        remote_id: remoteId,
+        transport: "multiplexed",
+        target: m.target,
+        ...(grantId ? { grant_id: grantId } : {}),
+      });
       if (app.destroyed) return void stream.close();
-      const facts = { id: base.session_id, listener: config.name, remoteId, source: `${app.remoteAddress}:${app.remotePort}`, startedAt: started, subject };
+      const facts = {
+        id: base.session_id,
+        listener: config.name,
+        remoteId,
+        source: `${app.remoteAddress}:${app.remotePort}`,
+        startedAt: started,
+        subject: { ...subject, ...(grantId ? { grant: grantId } : {}) },
+      };
       new OutboundSession(facts, app, stream, { log: this.log, registry: this.registry, now: this.now });
     } catch (e) {
-      const reason = e instanceof StreamRefused ? e.reason : "remote_connect_failed";
+      const reason = e instanceof StreamRefused ? e.reason : e instanceof NegotiationError ? "negotiation_failed" : "remote_connect_failed";
       this.log.outbound({ ...base, decision: "deny", reason, detail: (e as Error).message, transport: "multiplexed" });
       app.destroy();
     }
