@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { createServer } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, UnsecuredJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
@@ -483,7 +483,7 @@ describe("parley connect", () => {
 });
 
 describe("outbound mode", () => {
-  async function outboundSidecar(expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }") {
+  async function outboundSidecar(expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }", remotePort = h.port) {
     const { loadConfig } = await import("../src/config/load.js");
     const { Sidecar } = await import("../src/sidecar/sidecar.js");
     const { MemoryLog } = await import("../testkit/harness.js");
@@ -492,7 +492,7 @@ describe("outbound mode", () => {
       "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
 trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
 outbound:
-  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${h.port}", expect_id: ${expectId}, negotiate: ${negotiate} }
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${remotePort}", expect_id: ${expectId}, negotiate: ${negotiate} }
 policies: {}
 admin: { listen: false }
 `,
@@ -555,6 +555,48 @@ admin: { listen: false }
       expect(h.echo.accepted()).toBe(before);
     } finally {
       await out.sidecar.stop(50);
+    }
+  });
+
+  /** A TLS server with the sidecar's SVID (not parley): `answer` sees each connection; every byte it receives is kept. */
+  async function impostor(alpn: string[] | undefined, answer: (s: TLSSocket) => void) {
+    const received: Buffer[] = [];
+    const server = createTlsServer({ cert: pki.server.chainPem, key: pki.server.keyPem, ...(alpn ? { ALPNProtocols: alpn } : {}) }, (s) => {
+      s.on("data", (c: Buffer) => received.push(c));
+      s.on("error", () => {});
+      answer(s);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { port: (server.address() as { port: number }).port, received, close: () => server.close() };
+  }
+
+  it("a remote that does not select parley/1 is never sent the request and its tokens", async () => {
+    const remote = await impostor(undefined, () => {});
+    const out = await outboundSidecar(OWN, undefined, remote.port);
+    try {
+      expect(await plaintext(out.port, "secret")).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({ decision: "deny", reason: "remote_not_negotiating" });
+      expect(Buffer.concat(remote.received).length).toBe(0);
+    } finally {
+      await out.sidecar.stop(50);
+      remote.close();
+    }
+  });
+
+  it("a grant frame without the grant's fields is no session: nothing of the app is sent", async () => {
+    const remote = await impostor(["parley/1"], (s) => s.once("data", () => s.write(encodeFrame(FrameType.Grant, { grant: "g", grant_id: "1" }))));
+    const out = await outboundSidecar(OWN, undefined, remote.port);
+    try {
+      expect(await plaintext(out.port, "the app's bytes")).toBe("");
+      expect(await out.logs.next("outbound")).toMatchObject({
+        decision: "deny",
+        reason: "negotiation_failed",
+        detail: "the grant frame: roles is not a list of names",
+      });
+      expect(Buffer.concat(remote.received).toString()).not.toContain("the app's bytes");
+    } finally {
+      await out.sidecar.stop(50);
+      remote.close();
     }
   });
 

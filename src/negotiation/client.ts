@@ -3,7 +3,7 @@
 // denial.
 import { ParleyError } from "../errors/catalogue.js";
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from "node:tls";
-import { ALPN, decodeFrame, encodeFrame, FrameType, type NegotiationError, type DenialCode } from "./frame.js";
+import { ALPN, decodeFrame, encodeFrame, FrameType, NegotiationError, type DenialCode } from "./frame.js";
 
 export interface ConnectOptions {
   readonly host: string;
@@ -85,7 +85,15 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
       socket.pause();
       const rest = buf.subarray(frame.size);
       if (rest.length > 0) socket.unshift(rest);
-      if (frame.type === FrameType.Grant) return void resolve(frame.payload as unknown as Grant);
+      if (frame.type === FrameType.Grant) {
+        let grant: Grant;
+        try {
+          grant = grantPayload(frame.payload, "the grant frame");
+        } catch (e) {
+          return void fail(e as NegotiationError);
+        }
+        return void resolve(grant);
+      }
       const d = frame.payload as { code?: DenialCode; reasons?: string[]; rule?: string; message?: string };
       socket.destroy();
       reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? "", d.rule));
@@ -95,6 +103,14 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
     socket.once("error", fail);
     socket.write(encodeFrame(FrameType.Request, requestPayload(r)));
   });
+}
+
+/** A grant's payload, checked for what a client reads of it; NegotiationError (bad_frame) naming `where` if not. */
+export function grantPayload(p: Record<string, unknown>, where: string): Grant {
+  if (typeof p.grant !== "string" || typeof p.grant_id !== "string") throw new NegotiationError("bad_frame", `${where} holds no grant`);
+  if (!Array.isArray(p.roles) || !p.roles.every((r) => typeof r === "string"))
+    throw new NegotiationError("bad_frame", `${where}: roles is not a list of names`);
+  return p as unknown as Grant;
 }
 
 /** The request payload for `r`, as a frame or a multiplexed stream's header carries it. */

@@ -3,7 +3,7 @@
 // value is the payload's exact bytes, base64url without padding (RFC 4648 §5, §3.2): field values stay
 // visible ASCII whatever the JSON holds (RFC 9110 §5.5, RFC 9113 §8.2.1), and the payload checks
 // (UTF-8, JSON, repeated names) run on the very bytes a frame would carry. Pure: no sockets.
-import { DeniedError, requestPayload, type Grant, type GrantRequest } from "./client.js";
+import { DeniedError, grantPayload, requestPayload, type Grant, type GrantRequest } from "./client.js";
 import { HEADER_BYTES, NegotiationError, parsePayload, type DenialCode } from "./frame.js";
 
 /** Field names, lowercase as HTTP/2 requires (RFC 9113 §8.2.1). */
@@ -62,9 +62,7 @@ export function requestValue(r: GrantRequest): string {
 /** A grant from a 200's `parley-grant` value; throws NegotiationError when it is missing or malformed. */
 export function grantOf(value: unknown): Grant {
   if (typeof value !== "string") throw new NegotiationError("bad_frame", `the remote answered 200 without ${GRANT_HEADER}: it did not negotiate`);
-  const g = parsePayload(unbase64url(value, GRANT_HEADER));
-  if (typeof g.grant !== "string" || typeof g.grant_id !== "string") throw new NegotiationError("bad_frame", `${GRANT_HEADER} holds no grant`);
-  return g as unknown as Grant;
+  return grantPayload(parsePayload(unbase64url(value, GRANT_HEADER)), GRANT_HEADER);
 }
 
 /** The denial a refusal's `parley-denial` value says, as the frame client reports one. */

@@ -122,6 +122,8 @@ export class OutboundListener {
     if (revoked) return void refuse(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
     let grantId: string | undefined;
     if (config.negotiate) {
+      // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
+      if (remote.alpnProtocol !== ALPN) return void refuse("remote_not_negotiating", `the remote did not select ${ALPN}: is negotiation on at its listener?`);
       try {
         const grant = await requestGrant(remote, config.negotiate);
         grantId = grant.grant_id;
