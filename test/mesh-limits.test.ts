@@ -5,69 +5,33 @@
 // while admitted sessions go on, until Redis is back and the shared limits resume.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
-import type { TLSSocket } from "node:tls";
-import { createClient } from "redis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Issued } from "../src/certs/issue.js";
-import { attempt, until } from "../testkit/attempt.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { until } from "../testkit/attempt.js";
 import { ManualClock } from "../testkit/clock.js";
-import { configYaml, limitedPolicy, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
-import { makePki, type TestPki } from "../testkit/pki.js";
-import { startRedis, type RedisServer } from "../testkit/redis.js";
+import { configYaml, limitedPolicy, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { denials, sharedLimitsRig } from "../testkit/shared-rig.js";
 
-let pki: TestPki;
-let alice: Issued;
-let redis: RedisServer;
-let inspect: ReturnType<typeof createClient>;
-let harnesses: Harness[] = [];
-let sockets: TLSSocket[] = [];
+const rig = sharedLimitsRig();
+const { sockets } = rig;
 let children: ChildProcess[] = [];
-let prefixes = 0;
-
-beforeAll(async () => {
-  pki = await makePki();
-  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
-  redis = await startRedis();
-  inspect = createClient({ url: redis.url, socket: { reconnectStrategy: () => 50 } });
-  inspect.on("error", () => undefined);
-  await inspect.connect();
-});
-afterEach(async () => {
-  for (const s of sockets) s.destroy();
-  sockets = [];
+afterEach(() => {
   for (const c of children) c.kill("SIGKILL");
   children = [];
-  await Promise.all(harnesses.map((h) => h.close()));
-  harnesses = [];
-  await redis.restart().catch(() => undefined);
-});
-afterAll(async () => {
-  inspect.destroy();
-  await redis.stop();
 });
 
-const sharedSection = (prefix: string) => `shared_limits: { url: "${redis.url}", key_prefix: "${prefix}", timeout: 1s, lease_ttl: 1s }\n`;
+const sharedSection = (prefix: string) => rig.section(prefix, "timeout: 1s, lease_ttl: 1s");
 
 async function three(limits: string, now?: () => number): Promise<{ hs: Harness[]; prefix: string }> {
-  const prefix = `m${++prefixes}:`;
-  const opts = { policies: limitedPolicy(limits), extra: sharedSection(prefix), ...(now ? { now } : {}) };
-  const hs = await Promise.all([0, 1, 2].map(() => startHarness(pki, opts)));
-  harnesses.push(...hs);
-  await Promise.all(hs.map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
+  const prefix = rig.prefix("m");
+  const hs = await rig.sidecars(3, { policies: limitedPolicy(limits), extra: sharedSection(prefix), ...(now ? { now } : {}) });
   return { hs, prefix };
 }
 
-const reasons = (hs: Harness[]) =>
-  hs.flatMap((h) =>
-    h.logs
-      .of("decision")
-      .filter((d) => d.decision === "deny")
-      .map((d) => (d.reasons as string[])[0]),
-  );
+const reasons = (hs: Harness[]) => hs.flatMap((h) => denials(h).map((r) => (r as string[])[0]));
 
 /** `parley run` in a child process with its own config; resolves with its listener's port once connected to Redis. */
 async function childSidecar(limits: string, prefix: string, upstreamPort: number): Promise<{ child: ChildProcess; port: number }> {
-  const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+  const f = writeFiles({ "cert.pem": rig.pki.server.chainPem, "key.pem": rig.pki.server.keyPem, "a.pem": rig.pki.a.certPem, "b.pem": rig.pki.b.certPem });
   const paths = { cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! };
   const file = writeFiles({ "c.yaml": configYaml(paths, upstreamPort, { policies: limitedPolicy(limits), extra: sharedSection(prefix) }) })["c.yaml"]!;
   const child = spawn(process.execPath, ["dist/cli.js", "run", "--config", file, "--no-watch"], { stdio: ["ignore", "pipe", "inherit"] });
@@ -90,15 +54,15 @@ describe("three sidecars, one Redis", () => {
   it("never admits more of an identity's sessions than the shared cap; Redis gone denies new ones, admitted ones go on; back, the cap resumes", async () => {
     const { hs, prefix } = await three("{ max_sessions: { max: 3, scope: shared } }");
     // Nine at once, three on each sidecar: exactly three admitted in all.
-    const results = await Promise.all(Array.from({ length: 9 }, (_, i) => attempt(hs[i % 3]!.port, pki, alice, sockets)));
+    const results = await Promise.all(Array.from({ length: 9 }, (_, i) => rig.attempt(hs[i % 3]!.port, rig.alice)));
     expect(reasons(hs)).toEqual(Array.from({ length: 6 }, () => "concurrency_limited"));
     expect(results.filter(Boolean)).toHaveLength(3);
-    expect(await inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)).toBe(3);
+    expect(await rig.inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)).toBe(3);
     const live = sockets.filter((_, i) => results[i]);
     // Redis dies: every sidecar refuses new sessions (deny), the admitted ones still carry bytes.
-    await redis.stop();
+    await rig.redis.stop();
     await Promise.all(hs.map((h) => h.logs.next("warning", (r) => r.msg === "shared limits backend lost")));
-    for (const h of hs) expect(await attempt(h.port, pki, alice, sockets)).toBe(false);
+    for (const h of hs) expect(await rig.attempt(h.port, rig.alice)).toBe(false);
     expect(reasons(hs).filter((r) => r === "shared_limits_unavailable")).toHaveLength(3);
     for (const s of live) {
       let got = "";
@@ -107,14 +71,14 @@ describe("three sidecars, one Redis", () => {
       await waitFor(() => got.endsWith("still") || undefined, 3000, "echo on an admitted session");
     }
     // Redis back (empty): renewals put the three live leases back, and the cap holds again.
-    await redis.restart();
-    await until(async () => (await inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)) === 3, 10_000, "leases renewed into Redis");
+    await rig.redis.restart();
+    await until(async () => (await rig.inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)) === 3, 10_000, "leases renewed into Redis");
     await until(() => Promise.resolve(hs.every((h) => h.sidecar.sharedLimitsStatus()?.state === "up")), 10_000, "all reconnected");
-    expect(await attempt(hs[1]!.port, pki, alice, sockets)).toBe(false);
+    expect(await rig.attempt(hs[1]!.port, rig.alice)).toBe(false);
     expect(reasons([hs[1]!]).at(-1)).toBe("concurrency_limited");
     live[0]!.destroy();
-    await until(async () => (await inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)) === 2, 5000, "release");
-    expect(await attempt(hs[2]!.port, pki, alice, sockets)).toBe(true);
+    await until(async () => (await rig.inspect.zCard(`${prefix}sessions:spiffe://a.test/alice`)) === 2, 5000, "release");
+    expect(await rig.attempt(hs[2]!.port, rig.alice)).toBe(true);
   });
 
   it("keeps an identity's new-session rate across the three within ±10 % of the bound over 10 s", async () => {
@@ -124,7 +88,7 @@ describe("three sidecars, one Redis", () => {
     let admitted = 0;
     const perSidecar = [0, 0, 0];
     for (let i = 0; i < 100; i++) {
-      if (await attempt(hs[i % 3]!.port, pki, alice, sockets)) {
+      if (await rig.attempt(hs[i % 3]!.port, rig.alice)) {
         admitted++;
         perSidecar[i % 3]!++;
       }
@@ -143,18 +107,18 @@ describe("three sidecars, one Redis", () => {
     const key = `${prefix}sessions:spiffe://a.test/alice`;
     const upstream = (hs[0]!.echo.server.address() as { port: number }).port;
     const { child, port } = await childSidecar("{ max_sessions: { max: 2, scope: shared } }", prefix, upstream);
-    expect(await attempt(port, pki, alice, sockets)).toBe(true);
-    expect(await attempt(port, pki, alice, sockets)).toBe(true);
-    expect(await attempt(hs[0]!.port, pki, alice, sockets)).toBe(false);
-    const killed = (await inspect.zRange(key, 0, -1)).sort();
+    expect(await rig.attempt(port, rig.alice)).toBe(true);
+    expect(await rig.attempt(port, rig.alice)).toBe(true);
+    expect(await rig.attempt(hs[0]!.port, rig.alice)).toBe(false);
+    const killed = (await rig.inspect.zRange(key, 0, -1)).sort();
     expect(killed).toHaveLength(2);
     child.kill("SIGKILL");
     // Nobody releases or renews them: they expire by the Redis clock, one TTL after the last renewal.
-    await until(() => attempt(hs[1]!.port, pki, alice, sockets), 10_000, "a first slot on another sidecar");
-    await until(() => attempt(hs[2]!.port, pki, alice, sockets), 10_000, "a second slot on another sidecar");
-    const now = await inspect.zRange(key, 0, -1);
+    await until(() => rig.attempt(hs[1]!.port, rig.alice), 10_000, "a first slot on another sidecar");
+    await until(() => rig.attempt(hs[2]!.port, rig.alice), 10_000, "a second slot on another sidecar");
+    const now = await rig.inspect.zRange(key, 0, -1);
     expect(now).toHaveLength(2);
     expect(now.filter((m) => killed.includes(m))).toEqual([]);
-    expect(await attempt(hs[0]!.port, pki, alice, sockets)).toBe(false);
+    expect(await rig.attempt(hs[0]!.port, rig.alice)).toBe(false);
   });
 });

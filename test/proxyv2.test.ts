@@ -133,6 +133,10 @@ interface Rig {
   port: number;
   admin: number;
   logs: MemoryLog;
+  sidecar: Sidecar;
+  /** The own SVID's files (a rotation rewrites them, then reloads). */
+  certFile: string;
+  keyFile: string;
   close(): Promise<void>;
 }
 
@@ -171,6 +175,9 @@ ${o.negotiation ? `negotiation: { grant_key: ${grantKeyFile}, grant_ttl: 1h }\n`
     port: sidecar.addresses()["main"]!.port,
     admin,
     logs,
+    sidecar,
+    certFile: f["cert.pem"]!,
+    keyFile: f["key.pem"]!,
     async close() {
       await sidecar.stop(100);
       await ops.close();
@@ -375,6 +382,37 @@ describe("TCP6, the longest SPIFFE ID, the peer certificate", () => {
       await got;
       await waitFor(() => cap.conns[0]?.socket.readableEnded, 3000, "workload end");
       expect(cap.conns[0]!.all().toString()).toBe("plain");
+    } finally {
+      await r.close();
+      cap.server.close();
+    }
+  });
+});
+
+describe("the own SVID rotated", () => {
+  it("the SSL TLV tells the certificate presented after the rotation, not the one read at start", async () => {
+    const cap = await capture("127.0.0.1");
+    const r = await rig({ host: "127.0.0.1", upstream: `127.0.0.1:${cap.port}`, proxyProtocol: "v2" });
+    /** One session: the serial of the certificate the client was shown, and the header's SIG_ALG and KEY_ALG. */
+    const presented = async () => {
+      const before = cap.conns.length;
+      const s = await dial("127.0.0.1", r.port, alice);
+      s.write("x");
+      await waitFor(() => cap.conns[before]?.all().includes("x"), 3000, "bytes at the workload");
+      const p = parse(cap.conns[before]!.chunks[0]!);
+      const subs = ssl(p.tlvs.find((t) => t.type === 0x20)!.value).subs;
+      const serial = s.getPeerX509Certificate()!.serialNumber;
+      s.destroy();
+      return { serial, sigAlg: subs.find((t) => t.type === 0x24)?.value.toString(), keyAlg: subs.find((t) => t.type === 0x25)?.value.toString() };
+    };
+    try {
+      const serial = (i: Issued) => new X509Certificate(i.certPem).serialNumber;
+      expect(await presented()).toEqual({ serial: serial(pki.server), sigAlg: "ecdsa-with-SHA256", keyAlg: "EC256" });
+      const rotated = await pki.a.leaf({ uris: ["spiffe://a.test/sidecar"], dnsNames: ["localhost"], keyType: "rsa-2048" });
+      writeFileSync(r.certFile, rotated.chainPem);
+      writeFileSync(r.keyFile, rotated.keyPem);
+      expect(await r.sidecar.reload()).toBe("applied");
+      expect(await presented()).toEqual({ serial: serial(rotated), sigAlg: "ecdsa-with-SHA256", keyAlg: "RSA2048" });
     } finally {
       await r.close();
       cap.server.close();

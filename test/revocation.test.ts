@@ -8,53 +8,34 @@ import { configView } from "../src/config/view.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { RevocationList } from "../src/policy/revocation.js";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
-import { dialTls, openSession, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
-import { makePki, type TestPki } from "../testkit/pki.js";
+import { openSession, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { ALLOW_A_TEST as POLICIES, fingerprint, revocationFixtures } from "../testkit/revocations.js";
 
-let pki: TestPki;
-let alice: Issued;
-let alice2: Issued; // the same ID, another certificate
-let bob: Issued;
+const fx = revocationFixtures();
+let alice2: Issued; // the same ID as fx.alice, another certificate
 let teamX: Issued;
 let teammate: Issued;
 let h: Harness | undefined;
 
 beforeAll(async () => {
-  pki = await makePki();
-  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
-  alice2 = await pki.leaf(pki.a, "spiffe://a.test/alice");
-  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
-  teamX = await pki.leaf(pki.a, "spiffe://a.test/team/x");
-  teammate = await pki.leaf(pki.a, "spiffe://a.test/teammate");
+  alice2 = await fx.pki.leaf(fx.pki.a, "spiffe://a.test/alice");
+  teamX = await fx.pki.leaf(fx.pki.a, "spiffe://a.test/team/x");
+  teammate = await fx.pki.leaf(fx.pki.a, "spiffe://a.test/teammate");
 });
 afterEach(async () => {
   await h?.close();
   h = undefined;
 });
 
-const POLICIES = `
-  main:
-    default: deny
-    rules:
-      - name: everyone
-        action: allow
-        match: [{ trust_domain: a.test }]
-`;
 /** A long grace: a revocation must not wait for it. */
 const GRACE = "revocation_grace: 1h\n";
 const revocations = (match: string, until = "2099-01-01T00:00:00Z") =>
   `${GRACE}revocations:\n  incident-7:\n    reason: agent compromised\n    until: ${until}\n    match: [${match}]\n`;
-const fingerprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("hex");
 
 /** Expects a new session of `creds` to be refused with `reason`, the workload seeing no connection. */
 async function expectRefused(creds: Issued, reason: string) {
-  const before = h!.echo.accepted();
-  const s = await dialTls(h!.port, pki, creds);
-  s.write("must not arrive");
-  expect((await readAll(s)).length).toBe(0);
-  const d = await h!.logs.next("decision", (r) => r.decision === "deny" && (r.reasons as string[]).includes(reason));
+  const d = await fx.expectRefused(h!, creds, reason);
   expect(d).toMatchObject({ reasons: [reason], detail: expect.stringContaining("incident-7") as unknown });
-  expect(h!.echo.accepted()).toBe(before);
 }
 
 /** Reloads with `extra` and waits for the revoked record of `peer`. */
@@ -66,9 +47,9 @@ async function reloadRevoking(extra: string, peer: string) {
 
 describe("revocations in the file configuration", () => {
   it("a revoked SPIFFE ID: its live session ends at once despite the grace, others go on, a new one is denied", async () => {
-    h = await startHarness(pki, { policies: POLICIES, extra: GRACE });
-    const a = await openSession(h.port, pki, alice);
-    const b = await openSession(h.port, pki, bob);
+    h = await startHarness(fx.pki, { policies: POLICIES, extra: GRACE });
+    const a = await openSession(h.port, fx.pki, fx.alice);
+    const b = await openSession(h.port, fx.pki, fx.bob);
     const revoked = await reloadRevoking(revocations("{ id: spiffe://a.test/alice }"), "spiffe://a.test/alice");
     expect(revoked).toMatchObject({
       reasons: ["identity_revoked"],
@@ -80,7 +61,7 @@ describe("revocations in the file configuration", () => {
     expect((await h.logs.next("session_end", (r) => r.peer_id === "spiffe://a.test/alice")).end_reason).toBe("revoked");
     b.s.write("-on");
     await waitFor(() => b.got() === "ping-on", 3000, "bob still served");
-    await expectRefused(alice, "identity_revoked");
+    await expectRefused(fx.alice, "identity_revoked");
     expect(h.logs.of("revoked").filter((r) => r.peer_id === "spiffe://a.test/bob")).toEqual([]);
     const view = configView(h.sidecar.config, h.sidecar.identityStatus());
     expect(view.revocations).toEqual({
@@ -91,9 +72,9 @@ describe("revocations in the file configuration", () => {
   });
 
   it("a path prefix revokes the IDs below it on segment boundaries only", async () => {
-    h = await startHarness(pki, { policies: POLICIES, extra: GRACE });
-    const x = await openSession(h.port, pki, teamX);
-    const mate = await openSession(h.port, pki, teammate);
+    h = await startHarness(fx.pki, { policies: POLICIES, extra: GRACE });
+    const x = await openSession(h.port, fx.pki, teamX);
+    const mate = await openSession(h.port, fx.pki, teammate);
     const revoked = await reloadRevoking(revocations("{ path_prefix: spiffe://a.test/team }"), "spiffe://a.test/team/x");
     expect(revoked).toMatchObject({ reasons: ["identity_revoked"], revocation: { match: "path_prefix spiffe://a.test/team" } });
     await x.closed;
@@ -105,29 +86,29 @@ describe("revocations in the file configuration", () => {
   });
 
   it("a certificate fingerprint revokes that certificate, not another one of the same ID", async () => {
-    h = await startHarness(pki, { policies: POLICIES, extra: GRACE });
-    const one = await openSession(h.port, pki, alice);
-    const two = await openSession(h.port, pki, alice2);
-    const revoked = await reloadRevoking(revocations(`{ cert_fingerprint: ${fingerprint(alice).toUpperCase()} }`), "spiffe://a.test/alice");
-    expect(revoked).toMatchObject({ reasons: ["certificate_revoked"], revocation: { match: `cert_fingerprint ${fingerprint(alice)}` } });
+    h = await startHarness(fx.pki, { policies: POLICIES, extra: GRACE });
+    const one = await openSession(h.port, fx.pki, fx.alice);
+    const two = await openSession(h.port, fx.pki, alice2);
+    const revoked = await reloadRevoking(revocations(`{ cert_fingerprint: ${fingerprint(fx.alice).toUpperCase()} }`), "spiffe://a.test/alice");
+    expect(revoked).toMatchObject({ reasons: ["certificate_revoked"], revocation: { match: `cert_fingerprint ${fingerprint(fx.alice)}` } });
     await one.closed;
     two.s.write("-on");
     await waitFor(() => two.got() === "ping-on", 3000, "the other certificate still served");
     expect(h.logs.of("revoked")).toHaveLength(1);
-    await expectRefused(alice, "certificate_revoked");
+    await expectRefused(fx.alice, "certificate_revoked");
     two.s.end();
     await two.closed;
   });
 
   it("an entry whose until has passed is ignored and not kept", async () => {
-    h = await startHarness(pki, { policies: POLICIES, extra: GRACE });
-    const a = await openSession(h.port, pki, alice);
+    h = await startHarness(fx.pki, { policies: POLICIES, extra: GRACE });
+    const a = await openSession(h.port, fx.pki, fx.alice);
     h.rewrite({ policies: POLICIES, extra: revocations("{ id: spiffe://a.test/alice }", "2020-01-01T00:00:00Z") });
     expect(await h.sidecar.reload()).toBe("applied");
     a.s.write("-on");
     await waitFor(() => a.got() === "ping-on", 3000, "alice still served");
     expect(h.logs.of("revoked")).toEqual([]);
-    const again = await openSession(h.port, pki, alice);
+    const again = await openSession(h.port, fx.pki, fx.alice);
     expect(configView(h.sidecar.config, h.sidecar.identityStatus()).revocations).toEqual({});
     for (const s of [a, again]) {
       s.s.end();
@@ -136,7 +117,7 @@ describe("revocations in the file configuration", () => {
   });
 
   it("refuses a matcher with two keys, a bad fingerprint and a bad ID, naming each", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     h.rewrite({ policies: POLICIES, extra: revocations("{ txn: t, jti: j }, { cert_fingerprint: abc }, { id: not-an-id }") });
     expect(await h.sidecar.reload()).toBe("rejected");
     const errors = (await h.logs.next("config_rejected")).errors as string[];
@@ -158,7 +139,7 @@ describe("revocations of negotiated sessions", () => {
   let base: string;
 
   beforeAll(async () => {
-    agent = await pki.leaf(pki.a, AGENT);
+    agent = await fx.pki.leaf(fx.pki.a, AGENT);
     approver = await generateKeyPair("ES256");
     attestor = await generateKeyPair("ES256");
     const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
@@ -204,7 +185,7 @@ ${GRACE}`;
       port: h!.port,
       cert: agent.chainPem,
       key: agent.keyPem,
-      ca: pki.a.certPem,
+      ca: fx.pki.a.certPem,
       roles: ["writer"],
       approvalToken: await approval(claims),
       ...(attested ? { attestationToken: await attestation() } : {}),
@@ -213,14 +194,14 @@ ${GRACE}`;
     `${base}revocations:\n  task-over:\n    reason: task done\n    until: 2099-01-01T00:00:00Z\n    match: [${match}]\n`;
 
   it("a revoked identity is refused before its tokens are read: the code, not negotiation_failed", async () => {
-    h = await startHarness(pki, { policies: withRevocation(`{ id: ${AGENT} }`) });
+    h = await startHarness(fx.pki, { policies: withRevocation(`{ id: ${AGENT} }`) });
     const before = h.echo.accepted();
     const e = await connect({
       host: "127.0.0.1",
       port: h.port,
       cert: agent.chainPem,
       key: agent.keyPem,
-      ca: pki.a.certPem,
+      ca: fx.pki.a.certPem,
       roles: ["writer"],
       approvalToken: "not.a.token",
     }).then(
@@ -239,7 +220,7 @@ ${GRACE}`;
     ["its grant id", (g) => `{ grant: "${g}" }`, "grant_revoked"],
     ["the attestor of its evidence", () => "{ attestor: node }", "attestor_revoked", true],
   ])("a live session revoked by %s ends at once, and a new negotiation is decided by it", async (_what, match, code, attested) => {
-    h = await startHarness(pki, { policies: base });
+    h = await startHarness(fx.pki, { policies: base });
     const live = await negotiate({ txn: "task-42", jti: "approval-1" }, attested);
     const other = await negotiate({ txn: "task-43", jti: "approval-2" });
     const closed = readAll(live.socket);

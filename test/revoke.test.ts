@@ -2,12 +2,11 @@
 // admin server's `POST /revocations` (validated by the same rules, in force at once, kept across
 // reloads), outbound routes refusing and ending sessions to a revoked remote, and `parley check`
 // deciding with the revocations. Real TLS sessions through real sidecars; the CLI is dist/cli.js.
-import { spawn, spawnSync } from "node:child_process";
-import { createHash, X509Certificate } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect as tcp, type Socket } from "node:net";
 import { dirname, join } from "node:path";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { operations, type Operations } from "../src/app/operations.js";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
@@ -16,19 +15,12 @@ import { Sidecar } from "../src/sidecar/sidecar.js";
 import { AdminRevocations } from "../src/sidecar/revocations.js";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
 import { dialTls, MemoryLog, openSession, readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
-import { makePki, type TestPki } from "../testkit/pki.js";
+import { ALLOW_A_TEST as POLICIES, cli, fingerprint, revocationFixtures } from "../testkit/revocations.js";
 
-let pki: TestPki;
-let alice: Issued;
-let bob: Issued;
+const fx = revocationFixtures();
 let h: Harness | undefined;
 const cleanup: Array<() => Promise<void>> = [];
 
-beforeAll(async () => {
-  pki = await makePki();
-  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
-  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
-});
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
   await h?.close();
@@ -36,40 +28,13 @@ afterEach(async () => {
 });
 
 const parley = (...args: string[]) => spawnSync(process.execPath, ["dist/cli.js", ...args], { encoding: "utf8", timeout: 15_000 });
-/** The same, without blocking: many at once on a loaded machine. */
-function parleyAsync(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, ["dist/cli.js", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    c.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    c.on("close", (status) => resolve({ status, stdout, stderr }));
-  });
-}
-const POLICIES = `
-  main:
-    default: deny
-    rules:
-      - name: everyone
-        action: allow
-        match: [{ trust_domain: a.test }]
-`;
-const fingerprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("hex");
 
-/** Expects a new session of `creds` to be refused with `reason`, the workload seeing no connection. */
-async function expectRefused(creds: Issued, reason: string) {
-  const before = h!.echo.accepted();
-  const s = await dialTls(h!.port, pki, creds);
-  s.write("must not arrive");
-  expect((await readAll(s)).length).toBe(0);
-  await h!.logs.next("decision", (r) => r.decision === "deny" && (r.reasons as string[]).includes(reason));
-  expect(h!.echo.accepted()).toBe(before);
-}
+/** Expects a new session of `creds` on `h` to be refused with `reason`, the workload seeing no connection. */
+const expectRefused = (creds: Issued, reason: string) => fx.expectRefused(h!, creds, reason);
 
 describe("parley revoke --config", () => {
   it("adds the entry to a sidecar's file, comments kept and expired entries dropped; the reload ends the session", async () => {
-    h = await startHarness(pki, {
+    h = await startHarness(fx.pki, {
       policies: POLICIES,
       extra: `# on-call: revocations below
 revocation_grace: 1h
@@ -81,8 +46,8 @@ revocations:
     match: [{ txn: t-0 }]
 `,
     });
-    const a = await openSession(h.port, pki, alice);
-    const b = await openSession(h.port, pki, bob);
+    const a = await openSession(h.port, fx.pki, fx.alice);
+    const b = await openSession(h.port, fx.pki, fx.bob);
     const r = parley(
       "revoke",
       "--config",
@@ -115,13 +80,13 @@ revocations:
     await a.closed;
     b.s.write("-on");
     await waitFor(() => b.got() === "ping-on", 3000, "bob still served");
-    await expectRefused(alice, "identity_revoked");
+    await expectRefused(fx.alice, "identity_revoked");
     b.s.end();
     await b.closed;
   });
 
   it("refuses bad input with exit 2, naming the flag, and leaves the file as it was", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     const before = readFileSync(h.configFile, "utf8");
     const base = ["revoke", "--config", h.configFile, "--name", "n1", "--reason", "r"];
     const cases: Array<[string[], RegExp]> = [
@@ -140,7 +105,7 @@ revocations:
         /--config \/nonexistent\.yaml: no such file/,
       ],
     ];
-    const results = await Promise.all(cases.map(([args]) => parleyAsync(...args)));
+    const results = await Promise.all(cases.map(([args]) => cli(...args)));
     cases.forEach(([args, message], i) => expect([results[i]!.status, results[i]!.stderr], args.join(" ")).toEqual([2, expect.stringMatching(message)]));
     expect(readFileSync(h.configFile, "utf8")).toBe(before);
     // A name already in force is refused too.
@@ -205,7 +170,7 @@ describe("POST /revocations", () => {
     JSON.stringify({ name: "incident-9", reason: "agent compromised", until: "2099-01-01T00:00:00Z", match, ...extra });
 
   it("is refused (403) while admin.write is off, and changes nothing", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     const rig = await adminRig(false);
     cleanup.push(() => rig.close());
     expect(await post(rig.admin, entry([{ id: "spiffe://a.test/alice" }]))).toMatchObject({ status: 403 });
@@ -214,20 +179,20 @@ describe("POST /revocations", () => {
   });
 
   it("ends the matching live session at once, denies new ones, survives a reload and shows in /config", async () => {
-    h = await startHarness(pki, { policies: POLICIES, extra: "revocation_grace: 1h\n" });
+    h = await startHarness(fx.pki, { policies: POLICIES, extra: "revocation_grace: 1h\n" });
     const rig = await adminRig(true);
     cleanup.push(() => rig.close());
     const port = rig.sidecar.addresses()["main"]!.port;
-    const a = await openSession(port, pki, alice);
-    const b = await openSession(port, pki, bob);
-    const r = await post(rig.admin, entry([{ cert_fingerprint: fingerprint(alice).toUpperCase() }]));
+    const a = await openSession(port, fx.pki, fx.alice);
+    const b = await openSession(port, fx.pki, fx.bob);
+    const r = await post(rig.admin, entry([{ cert_fingerprint: fingerprint(fx.alice).toUpperCase() }]));
     expect(r).toEqual({
       status: 200,
       json: {
         revocation: "incident-9",
         reason: "agent compromised",
         until: "2099-01-01T00:00:00.000Z",
-        match: [`cert_fingerprint ${fingerprint(alice)}`],
+        match: [`cert_fingerprint ${fingerprint(fx.alice)}`],
         sessions_ended: 1,
       },
     });
@@ -244,13 +209,13 @@ describe("POST /revocations", () => {
     await waitFor(() => b.got() === "ping-on", 3000, "bob still served");
     const config = (await (await fetch(`http://127.0.0.1:${rig.admin}/config`)).json()) as Record<string, unknown>;
     expect(config.admin_revocations).toEqual({
-      "incident-9": { reason: "agent compromised", until: "2099-01-01T00:00:00.000Z", match: [`cert_fingerprint ${fingerprint(alice)}`] },
+      "incident-9": { reason: "agent compromised", until: "2099-01-01T00:00:00.000Z", match: [`cert_fingerprint ${fingerprint(fx.alice)}`] },
     });
     expect(config.revocations).toEqual({});
     // A new version of the file does not drop it.
     writeFileSync(h.configFile, readFileSync(h.configFile, "utf8") + "drain_timeout: 5s\n");
     expect(await rig.sidecar.reload()).toBe("applied");
-    const s = await dialTls(port, pki, alice);
+    const s = await dialTls(port, fx.pki, fx.alice);
     s.write("must not arrive");
     expect((await readAll(s)).length).toBe(0);
     expect((await rig.records.next("decision", (x) => x.decision === "deny")).reasons).toEqual(["certificate_revoked"]);
@@ -262,7 +227,7 @@ describe("POST /revocations", () => {
   });
 
   it("answers bad bodies 400 naming the field, an oversized one 413, and puts nothing in force", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     const rig = await adminRig(true);
     cleanup.push(() => rig.close());
     const bad = async (body: string, message: RegExp) => {
@@ -281,7 +246,7 @@ describe("POST /revocations", () => {
     expect([big.status, big.json.error]).toEqual([413, "body over 65536 bytes"]);
     expect(rig.sidecar.adminRevocations.live(Date.now())).toEqual([]);
     const port = rig.sidecar.addresses()["main"]!.port;
-    expect((await openSession(port, pki, alice)).got()).toBe("ping");
+    expect((await openSession(port, fx.pki, fx.alice)).got()).toBe("ping");
   });
 });
 
@@ -313,7 +278,7 @@ describe("the admin revocation set", () => {
 describe("outbound routes and revocations", () => {
   /** An outbound sidecar with a route to `h` (the remote spiffe://a.test/sidecar), admin writes on. */
   async function outbound(revocations = "", route = "") {
-    const f = writeFiles({ "cert.pem": alice.chainPem, "key.pem": alice.keyPem, "a.pem": pki.a.certPem });
+    const f = writeFiles({ "cert.pem": fx.alice.chainPem, "key.pem": fx.alice.keyPem, "a.pem": fx.pki.a.certPem });
     const file = writeFiles({
       "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
 trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
@@ -347,7 +312,7 @@ ${revocations}`,
 `;
 
   it("a revoked remote: the live outbound session ends on reload, a new one is refused before a byte crosses", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     const out = await outbound();
     const live = await held(out.port);
     writeFileSync(out.file, readFileSync(out.file, "utf8") + REVOKE_REMOTE);
@@ -376,7 +341,7 @@ ${revocations}`,
   });
 
   it("over a multiplexed route too: the live stream ends on reload, and a new client gets no stream", async () => {
-    h = await startHarness(pki, { policies: POLICIES, listenerExtra: "multiplex: true" });
+    h = await startHarness(fx.pki, { policies: POLICIES, listenerExtra: "multiplex: true" });
     const out = await outbound("", ", transport: multiplexed");
     const live = await held(out.port);
     writeFileSync(out.file, readFileSync(out.file, "utf8") + REVOKE_REMOTE);
@@ -392,13 +357,13 @@ ${revocations}`,
   });
 
   it("a revocation posted to the admin server ends the live outbound session at once", async () => {
-    h = await startHarness(pki, { policies: POLICIES });
+    h = await startHarness(fx.pki, { policies: POLICIES });
     const out = await outbound();
     const live = await held(out.port);
     const { parseRevocationEntry } = await import("../src/config/revocation.js");
     const ended = await out.sidecar.addRevocation(
       parseRevocationEntry(
-        { name: "by-cert", reason: "leaked key", until: "2099-01-01T00:00:00Z", match: [{ cert_fingerprint: fingerprint(pki.server) }] },
+        { name: "by-cert", reason: "leaked key", until: "2099-01-01T00:00:00Z", match: [{ cert_fingerprint: fingerprint(fx.pki.server) }] },
         "test",
       ),
     );
@@ -411,11 +376,11 @@ ${revocations}`,
 describe("parley check and revocations", () => {
   it("a revoked caller is denied with the matcher's code; the entry's until and --txn are honoured", async () => {
     const f = writeFiles({
-      "cert.pem": pki.server.chainPem,
-      "key.pem": pki.server.keyPem,
-      "a.pem": pki.a.certPem,
-      "alice.pem": alice.chainPem,
-      "bob.pem": bob.chainPem,
+      "cert.pem": fx.pki.server.chainPem,
+      "key.pem": fx.pki.server.keyPem,
+      "a.pem": fx.pki.a.certPem,
+      "alice.pem": fx.alice.chainPem,
+      "bob.pem": fx.bob.chainPem,
     });
     const file = join(dirname(f["cert.pem"]!), "c.yaml");
     writeFileSync(
@@ -427,10 +392,10 @@ policies:${POLICIES}
 revocations:
   agent-out: { reason: compromised, until: 2099-01-01T00:00:00Z, match: [{ path_prefix: spiffe://a.test/alice }] }
   task-over: { reason: task done, until: 2099-01-01T00:00:00Z, match: [{ txn: task-42 }] }
-  cert-out: { reason: leaked, until: 2099-01-01T00:00:00Z, match: [{ cert_fingerprint: ${fingerprint(bob)} }] }
+  cert-out: { reason: leaked, until: 2099-01-01T00:00:00Z, match: [{ cert_fingerprint: ${fingerprint(fx.bob)} }] }
 `,
     );
-    const run = (...args: string[]) => parleyAsync("check", "--config", file, ...args);
+    const run = (...args: string[]) => cli("check", "--config", file, ...args);
     const [r, byAliceCert, later, task, otherTask, bobById, byCert] = await Promise.all([
       run("--id", "spiffe://a.test/alice"),
       run("--cert", f["alice.pem"]!, "--json"),

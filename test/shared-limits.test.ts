@@ -2,117 +2,78 @@
 // sidecars from one bucket, and the failure modes when Redis is gone.
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import type { TLSSocket } from "node:tls";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
-import { configYaml, dialTls, limitedPolicy, readAll, startHarness, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { configYaml, dialTls, limitedPolicy, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
-import { makePki, type TestPki } from "../testkit/pki.js";
-import { startRedis, type RedisServer } from "../testkit/redis.js";
+import { startRedis } from "../testkit/redis.js";
+import { denials, sharedLimitsRig } from "../testkit/shared-rig.js";
 
-let pki: TestPki;
-let alice: Issued;
-let bob: Issued;
-let redis: RedisServer;
-let harnesses: Harness[] = [];
-let sockets: TLSSocket[] = [];
-let prefixes = 0;
-
-beforeAll(async () => {
-  pki = await makePki();
-  alice = await pki.leaf(pki.a, "spiffe://a.test/alice");
-  bob = await pki.leaf(pki.a, "spiffe://a.test/bob");
-  redis = await startRedis();
-});
-afterEach(async () => {
-  for (const s of sockets) s.destroy();
-  sockets = [];
-  await Promise.all(harnesses.map((h) => h.close()));
-  harnesses = [];
-  await redis.restart().catch(() => undefined); // a test that stopped it leaves it running for the next
-});
-afterAll(() => redis.stop());
+const rig = sharedLimitsRig();
 
 const policy = (scope: string) => limitedPolicy(`{ rate: { per_second: 1, burst: 2${scope} } }`);
 
 /** Two sidecars with the same shared_limits (a fresh key prefix per test) and one clock. */
 async function twoSidecars(onUnavailable: "deny" | "local", clock: ManualClock): Promise<[Harness, Harness]> {
-  const extra = `shared_limits: { url: "${redis.url}", key_prefix: "t${++prefixes}:", on_unavailable: ${onUnavailable}, timeout: 1s }\n`;
-  const opts = { policies: policy(", scope: shared"), extra, now: clock.now };
-  const hs = await Promise.all([startHarness(pki, opts), startHarness(pki, opts)]);
-  harnesses.push(...hs);
-  await Promise.all(hs.map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
-  return hs;
+  const extra = rig.section(rig.prefix("t"), `on_unavailable: ${onUnavailable}, timeout: 1s`);
+  const [h1, h2] = await rig.sidecars(2, { policies: policy(", scope: shared"), extra, now: clock.now });
+  return [h1!, h2!];
 }
 
 /** Opens a session on `h` and reports whether it was admitted (echo came back) or closed. */
-async function attempt(h: Harness, creds: Issued): Promise<boolean> {
-  const s = await dialTls(h.port, pki, creds);
-  sockets.push(s);
-  let got = "";
-  s.on("data", (c: Buffer) => (got += c.toString()));
-  const closed = readAll(s);
-  s.write("x");
-  return Promise.race([waitFor(() => got === "x", 3000, "echo").then(() => true), closed.then(() => false)]);
-}
-
-const denials = (h: Harness) =>
-  h.logs
-    .of("decision")
-    .filter((d) => d.decision === "deny")
-    .map((d) => d.reasons);
+const attempt = (h: Harness, creds: Issued) => rig.attempt(h.port, creds);
 
 describe("shared new-session rate", () => {
   it("draws one identity's burst from one bucket across two sidecars", async () => {
     const clock = new ManualClock();
     const [h1, h2] = await twoSidecars("deny", clock);
-    expect(await attempt(h1, alice)).toBe(true);
-    expect(await attempt(h2, alice)).toBe(true);
+    expect(await attempt(h1, rig.alice)).toBe(true);
+    expect(await attempt(h2, rig.alice)).toBe(true);
     // Burst 2 is spent across both: the third is refused on either sidecar.
-    expect(await attempt(h1, alice)).toBe(false);
-    expect(await attempt(h2, alice)).toBe(false);
+    expect(await attempt(h1, rig.alice)).toBe(false);
+    expect(await attempt(h2, rig.alice)).toBe(false);
     expect(denials(h1)).toEqual([["rate_limited"]]);
     expect(denials(h2)).toEqual([["rate_limited"]]);
     expect(h1.sidecar.limitCounts.get("rate_limited")).toBe(1);
     // Another identity has its own bucket.
-    expect(await attempt(h2, bob)).toBe(true);
+    expect(await attempt(h2, rig.bob)).toBe(true);
     clock.advance(1000); // one new token, for the whole mesh
-    expect(await attempt(h2, alice)).toBe(true);
-    expect(await attempt(h1, alice)).toBe(false);
+    expect(await attempt(h2, rig.alice)).toBe(true);
+    expect(await attempt(h1, rig.alice)).toBe(false);
   });
 
   it("denies with shared_limits_unavailable when Redis is gone and the mode is deny; resumes when back", async () => {
     const clock = new ManualClock();
     const [h1] = await twoSidecars("deny", clock);
-    expect(await attempt(h1, alice)).toBe(true);
-    await redis.stop();
+    expect(await attempt(h1, rig.alice)).toBe(true);
+    await rig.redis.stop();
     await h1.logs.next("warning", (r) => r.msg === "shared limits backend lost");
-    expect(await attempt(h1, alice)).toBe(false);
-    expect(await attempt(h1, bob)).toBe(false);
+    expect(await attempt(h1, rig.alice)).toBe(false);
+    expect(await attempt(h1, rig.bob)).toBe(false);
     expect(denials(h1)).toEqual([["shared_limits_unavailable"], ["shared_limits_unavailable"]]);
     expect(h1.sidecar.limitCounts.get("shared_limits_unavailable")).toBe(2);
     expect(h1.logs.of("warning").filter((r) => r.msg === "shared limits backend failing: its failure mode applies")).toHaveLength(1);
     // Redis back (empty): the client reconnects and the shared bucket applies again.
-    await redis.restart();
+    await rig.redis.restart();
     await waitFor(() => h1.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
-    expect(await attempt(h1, alice)).toBe(true);
-    expect(await attempt(h1, alice)).toBe(true);
-    expect(await attempt(h1, alice)).toBe(false);
+    expect(await attempt(h1, rig.alice)).toBe(true);
+    expect(await attempt(h1, rig.alice)).toBe(true);
+    expect(await attempt(h1, rig.alice)).toBe(false);
     expect(denials(h1).at(-1)).toEqual(["rate_limited"]);
   });
 
   it("falls back to each sidecar's own bucket when Redis is gone and the mode is local", async () => {
     const clock = new ManualClock();
     const [h1, h2] = await twoSidecars("local", clock);
-    await redis.stop();
+    await rig.redis.stop();
     await Promise.all([h1, h2].map((h) => h.logs.next("warning", (r) => r.msg === "shared limits backend lost")));
     // Each sidecar now counts alone: burst 2 on each, the third on either refused by its local bucket.
     for (const h of [h1, h2]) {
-      expect(await attempt(h, alice)).toBe(true);
-      expect(await attempt(h, alice)).toBe(true);
-      expect(await attempt(h, alice)).toBe(false);
+      expect(await attempt(h, rig.alice)).toBe(true);
+      expect(await attempt(h, rig.alice)).toBe(true);
+      expect(await attempt(h, rig.alice)).toBe(false);
       expect(denials(h)).toEqual([["rate_limited"]]);
       expect(h.sidecar.limitCounts.get("shared_limits_fallback")).toBe(3);
     }
@@ -121,13 +82,13 @@ describe("shared new-session rate", () => {
   it("keeps sessions admitted before Redis went away", async () => {
     const clock = new ManualClock();
     const [h1] = await twoSidecars("deny", clock);
-    const s = await dialTls(h1.port, pki, alice);
-    sockets.push(s);
+    const s = await dialTls(h1.port, rig.pki, rig.alice);
+    rig.sockets.push(s);
     let got = "";
     s.on("data", (c: Buffer) => (got += c.toString()));
     s.write("a");
     await waitFor(() => got === "a", 3000, "echo");
-    await redis.stop();
+    await rig.redis.stop();
     await h1.logs.next("warning", (r) => r.msg === "shared limits backend lost");
     s.write("b");
     await waitFor(() => got === "ab", 3000, "echo after Redis stopped");
@@ -147,20 +108,18 @@ describe("shared limits over TLS with a password (rediss://)", () => {
     try {
       expect(tls.url).toMatch(/^rediss:\/\/:s3cret@127\.0\.0\.1:\d+$/);
       const clock = new ManualClock();
-      const section = (url: string) => `shared_limits: { url: "${url}", ca: ${cert}, key_prefix: "tls${++prefixes}:", timeout: 1s }\n`;
-      const h = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url), now: clock.now });
-      harnesses.push(h);
+      const section = (url: string) => rig.section(rig.prefix("tls"), `ca: ${cert}, timeout: 1s`, url);
+      const h = await rig.start({ policies: policy(", scope: shared"), extra: section(tls.url), now: clock.now });
       await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
-      expect(await attempt(h, alice)).toBe(true);
-      expect(await attempt(h, alice)).toBe(true);
-      expect(await attempt(h, alice)).toBe(false);
+      expect(await attempt(h, rig.alice)).toBe(true);
+      expect(await attempt(h, rig.alice)).toBe(true);
+      expect(await attempt(h, rig.alice)).toBe(false);
       expect(denials(h)).toEqual([["rate_limited"]]);
       // The same server, a wrong password: never connected, so shared bounds fail closed.
-      const wrong = await startHarness(pki, { policies: policy(", scope: shared"), extra: section(tls.url.replace("s3cret", "guess")), now: clock.now });
-      harnesses.push(wrong);
+      const wrong = await rig.start({ policies: policy(", scope: shared"), extra: section(tls.url.replace("s3cret", "guess")), now: clock.now });
       const refused = await wrong.logs.next("warning", (r) => r.msg === "shared limits backend cannot connect", 10_000);
       expect(String(refused.error)).toMatch(/WRONGPASS/);
-      expect(await attempt(wrong, bob)).toBe(false);
+      expect(await attempt(wrong, rig.bob)).toBe(false);
       expect(denials(wrong)).toEqual([["shared_limits_unavailable"]]);
       expect(wrong.sidecar.sharedLimitsStatus()?.state).not.toBe("up");
     } finally {
@@ -172,29 +131,29 @@ describe("shared limits over TLS with a password (rediss://)", () => {
 describe("shared_limits reloaded", () => {
   it("takes effect when a reload adds it, and a changed URL reconnects while admitted sessions go on", async () => {
     const clock = new ManualClock();
-    const h = await startHarness(pki, { policies: policy(""), now: clock.now });
-    harnesses.push(h);
-    const live = await dialTls(h.port, pki, bob);
-    sockets.push(live);
+    const h = await rig.start({ policies: policy(""), now: clock.now });
+    const live = await dialTls(h.port, rig.pki, rig.bob);
+    rig.sockets.push(live);
     let got = "";
     live.on("data", (c: Buffer) => (got += c.toString()));
     live.write("a");
     await waitFor(() => got === "a", 3000, "echo");
-    h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${redis.url}", key_prefix: "r${++prefixes}:", timeout: 1s }\n` });
+    const prefix = rig.prefix("r");
+    h.rewrite({ policies: policy(", scope: shared"), extra: rig.section(prefix) });
     expect(await h.sidecar.reload()).toBe("applied");
     await h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected");
-    expect(await attempt(h, alice)).toBe(true);
-    expect(await attempt(h, alice)).toBe(true);
-    expect(await attempt(h, alice)).toBe(false);
+    expect(await attempt(h, rig.alice)).toBe(true);
+    expect(await attempt(h, rig.alice)).toBe(true);
+    expect(await attempt(h, rig.alice)).toBe(false);
     expect(denials(h)).toEqual([["rate_limited"]]);
     // Another Redis: the sidecar connects to it (a fresh bucket there), the live session goes on.
     const other = await startRedis();
     try {
-      h.rewrite({ policies: policy(", scope: shared"), extra: `shared_limits: { url: "${other.url}", key_prefix: "r${prefixes}:", timeout: 1s }\n` });
+      h.rewrite({ policies: policy(", scope: shared"), extra: rig.section(prefix, "timeout: 1s", other.url) });
       expect(await h.sidecar.reload()).toBe("applied");
       await waitFor(() => h.logs.of("lifecycle").filter((r) => r.msg === "shared limits backend connected").length === 2, 10_000, "reconnection");
       expect(h.logs.of("lifecycle").some((r) => r.msg === "shared limits reconfigured" && r.url_changed === true)).toBe(true);
-      expect(await attempt(h, alice)).toBe(true);
+      expect(await attempt(h, rig.alice)).toBe(true);
       live.write("b");
       await waitFor(() => got === "ab", 3000, "echo on the session admitted before");
     } finally {
@@ -205,7 +164,7 @@ describe("shared_limits reloaded", () => {
 
 describe("shared_limits configuration", () => {
   const load = (extra: string, scope = ", scope: shared", limits?: string) => {
-    const f = writeFiles({ "cert.pem": pki.server.chainPem, "key.pem": pki.server.keyPem, "a.pem": pki.a.certPem, "b.pem": pki.b.certPem });
+    const f = writeFiles({ "cert.pem": rig.pki.server.chainPem, "key.pem": rig.pki.server.keyPem, "a.pem": rig.pki.a.certPem, "b.pem": rig.pki.b.certPem });
     const paths = { cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! };
     const file = writeFiles({ "c.yaml": configYaml(paths, 9, { policies: limits ? limitedPolicy(limits) : policy(scope), extra }) })["c.yaml"]!;
     return loadConfig(file);

@@ -4,32 +4,25 @@
 import { generateKeyPairSync } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
-import { createClient } from "redis";
 import { until } from "../testkit/attempt.js";
 import { ManualClock } from "../testkit/clock.js";
-import { readAll, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
-import { makePki, type TestPki } from "../testkit/pki.js";
-import { startRedis, type RedisServer } from "../testkit/redis.js";
+import { readAll, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { sharedLimitsRig } from "../testkit/shared-rig.js";
 
 const OWN = "spiffe://a.test/sidecar";
 const AGENT = "spiffe://a.test/agent";
-let pki: TestPki;
+const rig = sharedLimitsRig();
+const { sockets } = rig;
 let agent: Issued;
 let approver: Awaited<ReturnType<typeof generateKeyPair>>;
-let redis: RedisServer;
-let harnesses: Harness[] = [];
-let sockets: TLSSocket[] = [];
 let common: string;
-let prefixes = 0;
 
 beforeAll(async () => {
-  pki = await makePki();
-  agent = await pki.leaf(pki.a, AGENT);
+  agent = await rig.pki.leaf(rig.pki.a, AGENT);
   approver = await generateKeyPair("ES256");
-  redis = await startRedis();
   const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
   const files = writeFiles({ "grant.pem": grantKey.privateKey.export({ type: "pkcs8", format: "pem" }) as string });
   const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(approver.publicKey)), kid: "tickets-1", use: "sig" }] });
@@ -41,13 +34,6 @@ approvers:
 negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h }
 `;
 });
-afterEach(async () => {
-  for (const s of sockets) s.destroy();
-  sockets = [];
-  await Promise.all(harnesses.map((h) => h.close()));
-  harnesses = [];
-});
-afterAll(() => redis.stop());
 
 const policies = (perTask: string) => `
   main:
@@ -59,11 +45,7 @@ const policies = (perTask: string) => `
         limits: { per_task: ${perTask} }
 ${common}`;
 
-async function sidecar(perTask: string, clock: ManualClock, extra = ""): Promise<Harness> {
-  const h = await startHarness(pki, { policies: policies(perTask), now: clock.now, extra });
-  harnesses.push(h);
-  return h;
-}
+const sidecar = (perTask: string, clock: ManualClock) => rig.start({ policies: policies(perTask), now: clock.now });
 
 /** A negotiated session under an approval of task `txn` (none: no txn claim): its socket, or the denial's reasons. */
 async function session(h: Harness, txn: string | undefined): Promise<TLSSocket | readonly string[]> {
@@ -74,7 +56,7 @@ async function session(h: Harness, txn: string | undefined): Promise<TLSSocket |
     .setAudience(OWN)
     .setExpirationTime("10m")
     .sign(approver.privateKey);
-  const c = { host: "127.0.0.1", port: h.port, cert: agent.chainPem, key: agent.keyPem, ca: pki.a.certPem, roles: ["writer"], approvalToken: token };
+  const c = { host: "127.0.0.1", port: h.port, cert: agent.chainPem, key: agent.keyPem, ca: rig.pki.a.certPem, roles: ["writer"], approvalToken: token };
   try {
     const { socket } = await connect(c);
     sockets.push(socket);
@@ -125,9 +107,9 @@ describe("per-task limits on one sidecar (local)", () => {
 describe("per-task limits across sidecars (scope: shared)", () => {
   it("counts a task's sessions and rate on every sidecar together", async () => {
     const clock = new ManualClock();
-    const extra = `shared_limits: { url: "${redis.url}", key_prefix: "task${++prefixes}:", timeout: 1s }\n`;
-    const [h1, h2] = await Promise.all([0, 1].map(() => sidecar("{ max_sessions: 2, per_minute: 3, scope: shared }", clock, extra)));
-    await Promise.all([h1!, h2!].map((h) => h.logs.next("lifecycle", (r) => r.msg === "shared limits backend connected")));
+    const prefix = rig.prefix("task");
+    const opts = { policies: policies("{ max_sessions: 2, per_minute: 3, scope: shared }"), now: clock.now, extra: rig.section(prefix) };
+    const [h1, h2] = await rig.sidecars(2, opts);
     expect(admitted(await session(h1!, "task-1"))).toBe(true);
     expect(admitted(await session(h2!, "task-1"))).toBe(true);
     expect(await session(h1!, "task-1")).toEqual(["task_limit_exceeded"]);
@@ -135,10 +117,7 @@ describe("per-task limits across sidecars (scope: shared)", () => {
     sockets[0]!.destroy();
     await waitFor(() => h1!.sidecar.registry.all().length === 0 || undefined, 5000, "session end");
     // The slot comes back once the release reached Redis; the third new session of the minute is admitted.
-    const inspect = createClient({ url: redis.url });
-    await inspect.connect();
-    await until(async () => (await inspect.zCard(`task${prefixes}:task:sessions:task-1`)) === 1, 5000, "lease released");
-    inspect.destroy();
+    await until(async () => (await rig.inspect.zCard(`${prefix}task:sessions:task-1`)) === 1, 5000, "lease released");
     expect(admitted(await session(h2!, "task-1"))).toBe(true);
     sockets[sockets.length - 1]!.destroy();
     await waitFor(() => h2!.sidecar.registry.all().length === 1 || undefined, 5000, "session end");

@@ -1,5 +1,6 @@
 // parley's certificate reader against OpenSSL's reading of the same certificates (Node's
 // X509Certificate), and name constraint matching form by form (RFC 5280 §4.2.1.10).
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -104,5 +105,27 @@ describe("name constraints", () => {
   it("forms not constrained pass; forms parley does not process refuse", () => {
     expect(violation([dns("anything.example")], { permitted: [uri("a.test")], excluded: [] })).toBeUndefined();
     expect(violation([dns("x.example")], { permitted: [{ kind: "other", tag: 0xa0 }], excluded: [] })).toMatch(/does not process/);
+  });
+});
+
+describe("the parsed certificate's shape", () => {
+  it("is one V8 hidden class for every certificate: CA, leaf, RSA, EC, with and without key usage", () => {
+    // %HaveSameMap needs --allow-natives-syntax, so in a child node; the same maps keep the verification path's property reads monomorphic.
+    const script = `
+      const { parseCertificate } = await import("./src/spiffe/x509cert.ts");
+      const { CertificateAuthority } = await import("./src/certs/issue.ts");
+      const { X509Certificate } = await import("node:crypto");
+      const ca = await CertificateAuthority.root({ trustDomain: "a.test" });
+      const inter = await ca.intermediate({ name: "inter", pathLength: 0 });
+      const leaves = [await inter.leaf({ uris: ["spiffe://a.test/x"], dnsNames: ["x.a.test"] }), await ca.leaf({ uris: ["spiffe://a.test/y"], keyType: "rsa-2048", keyUsage: null })];
+      const parsed = [ca.certPem, inter.certPem, ...leaves.map((l) => l.certPem)].map((p) => parseCertificate(new X509Certificate(p).raw));
+      const same = new Function("a", "b", "return %HaveSameMap(a, b)");
+      console.log(JSON.stringify(parsed.slice(1).map((p) => same(parsed[0], p))));`;
+    const r = spawnSync(process.execPath, ["--allow-natives-syntax", "--import", "tsx", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      timeout: 15_000,
+    });
+    expect([r.status, r.stderr]).toEqual([0, ""]);
+    expect(JSON.parse(r.stdout)).toEqual([true, true, true]);
   });
 });

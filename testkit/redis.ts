@@ -8,6 +8,8 @@ export interface RedisServer {
   /** The running server's process id (a restart changes it). */
   readonly pid: number;
   readonly url: string;
+  /** Whether the server process is alive (not stopped). */
+  readonly running: boolean;
   stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is persisted). */
   restart(): Promise<void>;
@@ -47,14 +49,18 @@ export async function startRedis(o: RedisOptions = {}): Promise<RedisServer> {
   const port = await freePort();
   const dir = tempDir();
   let child = await launch(port, dir, o);
+  const alive = () => child.exitCode === null && child.signalCode === null;
   return {
     port,
     get pid() {
       return child.pid!;
     },
+    get running() {
+      return alive();
+    },
     url: `${o.tls ? "rediss" : "redis"}://${o.password !== undefined ? `:${o.password}@` : ""}127.0.0.1:${port}`,
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (!alive()) return;
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGKILL");
       await exited;

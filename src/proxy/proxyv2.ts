@@ -70,9 +70,12 @@ export interface CallerInfo {
   readonly tls: {
     readonly version: string;
     readonly cipher: string;
-    /** Signature and key algorithm of the certificate parley presented (§2.2.6: "presented by the frontend"). */
-    readonly sigAlg?: string | undefined;
-    readonly keyAlg?: string | undefined;
+    /**
+     * Signature and key algorithm of the certificate parley presented (§2.2.6: "presented by the
+     * frontend"), encoded by presentedCertificateTlvs: the same for every connection until the own SVID
+     * changes, so encoded once.
+     */
+    readonly presented?: Buffer | undefined;
     /** The client certificate's subject Common Name, when it has one. */
     readonly cn?: string;
     /** The client certificate was verified (§2.2.6: <verify> is then zero). */
@@ -147,9 +150,16 @@ function sslValue(t: CallerInfo["tls"]): Buffer {
   const subs = [tlv(PP2.SSL_VERSION, Buffer.from(t.version, "ascii"))];
   if (t.cn !== undefined) subs.push(tlv(PP2.SSL_CN, Buffer.from(t.cn, "utf8")));
   subs.push(tlv(PP2.SSL_CIPHER, Buffer.from(t.cipher, "ascii")));
-  if (t.sigAlg) subs.push(tlv(PP2.SSL_SIG_ALG, Buffer.from(t.sigAlg, "ascii")));
-  if (t.keyAlg) subs.push(tlv(PP2.SSL_KEY_ALG, Buffer.from(t.keyAlg, "ascii")));
+  if (t.presented) subs.push(t.presented);
   return Buffer.concat([fixed, ...subs]);
+}
+
+/** §2.2.6 SSL_SIG_ALG then SSL_KEY_ALG sub-TLVs (each absent when unknown), for CallerInfo `presented`. */
+export function presentedCertificateTlvs(sigAlg: string | undefined, keyAlg: string | undefined): Buffer {
+  const subs: Buffer[] = [];
+  if (sigAlg) subs.push(tlv(PP2.SSL_SIG_ALG, Buffer.from(sigAlg, "ascii")));
+  if (keyAlg) subs.push(tlv(PP2.SSL_KEY_ALG, Buffer.from(keyAlg, "ascii")));
+  return Buffer.concat(subs);
 }
 
 function rolesValue(roles: readonly string[]): Buffer {

@@ -266,30 +266,19 @@ function readCertificate(der: Buffer, fingerprint: string | undefined): CertFact
 
 type EagerFacts = Omit<CertFacts, "der" | "fingerprint" | "x509" | "publicKey">;
 
+/**
+ * The eager facts as own fields, listed once (in CertFacts). Every parse gives them in the same order
+ * (readCertificate's literal), so every instance takes the same hidden class.
+ */
+// eslint-disable-next-line @typescript-eslint/no-extraneous-class -- a typed base: its fields come from Object.assign
+const EagerFields = class {
+  constructor(f: EagerFacts) {
+    Object.assign(this, f);
+  }
+} as new (f: EagerFacts) => EagerFacts;
+
 /** CertFacts as a class: plain fields, and the two costly native objects built on first use. */
-class ParsedCertificate implements CertFacts {
-  readonly serial: string;
-  readonly notBefore: number;
-  readonly notAfter: number;
-  readonly subject: DistinguishedName;
-  readonly issuer: DistinguishedName;
-  readonly tbs: Buffer;
-  readonly signatureAlgorithm: string;
-  readonly signature: Buffer;
-  readonly spki: Buffer;
-  readonly key: KeyInfo;
-  readonly extensions: readonly Extension[];
-  readonly duplicateExtension: string | undefined;
-  readonly isCA: boolean;
-  readonly pathLen: number | undefined;
-  readonly keyUsage: number | null;
-  readonly keyUsageCritical: boolean;
-  readonly extKeyUsage: readonly string[] | null;
-  readonly sans: readonly GeneralName[];
-  readonly uriSans: readonly string[];
-  readonly nameConstraints: NameConstraints | undefined;
-  readonly subjectKeyId: string | undefined;
-  readonly authorityKeyId: string | undefined;
+class ParsedCertificate extends EagerFields implements CertFacts {
   #x509: X509Certificate | undefined;
   #publicKey: KeyObject | undefined;
 
@@ -298,28 +287,7 @@ class ParsedCertificate implements CertFacts {
     readonly fingerprint: string,
     f: EagerFacts,
   ) {
-    this.serial = f.serial;
-    this.notBefore = f.notBefore;
-    this.notAfter = f.notAfter;
-    this.subject = f.subject;
-    this.issuer = f.issuer;
-    this.tbs = f.tbs;
-    this.signatureAlgorithm = f.signatureAlgorithm;
-    this.signature = f.signature;
-    this.spki = f.spki;
-    this.key = f.key;
-    this.extensions = f.extensions;
-    this.duplicateExtension = f.duplicateExtension;
-    this.isCA = f.isCA;
-    this.pathLen = f.pathLen;
-    this.keyUsage = f.keyUsage;
-    this.keyUsageCritical = f.keyUsageCritical;
-    this.extKeyUsage = f.extKeyUsage;
-    this.sans = f.sans;
-    this.uriSans = f.uriSans;
-    this.nameConstraints = f.nameConstraints;
-    this.subjectKeyId = f.subjectKeyId;
-    this.authorityKeyId = f.authorityKeyId;
+    super(f);
   }
 
   get x509(): X509Certificate {

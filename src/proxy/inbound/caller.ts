@@ -1,7 +1,6 @@
 // Who called, as a legacy workload learns it: the PROXY v2 header a listener with `proxy_protocol`
 // writes first (built once per connection, before the upstream is dialled), and the record the admin
 // server's `GET /connections/<port>` returns while the session lives.
-import { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { ProxyProtocolConfig } from "../../config/resources.js";
 import { readTlv } from "../../spiffe/der.js";
@@ -9,6 +8,7 @@ import type { SvidResult } from "../../spiffe/x509svid.js";
 import { encodeProxyV2, type CallerInfo, type ProxyHeader } from "../proxyv2.js";
 import { tcpOf } from "../tcp.js";
 import type { ConnectionFacts } from "./facts.js";
+import { presentedOn } from "./presented.js";
 
 export interface Grant {
   readonly id: string;
@@ -38,14 +38,13 @@ export function proxyHeaderOf(client: TLSSocket, c: Caller, config: ProxyProtoco
 
 function callerInfo(client: TLSSocket, c: Caller, config: ProxyProtocolConfig): CallerInfo {
   const leaf = c.facts.certs.leaf;
-  // The one costly read (~300 µs on a loaded 2-core machine, a few percent of a handshake): only with TLVs.
-  const own = client.getX509Certificate();
   const cn = leaf ? commonName(leaf) : undefined;
   return {
     tls: {
       version: client.getProtocol() ?? "",
       cipher: client.getCipher().name,
-      ...(own ? { sigAlg: signatureAlgorithm(own), keyAlg: keyAlgorithm(own) } : {}),
+      // Read once per own-SVID change by the listener (a per-connection read cost ~300 µs).
+      presented: presentedOn(client),
       ...(cn !== undefined ? { cn } : {}),
       verified: c.peer.ok,
       // A resumed session presented its certificate on an earlier connection (§2.2.6).
@@ -59,34 +58,6 @@ function callerInfo(client: TLSSocket, c: Caller, config: ProxyProtocolConfig): 
     ...(c.grant ? { grant: c.grant } : {}),
     ...(config.peerCertificate && leaf ? { peerCertificate: leaf } : {}),
   };
-}
-
-/** OpenSSL's short names (OBJ_nid2sn, as HAProxy sends them) for the usual signature algorithms. */
-const SIG_SHORT_NAMES: Record<string, string> = {
-  "1.2.840.113549.1.1.11": "RSA-SHA256",
-  "1.2.840.113549.1.1.12": "RSA-SHA384",
-  "1.2.840.113549.1.1.13": "RSA-SHA512",
-  "1.2.840.113549.1.1.10": "RSASSA-PSS",
-  "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
-  "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
-  "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
-  "1.3.101.112": "ED25519",
-};
-
-function signatureAlgorithm(cert: X509Certificate): string | undefined {
-  const oid = cert.signatureAlgorithmOid;
-  return oid ? (SIG_SHORT_NAMES[oid] ?? cert.signatureAlgorithm) : undefined;
-}
-
-const CURVE_BITS: Record<string, number> = { prime256v1: 256, secp384r1: 384, secp521r1: 521 };
-
-/** As HAProxy writes it: the key type and its size, "RSA2048", "EC256". */
-function keyAlgorithm(cert: X509Certificate): string | undefined {
-  const key = cert.publicKey;
-  const d = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === "rsa" || key.asymmetricKeyType === "rsa-pss") return `RSA${d?.modulusLength ?? ""}`;
-  if (key.asymmetricKeyType === "ec") return `EC${CURVE_BITS[d?.namedCurve ?? ""] ?? ""}`;
-  return key.asymmetricKeyType?.toUpperCase();
 }
 
 /** The DER of OID 2.5.4.3 (id-at-commonName), tag and length included. */

@@ -10,6 +10,7 @@ import { ALPN } from "../../negotiation/frame.js";
 import { MultiplexedConnections } from "../multiplex/server.js";
 import { H2_ALPN } from "../multiplex/wire.js";
 import { socketSide } from "./client.js";
+import { markPresented, presentedTlvs } from "./presented.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
 import { tcpOf } from "../tcp.js";
 
@@ -20,6 +21,12 @@ import { tcpOf } from "../tcp.js";
  * Ciphers are OpenSSL's defaults, in both.
  */
 const CONTEXT_SETTINGS = { minVersion: "TLSv1.2", secureOptions: constants.SSL_OP_NO_RENEGOTIATION } as const satisfies SecureContextOptions;
+
+/** The own SVID a listener presents: the certificate chain (leaf first) and key, PEM. */
+export interface ListenerIdentity {
+  readonly cert: string;
+  readonly key: string;
+}
 
 export interface ListenerDeps extends SessionDeps {
   readonly handshakes: HandshakeGuard;
@@ -37,13 +44,16 @@ export class InboundListener {
   private readonly acceptedAt = new WeakMap<Socket, bigint>();
   /** The HTTP/2 sessions of multiplexed connections (a listener with `multiplex`). */
   private readonly multiplexed: MultiplexedConnections;
+  /** What the PROXY v2 header says of the certificate presented: read at start and on each identity change. */
+  private presented: Buffer;
 
   constructor(
     state: ListenerState,
-    tls: SecureContextOptions,
+    tls: ListenerIdentity,
     private readonly deps: ListenerDeps,
   ) {
     this.state = state;
+    this.presented = presentedTlvs(tls.cert);
     this.multiplexed = new MultiplexedConnections(() => this.state, deps);
     this.server = createServer({
       ...tls,
@@ -87,8 +97,9 @@ export class InboundListener {
   }
 
   /** New handshakes present this certificate, under the same settings; established ones are unaffected. */
-  setIdentity(tls: SecureContextOptions): void {
+  setIdentity(tls: ListenerIdentity): void {
     this.server.setSecureContext({ ...tls, ...CONTEXT_SETTINGS });
+    this.presented = presentedTlvs(tls.cert);
   }
 
   listen(): Promise<AddressInfo> {
@@ -140,6 +151,7 @@ export class InboundListener {
     this.handshakeDone(socket);
     const t0 = this.acceptedAt.get(tcpOf(socket));
     if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
+    markPresented(socket, this.presented);
     const multiplex = this.state.config.multiplex;
     if (multiplex && socket.alpnProtocol === H2_ALPN) return void this.multiplexed.serve(socket, multiplex);
     new InboundSession(socketSide(socket), this.state, this.deps).start().catch((e: unknown) => {
