@@ -28,7 +28,7 @@ describe("README commands", () => {
     expect(pkg.bin["parley"]).toBe("dist/cli.js");
     const r = spawnSync("npx", ["--no-install", "parley", "--version"], { encoding: "utf8", timeout: 60_000 });
     expect([r.status, r.stdout]).toEqual([0, `${pkg.version}\n`]);
-  });
+  }, 60_000); // npx's own start-up takes seconds on a loaded machine
 
   it("its offline examples (check, tail on the recorded log) run as written", () => {
     const offline = shellLines().filter((l) => /^npx parley (check|tail test\/)/.test(l));
@@ -39,5 +39,5 @@ describe("README commands", () => {
       expect([line, r.status === 0 || r.status === 1, r.stderr]).toEqual([line, true, ""]);
       expect(r.stdout).not.toBe("");
     }
-  });
+  }, 60_000);
 });
