@@ -58,6 +58,8 @@ function samples(upstream: number): Record<string, unknown> {
     "ProxyProtocol.tlvs": true,
     "ProxyProtocol.crc32c": true,
     "ProxyProtocol.peer_certificate": false,
+    "Multiplex.max_streams": 7,
+    "Multiplex.idle_timeout": "30s",
     "Policy.default": "deny",
     "Policy.mode": "enforce",
     "Rule.name": "attested",
@@ -257,6 +259,7 @@ describe("every field the proto declares", () => {
       expect(node.last_nack).toBeNull();
       expect(logs.of("config_rejected")).toEqual([]);
       expect(agent.sidecar.config.listeners).toHaveLength(1);
+      expect(agent.sidecar.config.listeners[0]!.multiplex).toEqual({ maxStreams: 7, idleTimeoutMs: 30_000 });
     } finally {
       await agent.stop(50);
       await cp.close();

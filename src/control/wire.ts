@@ -203,6 +203,13 @@ function ruleOut(r: Obj): Obj {
   });
 }
 
+/** A listener's `multiplex`: `true` is the message present and empty (the defaults); absent stays absent. */
+function multiplexOut(m: unknown): Obj | undefined {
+  if (m === undefined) return undefined;
+  const o = asObj(m);
+  return clean({ max_streams: o.max_streams, idle_timeout: str(o.idle_timeout) });
+}
+
 /**
  * YAML-shaped resources (bundles already inline as `bundle_pem`) → wire resources, in a stable order
  * so the same content always makes the same bytes (and version).
@@ -222,6 +229,7 @@ export function resourcesToWire(raw: Obj): WireResource[] {
         connect_timeout: str(l.connect_timeout),
         max_sessions: l.max_sessions,
         proxy_protocol: l.proxy_protocol === "v2" ? { version: "v2" } : l.proxy_protocol,
+        multiplex: multiplexOut(l.multiplex),
       }),
     });
   }
@@ -458,7 +466,13 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
     switch (kind) {
       case "listener":
         listeners.push(
-          clean({ name: r.name, ...fieldsOnly(body), proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)) }),
+          clean({
+            name: r.name,
+            ...fieldsOnly(body),
+            proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)),
+            // Present (even empty) = on; the schema fills in the defaults and bounds what is set.
+            multiplex: body.multiplex === undefined ? undefined : fieldsOnly(asObj(body.multiplex)),
+          }),
         );
         break;
       case "policy":
