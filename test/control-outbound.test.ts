@@ -118,6 +118,7 @@ describe("outbound routes from a control plane", () => {
     writeFileSync(join(dir, "nodes", "node-a.yaml"), NODE(route("two.test:7")));
     await waitFor(() => logs.of("config_applied").length > applied, 5000, "the changed route applied");
     await first.closed;
+    expect(logs.of("lifecycle").filter((r) => r.msg === "outbound route changed")).toHaveLength(1);
     await logs.next("session_end", (e) => e.listener === "to-b" && e.end_reason === "listener_removed");
     const second = await app(port, "two");
     expect(await remote.logs.next("decision", (d) => d.target === "two.test:7")).toMatchObject({ decision: "allow" });

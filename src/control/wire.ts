@@ -204,7 +204,7 @@ function ruleOut(r: Obj): Obj {
   });
 }
 
-/** A listener's `multiplex`: `true` is the message present and empty (the defaults); absent stays absent. */
+/** A listener's or route's `multiplex`: `true` is the message present and empty (the defaults); absent stays absent. */
 function multiplexOut(m: unknown): Obj | undefined {
   if (m === undefined) return undefined;
   const o = asObj(m);
