@@ -3,7 +3,8 @@
 // multiplexed HTTP/2 CONNECT streams); a changed route on the same address serves new connections as
 // changed and ends the old ones; a removed route stops listening. What may not be pushed (a route off
 // loopback, negotiation) is refused by the control plane with the file's line, and NACKed by the
-// sidecar with the field path when another server pushes it.
+// sidecar with the field path when another server pushes it. A file reload changes a route in place
+// the same way.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
@@ -11,10 +12,11 @@ import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { loadBootstrap } from "../src/config/load.js";
+import { loadBootstrap, loadConfig } from "../src/config/load.js";
 import { startControlPlane } from "../src/control/server/plane.js";
 import { loadControlService } from "../src/control/wire.js";
-import { freePort, MemoryLog, startControlled, startHarness, tempDir, waitFor, type Controlled, type Harness } from "../testkit/harness.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { freePort, MemoryLog, startControlled, startHarness, tempDir, waitFor, writeFiles, type Controlled, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -184,5 +186,34 @@ describe("outbound routes from a control plane", () => {
     expect(await nacked("n2")).toEqual(["outbound/plain: transport"]);
     expect(logs.of("config_applied")).toEqual([]);
     expect(agent.sidecar.outboundAddresses()).toEqual({});
+  });
+});
+
+describe("an outbound route changed in a file", () => {
+  it("keeps its fixed port on reload: applied, not refused as a port in use", async () => {
+    const remote: Harness = await startHarness(pki, { listenerExtra: "multiplex: true" });
+    cleanups.push(() => remote.close());
+    const port = await freePort();
+    const f = writeFiles({ "cert.pem": allowed.chainPem, "key.pem": allowed.keyPem, "a.pem": pki.a.certPem });
+    const yaml = (target: string) => `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+outbound:
+  - { name: to-b, listen: "127.0.0.1:${port}", remote: "127.0.0.1:${remote.port}", expect_id: spiffe://a.test/sidecar, transport: multiplexed, target: "${target}" }
+policies: {}
+admin: { listen: false }
+`;
+    const file = join(f.dir, "out.yaml");
+    writeFileSync(file, yaml("one.test:7"));
+    const logs = new MemoryLog();
+    const sidecar = new Sidecar(loadConfig(file), { log: logs.log });
+    await sidecar.start();
+    cleanups.push(() => sidecar.stop(50));
+    const first = await app(port, "one");
+    writeFileSync(file, yaml("two.test:7"));
+    expect(await sidecar.reload()).toBe("applied");
+    await first.closed;
+    const second = await app(port, "two");
+    expect(await remote.logs.next("decision", (d) => d.target === "two.test:7")).toMatchObject({ decision: "allow" });
+    second.s.destroy();
   });
 });
