@@ -54,10 +54,20 @@ function samples(upstream: number): Record<string, unknown> {
     "Listener.handshake_timeout": "3s",
     "Listener.connect_timeout": "2s",
     "Listener.max_sessions": 50,
+    "Listener.alpn": ["h2", "http/1.1"],
+    "Outbound.listen": "127.0.0.1:0",
+    "Outbound.remote": "127.0.0.1:9",
+    "Outbound.expect_id": "spiffe://a.test/remote",
+    "Outbound.server_name": "remote.a.test",
+    "Outbound.connect_timeout": "2s",
+    "Outbound.transport": "multiplexed",
+    "Outbound.target": "remote.a.test:8080",
     "ProxyProtocol.version": "v2",
     "ProxyProtocol.tlvs": true,
     "ProxyProtocol.crc32c": true,
     "ProxyProtocol.peer_certificate": false,
+    "Multiplex.max_streams": 7,
+    "Multiplex.idle_timeout": "30s",
     "Policy.default": "deny",
     "Policy.mode": "enforce",
     "Rule.name": "attested",
@@ -180,6 +190,7 @@ function everyKind(table: Record<string, unknown>, missing: string[]): WireResou
     revocation: "task-over",
     token_service: "tts",
     verifier: "vts",
+    outbound: "to-remote",
   };
   return r.field
     .filter((f) => f.oneofIndex === kindIndex && !f.proto3Optional && f.type === "TYPE_MESSAGE")
@@ -217,11 +228,21 @@ describe("every field the proto declares", () => {
     const missing: string[] = [];
     const pushed = withEarRule(everyKind(samples((echo.server.address() as { port: number }).port), missing));
     expect(missing, "fields without a sample: add one to samples()").toEqual([]);
+    // And the other way: a sample naming a field the proto lacks is a field that was never added.
+    const declared = (key: string) => {
+      const [type = "", field] = key.split(".");
+      return message(type).field.some((f) => f.name === field);
+    };
+    expect(
+      Object.keys(samples(0)).filter((k) => !declared(k)),
+      "samples of fields the proto does not declare",
+    ).toEqual([]);
     expect(pushed.map((r) => r.type).sort()).toEqual([
       "approver",
       "attestation",
       "attestor",
       "listener",
+      "outbound",
       "policy",
       "revocation",
       "role",
@@ -257,6 +278,10 @@ describe("every field the proto declares", () => {
       expect(node.last_nack).toBeNull();
       expect(logs.of("config_rejected")).toEqual([]);
       expect(agent.sidecar.config.listeners).toHaveLength(1);
+      expect(agent.sidecar.config.listeners[0]!.multiplex).toEqual({ maxStreams: 7, idleTimeoutMs: 30_000 });
+      expect(agent.sidecar.config.listeners[0]!.alpn).toEqual(["h2", "http/1.1"]);
+      expect(agent.sidecar.config.outbound[0]!.multiplexed).toEqual({ maxStreams: 7, idleTimeoutMs: 30_000, target: "remote.a.test:8080" });
+      expect(Object.keys(agent.sidecar.outboundAddresses())).toEqual(["to-remote"]);
     } finally {
       await agent.stop(50);
       await cp.close();

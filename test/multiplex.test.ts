@@ -480,6 +480,11 @@ policies: { main: { default: deny } }
     expect(issues(", transport: multiplexed, negotiate: { roles: [reader] }")).toEqual([]);
     expect(issues(", target: orders:8080")).toEqual(["outbound[0].transport: target and multiplex apply to transport: multiplexed only"]);
     expect(issues("", ", multiplex: { max_streams: 0 }")[0]).toBe("listeners[0].multiplex.max_streams: Too small: expected number to be >=1");
+    // 0 would never close an idle connection; over 24 h overflows Node's timers (which then fire at once).
+    expect(issues("", ", multiplex: { idle_timeout: 0s }")).toEqual(["listeners[0].multiplex.idle_timeout: expected a duration from 1ms to 24h"]);
+    expect(issues(", transport: multiplexed, multiplex: { idle_timeout: 25d }")).toEqual([
+      "outbound[0].multiplex.idle_timeout: expected a duration from 1ms to 24h",
+    ]);
     expect(issues(", transport: multiplexed, target: no-port")[0]).toMatch(/^outbound\[0\]\.target: expected host:port/);
   });
 });

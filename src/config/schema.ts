@@ -122,12 +122,14 @@ const policy = z.strictObject({
   rules: z.array(rule).default([]),
 });
 
+const MAX_IDLE_MS = 86_400_000;
+
 /** HTTP/2 bounds of a multiplexed connection (README, "Multiplexed hops"). */
 const multiplex = z.strictObject({
   /** Streams (sessions) at once on one connection: SETTINGS_MAX_CONCURRENT_STREAMS inbound, the pool's cap outbound. */
   max_streams: z.number().int().min(1).max(1000).default(100),
-  /** A connection with no stream for this long is closed (GOAWAY). */
-  idle_timeout: duration.default(60_000),
+  /** A connection with no stream for this long is closed (GOAWAY). Zero would never close; over 24 h is no idle bound. */
+  idle_timeout: duration.refine((ms) => ms >= 1 && ms <= MAX_IDLE_MS, { error: "expected a duration from 1ms to 24h" }).default(60_000),
 });
 
 const listener = z.strictObject({

@@ -73,12 +73,12 @@ function field(rest: string): string {
 export function locateIssue(issue: ConfigIssue, raw: Obj): WireIssue {
   const p = issue.path;
   const at = (kind: string, resource: string, f: string): WireIssue => ({ kind, resource, field: f, message: issue.message });
-  const listed = /^(listeners|attestations)\[(\d+)\](.*)$/.exec(p);
+  const listed = /^(listeners|outbound|attestations)\[(\d+)\](.*)$/.exec(p);
   if (listed) {
     const [, section = "", index = "0", rest = ""] = listed;
     const item = ((raw[section] as Array<Record<string, string | undefined>> | undefined) ?? [])[Number(index)];
-    const name = section === "listeners" ? (item?.name ?? "") : `${item?.subject ?? ""}#${item?.attestor ?? ""}#${index}`;
-    return at(section === "listeners" ? "listener" : "attestation", name, field(rest));
+    if (section === "attestations") return at("attestation", `${item?.subject ?? ""}#${item?.attestor ?? ""}#${index}`, field(rest));
+    return at(section === "listeners" ? "listener" : "outbound", item?.name ?? "", field(rest));
   }
   for (const [section, kind] of Object.entries(MAP_KIND)) {
     if (!p.startsWith(`${section}.`)) continue;

@@ -88,6 +88,7 @@ export const RESOURCE_KINDS = [
   "revocation",
   "token_service",
   "verifier",
+  "outbound",
 ] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
 const KNOWN_KINDS: ReadonlySet<string> = new Set(RESOURCE_KINDS);
@@ -203,6 +204,27 @@ function ruleOut(r: Obj): Obj {
   });
 }
 
+/** A listener's or route's `multiplex`: `true` is the message present and empty (the defaults); absent stays absent. */
+function multiplexOut(m: unknown): Obj | undefined {
+  if (m === undefined) return undefined;
+  const o = asObj(m);
+  return clean({ max_streams: o.max_streams, idle_timeout: str(o.idle_timeout) });
+}
+
+/** An outbound route's body: the file's keys but `negotiate`, which is not pushed (README, "Control plane"). */
+function outboundOut(o: Obj): Obj {
+  return clean({
+    listen: str(o.listen),
+    remote: str(o.remote),
+    expect_id: str(o.expect_id),
+    server_name: str(o.server_name),
+    connect_timeout: str(o.connect_timeout),
+    transport: str(o.transport),
+    target: str(o.target),
+    multiplex: multiplexOut(o.multiplex),
+  });
+}
+
 /**
  * YAML-shaped resources (bundles already inline as `bundle_pem`) → wire resources, in a stable order
  * so the same content always makes the same bytes (and version).
@@ -222,8 +244,13 @@ export function resourcesToWire(raw: Obj): WireResource[] {
         connect_timeout: str(l.connect_timeout),
         max_sessions: l.max_sessions,
         proxy_protocol: l.proxy_protocol === "v2" ? { version: "v2" } : l.proxy_protocol,
+        multiplex: multiplexOut(l.multiplex),
+        alpn: arr(l.alpn),
       }),
     });
+  }
+  for (const o of ((raw.outbound as Obj[] | undefined) ?? []).slice().sort((a, b) => String(a.name).localeCompare(String(b.name)))) {
+    out.push({ name: String(o.name), type: "outbound", outbound: outboundOut(o) });
   }
   for (const [name, p] of sorted(raw.policies)) {
     const pol = p as Obj;
@@ -437,6 +464,7 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
   };
   const attestations: Obj[] = [];
   const revocations: Obj = {};
+  const outbound: Obj[] = [];
   let settings: Obj | undefined;
   const seen = new Set<string>();
   for (const r of resources) {
@@ -458,7 +486,14 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
     switch (kind) {
       case "listener":
         listeners.push(
-          clean({ name: r.name, ...fieldsOnly(body), proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)) }),
+          clean({
+            name: r.name,
+            ...fieldsOnly(body),
+            proxy_protocol: body.proxy_protocol === undefined ? undefined : fieldsOnly(asObj(body.proxy_protocol)),
+            // Present (even empty) = on; the schema fills in the defaults and bounds what is set.
+            multiplex: body.multiplex === undefined ? undefined : fieldsOnly(asObj(body.multiplex)),
+            alpn: arr(body.alpn),
+          }),
         );
         break;
       case "policy":
@@ -495,6 +530,9 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
       case "revocation":
         revocations[r.name] = clean({ reason: body.reason, until: body.until, match: list(body.match).map((m) => revocationMatchIn(asObj(m))) });
         break;
+      case "outbound":
+        outbound.push(clean({ name: r.name, ...body, multiplex: body.multiplex === undefined ? undefined : asObj(body.multiplex) }));
+        break;
       case "settings":
         if (settings) problems.push("settings: more than one settings resource");
         settings = body;
@@ -505,6 +543,7 @@ export function resourcesFromWire(resources: readonly WireResource[]): FromWire 
   // Newer sections only when used, so a push without them reads as before.
   if (Object.keys(token_services).length > 0) raw.token_services = token_services;
   if (Object.keys(verifiers).length > 0) raw.verifiers = verifiers;
+  if (outbound.length > 0) raw.outbound = outbound;
   if (settings?.drain_timeout !== undefined) raw.drain_timeout = settings.drain_timeout;
   if (settings?.revocation_grace !== undefined) raw.revocation_grace = settings.revocation_grace;
   const limits = clean(Object.fromEntries(SETTINGS_LIMITS.map((k) => [k, settings?.[k]])));

@@ -2,6 +2,7 @@
 // configuration is all or nothing: bind every new or changed route first (a failure stops what was
 // bound and changes nothing), then commit (replaced or dropped routes stop, and so do their sessions).
 import type { AddressInfo } from "node:net";
+import { formatHostPort } from "../config/units.js";
 import { ConnectionPool } from "../proxy/multiplex/pool.js";
 import { OutboundListener, type OutboundState } from "../proxy/outbound/listener.js";
 import { OutboundSession } from "../proxy/outbound/session.js";
@@ -17,6 +18,8 @@ interface Route {
   readonly spec: string;
   readonly state: OutboundState;
   readonly fresh?: boolean;
+  /** The route changed but kept its address: its bound listener carries the new route. */
+  readonly changed?: boolean;
 }
 
 export type BoundRoutes = ReadonlyMap<string, Route>;
@@ -34,8 +37,9 @@ export class OutboundRoutes {
   ) {}
 
   /**
-   * Outbound listeners, phase one: a changed route (address, remote, expected ID, negotiation) is a new
-   * listener, bound here; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
+   * Outbound listeners, phase one: a route at a new address is a new listener, bound here; a route
+   * changed otherwise (remote, expected ID, transport, negotiation) keeps its bound listener, which
+   * could not be bound twice; an unchanged one is kept. Throws (having stopped what it bound) on a bind failure.
    */
   async bind(next: EffectiveConfig, revocations: RevocationList): Promise<BoundRoutes> {
     const verifier = new SvidVerifier(next.bundles, { maxChainLength: next.maxChainLength, ...next.svidVerification, counters: this.svidWork });
@@ -47,6 +51,10 @@ export class OutboundRoutes {
         const have = this.routes.get(o.name);
         if (have?.spec === spec) {
           routes.set(o.name, { ...have, state });
+          continue;
+        }
+        if (have && formatHostPort(have.listener.state.config.listen) === formatHostPort(o.listen)) {
+          routes.set(o.name, { ...have, spec, state, changed: true });
           continue;
         }
         const listener = new OutboundListener(state, this.log, this.registry, this.now, this.pool);
@@ -68,12 +76,13 @@ export class OutboundRoutes {
     return routes;
   }
 
-  /** Phase two: the routes in force; replaced or dropped ones stop, and so do their sessions. */
+  /** Phase two: the routes in force; replaced, changed or dropped ones stop, and so do their sessions. */
   commit(routes: BoundRoutes): void {
     for (const [name, old] of this.routes) {
       const now = routes.get(name);
-      if (now?.listener === old.listener) continue;
-      old.listener.stopAccepting();
+      if (now?.listener === old.listener && !now.changed) continue;
+      if (now?.listener !== old.listener) old.listener.stopAccepting();
+      else this.log.lifecycle("outbound route changed", { listener: name, remote: `${now.state.config.remote.host}:${now.state.config.remote.port}` });
       for (const s of this.registry.all()) if (s.direction === "outbound" && s.listener === name) s.close("listener_removed");
     }
     for (const r of routes.values()) r.listener.update(r.state);

@@ -5,6 +5,7 @@ import { CompileContext, compileResources, type Resources } from "../../config/r
 import { resourcesSchema } from "../../config/schema.js";
 import { ConfigError, formatIssue, parseWith, PathOnlySource } from "../../config/source.js";
 import { locateIssue, type WireIssue } from "../issues.js";
+import { pushIssues } from "../pushable.js";
 import { resourcesFromWire, type WireResource } from "../wire.js";
 
 export type Compiled =
@@ -28,11 +29,16 @@ export function compilePush(resources: readonly WireResource[], version: string)
       details: problems.map((p) => ({ kind: "", resource: "", field: "", message: p })),
     };
   }
+  // What a file may say but a push may not, reported beside any other problem.
+  const refused = pushIssues(raw).map((i) => at.issue(i.path, i.message));
   try {
     const parsed = parseWith(resourcesSchema, raw, at);
-    return { ok: true, resources: compileResources(parsed, new CompileContext(at), version), skipped };
+    const resources = compileResources(parsed, new CompileContext(at), version);
+    if (refused.length > 0) throw new ConfigError([]);
+    return { ok: true, resources, skipped };
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
-    return { ok: false, lines: e.issues.map(formatIssue), details: e.issues.map((i) => locateIssue(i, raw)) };
+    const issues = [...e.issues, ...refused];
+    return { ok: false, lines: issues.map(formatIssue), details: issues.map((i) => locateIssue(i, raw)) };
   }
 }

@@ -5,8 +5,9 @@
 //   DIR/nodes/<id>.yaml   resources of node <id>, merged over the shared ones, and the node's
 //                         `identity:` (who may claim it, see scope.ts)
 //
-// Maps (policies, trust_domains, roles, attestors, approvers, token_services, verifiers, revocations) merge by key and listeners by name, the later file
-// winning; attestation records add up; settings are overridden one by one (shared_limits as a whole).
+// Maps (policies, trust_domains, roles, attestors, approvers, token_services, verifiers, revocations) merge by key, listeners and
+// outbound routes by name, the later file winning; attestation records add up; settings are overridden one by one (shared_limits
+// as a whole). What a file may say but a push may not (pushable.ts) refuses the file.
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
@@ -14,6 +15,7 @@ import { CompileContext, compileResources } from "../../config/resources.js";
 import { resourcesSchema } from "../../config/schema.js";
 import { ConfigError, errorLines, parseWith, PathOnlySource, YamlSource } from "../../config/source.js";
 import type { IdentityMatcher } from "../../policy/matcher.js";
+import { pushIssues } from "../pushable.js";
 import { resourcesToWire, type WireResource } from "../wire.js";
 import type { NodeBinding } from "./authorize.js";
 import { parseIdentity, scopeAttestations } from "./scope.js";
@@ -56,6 +58,8 @@ function readNodeFile(file: string, isNode = true): { data: Obj; identity: Ident
     delete data.identity;
   }
   parseWith(partialSchema, data, src);
+  const refused = pushIssues(data).map((i) => src.issue(i.path, i.message));
+  if (refused.length > 0) throw new ConfigError(refused);
   const tds = (data.trust_domains ?? {}) as Record<string, Obj>;
   const issues = [];
   for (const [name, td] of Object.entries(tds)) {
@@ -74,17 +78,20 @@ function readNodeFile(file: string, isNode = true): { data: Obj; identity: Ident
 export function mergeResources(layers: readonly Obj[]): Obj {
   const out: Obj = {};
   const listeners = new Map<string, Obj>();
+  const outbound = new Map<string, Obj>();
   const attestations: unknown[] = [];
   for (const layer of layers) {
     for (const section of MAP_SECTIONS) {
       if (layer[section]) out[section] = { ...(out[section] ?? {}), ...(layer[section] as Obj) };
     }
     for (const l of (layer.listeners as Obj[] | undefined) ?? []) listeners.set(String(l.name), l);
+    for (const o of (layer.outbound as Obj[] | undefined) ?? []) outbound.set(String(o.name), o);
     attestations.push(...((layer.attestations as unknown[] | undefined) ?? []));
     for (const k of SCALARS) if (layer[k] !== undefined) out[k] = layer[k];
     if (layer.limits) out.limits = { ...(out.limits ?? {}), ...(layer.limits as Obj) };
   }
   out.listeners = [...listeners.values()];
+  if (outbound.size > 0) out.outbound = [...outbound.values()];
   out.attestations = attestations;
   for (const section of MAP_SECTIONS) out[section] ??= {};
   return out;

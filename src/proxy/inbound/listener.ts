@@ -91,9 +91,16 @@ export class InboundListener {
     return this.state;
   }
 
-  /** Sessions accepted after this call use the new state; live ones are re-checked by the caller. */
+  /**
+   * Sessions accepted after this call use the new state; live ones are re-checked by the caller.
+   * Multiplexing turned off: every multiplexed connection gets GOAWAY and drains (its open streams go
+   * on, no new ones), and h2 is the workload's protocol again for new connections. Changed bounds
+   * apply to connections accepted from now on.
+   */
   update(state: ListenerState): void {
+    const wasMultiplexed = this.state.config.multiplex !== undefined;
     this.state = state;
+    if (wasMultiplexed && state.config.multiplex === undefined) this.multiplexed.closeAll();
   }
 
   /** New handshakes present this certificate, under the same settings; established ones are unaffected. */
