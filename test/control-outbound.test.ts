@@ -110,7 +110,7 @@ describe("outbound routes from a control plane", () => {
     const first = await app(port, "one");
     expect(await remote.logs.next("decision", (d) => d.target === "one.test:7")).toMatchObject({
       decision: "allow",
-      alpn: "h2",
+      alpn: "parley-mux/1",
       peer_id: "spiffe://a.test/allowed",
     });
     expect(await logs.next("outbound")).toMatchObject({ decision: "allow", transport: "multiplexed", target: "one.test:7" });

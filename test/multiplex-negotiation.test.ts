@@ -5,7 +5,7 @@
 import {
   connect as h2connect,
   constants,
-  createSecureServer,
+  performServerHandshake,
   sensitiveHeaders,
   type ClientHttp2Session,
   type ClientHttp2Stream,
@@ -13,6 +13,7 @@ import {
 } from "node:http2";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { connect as tcpConnect, type AddressInfo } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
@@ -380,7 +381,7 @@ admin: { listen: false }
         expect(d).toMatchObject({
           peer_id: AGENT,
           rule: "readers",
-          alpn: "h2",
+          alpn: "parley-mux/1",
           target: "orders.test:8080",
           negotiation: { purpose: "legacy app", granted_roles: ["reader"] },
         });
@@ -429,14 +430,16 @@ admin: { listen: false }
   });
 
   it("a remote that answers 200 without a grant is no session: the stream is cancelled and the app closed", async () => {
-    // A bare HTTP/2 server holding the sidecar's SVID that ignores parley-request and says 200.
-    const server = createSecureServer({ cert: pki.server.chainPem, key: pki.server.keyPem, ca: pki.a.certPem, requestCert: true });
+    // A bare HTTP/2 server holding the sidecar's SVID, claiming parley-mux/1, that ignores parley-request and says 200.
     const resets: number[] = [];
-    server.on("stream", (stream) => {
-      stream.on("error", () => {});
-      stream.once("close", () => resets.push(stream.rstCode));
-      stream.respond({ ":status": 200 });
-    });
+    const tls = { cert: pki.server.chainPem, key: pki.server.keyPem, ca: pki.a.certPem, requestCert: true, ALPNProtocols: ["parley-mux/1"] };
+    const server = createTlsServer(tls, (socket) =>
+      performServerHandshake(socket).on("stream", (stream) => {
+        stream.on("error", () => {});
+        stream.once("close", () => resets.push(stream.rstCode));
+        stream.respond({ ":status": 200 });
+      }),
+    );
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const out = await outboundSidecar("{ roles: [reader] }", (server.address() as AddressInfo).port);
     try {

@@ -8,7 +8,7 @@ import { formatHostPort } from "../../config/units.js";
 import type { HandshakeGuard } from "../../limits/handshakes.js";
 import { ALPN } from "../../negotiation/frame.js";
 import { MultiplexedConnections } from "../multiplex/server.js";
-import { H2_ALPN } from "../multiplex/wire.js";
+import { H2_ALPN, isMultiplexAlpn, MUX_ALPN } from "../multiplex/wire.js";
 import { socketSide } from "./client.js";
 import { markPresented, presentedTlvs } from "./presented.js";
 import { InboundSession, type ListenerState, type SessionDeps } from "./session.js";
@@ -160,7 +160,7 @@ export class InboundListener {
     if (t0 !== undefined) this.deps.log.handshakeCompleted(this.name, Number(process.hrtime.bigint() - t0) / 1e9);
     markPresented(socket, this.presented);
     const multiplex = this.state.config.multiplex;
-    if (multiplex && socket.alpnProtocol === H2_ALPN) return void this.multiplexed.serve(socket, multiplex);
+    if (multiplex && isMultiplexAlpn(socket.alpnProtocol)) return void this.multiplexed.serve(socket, multiplex);
     new InboundSession(socketSide(socket), this.state, this.deps).start().catch((e: unknown) => {
       socket.destroy();
       this.deps.log.error("session failed", { listener: this.name, detail: (e as Error).message });
@@ -169,15 +169,20 @@ export class InboundListener {
 }
 
 /**
- * ALPN: parley/1 for clients that negotiate (when enabled); else h2 on a listener that multiplexes
- * (without `multiplex`, h2 is the workload's like any protocol); else the client's most preferred
+ * ALPN: parley/1 for clients that negotiate (when enabled); else, on a listener that multiplexes,
+ * parley-mux/1 then h2 (without `multiplex`, h2 is the workload's like any protocol, and parley-mux/1 is
+ * never selected: it promises that parley itself reads the streams); else the client's most preferred
  * protocol the workload speaks; else http/1.1 if offered; else the client's first choice (refusing the
  * handshake would break clients that merely offer ALPN).
  */
 export function selectAlpn(offered: readonly string[], state: ListenerState): string | undefined {
   if (offered.includes(ALPN)) return ALPN;
-  if (state.config.multiplex && offered.includes(H2_ALPN)) return H2_ALPN;
-  return offered.find((p) => state.config.alpn.includes(p)) ?? (offered.includes("http/1.1") ? "http/1.1" : offered[0]);
+  if (state.config.multiplex) {
+    if (offered.includes(MUX_ALPN)) return MUX_ALPN;
+    if (offered.includes(H2_ALPN)) return H2_ALPN;
+  }
+  const theirs = offered.filter((p) => p !== MUX_ALPN);
+  return theirs.find((p) => state.config.alpn.includes(p)) ?? (theirs.includes("http/1.1") ? "http/1.1" : theirs[0]);
 }
 
 function handshakeCause(e: NodeJS.ErrnoException): string {

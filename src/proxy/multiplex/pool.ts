@@ -28,6 +28,8 @@ import {
   clientOptions,
   CONNECTION_WINDOW,
   H2_ALPN,
+  isMultiplexAlpn,
+  MUX_ALPN,
   HTTP2_HEADER_AUTHORITY,
   HTTP2_HEADER_METHOD,
   HTTP2_METHOD_CONNECT,
@@ -81,6 +83,8 @@ interface Connection {
   idle?: NodeJS.Timeout;
   /** Set once the remote's SETTINGS came: it speaks HTTP/2. */
   settled?: true;
+  /** The remote selected parley-mux/1: parley itself reads the streams, so a request may be sent. */
+  readonly negotiable: boolean;
 }
 
 export class ConnectionPool {
@@ -115,6 +119,11 @@ export class ConnectionPool {
     const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = r.revocations.match(subject, now());
     if (revoked) throw fail(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
+    if (r.request && !c.negotiable) {
+      // Over plain h2 the streams may be a workload's (a listener without multiplex): its tokens are not sent.
+      this.release(c, r);
+      throw new StreamRefused("remote_not_negotiating", `the remote did not select ${MUX_ALPN}: is multiplex set on its listener?`);
+    }
     // The request holds tokens: never put in the HPACK table (RFC 7541 §7.1.3), so no compression oracle reads them.
     const negotiation = r.request ? { [REQUEST_HEADER]: r.request, [sensitiveHeaders]: [REQUEST_HEADER] } : {};
     const headers = { [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target, ...negotiation };
@@ -174,7 +183,7 @@ export class ConnectionPool {
   private async open(r: PoolRoute, key: string): Promise<Connection> {
     const socket = await handshake(r);
     const session = h2connect(`https://${formatHostPort(r.remote)}`, { ...clientOptions(r.bounds.maxStreams), createConnection: () => socket });
-    const c: Connection = { session, chain: peerChain(socket), identity: r.identity.fingerprint, streams: 0 };
+    const c: Connection = { session, chain: peerChain(socket), identity: r.identity.fingerprint, streams: 0, negotiable: socket.alpnProtocol === MUX_ALPN };
     session.on("error", () => {});
     session.once("goaway", () => this.drain(c));
     session.once("remoteSettings", () => (c.settled = true));
@@ -228,7 +237,7 @@ function handshake(r: PoolRoute): Promise<TLSSocket> {
       key: r.identity.keyPem,
       servername: r.serverName,
       rejectUnauthorized: false,
-      ALPNProtocols: [H2_ALPN],
+      ALPNProtocols: [MUX_ALPN, H2_ALPN],
     });
     socket.setNoDelay(true);
     const fail = (e: StreamRefused) => {
@@ -242,7 +251,7 @@ function handshake(r: PoolRoute): Promise<TLSSocket> {
     );
     socket.once("error", (e: NodeJS.ErrnoException) => fail(new StreamRefused("remote_connect_failed", e.code ?? e.message)));
     socket.once("secureConnect", () => {
-      if (socket.alpnProtocol !== H2_ALPN)
+      if (!isMultiplexAlpn(socket.alpnProtocol))
         return void fail(new StreamRefused("remote_not_multiplexed", `the remote chose ALPN ${socket.alpnProtocol || "none"}, not h2`));
       clearTimeout(timer);
       socket.removeAllListeners("error");

@@ -6,6 +6,16 @@ import { parseHostPort } from "../../config/units.js";
 import type { Deny } from "../../policy/decision.js";
 
 export const H2_ALPN = "h2";
+/**
+ * HTTP/2 as `h2`, but selected only by a listener that serves multiplexed connections itself (never
+ * passed to a workload as its protocol): a client that sees it selected knows the remote parley reads
+ * the streams' headers, so it may send `parley-request` (and its tokens). parley's pool offers it
+ * ahead of `h2`; over `h2` alone (an HBONE peer, or a listener that would hand the bytes to its
+ * workload) a negotiating route sends nothing.
+ */
+export const MUX_ALPN = "parley-mux/1";
+/** A listener with `multiplex` serves a connection with either ALPN as multiplexed. */
+export const isMultiplexAlpn = (alpn: string | false | null): boolean => alpn === H2_ALPN || alpn === MUX_ALPN;
 /** The response header naming why a stream was refused: reason codes, comma-separated. */
 export const REASON_HEADER = "parley-reason";
 
