@@ -22,6 +22,7 @@ import {
   parseAuthority,
   REASON_HEADER,
   serverOptions,
+  withinHeaderBounds,
 } from "./wire.js";
 
 /**
@@ -86,6 +87,7 @@ export class MultiplexedConnections {
     facts: ConnectionFacts,
     told: ConnectionEvents,
   ): void {
+    if (!withinHeaderBounds(raw)) return void reject(stream, 431, "headers_too_large", told);
     if (headers[HTTP2_HEADER_METHOD] !== HTTP2_METHOD_CONNECT) return void reject(stream, 405, "method_not_connect", told, { allow: "CONNECT" });
     const authority = headers[HTTP2_HEADER_AUTHORITY];
     const target = parseAuthority(typeof authority === "string" ? authority : undefined);

@@ -24,8 +24,21 @@ export const STREAM_WINDOW = 1 << 20;
 export const CONNECTION_WINDOW = 16 << 20;
 
 /** Headers a CONNECT request needs are few: a small list bounds what a peer makes us hold per stream. */
-const MAX_HEADER_LIST_SIZE = 8192;
-const MAX_HEADER_PAIRS = 32;
+export const MAX_HEADER_LIST_SIZE = 8192;
+export const MAX_HEADER_PAIRS = 32;
+
+/**
+ * Whether a request's header list (Node's raw [name, value, ...]) is within our bounds, its size
+ * counted as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 §6.5.2: octets of name and value plus
+ * 32 per field). Node enforces the setting only once the peer has acknowledged our SETTINGS, so the
+ * streams sent before that (or by a peer that never acknowledges) are checked here, on every stream.
+ */
+export function withinHeaderBounds(raw: readonly string[]): boolean {
+  if (raw.length / 2 > MAX_HEADER_PAIRS) return false;
+  let size = 0;
+  for (const field of raw) size += field.length;
+  return size + 32 * (raw.length / 2) <= MAX_HEADER_LIST_SIZE;
+}
 
 /**
  * The bounds of every multiplexed connection, either end. nghttp2 also enforces its own: a SETTINGS or
