@@ -2,12 +2,12 @@
 // restarts itself in place (same pid) with GLIBC_TUNABLES set, keeps an operator's other tunables and
 // leaves an operator who set either malloc tunable as configured — and the libraries it loads only
 // when configured (gRPC for a control plane or the Workload API, the Redis client for shared limits).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { MALLOC_TUNABLES, tunables } from "../src/app/malloc.js";
+import { MALLOC_TUNABLES, restartEnv, tunables } from "../src/app/malloc.js";
 import { configYaml, freePort, limitedPolicy, waitFor, writeFiles } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -25,6 +25,32 @@ describe("tunables", () => {
     expect(tunables("glibc.malloc.trim_threshold=131072")).toBeUndefined();
     expect(tunables("glibc.malloc.arena_max=2:glibc.malloc.top_pad=0")).toBeUndefined();
     expect(tunables(MALLOC_TUNABLES)).toBeUndefined();
+  });
+});
+
+describe("restartEnv", () => {
+  it("restarts once: the restarted process carries a marker and never restarts again", () => {
+    const next = restartEnv({ PATH: "/bin" }, []);
+    expect(next).toEqual({ PATH: "/bin", GLIBC_TUNABLES: MALLOC_TUNABLES, PARLEY_MALLOC_RESTARTED: "1" });
+    // Even if the variable did not survive (glibc strips it in secure mode), no second restart.
+    expect(restartEnv({ ...next, GLIBC_TUNABLES: undefined }, [])).toBeUndefined();
+  });
+
+  it("leaves glibc's older variables, and a process with the inspector, as they are", () => {
+    expect(restartEnv({ MALLOC_TRIM_THRESHOLD_: "131072" }, [])).toBeUndefined();
+    expect(restartEnv({ MALLOC_TOP_PAD_: "0" }, [])).toBeUndefined();
+    expect(restartEnv({}, ["--inspect-brk=0"])).toBeUndefined();
+    expect(restartEnv({ NODE_OPTIONS: "--inspect" }, [])).toBeUndefined();
+  });
+
+  it("under Node's permission model without child processes, the sidecar runs untuned rather than not at all", () => {
+    const malloc = pathToFileURL(resolve("dist/app/malloc.js")).href;
+    const script = `import { tuneMalloc } from ${JSON.stringify(malloc)}; tuneMalloc({}); console.log("still running");`;
+    const r = spawnSync(process.execPath, ["--permission", "--allow-fs-read=*", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH ?? "" },
+    });
+    expect([r.status, r.stdout, r.stderr.includes("ERR_ACCESS_DENIED")]).toEqual([0, "still running\n", false]);
   });
 });
 
