@@ -151,6 +151,24 @@ describe("inbound: a listener with multiplex", () => {
     }
   });
 
+  it("counts streams that end before their 200 as refusals too: 100 workload failures, then GOAWAY", async () => {
+    const { freePort } = await import("../testkit/harness.js");
+    const down = await startHarness(pki, { listenerExtra: "multiplex: { max_streams: 8 }", upstreamPort: await freePort() });
+    const c = await h2(down.port, allowed);
+    const goaway = new Promise<number>((resolve) => c.once("goaway", resolve));
+    c.on("error", () => {});
+    try {
+      // Each is allowed, costs a decision and a dial, and gives no session: 502.
+      for (let i = 0; i < 99; i++) expect((await open(c)).headers[":status"]).toBe(502);
+      expect(c.closed).toBe(false);
+      await open(c).catch(() => undefined);
+      expect(await goaway).toBe(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    } finally {
+      c.destroy();
+      await down.close();
+    }
+  });
+
   it("still serves plain mTLS sessions and parley/1 selection beside h2", async () => {
     const { dialTls, readAll } = await import("../testkit/harness.js");
     const s = await dialTls(h.port, pki, allowed, { ALPNProtocols: ["http/1.1"] });

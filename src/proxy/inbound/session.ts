@@ -139,7 +139,8 @@ export class InboundSession implements LiveSession {
     let decision = v.decision;
     let grant: { id: string; roles: string[] } | undefined;
     const n = this.negotiated;
-    if (n && this.state.negotiation) {
+    // A client gone while its session waited (for a slot, say) is sent no grant: none is signed.
+    if (n && this.state.negotiation && !this.client.destroyed) {
       const now = this.deps.now();
       const obligations = grantObligations(this.state.negotiation, n, decision.obligations, now);
       const g = await grantFrame(this.state.negotiation, n, { peerId: this.peerText, ownId: this.state.ownId, heldRoles: decision.roles, obligations, now });

@@ -13,7 +13,7 @@ import { denialStatus, endStatus, HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_N
 
 /** What a stream tells its connection. */
 export interface ConnectionEvents {
-  /** A stream was refused (denied, 400, 405). */
+  /** A stream was refused (denied, 400, 405, 431) or ended before its 200. */
   refused(): void;
   /** The connection's peer is no longer admitted. */
   peerGone(): void;
@@ -49,7 +49,7 @@ export class StreamSide implements ClientSide {
 
   /** A malformed request is 400, like any malformed request; every other refusal by its decision. */
   refuse(decision: Deny, frame: Buffer | undefined): void {
-    this.told.refused();
+    this.refused();
     const status = frame && denialCodeOf(frame) === "bad_frame" ? 400 : denialStatus(decision);
     this.answer(status, decision.reasons.join(","), frame);
   }
@@ -68,9 +68,21 @@ export class StreamSide implements ClientSide {
   close(reason: string, last?: Buffer): void {
     // Every stream of the connection is decided on the same certificate: no new one would be admitted.
     if (PEER_GONE.has(reason)) this.told.peerGone();
+    // Ended before its 200 (reset by the client, the workload gone, a grant too large): it cost a
+    // decision and gave no session, so it counts towards the connection's refusals as a denial does.
+    if (!this.io.headersSent) this.refused();
     if (this.io.destroyed) return;
     if (!this.io.headersSent) return void this.answer(endStatus(reason), reason, last);
     if (!this.io.closed) this.io.close(NGHTTP2_CANCEL);
+  }
+
+  private counted = false;
+
+  /** Tells the connection once per stream, however many ways the stream ends unanswered. */
+  private refused(): void {
+    if (this.counted) return;
+    this.counted = true;
+    this.told.refused();
   }
 
   /**
