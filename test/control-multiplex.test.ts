@@ -4,7 +4,7 @@
 // drains, its open stream going on; new connections get the workload's ALPN); bounds changed live
 // (new connections only); and bad values NACKed with the field path by the sidecar.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import type { ClientHttp2Session } from "node:http2";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -15,6 +15,7 @@ import { startControlPlane, type ControlPlane } from "../src/control/server/plan
 import { loadControlService } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
 import { dialTls, freePort, MemoryLog, startControlled, tempDir, waitFor, type Controlled } from "../testkit/harness.js";
+import { echoed, h2Peer, openConnect } from "../testkit/h2peer.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -102,38 +103,8 @@ async function push(r: Rig, multiplex: string | undefined): Promise<void> {
   await waitFor(() => r.logs.of("config_applied").length > applied, 5000, "the push applied");
 }
 
-/** An independent HTTP/2 peer over mTLS with ALPN h2, as an HBONE client connects. */
-function h2(port: number): Promise<ClientHttp2Session> {
-  return new Promise((resolve, reject) => {
-    const s = h2connect(`https://localhost:${port}`, { ca: pki.a.certPem, cert: allowed.chainPem, key: allowed.keyPem });
-    s.once("connect", () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-interface Opened {
-  stream: ClientHttp2Stream;
-  headers: IncomingHttpHeaders;
-  got(): string;
-}
-
-/** A CONNECT stream (RFC 9113 §8.5) and its response headers. */
-function open(session: ClientHttp2Session): Promise<Opened> {
-  const stream = session.request({ ":method": "CONNECT", ":authority": "echo.test:7" }, { endStream: false });
-  let got = "";
-  stream.on("data", (c: Buffer) => (got += c.toString()));
-  stream.on("error", () => {});
-  return new Promise((resolve, reject) => {
-    stream.once("response", (headers) => resolve({ stream, headers, got: () => got }));
-    stream.once("close", () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)));
-  });
-}
-
-async function echoed(o: Opened, text: string): Promise<void> {
-  const want = o.got() + text;
-  o.stream.write(text);
-  await waitFor(() => o.got() === want, 3000, `echo of ${text}`);
-}
+const h2 = (port: number) => h2Peer(port, pki.a.certPem, allowed);
+const open = (session: ClientHttp2Session) => openConnect(session);
 
 /** The ALPN protocol the listener selects for a client offering h2 first, then http/1.1. */
 async function alpnFor(port: number): Promise<string | false | null> {

@@ -2,15 +2,7 @@
 // `parley-request` header, the grant in the 200's `parley-grant`, a denial in `parley-denial`
 // (docs/negotiation.md, "Over a multiplexed connection"). Real TLS, real HTTP/2, certificates from the
 // test PKI; a bare node:http2 client plays the independent peer, and two sidecars the mesh hop.
-import {
-  connect as h2connect,
-  constants,
-  performServerHandshake,
-  sensitiveHeaders,
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  type IncomingHttpHeaders,
-} from "node:http2";
+import { constants, performServerHandshake, sensitiveHeaders } from "node:http2";
 import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
@@ -20,6 +12,7 @@ import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { dialTls, freePort, MemoryLog, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
+import { h2Peer, openConnect, type Opened } from "../testkit/h2peer.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 const OWN = "spiffe://a.test/sidecar";
@@ -103,34 +96,8 @@ negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h }`;
 });
 afterAll(() => h.close());
 
-/** A bare HTTP/2 peer over mTLS, ALPN h2. */
-function h2(port: number, creds: Issued): Promise<ClientHttp2Session> {
-  return new Promise((resolve, reject) => {
-    const s = h2connect(`https://localhost:${port}`, { ca: pki.a.certPem, cert: creds.chainPem, key: creds.keyPem });
-    s.once("connect", () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-interface Opened {
-  stream: ClientHttp2Stream;
-  headers: IncomingHttpHeaders;
-  got(): string;
-  closed: Promise<void>;
-}
-
-/** A CONNECT stream with `extra` header fields (an array sends the field once per value). */
-function open(session: ClientHttp2Session, extra: Record<string, string | string[]> = {}): Promise<Opened> {
-  const stream = session.request({ ":method": "CONNECT", ":authority": "echo.test:7", ...extra }, { endStream: false });
-  let got = "";
-  stream.on("data", (c: Buffer) => (got += c.toString()));
-  stream.on("error", () => {});
-  const closed = new Promise<void>((resolve) => stream.once("close", () => resolve()));
-  return new Promise((resolve, reject) => {
-    stream.once("response", (headers) => resolve({ stream, headers, got: () => got, closed }));
-    stream.once("close", () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)));
-  });
-}
+const h2 = (port: number, creds: Issued) => h2Peer(port, pki.a.certPem, creds);
+const open = openConnect;
 
 /** One stream of a fresh connection as `creds`, with a `parley-request` value; the connection closes after. */
 async function ask(value: string | string[] | undefined, creds: Issued = agent): Promise<Opened> {

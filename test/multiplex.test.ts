@@ -1,6 +1,6 @@
 // Multiplexed hops on real TLS: HTTP/2 CONNECT streams over one mTLS connection, each stream its own
 // parley session (decided, admitted, logged, revoked); and the outbound pool that opens them.
-import { connect as h2connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import { constants, type IncomingHttpHeaders } from "node:http2";
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
@@ -10,6 +10,7 @@ import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { DEFAULT_POLICIES, limitedPolicy, MemoryLog, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { echoed, h2Peer, openConnect } from "../testkit/h2peer.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -24,42 +25,8 @@ beforeAll(async () => {
   other = await pki.leaf(pki.b, "spiffe://b.test/other");
 });
 
-/** An independent HTTP/2 peer: node:http2 over mTLS with ALPN h2, as an HBONE client would connect. */
-function h2(port: number, creds: Issued): Promise<ClientHttp2Session> {
-  return new Promise((resolve, reject) => {
-    const s = h2connect(`https://localhost:${port}`, { ca: pki.a.certPem, cert: creds.chainPem, key: creds.keyPem });
-    s.once("connect", () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-interface Opened {
-  stream: ClientHttp2Stream;
-  headers: IncomingHttpHeaders;
-  /** Everything received so far. */
-  got(): string;
-  /** Resolves with the RST_STREAM code (0 for a clean close) once the stream is closed. */
-  closed: Promise<number>;
-}
-
-/** A CONNECT stream (no :scheme, no :path; RFC 9113 §8.5) and its response headers. */
-function open(session: ClientHttp2Session, headers: Record<string, string> = {}): Promise<Opened> {
-  const stream = session.request({ ":method": "CONNECT", ":authority": "echo.test:7", ...headers }, { endStream: false });
-  let got = "";
-  stream.on("data", (c: Buffer) => (got += c.toString()));
-  stream.on("error", () => {});
-  const closed = new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0)));
-  return new Promise((resolve, reject) => {
-    stream.once("response", (h) => resolve({ stream, headers: h, got: () => got, closed }));
-    stream.once("close", () => reject(new Error(`stream closed before a response (code ${stream.rstCode})`)));
-  });
-}
-
-async function echoed(o: Opened, text: string): Promise<void> {
-  const want = o.got() + text;
-  o.stream.write(text);
-  await waitFor(() => o.got() === want, 3000, `echo of ${text}`);
-}
+const h2 = (port: number, creds: Issued) => h2Peer(port, pki.a.certPem, creds);
+const open = openConnect;
 
 describe("inbound: a listener with multiplex", () => {
   let h: Harness;
