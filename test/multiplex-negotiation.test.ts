@@ -3,16 +3,16 @@
 // (docs/negotiation.md, "Over a multiplexed connection"). Real TLS, real HTTP/2, certificates from the
 // test PKI; a bare node:http2 client plays the independent peer, and two sidecars the mesh hop.
 import { constants, performServerHandshake, sensitiveHeaders } from "node:http2";
-import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
 import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
-import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, type JWK } from "jose";
+import { importSPKI, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
 import { dialTls, freePort, MemoryLog, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
 import { h2Peer, openConnect, type Opened } from "../testkit/h2peer.js";
+import { negotiationKeys, negotiationPolicies, type NegotiationKeys, nowSeconds, signApproval, signAttestation, thumbprint } from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 const OWN = "spiffe://a.test/sidecar";
@@ -25,36 +25,22 @@ let sameId: Issued;
 let banned: Issued;
 let h: Harness;
 let grantPublicPem: string;
-let attestor: Awaited<ReturnType<typeof generateKeyPair>>;
-let approver: Awaited<ReturnType<typeof generateKeyPair>>;
-let impostor: Awaited<ReturnType<typeof generateKeyPair>>;
+let attestor: NegotiationKeys["attestor"];
+let approver: NegotiationKeys["approver"];
+let impostor: NegotiationKeys["impostor"];
 let policies: string;
 
-const now = () => Math.floor(Date.now() / 1000);
-const thumbprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("base64url");
+const now = nowSeconds;
 const b64url = (text: string | Buffer) => Buffer.from(text).toString("base64url");
 const header = (payload: object) => b64url(JSON.stringify(payload));
 const unb64url = (v: unknown) => JSON.parse(Buffer.from(v as string, "base64url").toString("utf8")) as Record<string, unknown>;
 
 function attestation(over: Record<string, unknown> = {}, key = attestor.privateKey) {
-  return new SignJWT({ env: "prod", image: { signed: true }, cnf: { "x5t#S256": thumbprint(agent) }, ...over })
-    .setProtectedHeader({ alg: "ES256", kid: "node-1" })
-    .setIssuer("node")
-    .setSubject(AGENT)
-    .setAudience(OWN)
-    .setIssuedAt(now())
-    .setExpirationTime(now() + 600)
-    .sign(key);
+  return signAttestation(key, agent, over);
 }
 
 function approval(scope: string) {
-  return new SignJWT({ scope })
-    .setProtectedHeader({ alg: "ES256", kid: "tickets-1" })
-    .setIssuer("tickets")
-    .setSubject(AGENT)
-    .setAudience(OWN)
-    .setExpirationTime(now() + 900)
-    .sign(approver.privateKey);
+  return signApproval(approver.privateKey, scope, now() + 900);
 }
 
 beforeAll(async () => {
@@ -62,36 +48,13 @@ beforeAll(async () => {
   agent = await pki.leaf(pki.a, AGENT);
   sameId = await pki.leaf(pki.a, AGENT); // same ID, another certificate
   banned = await pki.leaf(pki.a, BANNED);
-  attestor = await generateKeyPair("ES256");
-  approver = await generateKeyPair("ES256");
-  impostor = await generateKeyPair("ES256");
-  const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  grantPublicPem = grantKey.publicKey.export({ type: "spki", format: "pem" }) as string;
-  const files = writeFiles({ "grant.pem": grantKey.privateKey.export({ type: "pkcs8", format: "pem" }) as string });
-  const jwk = async (k: CryptoKey | import("node:crypto").KeyObject, kid: string): Promise<JWK> => ({ ...(await exportJWK(k)), kid, use: "sig" });
-  policies = `
-  main:
-    rules:
+  const keys = await negotiationKeys();
+  ({ attestor, approver, impostor, grantPublicPem } = keys);
+  const rulesFirst = `
       - name: deny-banned
         action: deny
-        match: [{ id: ${BANNED} }]
-      - name: attested-writer
-        action: allow
-        match: [{ id: ${AGENT} }]
-        roles: [writer]
-        attestation: { attestor: node, claims: { env: prod, image.signed: true }, max_age: 5m }
-      - name: readers
-        action: allow
-        match: [{ trust_domain: a.test }]
-        roles: [reader]
-roles:
-  reader: [{ trust_domain: a.test }]
-  writer: [{ id: spiffe://a.test/nobody }]
-attestors:
-  node: { jwks: ${JSON.stringify({ keys: [await jwk(attestor.publicKey, "node-1")] })} }
-approvers:
-  tickets: { jwks: ${JSON.stringify({ keys: [await jwk(approver.publicKey, "tickets-1")] })} }
-negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h }`;
+        match: [{ id: ${BANNED} }]`;
+  policies = await negotiationPolicies(keys, { rulesFirst, negotiation: "grant_ttl: 1h" });
   h = await startHarness(pki, { policies, listenerExtra: "multiplex: { max_streams: 16 }" });
 });
 afterAll(() => h.close());

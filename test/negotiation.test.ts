@@ -1,14 +1,25 @@
 // Negotiation at connect (ALPN parley/1): tokens, grants, denials, bad frames, and the client CLI.
 import { spawn } from "node:child_process";
-import { createHash, generateKeyPairSync, X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { createServer } from "node:net";
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
-import { exportJWK, generateKeyPair, importSPKI, jwtVerify, SignJWT, UnsecuredJWT, type JWK } from "jose";
+import { importSPKI, jwtVerify, SignJWT, UnsecuredJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { decodeFrame, duplicateName, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
 import { readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
+import {
+  AGENT,
+  negotiationKeys,
+  negotiationPolicies,
+  type NegotiationKeys,
+  nowSeconds,
+  OWN,
+  signApproval,
+  signAttestation,
+  thumbprint,
+} from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -16,13 +27,9 @@ let agent: Issued;
 let other: Issued;
 let h: Harness;
 let grantPublicPem: string;
-let attestor: Awaited<ReturnType<typeof generateKeyPair>>;
-let approver: Awaited<ReturnType<typeof generateKeyPair>>;
-let impostor: Awaited<ReturnType<typeof generateKeyPair>>;
-let files: Record<string, string>;
+let keys: NegotiationKeys;
+let impostor: NegotiationKeys["impostor"];
 let policiesYaml: string;
-const OWN = "spiffe://a.test/sidecar";
-const AGENT = "spiffe://a.test/agent";
 
 const decodeFrameSafe = (b: Buffer) => {
   try {
@@ -31,61 +38,23 @@ const decodeFrameSafe = (b: Buffer) => {
     return false;
   }
 };
-const thumbprint = (i: Issued) => createHash("sha256").update(new X509Certificate(i.certPem).raw).digest("base64url");
-const now = () => Math.floor(Date.now() / 1000);
+const now = nowSeconds;
 
-function attestation(over: Record<string, unknown> = {}, key = attestor.privateKey, header: Record<string, unknown> = {}) {
-  return new SignJWT({ env: "prod", image: { signed: true }, cnf: { "x5t#S256": thumbprint(agent) }, ...over })
-    .setProtectedHeader({ alg: "ES256", kid: "node-1", ...header })
-    .setIssuer((over.iss as string) ?? "node")
-    .setSubject(AGENT)
-    .setAudience((over.aud as string) ?? OWN)
-    .setIssuedAt((over.iat as number) ?? now())
-    .setExpirationTime((over.exp as number) ?? now() + 600)
-    .sign(key);
+function attestation(over: Record<string, unknown> = {}, key = keys.attestor.privateKey, header: Record<string, unknown> = {}) {
+  return signAttestation(key, agent, over, header);
 }
 
-function approval(scope: string, exp = now() + 600, key = approver.privateKey) {
-  return new SignJWT({ scope })
-    .setProtectedHeader({ alg: "ES256", kid: "tickets-1" })
-    .setIssuer("tickets")
-    .setSubject(AGENT)
-    .setAudience(OWN)
-    .setExpirationTime(exp)
-    .sign(key);
+function approval(scope: string, exp = now() + 600, key = keys.approver.privateKey) {
+  return signApproval(key, scope, exp);
 }
 
 beforeAll(async () => {
   pki = await makePki();
   agent = await pki.leaf(pki.a, AGENT);
   other = await pki.leaf(pki.a, AGENT); // same ID, another certificate
-  attestor = await generateKeyPair("ES256");
-  approver = await generateKeyPair("ES256");
-  impostor = await generateKeyPair("ES256");
-  const grantKey = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  grantPublicPem = grantKey.publicKey.export({ type: "spki", format: "pem" }) as string;
-  files = writeFiles({ "grant.pem": grantKey.privateKey.export({ type: "pkcs8", format: "pem" }) as string });
-  const jwk = async (k: CryptoKey | import("node:crypto").KeyObject, kid: string): Promise<JWK> => ({ ...(await exportJWK(k)), kid, use: "sig" });
-  const policies = `
-  main:
-    rules:
-      - name: attested-writer
-        action: allow
-        match: [{ id: ${AGENT} }]
-        roles: [writer]
-        attestation: { attestor: node, claims: { env: prod, image.signed: true }, max_age: 5m }
-      - name: readers
-        action: allow
-        match: [{ trust_domain: a.test }]
-        roles: [reader]
-roles:
-  reader: [{ trust_domain: a.test }]
-  writer: [{ id: spiffe://a.test/nobody }]
-attestors:
-  node: { jwks: ${JSON.stringify({ keys: [await jwk(attestor.publicKey, "node-1")] })} }
-approvers:
-  tickets: { jwks: ${JSON.stringify({ keys: [await jwk(approver.publicKey, "tickets-1")] })} }
-negotiation: { grant_key: ${files["grant.pem"]}, grant_ttl: 1h, frame_timeout: 500ms }`;
+  keys = await negotiationKeys();
+  ({ impostor, grantPublicPem } = keys);
+  const policies = await negotiationPolicies(keys, { negotiation: "grant_ttl: 1h, frame_timeout: 500ms" });
   policiesYaml = policies;
   h = await startHarness(pki, { policies });
 });
