@@ -10,11 +10,10 @@ import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { loadBootstrap } from "../src/config/load.js";
 import { startControlPlane, type ControlPlane } from "../src/control/server/plane.js";
 import { loadControlService } from "../src/control/wire.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
-import { dialTls, freePort, MemoryLog, startControlled, tempDir, waitFor, type Controlled } from "../testkit/harness.js";
+import { dialTls, freePort, MemoryLog, startBootstrapped, tempDir, waitFor, type Controlled } from "../testkit/harness.js";
 import { echoed, h2Peer, openConnect } from "../testkit/h2peer.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -58,18 +57,9 @@ afterEach(async () => {
 
 /** A sidecar of node `node-a`, bootstrapped to the control plane at `cpPort`. */
 async function sidecar(dir: string, cpPort: number): Promise<{ agent: Controlled; logs: MemoryLog }> {
-  writeFileSync(join(dir, "cert.pem"), pki.server.chainPem);
-  writeFileSync(join(dir, "key.pem"), pki.server.keyPem);
-  writeFileSync(
-    join(dir, "bootstrap.yaml"),
-    `identity: { cert: cert.pem, key: key.pem }
-control_plane: { address: "127.0.0.1:${cpPort}", node_id: node-a, max_staleness: 1h, backoff: { initial: 20ms, max: 100ms } }
-`,
-  );
-  const logs = new MemoryLog();
-  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
-  cleanups.push(() => agent.stop(50));
-  return { agent, logs };
+  const started = await startBootstrapped(dir, cpPort, pki.server);
+  cleanups.push(() => started.agent.stop(50));
+  return started;
 }
 
 /** parley's own control plane serving `nodes/node-a.yaml` with `multiplex`, and a sidecar it configured. */

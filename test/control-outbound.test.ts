@@ -12,11 +12,11 @@ import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { loadBootstrap, loadConfig } from "../src/config/load.js";
+import { loadConfig } from "../src/config/load.js";
 import { startControlPlane } from "../src/control/server/plane.js";
 import { loadControlService } from "../src/control/wire.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { freePort, MemoryLog, startControlled, startHarness, tempDir, waitFor, writeFiles, type Controlled, type Harness } from "../testkit/harness.js";
+import { freePort, MemoryLog, startBootstrapped, startHarness, tempDir, waitFor, writeFiles, type Controlled, type Harness } from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -45,19 +45,9 @@ const NODE = (routes: string) => `outbound: [${routes}]\n`;
 
 /** A sidecar of node `node-a` presenting spiffe://a.test/allowed, bootstrapped to the control plane at `cpPort`. */
 async function sidecar(cpPort: number): Promise<{ agent: Controlled; logs: MemoryLog }> {
-  const dir = tempDir();
-  writeFileSync(join(dir, "cert.pem"), allowed.chainPem);
-  writeFileSync(join(dir, "key.pem"), allowed.keyPem);
-  writeFileSync(
-    join(dir, "bootstrap.yaml"),
-    `identity: { cert: cert.pem, key: key.pem }
-control_plane: { address: "127.0.0.1:${cpPort}", node_id: node-a, max_staleness: 1h, backoff: { initial: 20ms, max: 100ms } }
-`,
-  );
-  const logs = new MemoryLog();
-  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
-  cleanups.push(() => agent.stop(50));
-  return { agent, logs };
+  const started = await startBootstrapped(tempDir(), cpPort, allowed);
+  cleanups.push(() => started.agent.stop(50));
+  return started;
 }
 
 /** A directory for parley's control plane: shared resources, and `nodes/node-a.yaml` holding `node`. */

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:net";
 import { connect, type TLSSocket } from "node:tls";
-import { loadConfig } from "../src/config/load.js";
+import { loadBootstrap, loadConfig } from "../src/config/load.js";
 import type { Issued } from "../src/certs/issue.js";
 import { startEcho, type EchoServer } from "../src/demo/echo.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
@@ -209,4 +209,26 @@ export async function startControlled(bootstrap: Bootstrap, logs: MemoryLog): Pr
     { version: "test", admin: { ...bootstrap.admin, listen: false }, destination: logs.destination },
   );
   return { sidecar: r.sidecar, sync: r.agent!.sync, stop: (ms) => r.stop(ms) };
+}
+
+/**
+ * A sidecar of node `node-a` presenting `creds`, bootstrapped (files written in `dir`) to the control
+ * plane at `cpPort` with short backoffs, and its log.
+ */
+export async function startBootstrapped(
+  dir: string,
+  cpPort: number,
+  creds: { chainPem: string; keyPem: string },
+): Promise<{ agent: Controlled; logs: MemoryLog }> {
+  writeFileSync(join(dir, "cert.pem"), creds.chainPem);
+  writeFileSync(join(dir, "key.pem"), creds.keyPem);
+  writeFileSync(
+    join(dir, "bootstrap.yaml"),
+    `identity: { cert: cert.pem, key: key.pem }
+control_plane: { address: "127.0.0.1:${cpPort}", node_id: node-a, max_staleness: 1h, backoff: { initial: 20ms, max: 100ms } }
+`,
+  );
+  const logs = new MemoryLog();
+  const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
+  return { agent, logs };
 }
