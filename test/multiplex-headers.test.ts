@@ -2,7 +2,7 @@
 // stream. Node applies SETTINGS_MAX_HEADER_LIST_SIZE only once the peer has acknowledged the SETTINGS,
 // so the first streams of a connection, sent with the client's preface, and every stream of a peer that
 // never acknowledges, are checked by parley itself: 431, never decided. Found by review.
-import { connect as h2connect, type IncomingHttpHeaders } from "node:http2";
+import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders } from "node:http2";
 import { connect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
@@ -23,33 +23,38 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-it("a CONNECT whose header list is far over 8,192 octets is never decided, even as a connection's first stream", async () => {
+/** A client that lets itself send header lists of up to 1 MiB. */
+function connectUnbounded(): ClientHttp2Session {
   const s = h2connect(`https://localhost:${h.port}`, { ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, maxSendHeaderBlockLength: 1 << 20 });
   s.on("error", () => {});
-  // Sent at once, with the preface: before the client has even read the server's SETTINGS.
+  return s;
+}
+
+/** A CONNECT with a 60,000-octet field: its response status, or `reset CODE`. */
+function oversized(s: ClientHttp2Session): Promise<number | string> {
   const stream = s.request({ ":method": "CONNECT", ":authority": "echo.test:7", "x-pad": "a".repeat(60_000) }, { endStream: false });
   stream.on("error", () => {});
-  const status = await new Promise<number | string>((resolve) => {
+  return new Promise((resolve) => {
     stream.once("response", (hd: IncomingHttpHeaders) => resolve(Number(hd[":status"])));
     stream.once("close", () => resolve(`reset ${stream.rstCode}`));
   });
+}
+
+it("a CONNECT whose header list is far over 8,192 octets is never decided, even as a connection's first stream", async () => {
+  const s = connectUnbounded();
+  // Sent at once, with the preface: before the client has even read the server's SETTINGS.
+  const status = await oversized(s);
   s.destroy();
   expect(status).toBe(431);
   expect(h.logs.of("decision")).toHaveLength(0);
 });
 
 it("the same header list on a later stream, after the SETTINGS exchange, is reset by the HTTP/2 layer", async () => {
-  const s = h2connect(`https://localhost:${h.port}`, { ca: pki.a.certPem, cert: agent.chainPem, key: agent.keyPem, maxSendHeaderBlockLength: 1 << 20 });
-  s.on("error", () => {});
+  const s = connectUnbounded();
   await new Promise((resolve) => s.once("remoteSettings", resolve));
   await new Promise((resolve) => s.ping(resolve)); // our ACK of its SETTINGS has reached it
   const before = h.logs.of("decision").length;
-  const stream = s.request({ ":method": "CONNECT", ":authority": "echo.test:7", "x-pad": "a".repeat(60_000) }, { endStream: false });
-  stream.on("error", () => {});
-  const status = await new Promise<number | string>((resolve) => {
-    stream.once("response", (hd: IncomingHttpHeaders) => resolve(Number(hd[":status"])));
-    stream.once("close", () => resolve(`reset ${stream.rstCode}`));
-  });
+  const status = await oversized(s);
   s.destroy();
   expect(status).toBe("reset 11");
   expect(h.logs.of("decision")).toHaveLength(before);
