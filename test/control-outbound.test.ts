@@ -16,7 +16,18 @@ import { loadConfig } from "../src/config/load.js";
 import { startControlPlane } from "../src/control/server/plane.js";
 import { loadControlService } from "../src/control/wire.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { freePort, MemoryLog, startBootstrapped, startHarness, tempDir, waitFor, writeFiles, type Controlled, type Harness } from "../testkit/harness.js";
+import {
+  freePort,
+  MemoryLog,
+  plaintextEcho as app,
+  startBootstrapped,
+  startHarness,
+  tempDir,
+  waitFor,
+  writeFiles,
+  type Controlled,
+  type Harness,
+} from "../testkit/harness.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 let pki: TestPki;
@@ -58,18 +69,6 @@ function cpDir(node: string): string {
   writeFileSync(join(dir, "shared.yaml"), SHARED);
   writeFileSync(join(dir, "nodes", "node-a.yaml"), node);
   return dir;
-}
-
-/** A legacy client's plaintext connection to `port`, echoing `text` once. */
-async function app(port: number, text: string) {
-  const s = tcpConnect({ host: "127.0.0.1", port });
-  let got = "";
-  s.on("data", (c: Buffer) => (got += c.toString()));
-  s.on("error", () => {});
-  const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
-  s.write(text);
-  await waitFor(() => got === text || undefined, 5000, `echo of ${text}`);
-  return { s, got: () => got, closed };
 }
 
 function refusedAt(port: number): Promise<string> {

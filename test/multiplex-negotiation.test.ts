@@ -3,14 +3,24 @@
 // (docs/negotiation.md, "Over a multiplexed connection"). Real TLS, real HTTP/2, certificates from the
 // test PKI; a bare node:http2 client plays the independent peer, and two sidecars the mesh hop.
 import { constants, performServerHandshake, sensitiveHeaders } from "node:http2";
-import { connect as tcpConnect, type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
 import { importSPKI, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { dialTls, freePort, MemoryLog, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
+import {
+  dialTls,
+  plaintextExchange as plaintext,
+  freePort,
+  MemoryLog,
+  startHarness,
+  waitFor,
+  writeFiles,
+  type Harness,
+  type LogRecord,
+} from "../testkit/harness.js";
 import { h2Peer, openConnect, type Opened } from "../testkit/h2peer.js";
 import { negotiationKeys, negotiationPolicies, type NegotiationKeys, nowSeconds, signApproval, signAttestation, thumbprint } from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
@@ -284,16 +294,6 @@ admin: { listen: false }
     const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
     await sidecar.start();
     return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
-  }
-
-  function plaintext(port: number, payload: string): Promise<string> {
-    return new Promise((resolve) => {
-      const s = tcpConnect({ host: "127.0.0.1", port }, () => s.end(payload));
-      let got = "";
-      s.on("data", (c: Buffer) => (got += c.toString()));
-      s.on("error", () => {});
-      s.on("close", () => resolve(got));
-    });
   }
 
   it("each local connection is one negotiated stream of a pooled connection: its own grant, logged on both sides", async () => {

@@ -9,7 +9,7 @@ import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigError } from "../src/config/source.js";
 import { Sidecar } from "../src/sidecar/sidecar.js";
-import { DEFAULT_POLICIES, limitedPolicy, MemoryLog, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
+import { DEFAULT_POLICIES, plaintextEcho as app, limitedPolicy, MemoryLog, startHarness, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { echoed, h2Peer, openConnect } from "../testkit/h2peer.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
@@ -255,18 +255,6 @@ admin: { listen: false }
         expect(await sidecar.reload()).toBe("applied");
       },
     };
-  }
-
-  /** A legacy client's plaintext connection through the outbound route, echoing `text` once. */
-  async function app(port: number, text: string) {
-    const s = tcpConnect({ host: "127.0.0.1", port });
-    let got = "";
-    s.on("data", (c: Buffer) => (got += c.toString()));
-    s.on("error", () => {});
-    const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
-    s.write(text);
-    await waitFor(() => got === text || s.destroyed || undefined, 5000, `echo of ${text}`);
-    return { s, got: () => got, closed };
   }
 
   /** The sources (client address:port) of the inbound decisions for the outbound sidecar's streams. */

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { decodeFrame, duplicateName, encodeFrame, FrameType, MAX_PAYLOAD } from "../src/negotiation/frame.js";
-import { readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
+import { plaintextExchange as plaintext, readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
 import {
   AGENT,
   negotiationKeys,
@@ -470,17 +470,6 @@ admin: { listen: false }
     const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
     await sidecar.start();
     return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
-  }
-
-  async function plaintext(port: number, payload: string): Promise<string> {
-    const { connect: tcp } = await import("node:net");
-    return new Promise((resolve) => {
-      const s = tcp({ host: "127.0.0.1", port }, () => s.end(payload));
-      let got = "";
-      s.on("data", (c: Buffer) => (got += c.toString()));
-      s.on("error", () => {});
-      s.on("close", () => resolve(got));
-    });
   }
 
   it("outbound → inbound: a legacy app's plaintext crosses a negotiated mTLS hop both ways", async () => {

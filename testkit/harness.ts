@@ -5,7 +5,7 @@ import type { ConfigSync } from "../src/control/agent/sync.js";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createServer } from "node:net";
+import { connect as connectTcp, createServer } from "node:net";
 import { connect, type TLSSocket } from "node:tls";
 import { loadBootstrap, loadConfig } from "../src/config/load.js";
 import type { Issued } from "../src/certs/issue.js";
@@ -231,4 +231,27 @@ control_plane: { address: "127.0.0.1:${cpPort}", node_id: node-a, max_staleness:
   const logs = new MemoryLog();
   const agent = await startControlled(loadBootstrap(join(dir, "bootstrap.yaml")), logs);
   return { agent, logs };
+}
+
+/** A legacy client's plaintext exchange with `port`: sends `payload`, half-closes, resolves with all it read until the close. */
+export function plaintextExchange(port: number, payload: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connectTcp({ host: "127.0.0.1", port }, () => s.end(payload));
+    let got = "";
+    s.on("data", (c: Buffer) => (got += c.toString()));
+    s.on("error", () => {});
+    s.on("close", () => resolve(got));
+  });
+}
+
+/** A legacy client's plaintext connection to `port` that has had `text` echoed once (or was closed first). */
+export async function plaintextEcho(port: number, text: string) {
+  const s = connectTcp({ host: "127.0.0.1", port });
+  let got = "";
+  s.on("data", (c: Buffer) => (got += c.toString()));
+  s.on("error", () => {});
+  const closed = new Promise<void>((resolve) => s.once("close", () => resolve()));
+  s.write(text);
+  await waitFor(() => got === text || s.destroyed || undefined, 5000, `echo of ${text}`);
+  return { s, got: () => got, closed };
 }
