@@ -1,19 +1,14 @@
 // `parley control-plane`: serve a directory of resource files to sidecars. Plaintext only on loopback
 // unless the operator says --insecure; with client bundles, each sidecar's X509-SVID is verified by the
 // SPIFFE rules and its node id bound to its SPIFFE ID (src/control/server/authorize.ts).
-import { isIPv4 } from "node:net";
 import { runUntilSignalled } from "../app/lifecycle.js";
 import { serverCredentials, startControlPlane } from "../control/server/plane.js";
+import { isLoopback } from "../config/units.js";
 import { TrustDomain } from "../spiffe/spiffeid.js";
 import { BundleSet, X509Bundle } from "../spiffe/x509bundle.js";
 import { SvidVerifier } from "../spiffe/x509svid.js";
 import { createLogger } from "../telemetry/log.js";
 import { type Command, directoryFlag, HELP, helped, hostPortFlag, parse, readFlagFile, UsageError } from "./command.js";
-
-/** 127.0.0.0/8, ::1 or localhost: reachable from this host only. */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || (isIPv4(host) && host.startsWith("127."));
-}
 
 /** `--client-bundle TD=FILE`, each a PEM file of roots or a SPIFFE bundle document. */
 function clientBundles(command: Command, specs: readonly string[]): BundleSet | undefined {

@@ -39,10 +39,10 @@ const matcher = z
   });
 
 const rate = z.strictObject({ per_second: z.number().positive(), burst: z.number().int().positive().optional() });
-/** A session rate: `shared` draws from one bucket per identity for the whole mesh (shared_limits). */
-const sessionRate = rate.extend({ scope: z.enum(["local", "shared"]).optional() });
-
 const scope = z.enum(["local", "shared"]);
+/** A session rate: `shared` draws from one bucket per identity for the whole mesh (shared_limits). */
+const sessionRate = rate.extend({ scope: scope.optional() });
+
 /** A task's own bound (limits keyed by the approval's `txn`); README, "Per-task limits". */
 const perTask = z
   .strictObject({

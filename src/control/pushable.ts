@@ -5,8 +5,7 @@
 // An outbound route takes plaintext and originates mTLS with the sidecar's own SVID: bound anywhere but
 // loopback it lets any host on the network act as this workload. A file is written by the host's own
 // operator; a push comes from afar, so a pushed route must listen on loopback (fail closed).
-import { isIPv4 } from "node:net";
-import { parseHostPort } from "../config/units.js";
+import { isLoopback, parseHostPort } from "../config/units.js";
 
 export interface PushIssue {
   readonly path: ReadonlyArray<string | number>;
@@ -14,11 +13,6 @@ export interface PushIssue {
 }
 
 type Obj = Record<string, unknown>;
-
-/** 127.0.0.0/8 (RFC 1122 §3.2.1.3), ::1 (RFC 4291 §2.5.3), or the name `localhost` (RFC 6761 §6.3). */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || (isIPv4(host) && host.startsWith("127."));
-}
 
 /** The problems of resources (YAML shape) that a file may hold but a control plane may not push. */
 export function pushIssues(raw: Obj): PushIssue[] {

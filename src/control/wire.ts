@@ -124,6 +124,8 @@ function matcherOut(m: Obj): Obj {
 
 function limitsOut(l: Obj | undefined): Obj | undefined {
   if (!l) return undefined;
+  // YAML's `max_sessions: { max, scope }` is the wire's max_sessions + max_sessions_scope.
+  const sessions = typeof l.max_sessions === "object" && l.max_sessions !== null ? (l.max_sessions as Obj) : undefined;
   return clean({
     max_duration: str(l.max_duration),
     idle_timeout: str(l.idle_timeout),
@@ -132,8 +134,8 @@ function limitsOut(l: Obj | undefined): Obj | undefined {
     identity_bandwidth: str(l.identity_bandwidth),
     rate: l.rate === undefined ? undefined : clean({ ...(l.rate as Obj), scope: undefined }),
     rate_scope: str((l.rate as Obj | undefined)?.scope),
-    max_sessions: typeof l.max_sessions === "object" && l.max_sessions !== null ? (l.max_sessions as Obj).max : l.max_sessions,
-    max_sessions_scope: typeof l.max_sessions === "object" && l.max_sessions !== null ? str((l.max_sessions as Obj).scope) : undefined,
+    max_sessions: sessions ? sessions.max : l.max_sessions,
+    max_sessions_scope: str(sessions?.scope),
     max_wait: str(l.max_wait),
     per_task: l.per_task,
   });

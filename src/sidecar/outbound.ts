@@ -82,7 +82,7 @@ export class OutboundRoutes {
       const now = routes.get(name);
       if (now?.listener === old.listener && !now.changed) continue;
       if (now?.listener !== old.listener) old.listener.stopAccepting();
-      else this.log.lifecycle("outbound route changed", { listener: name, remote: `${now.state.config.remote.host}:${now.state.config.remote.port}` });
+      else this.log.lifecycle("outbound route changed", { listener: name, remote: formatHostPort(now.state.config.remote) });
       for (const s of this.registry.all()) if (s.direction === "outbound" && s.listener === name) s.close("listener_removed");
     }
     for (const r of routes.values()) r.listener.update(r.state);

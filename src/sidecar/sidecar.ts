@@ -172,7 +172,7 @@ export class Sidecar {
     return { ...base, identity: overlay.identity, bundles: base.bundles.overlaidWith(overlay.bundles) };
   }
 
-  private serialized(step: () => Promise<void>): Promise<void> {
+  private serialized<T>(step: () => Promise<T>): Promise<T> {
     const run = this.queue.then(step);
     this.queue = run.catch(() => {});
     return run;
@@ -252,11 +252,10 @@ export class Sidecar {
    * changed) when the admin set is full.
    */
   addRevocation(entry: RevocationEntry): Promise<number | undefined> {
-    let ended: number | undefined;
     return this.serialized(() => {
-      if (this.adminRevocations.add(entry, this.deps.now())) ended = this.current ? this.revokeNow(this.current) : 0;
-      return Promise.resolve();
-    }).then(() => ended);
+      if (!this.adminRevocations.add(entry, this.deps.now())) return Promise.resolve(undefined);
+      return Promise.resolve(this.current ? this.revokeNow(this.current) : 0);
+    });
   }
 
   /** Re-checks every live session against the revocations in force now; returns how many ended. */
