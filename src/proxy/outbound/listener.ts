@@ -5,7 +5,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
-import type { RevocationList } from "../../policy/revocation.js";
+import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
@@ -119,7 +119,7 @@ export class OutboundListener {
     if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
     const remoteOf = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = this.state.revocations.match(remoteOf, this.now());
-    if (revoked) return void refuse(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
+    if (revoked) return void refuse(revoked.code, revocationDetail(revoked));
     let grantId: string | undefined;
     if (config.negotiate) {
       // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
