@@ -20,6 +20,26 @@ import { OutboundSession } from "./session.js";
 
 const sessionIds = new SessionIds();
 
+type RouteRequest = NonNullable<OutboundConfig["negotiate"]>;
+
+/** Each route's `parley-request` value (or why it has none): fixed per configuration, so encoded once, not per stream. */
+const requestValues = new WeakMap<RouteRequest, string | NegotiationError>();
+
+function requestOf(n: RouteRequest): string {
+  let value = requestValues.get(n);
+  if (value === undefined) {
+    try {
+      value = requestValue(n);
+    } catch (e) {
+      if (!(e instanceof NegotiationError)) throw e;
+      value = e;
+    }
+    requestValues.set(n, value);
+  }
+  if (value instanceof NegotiationError) throw value;
+  return value;
+}
+
 export interface OutboundState {
   readonly config: OutboundConfig;
   readonly verifier: SvidVerifier;
@@ -163,7 +183,7 @@ export class OutboundListener {
       revocations: this.state.revocations,
     };
     try {
-      const request = config.negotiate && requestValue(config.negotiate);
+      const request = config.negotiate && requestOf(config.negotiate);
       const { stream, remoteId, subject, grant } = await this.pool.stream(request ? { ...route, request } : route, this.now);
       const grantId = grant?.grant_id;
       this.log.outbound({
