@@ -94,15 +94,20 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
         }
         return void resolve(grant);
       }
-      const d = frame.payload as { code?: DenialCode; reasons?: string[]; rule?: string; message?: string };
       socket.destroy();
-      reject(new DeniedError(d.code ?? "denied", d.reasons ?? [], d.message ?? "", d.rule));
+      reject(deniedBy(frame.payload));
     };
     socket.on("data", onData);
     socket.once("close", onClose);
     socket.once("error", fail);
     socket.write(encodeFrame(FrameType.Request, requestPayload(r)));
   });
+}
+
+/** The error a denial payload (a frame's, or a stream's `parley-denial`) tells; fields of the wrong type are dropped. */
+export function deniedBy(payload: Record<string, unknown>): DeniedError {
+  const d = payload as { code?: DenialCode; reasons?: unknown; rule?: string; message?: unknown };
+  return new DeniedError(d.code ?? "denied", Array.isArray(d.reasons) ? (d.reasons as string[]) : [], typeof d.message === "string" ? d.message : "", d.rule);
 }
 
 /** A grant's payload, checked for what a client reads of it; NegotiationError (bad_frame) naming `where` if not. */

@@ -3,7 +3,7 @@
 // value is the payload's exact bytes, base64url without padding (RFC 4648 §5, §3.2): field values stay
 // visible ASCII whatever the JSON holds (RFC 9110 §5.5, RFC 9113 §8.2.1), and the payload checks
 // (UTF-8, JSON, repeated names) run on the very bytes a frame would carry. Pure: no sockets.
-import { DeniedError, grantPayload, requestPayload, type Grant, type GrantRequest } from "./client.js";
+import { deniedBy, grantPayload, requestPayload, type DeniedError, type Grant, type GrantRequest } from "./client.js";
 import { HEADER_BYTES, NegotiationError, parsePayload, type DenialCode } from "./frame.js";
 
 /** Field names, lowercase as HTTP/2 requires (RFC 9113 §8.2.1). */
@@ -67,8 +67,7 @@ export function grantOf(value: unknown): Grant {
 
 /** The denial a refusal's `parley-denial` value says, as the frame client reports one. */
 export function denialOf(value: string): DeniedError {
-  const d = parsePayload(unbase64url(value, DENIAL_HEADER)) as { code?: DenialCode; reasons?: string[]; rule?: string; message?: string };
-  return new DeniedError(d.code ?? "denied", Array.isArray(d.reasons) ? d.reasons : [], typeof d.message === "string" ? d.message : "", d.rule);
+  return deniedBy(parsePayload(unbase64url(value, DENIAL_HEADER)));
 }
 
 /**

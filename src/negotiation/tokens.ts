@@ -105,8 +105,7 @@ export async function verifyJws(
   now: number,
 ): Promise<{ payload: JWTPayload; source: KeySource }> {
   const { header, payload } = peek(rules.kind, token);
-  if (!JWT_ALGS.includes(header.alg as (typeof JWT_ALGS)[number]))
-    throw new TokenError("alg_not_allowed", `${rules.kind} token alg ${String(header.alg)} is not allowed`);
+  checkAlg(rules.kind, header);
   if (rules.typ !== undefined && normalizeTyp(header.typ) !== rules.typ)
     throw new TokenError("typ_mismatch", `${rules.kind} token typ is ${String(header.typ)}, want ${rules.typ}`);
   for (const source of sources(payload.iss)) {

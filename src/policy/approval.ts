@@ -1,7 +1,7 @@
 // What a rule may ask of the verified task approval: whom it acts for, who is in its delegation chain
 // (RFC 8693 §4.1 `act`), and a Transaction Token's context (`tctx`, `rctx`). Pure, like the other
 // conditions; a rule asking any of this of a session without an approval does not apply.
-import type { ClaimValue } from "./attestation.js";
+import { claimMismatch, type ClaimValue } from "./attestation.js";
 import { SpiffeId } from "../spiffe/spiffeid.js";
 import type { Conditions } from "./model.js";
 
@@ -30,15 +30,8 @@ function contextFailure(
   want: ReadonlyMap<string, readonly ClaimValue[]>,
   got: ReadonlyMap<string, ClaimValue> | undefined,
 ): ApprovalFailure | undefined {
-  for (const [claim, accepted] of want) {
-    const v = got?.get(claim);
-    if (v === undefined || !accepted.includes(v))
-      return {
-        name,
-        detail: `${name}.${claim} is ${v === undefined ? "absent" : JSON.stringify(v)}, want ${accepted.map((a) => JSON.stringify(a)).join(" or ")}`,
-      };
-  }
-  return undefined;
+  const m = claimMismatch(want, got);
+  return m && { name, detail: `${name}.${m.claim} ${m.text}` };
 }
 
 /** Every approval condition of `c` that does not hold for `a` (no approval: each one asked fails). */

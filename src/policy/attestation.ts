@@ -72,17 +72,22 @@ function judge(req: AttestationRequirement, r: AttestationRecord, now: number): 
   }
   const ear = req.ear && judgeEar(req.ear, r.ear, r.attestor);
   if (ear) return { ok: false, ...ear };
-  for (const [claim, accepted] of req.claims) {
-    const v = r.claims.get(claim);
-    if (v === undefined || !accepted.includes(v)) {
-      return {
-        ok: false,
-        reason: "attestation_claim_mismatch",
-        detail: `claim ${claim} is ${v === undefined ? "absent" : JSON.stringify(v)}, want ${accepted.map((a) => JSON.stringify(a)).join(" or ")}`,
-      };
-    }
-  }
+  const m = claimMismatch(req.claims, r.claims);
+  if (m) return { ok: false, reason: "attestation_claim_mismatch", detail: `claim ${m.claim} ${m.text}` };
   return { ok: true, record: r };
+}
+
+/** The first claim of `want` that `got` lacks or holds another value of, told as "is …, want … or …". */
+export function claimMismatch(
+  want: ReadonlyMap<string, readonly ClaimValue[]>,
+  got: ReadonlyMap<string, ClaimValue> | undefined,
+): { claim: string; text: string } | undefined {
+  for (const [claim, accepted] of want) {
+    const v = got?.get(claim);
+    if (v === undefined || !accepted.includes(v))
+      return { claim, text: `is ${v === undefined ? "absent" : JSON.stringify(v)}, want ${accepted.map((a) => JSON.stringify(a)).join(" or ")}` };
+  }
+  return undefined;
 }
 
 /** Attestation records by subject SPIFFE ID. Immutable: a new set of records is a new store. */

@@ -5,9 +5,8 @@ import type { EarRequirement } from "./ear.js";
 import { IdentityIndex, type IdentityMatcher } from "./matcher.js";
 import type { Conditions } from "./model.js";
 import type { ClaimValue } from "./attestation.js";
+import type { ErrorSink, Path } from "./compile.js";
 
-type Path = readonly (string | number)[];
-type ErrorSink = (path: Path, message: string) => void;
 type RawClaims = Record<string, ClaimValue | ClaimValue[]>;
 
 export interface RawApprovalConditions<M> {

@@ -115,5 +115,8 @@ export function describe(m: RevocationMatcher): string {
 export function revocationDenial(list: RevocationList, policy: Policy, subject: RevocationSubject, now: number): Deny | undefined {
   const hit = list.match(subject, now);
   if (!hit) return undefined;
-  return { ...denyOutsidePolicy(policy, "revoked", [hit.code], `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`), revocation: hit };
+  return { ...denyOutsidePolicy(policy, "revoked", [hit.code], revocationDetail(hit)), revocation: hit };
 }
+
+/** How a hit is told, inbound and outbound alike: the entry, the matcher that caught, the reason. */
+export const revocationDetail = (hit: RevocationHit): string => `revoked by ${hit.entry} (${hit.match}): ${hit.reason}`;

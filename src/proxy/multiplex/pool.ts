@@ -17,7 +17,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { ParleyError } from "../../errors/catalogue.js";
 import { formatHostPort, type HostPort } from "../../config/units.js";
-import type { RevocationList } from "../../policy/revocation.js";
+import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
@@ -118,7 +118,7 @@ export class ConnectionPool {
     if (!peer.svid.id.equals(r.expectId)) throw fail("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${r.expectId}`);
     const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = r.revocations.match(subject, now());
-    if (revoked) throw fail(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
+    if (revoked) throw fail(revoked.code, revocationDetail(revoked));
     if (r.request && !c.negotiable) {
       // Over plain h2 the streams may be a workload's (a listener without multiplex): its tokens are not sent.
       this.release(c, r);

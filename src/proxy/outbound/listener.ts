@@ -5,7 +5,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
-import type { RevocationList } from "../../policy/revocation.js";
+import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
@@ -19,6 +19,26 @@ import { SessionIds } from "../sessionid.js";
 import { OutboundSession } from "./session.js";
 
 const sessionIds = new SessionIds();
+
+type RouteRequest = NonNullable<OutboundConfig["negotiate"]>;
+
+/** Each route's `parley-request` value (or why it has none): fixed per configuration, so encoded once, not per stream. */
+const requestValues = new WeakMap<RouteRequest, string | NegotiationError>();
+
+function requestOf(n: RouteRequest): string {
+  let value = requestValues.get(n);
+  if (value === undefined) {
+    try {
+      value = requestValue(n);
+    } catch (e) {
+      if (!(e instanceof NegotiationError)) throw e;
+      value = e;
+    }
+    requestValues.set(n, value);
+  }
+  if (value instanceof NegotiationError) throw value;
+  return value;
+}
 
 export interface OutboundState {
   readonly config: OutboundConfig;
@@ -119,7 +139,7 @@ export class OutboundListener {
     if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
     const remoteOf = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
     const revoked = this.state.revocations.match(remoteOf, this.now());
-    if (revoked) return void refuse(revoked.code, `revoked by ${revoked.entry} (${revoked.match}): ${revoked.reason}`);
+    if (revoked) return void refuse(revoked.code, revocationDetail(revoked));
     let grantId: string | undefined;
     if (config.negotiate) {
       // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
@@ -163,7 +183,7 @@ export class OutboundListener {
       revocations: this.state.revocations,
     };
     try {
-      const request = config.negotiate && requestValue(config.negotiate);
+      const request = config.negotiate && requestOf(config.negotiate);
       const { stream, remoteId, subject, grant } = await this.pool.stream(request ? { ...route, request } : route, this.now);
       const grantId = grant?.grant_id;
       this.log.outbound({
