@@ -24,6 +24,8 @@ const PEER_GONE: ReadonlySet<string> = new Set(["revoked", "cert_expired"]);
 
 export class StreamSide implements ClientSide {
   readonly facts: ConnectionFacts;
+  /** The connection has been told of this stream's refusal. */
+  private counted = false;
 
   constructor(
     readonly io: ServerHttp2Stream,
@@ -75,8 +77,6 @@ export class StreamSide implements ClientSide {
     if (!this.io.headersSent) return void this.answer(endStatus(reason), reason, last);
     if (!this.io.closed) this.io.close(NGHTTP2_CANCEL);
   }
-
-  private counted = false;
 
   /** Tells the connection once per stream, however many ways the stream ends unanswered. */
   private refused(): void {
