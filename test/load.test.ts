@@ -3,10 +3,10 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { once, type EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import YAML from "yaml";
 import { configSchema } from "../src/config/schema.js";
-import { bufferedDestination, createLogger, DecisionLog } from "../src/telemetry/log.js";
+import { bufferedDestination, createLogger, DecisionLog, LOG_FLUSH_MS } from "../src/telemetry/log.js";
 import { Metrics } from "../src/telemetry/metrics.js";
 import { tempDir, waitFor } from "../testkit/harness.js";
 
@@ -72,6 +72,34 @@ describe("a decision-log reader that stops reading", () => {
       expect(written.map((l) => l.i)).toEqual([...written.map((l) => l.i)].sort((a, b) => a! - b!));
     } finally {
       reader.kill("SIGKILL");
+    }
+  });
+
+  // Only the flush timer is faked: the file and sonic-boom's writes are real.
+  it("flushes a lone record within the flush period, and writes nothing while idle", async () => {
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    try {
+      const file = join(tempDir(), "log.jsonl");
+      const destination = bufferedDestination(64 * 1024, file);
+      const stream = destination as unknown as EventEmitter & { flush(): void };
+      await once(stream, "ready");
+      const writes: number[] = [];
+      stream.on("write", (n: number) => writes.push(n));
+      const flush = vi.spyOn(stream, "flush");
+      vi.advanceTimersByTime(10 * LOG_FLUSH_MS);
+      expect(flush).not.toHaveBeenCalled();
+
+      createLogger("info", destination).info({ event: "lone" }, "one record");
+      expect(readFileSync(file, "utf8")).toBe(""); // held: under the batch size
+      vi.advanceTimersByTime(LOG_FLUSH_MS);
+      expect(flush).toHaveBeenCalledTimes(1);
+      await waitFor(() => readFileSync(file, "utf8").includes('"event":"lone"') || undefined, 5000, "the record in the file");
+      vi.advanceTimersByTime(10 * LOG_FLUSH_MS);
+      expect(flush).toHaveBeenCalledTimes(1);
+      expect(writes.length).toBeGreaterThan(0);
+      expect(writes.filter((n) => n === 0)).toEqual([]);
+    } finally {
+      vi.useRealTimers();
     }
   });
 

@@ -15,6 +15,9 @@ export const DEFAULT_LOG_BUFFER_BYTES = 4 * 1024 * 1024;
  * Records are buffered and written in batches of about 8 KiB, or every 100 ms when traffic is light:
  * one write per record cost a thread-pool round trip each, about a tenth of a short session's CPU
  * (measured, README). The buffer is flushed synchronously at exit; a SIGKILL loses at most 100 ms.
+ * The 100 ms flush runs only when a record was written since the last one: sonic-boom's own
+ * `periodicFlush` writes an empty buffer each time (a thread-pool round trip and two wake-ups of the
+ * event loop, ten times a second, for an idle sidecar).
  *
  * The buffer holds at most `bufferBytes`: a record that would not fit is dropped (sonic-boom's
  * `maxLength`, which emits `drop`), and DecisionLog counts it. The trade-off: when the reader of
@@ -22,8 +25,23 @@ export const DEFAULT_LOG_BUFFER_BYTES = 4 * 1024 * 1024;
  * data path; blocking instead would stall every session on the event loop behind the reader.
  */
 export function bufferedDestination(bufferBytes: number = DEFAULT_LOG_BUFFER_BYTES, dest: number | string = 1): DestinationStream {
-  return pino.destination({ dest, sync: false, minLength: 8192, periodicFlush: 100, maxLength: bufferBytes });
+  const stream = pino.destination({ dest, sync: false, minLength: 8192, maxLength: bufferBytes });
+  let written = false;
+  const write = stream.write.bind(stream);
+  stream.write = (record: string) => ((written = true), write(record));
+  // A destroyed sonic-boom throws on flush (its typings omit the flag it keeps).
+  const destroyed = () => (stream as unknown as { destroyed: boolean }).destroyed;
+  const flusher = setInterval(() => {
+    if (!written || destroyed()) return;
+    written = false;
+    stream.flush();
+  }, LOG_FLUSH_MS).unref();
+  stream.once("close", () => clearInterval(flusher));
+  return stream;
 }
+
+/** Most time a record waits in the buffer when traffic is light. */
+export const LOG_FLUSH_MS = 100;
 
 export function createLogger(level: LogLevel, destination: DestinationStream = bufferedDestination()): Logger {
   const options = {
