@@ -52,6 +52,25 @@ describe("pump", () => {
     expect(r.p.counts).toEqual({ toUpstream: 100_000, toClient: 50_000 });
   });
 
+  it("holds a direction while the workload does not read, on one drain listener for the session", async () => {
+    const r = await rig(undefined);
+    const listeners = r.upstream.listenerCount("drain");
+    r.workload.pause();
+    const sent = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < sent.length; i++) sent[i] = i % 251;
+    r.app.write(sent);
+    await waitFor(() => r.client.isPaused(), 5000, "backpressure from the workload");
+    // Waiting adds no listener (a `once` per wait would show here).
+    expect(r.upstream.listenerCount("drain")).toBe(listeners);
+    const received: Buffer[] = [];
+    r.workload.on("data", (c: Buffer) => received.push(c));
+    r.workload.resume();
+    await waitFor(() => r.got.workload === sent.length, 10_000, "every byte at the workload");
+    expect(Buffer.concat(received).equals(sent)).toBe(true);
+    expect(r.upstream.listenerCount("drain")).toBe(listeners);
+    expect(r.client.isPaused()).toBe(false);
+  });
+
   it("switches to the metered handler when a bandwidth is added, and back when it is removed", async () => {
     const r = await rig(undefined);
     r.app.write(Buffer.alloc(10_000, 1));

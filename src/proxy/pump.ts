@@ -40,6 +40,34 @@ export interface Pump {
 type OnData = (chunk: Buffer) => void;
 
 /**
+ * One direction's flow control. It reads again only when nothing holds it: the destination's buffer
+ * (`drainWait`) or a throttle's pause (`pauseWait`), and never after the session's end. One 'drain'
+ * listener for the session's life, as stream.pipe has: `once` per backpressure event built and removed
+ * a wrapper each time, and a bulk transfer meets backpressure on most chunks.
+ */
+class Direction {
+  drainWait = false;
+  pauseWait = false;
+  handler: OnData | undefined = undefined;
+  constructor(
+    readonly src: Duplex,
+    readonly dst: Duplex,
+    readonly toUpstream: boolean,
+    private readonly ended: () => boolean,
+  ) {
+    dst.on("drain", () => {
+      if (!this.drainWait) return;
+      this.drainWait = false;
+      this.resumeIfFree();
+    });
+  }
+
+  resumeIfFree(): void {
+    if (!this.drainWait && !this.pauseWait && !this.ended()) this.src.resume();
+  }
+}
+
+/**
  * Runs `client` ⇄ `upstream` and calls `onEnd` exactly once, after both sockets are closed. An error
  * on either side destroys both.
  */
@@ -76,28 +104,31 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits | unde
 
   // A throttle's pending pause: cleared when the limits change (the throttle's bucket keeps its debt,
   // so the next chunk pauses again for what is still owed).
-  const pauseFor = (ms: number, resume: () => void) => {
+  const pauseFor = (ms: number, d: Direction) => {
+    d.pauseWait = true;
     const t = setTimeout(() => {
       pauses?.delete(t);
-      resume();
+      d.pauseWait = false;
+      d.resumeIfFree();
     }, ms);
     (pauses ??= new Set()).add(t);
   };
 
   /** The 'data' handler of one direction without byte obligations: a pipe. */
-  const plain = (src: Duplex, dst: Duplex, toUpstream: boolean): OnData => {
-    const resume = () => src.resume();
+  const plain = (d: Direction): OnData => {
+    const { src, dst, toUpstream } = d;
     return (c) => {
       if (toUpstream) counts.toUpstream += c.length;
       else counts.toClient += c.length;
       if (dst.write(c)) return;
+      d.drainWait = true;
       src.pause();
-      dst.once("drain", resume);
     };
   };
 
   /** The 'data' handler of one direction under a byte budget and/or throttles. */
-  const metered = (src: Duplex, dst: Duplex, toUpstream: boolean, l: PumpLimits): OnData => {
+  const metered = (d: Direction, l: PumpLimits): OnData => {
+    const { src, dst, toUpstream } = d;
     const throttles = toUpstream ? l.up : l.down;
     const budget = l.byteBudget;
     const count = (n: number) => (toUpstream ? (counts.toUpstream += n) : (counts.toClient += n));
@@ -114,13 +145,9 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits | unde
         for (const t of throttles) pauseMs = Math.max(pauseMs, t.consume(c.length, now));
       }
       if (ok && pauseMs === 0) return;
+      if (!ok) d.drainWait = true;
+      if (pauseMs > 0) pauseFor(pauseMs, d);
       src.pause();
-      let waits = (ok ? 0 : 1) + (pauseMs > 0 ? 1 : 0);
-      const resume = () => {
-        if (--waits === 0) src.resume();
-      };
-      if (!ok) dst.once("drain", resume);
-      if (pauseMs > 0) pauseFor(pauseMs, resume);
     };
   };
 
@@ -137,28 +164,22 @@ export function pump(client: Duplex, upstream: Duplex, limits: PumpLimits | unde
     dst.end(destroyBoth);
   };
 
-  const handlers: [OnData | undefined, OnData | undefined] = [undefined, undefined];
-  const directions = [
-    [client, upstream, true],
-    [upstream, client, false],
-  ] as const;
+  const ended = () => end !== undefined;
+  const directions = [new Direction(client, upstream, true, ended), new Direction(upstream, client, false, ended)];
   const setLimits = (next: PumpLimits | undefined) => {
     clearPauses();
-    directions.forEach(([src, dst, toUpstream], i) => {
-      const old = handlers[i];
-      if (old) src.off("data", old);
-      const h = next ? metered(src, dst, toUpstream, next) : plain(src, dst, toUpstream);
-      handlers[i] = h;
-      src.on("data", h);
-      // A direction paused by a throttle reads again under the new limits; one waiting on backpressure
-      // still waits for its drain (its old wait may count on the cleared pause).
-      if (end !== undefined || !src.isPaused()) return;
-      if (dst.writableNeedDrain) dst.once("drain", () => src.resume());
-      else src.resume();
-    });
+    for (const d of directions) {
+      if (d.handler) d.src.off("data", d.handler);
+      d.handler = next ? metered(d, next) : plain(d);
+      d.src.on("data", d.handler);
+      // A direction paused by a throttle reads again under the new limits; one waiting on
+      // backpressure still waits for its drain.
+      d.pauseWait = false;
+      if (d.src.isPaused()) d.resumeIfFree();
+    }
   };
   setLimits(limits);
-  for (const [src, dst] of directions) {
+  for (const { src, dst } of directions) {
     // The end may have come already (a peer that sent its request and closed at once, while the
     // socket was paused for negotiation).
     if (src.readableEnded) dst.end();
