@@ -16,6 +16,7 @@ import { ApplyError, checkSequences, handshakeLimits, type EffectiveConfig, type
 import { SessionRegistry } from "../proxy/registry.js";
 import type { ListenerState } from "../proxy/inbound/session.js";
 import { Admission } from "../limits/admission.js";
+import { AdmissionPlans } from "../limits/plan.js";
 import { HandshakeGuard } from "../limits/handshakes.js";
 import { SharedThrottles } from "../limits/throttle.js";
 import type { DecisionLog } from "../telemetry/log.js";
@@ -303,7 +304,9 @@ export class Sidecar {
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
       ...(this.failReason ? { failClosed: this.failReason } : {}),
     };
-    return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
+    return new Map(
+      config.listeners.map((l) => [l.name, { ...base, config: l, admission: new AdmissionPlans(l.policy, l.maxSessions, config.limits.maxSessions) }]),
+    );
   }
 
   /** The control plane's staleness: fails closed with `config_stale`, or (undefined) ends that. */
