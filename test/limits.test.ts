@@ -8,6 +8,8 @@ import { SharedThrottles, Throttle } from "../src/limits/throttle.js";
 import { Admission } from "../src/limits/admission.js";
 import { LimitCounts } from "../src/limits/events.js";
 import { AdmissionPlans } from "../src/limits/plan.js";
+import { SharedLimits } from "../src/limits/shared.js";
+import { TaskBounds } from "../src/limits/tasks.js";
 import { compilePolicies } from "../src/policy/compile.js";
 import { decide } from "../src/policy/decide.js";
 import { SpiffeId } from "../src/spiffe/spiffeid.js";
@@ -103,6 +105,28 @@ describe("handshake guard", () => {
     expect(r).toEqual(["ok", "ok", "source_rate_limited", "ok"]);
     now = 500;
     expect(typeof g.enter("s")).toBe("function");
+  });
+});
+
+describe("task bounds", () => {
+  const verdicts = async (n: number, l: Parameters<TaskBounds["admit"]>[1], counts = new LimitCounts()) => {
+    const tasks = new TaskBounds(() => 0);
+    const shared = new SharedLimits({ now: () => 0, counts, onEvent: () => undefined });
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(await tasks.admit("t-1", l, shared));
+    return { tasks, out: out.map((v) => (v.ok ? "ok" : `${v.reason}: ${v.detail}`)) };
+  };
+
+  it("refuses a task over its own rate, counting only the sessions it admitted", async () => {
+    const { tasks, out } = await verdicts(3, { maxSessions: 5, rate: { perSecond: 1 / 30, burst: 2 } });
+    expect(out).toEqual(["ok", "ok", "task_limit_exceeded: task t-1: over 2/min (burst 2)"]);
+    expect(tasks.sessionsOf("t-1")).toBe(2);
+  });
+
+  it("refuses a shared task rate with no backend to draw from as unavailable", async () => {
+    const { tasks, out } = await verdicts(1, { rate: { perSecond: 1, burst: 1 }, shared: true });
+    expect(out).toEqual(["shared_limits_unavailable: task t-1: the rule's limit is shared but no shared_limits backend is configured"]);
+    expect(tasks.sessionsOf("t-1")).toBe(0);
   });
 });
 
