@@ -68,12 +68,13 @@ describe("new-session rate per identity", () => {
     expect(first.admitted).toBe(true);
     const counts = h.sidecar.limitCounts;
     const waiting = await Promise.all([open(alice), open(alice), open(alice)]);
+    const echoed = () => waiting.filter((w) => w.echoed()).length;
     await waitFor(() => counts.get("held") === 3, 5000, "three sessions held");
     for (let n = 1; n <= 3; n++) {
       // Held: neither admitted (no session, no echo) nor refused.
-      expect([h.sidecar.registry.size, waiting.filter((w) => w.echoed()).length, counts.get("rate_limited")]).toEqual([n, n - 1, 0]);
+      expect([h.sidecar.registry.size, echoed(), counts.get("rate_limited")]).toEqual([n, n - 1, 0]);
       clock.advance(100); // one new token: one held session is admitted
-      await waitFor(() => counts.get("held_then_admitted") === n && waiting.filter((w) => w.echoed()).length === n, 5000, `${n} held admitted`);
+      await waitFor(() => counts.get("held_then_admitted") === n && echoed() === n, 5000, `${n} held admitted`);
     }
     const held = h.logs.of("decision").map((d) => d.held_ms);
     expect(held.filter((ms) => ms !== undefined).sort()).toEqual([100, 200, 300]);

@@ -166,18 +166,23 @@ describe("admission plans", () => {
   };
 
   it("gives each allowed decision the bounds of its obligations, the listener's and the sidecar's", () => {
+    const common = { maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 };
     const capped = decided("spiffe://td/capped");
     const rate = capped.obligations.rate!;
-    expect(plans.of(capped.rule).withRate).toEqual({ rate, maxPerIdentity: 3, maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 });
-    expect(plans.of(capped.rule).withoutRate).toEqual({ maxPerIdentity: 3, maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 });
-    for (const d of [decided("spiffe://td/banned"), decided("spiffe://td/other")]) {
-      expect([d.rule, d.obligations.maxSessions]).toEqual([d.rule === null ? null : "banned", undefined]);
-      expect(plans.of(d.rule).withRate).toEqual({ rate, maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 });
+    expect(plans.of(capped.rule).withRate).toEqual({ rate, maxPerIdentity: 3, ...common });
+    expect(plans.of(capped.rule).withoutRate).toEqual({ maxPerIdentity: 3, ...common });
+    for (const [id, rule] of [
+      ["spiffe://td/banned", "banned"],
+      ["spiffe://td/other", null],
+    ] as const) {
+      const d = decided(id);
+      expect([d.rule, d.obligations.maxSessions]).toEqual([rule, undefined]);
+      expect(plans.of(d.rule).withRate).toEqual({ rate, ...common });
     }
     // A shared max_sessions is a lease, not this sidecar's count.
     const mesh = decided("spiffe://td/mesh");
-    expect(plans.of(mesh.rule).withRate).toEqual({ rate: mesh.obligations.rate, maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 });
-    expect(plans.of(mesh.rule).withoutRate).toEqual({ maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 });
+    expect(plans.of(mesh.rule).withRate).toEqual({ rate: mesh.obligations.rate, ...common });
+    expect(plans.of(mesh.rule).withoutRate).toEqual(common);
   });
 
   it("builds each rule's bounds once: every session of a rule gets the same object", () => {
