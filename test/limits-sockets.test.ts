@@ -23,14 +23,20 @@ afterEach(async () => {
 
 const policy = limitedPolicy;
 
-/** Opens a session and reports whether it was admitted (echo came back) or closed. */
-async function attempt(creds: Issued, port = h!.port): Promise<{ admitted: boolean; s: import("node:tls").TLSSocket; closed: Promise<Buffer> }> {
+/** Opens a session and sends "x" without waiting for the answer: `echoed` once it came back. */
+async function open(creds: Issued, port = h!.port): Promise<{ s: import("node:tls").TLSSocket; closed: Promise<Buffer>; echoed: () => boolean }> {
   const s = await dialTls(port, pki, creds);
   let got = "";
   s.on("data", (c: Buffer) => (got += c.toString()));
   const closed = readAll(s);
   s.write("x");
-  const admitted = await Promise.race([waitFor(() => got === "x", 3000, "echo").then(() => true), closed.then(() => false)]);
+  return { s, closed, echoed: () => got === "x" };
+}
+
+/** Opens a session and reports whether it was admitted (echo came back) or closed. */
+async function attempt(creds: Issued, port = h!.port): Promise<{ admitted: boolean; s: import("node:tls").TLSSocket; closed: Promise<Buffer> }> {
+  const { s, closed, echoed } = await open(creds, port);
+  const admitted = await Promise.race([waitFor(echoed, 3000, "echo").then(() => true), closed.then(() => false)]);
   return { admitted, s, closed };
 }
 
@@ -53,14 +59,27 @@ describe("new-session rate per identity", () => {
   });
 
   it("holds sessions over the rate up to max_wait instead of rejecting them", async () => {
-    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 10, burst: 1 }, max_wait: 2s }") });
-    const t0 = Date.now();
-    const all = await Promise.all([attempt(alice), attempt(alice), attempt(alice), attempt(alice)]);
-    expect(all.every((r) => r.admitted)).toBe(true);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(250); // 3 of them waited ~100 ms each for a token
-    const held = h.logs.of("decision").filter((d) => typeof d.held_ms === "number");
-    expect(held.length).toBeGreaterThanOrEqual(3);
-    for (const r of all) r.s.destroy();
+    // The sidecar's clock stands still until the test moves it: a held session gets its token when the
+    // test makes one, however far apart the handshakes come (on the wall clock, a slow handshake found
+    // a token refilled and was never held).
+    const clock = new ManualClock();
+    h = await startHarness(pki, { policies: policy("{ rate: { per_second: 10, burst: 1 }, max_wait: 2s }"), now: clock.now });
+    const first = await attempt(alice); // the burst's one token
+    expect(first.admitted).toBe(true);
+    const counts = h.sidecar.limitCounts;
+    const waiting = await Promise.all([open(alice), open(alice), open(alice)]);
+    const echoed = () => waiting.filter((w) => w.echoed()).length;
+    await waitFor(() => counts.get("held") === 3, 5000, "three sessions held");
+    for (let n = 1; n <= 3; n++) {
+      // Held: neither admitted (no session, no echo) nor refused.
+      expect([h.sidecar.registry.size, echoed(), counts.get("rate_limited")]).toEqual([n, n - 1, 0]);
+      clock.advance(100); // one new token: one held session is admitted
+      await waitFor(() => counts.get("held_then_admitted") === n && echoed() === n, 5000, `${n} held admitted`);
+    }
+    const held = h.logs.of("decision").map((d) => d.held_ms);
+    expect(held.filter((ms) => ms !== undefined).sort()).toEqual([100, 200, 300]);
+    expect(held).toHaveLength(4);
+    for (const r of [first, ...waiting]) r.s.destroy();
   });
 });
 

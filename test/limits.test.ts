@@ -7,6 +7,12 @@ import { KeyedBuckets } from "../src/limits/keyed.js";
 import { SharedThrottles, Throttle } from "../src/limits/throttle.js";
 import { Admission } from "../src/limits/admission.js";
 import { LimitCounts } from "../src/limits/events.js";
+import { AdmissionPlans } from "../src/limits/plan.js";
+import { SharedLimits } from "../src/limits/shared.js";
+import { TaskBounds } from "../src/limits/tasks.js";
+import { compilePolicies } from "../src/policy/compile.js";
+import { decide } from "../src/policy/decide.js";
+import { SpiffeId } from "../src/spiffe/spiffeid.js";
 
 describe("token bucket", () => {
   const rate = { perSecond: 10, burst: 3 };
@@ -99,6 +105,89 @@ describe("handshake guard", () => {
     expect(r).toEqual(["ok", "ok", "source_rate_limited", "ok"]);
     now = 500;
     expect(typeof g.enter("s")).toBe("function");
+  });
+});
+
+describe("task bounds", () => {
+  const verdicts = async (n: number, l: Parameters<TaskBounds["admit"]>[1], counts = new LimitCounts()) => {
+    const tasks = new TaskBounds(() => 0);
+    const shared = new SharedLimits({ now: () => 0, counts, onEvent: () => undefined });
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(await tasks.admit("t-1", l, shared));
+    return { tasks, out: out.map((v) => (v.ok ? "ok" : `${v.reason}: ${v.detail}`)) };
+  };
+
+  it("refuses a task over its own rate, counting only the sessions it admitted", async () => {
+    const { tasks, out } = await verdicts(3, { maxSessions: 5, rate: { perSecond: 1 / 30, burst: 2 } });
+    expect(out).toEqual(["ok", "ok", "task_limit_exceeded: task t-1: over 2/min (burst 2)"]);
+    expect(tasks.sessionsOf("t-1")).toBe(2);
+  });
+
+  it("refuses a shared task rate with no backend to draw from as unavailable", async () => {
+    const { tasks, out } = await verdicts(1, { rate: { perSecond: 1, burst: 1 }, shared: true });
+    expect(out).toEqual(["shared_limits_unavailable: task t-1: the rule's limit is shared but no shared_limits backend is configured"]);
+    expect(tasks.sessionsOf("t-1")).toBe(0);
+  });
+});
+
+describe("admission plans", () => {
+  // Audit mode: the deny rule admits, naming itself, under the policy's limits alone.
+  const policy = compilePolicies(
+    {
+      roles: {},
+      attestors: [],
+      listeners: [],
+      policies: {
+        p: {
+          default: "allow",
+          mode: "audit",
+          limits: { rate: { per_second: 5, burst: 2 }, max_wait: 1000 },
+          rules: [
+            { name: "banned", action: "deny", match: [{ id: "spiffe://td/banned" }], limits: { max_sessions: 1 } },
+            { name: "capped", action: "allow", match: [{ id: "spiffe://td/capped" }], limits: { max_sessions: 3 } },
+            {
+              name: "mesh",
+              action: "allow",
+              match: [{ id: "spiffe://td/mesh" }],
+              limits: { rate: { per_second: 1, scope: "shared" }, max_sessions: { max: 4, scope: "shared" } },
+            },
+          ],
+        },
+      },
+    },
+    "v1",
+    (path, msg) => expect.fail(`${path.join(".")}: ${msg}`),
+  ).get("p")!;
+  const plans = new AdmissionPlans(policy, 7, 100);
+  const decided = (id: string) => {
+    const d = decide(policy, { listener: "l", sourceAddress: "10.0.0.1", sni: null, alpn: null, now: 0, peer: { ok: true, svid: { id: SpiffeId.parse(id) } } });
+    if (d.decision !== "allow") throw new Error(`${id} denied`);
+    return d;
+  };
+
+  it("gives each allowed decision the bounds of its obligations, the listener's and the sidecar's", () => {
+    const common = { maxPerListener: 7, maxGlobal: 100, maxWaitMs: 1000 };
+    const capped = decided("spiffe://td/capped");
+    const rate = capped.obligations.rate!;
+    expect(plans.of(capped.rule).withRate).toEqual({ rate, maxPerIdentity: 3, ...common });
+    expect(plans.of(capped.rule).withoutRate).toEqual({ maxPerIdentity: 3, ...common });
+    for (const [id, rule] of [
+      ["spiffe://td/banned", "banned"],
+      ["spiffe://td/other", null],
+    ] as const) {
+      const d = decided(id);
+      expect([d.rule, d.obligations.maxSessions]).toEqual([rule, undefined]);
+      expect(plans.of(d.rule).withRate).toEqual({ rate, ...common });
+    }
+    // A shared max_sessions is a lease, not this sidecar's count.
+    const mesh = decided("spiffe://td/mesh");
+    expect(plans.of(mesh.rule).withRate).toEqual({ rate: mesh.obligations.rate, ...common });
+    expect(plans.of(mesh.rule).withoutRate).toEqual(common);
+  });
+
+  it("builds each rule's bounds once: every session of a rule gets the same object", () => {
+    expect(plans.of("capped")).toBe(plans.of(decided("spiffe://td/capped").rule));
+    expect(plans.of(null)).toBe(plans.of("banned"));
   });
 });
 

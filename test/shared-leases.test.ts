@@ -122,17 +122,18 @@ describe("shared concurrent sessions (leases)", () => {
   });
 });
 
-describe("the backend in /readyz and /metrics", () => {
-  it("shows state, latency and calls; Redis down is shown but does not make the sidecar unready", async () => {
+describe("the backend in /readyz, /config and /metrics", () => {
+  it("shows state, latency, calls and settings; Redis down is shown but does not make the sidecar unready", async () => {
     const echo = await startEcho("127.0.0.1", 0);
     const f = writeFiles({ "cert.pem": rig.pki.server.chainPem, "key.pem": rig.pki.server.keyPem, "a.pem": rig.pki.a.certPem, "b.pem": rig.pki.b.certPem });
     const file = join(f.dir, "parley.yaml");
     const upstream = (echo.server.address() as { port: number }).port;
+    const prefix = rig.prefix("ops");
     writeFileSync(
       file,
       configYaml({ cert: f["cert.pem"]!, key: f["key.pem"]!, a: f["a.pem"]!, b: f["b.pem"]! }, upstream, {
         policies: limitedPolicy("{ max_sessions: { max: 5, scope: shared } }"),
-        extra: rig.section(rig.prefix("ops")),
+        extra: rig.section(prefix),
       }),
     );
     const config = loadConfig(file);
@@ -148,6 +149,15 @@ describe("the backend in /readyz and /metrics", () => {
       expect(ready.ready).toBe(true);
       expect(ready.shared_limits).toMatchObject({ state: "up", consecutive_failures: 0, leases: 1, calls: { ok: 1, timeout: 0, refused: 0 } });
       expect(ready.shared_limits.last_latency_ms).toBeGreaterThan(0);
+      // The settings in force, in /config's snake_case: the file's keys, durations in ms.
+      expect((JSON.parse(await get("/config")) as { shared_limits: unknown }).shared_limits).toEqual({
+        url: new URL(rig.redis.url).toString(),
+        key_prefix: prefix,
+        on_unavailable: "deny",
+        timeout_ms: 1000,
+        lease_ttl_ms: 15_000,
+        breaker: { failures: 3, probe_interval_ms: 1000 },
+      });
       const metrics = await get("/metrics");
       expect(metrics).toMatch(/^parley_shared_limits_backend_state\{state="up"\} 1$/m);
       expect(metrics).toMatch(/^parley_shared_limits_backend_state\{state="down"\} 0$/m);

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
 import { loadConfig } from "../src/config/load.js";
+import { configView } from "../src/config/view.js";
 import { ConfigError } from "../src/config/source.js";
 import { configYaml, dialTls, limitedPolicy, tempDir, waitFor, writeFiles, type Harness } from "../testkit/harness.js";
 import { ManualClock } from "../testkit/clock.js";
@@ -190,6 +191,23 @@ describe("shared_limits configuration", () => {
       breakerProbeMs: 1000,
     });
     expect(load("", "").sharedLimits).toBeUndefined();
+  });
+
+  it("shows the backend in /config with the file's keys, durations in ms, no password and no CA", () => {
+    const ca = writeFiles({ "ca.pem": rig.pki.a.certPem })["ca.pem"]!;
+    const c = load(
+      `shared_limits: { url: "rediss://u:secret@redis.internal:6380/0", ca: ${ca}, lease_ttl: 2s, breaker: { failures: 5, probe_interval: 3s } }\n`,
+    );
+    const view = configView({ ...c, identity: c.identity! }, { source: "files", connected: true, lastUpdate: undefined, svid: c.identity, usable: true });
+    expect(view.shared_limits).toEqual({
+      url: "rediss://u:redacted@redis.internal:6380/0",
+      key_prefix: "parley:",
+      on_unavailable: "deny",
+      timeout_ms: 50,
+      lease_ttl_ms: 2000,
+      breaker: { failures: 5, probe_interval_ms: 3000 },
+    });
+    expect(JSON.stringify(view)).not.toContain("secret");
   });
 
   it("refuses shared concurrency and task bounds without a backend, and per_task without a bound", () => {

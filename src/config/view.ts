@@ -6,6 +6,7 @@ import type { Limits, Rule } from "../policy/model.js";
 import type { SidecarConfig } from "./load.js";
 import type { OwnIdentity } from "../identity/files.js";
 import { identityView, type IdentityStatus } from "../identity/status.js";
+import type { SharedLimitsSettings } from "../limits/shared.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -18,6 +19,18 @@ function redactUrl(url: string): string {
   } catch {
     return "[unparsable]";
   }
+}
+
+/** The shared limits' backend as the file names its keys (durations in ms); the CA's PEM left out. */
+function sharedLimitsView(s: SharedLimitsSettings): Record<string, unknown> {
+  return {
+    url: redactUrl(s.url),
+    key_prefix: s.keyPrefix,
+    on_unavailable: s.onUnavailable,
+    timeout_ms: s.timeoutMs,
+    lease_ttl_ms: s.leaseTtlMs,
+    breaker: { failures: s.breakerFailures, probe_interval_ms: s.breakerProbeMs },
+  };
 }
 
 function limitsView(l: Limits): Record<string, unknown> {
@@ -89,7 +102,7 @@ export function configView(c: SidecarConfig & { identity: OwnIdentity }, identit
     svid_verification: { ...c.svidVerification.floor, ...c.svidVerification.budget },
     drain_timeout_ms: c.drainTimeoutMs,
     revocation_grace_ms: c.revocationGraceMs,
-    ...(c.sharedLimits ? { shared_limits: { ...c.sharedLimits, url: redactUrl(c.sharedLimits.url), caPem: undefined } } : {}),
+    ...(c.sharedLimits ? { shared_limits: sharedLimitsView(c.sharedLimits) } : {}),
     log: c.log,
     admin: c.admin,
   };

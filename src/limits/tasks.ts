@@ -8,7 +8,8 @@ import { createHash } from "node:crypto";
 import type { TaskLimits } from "../policy/model.js";
 import type { Ticket } from "./admission.js";
 import { KeyedBuckets } from "./keyed.js";
-import type { SharedLimits } from "./shared.js";
+import type { Rate } from "./bucket.js";
+import type { SharedLimits, SharedVerdict } from "./shared.js";
 
 export type TaskVerdict =
   | { readonly ok: true; readonly ticket: Ticket }
@@ -43,17 +44,21 @@ export class TaskBounds {
       if (v !== "local") [lease, localCap] = [v.value, undefined];
     }
     if (localCap !== undefined && this.sessionsOf(txn) >= localCap) return refusal(false, `task ${txn} already has ${localCap} sessions`);
-    const rate = l.rate;
-    if (rate) {
-      const v = l.shared ? await shared.take(`task:rate:${txn}`, rate) : "local";
-      const ok = v === "local" ? this.buckets.take(txn, rate, this.now()) : v.ok;
-      if (!ok) {
+    if (l.rate) {
+      const over = this.overRate(txn, l.rate, l.shared ? await shared.take(`task:rate:${txn}`, l.rate) : "local");
+      if (over) {
         lease.release();
-        const why = v !== "local" && !v.ok ? v.detail : `over ${rate.perSecond * 60}/min (burst ${rate.burst})`;
-        return refusal(v !== "local" && !v.ok && v.unavailable, `task ${txn}: ${why}`);
+        return refusal(over.unavailable, `task ${txn}: ${over.detail}`);
       }
     }
     return { ok: true, ticket: this.count(txn, lease) };
+  }
+
+  /** Why the task's rate refused its token, or undefined when one was taken: by Redis, or here (`local`). */
+  private overRate(txn: string, rate: Rate, v: SharedVerdict<undefined>): { readonly unavailable: boolean; readonly detail: string } | undefined {
+    if (v !== "local") return v.ok ? undefined : v;
+    if (this.buckets.take(txn, rate, this.now())) return undefined;
+    return { unavailable: false, detail: `over ${rate.perSecond * 60}/min (burst ${rate.burst})` };
   }
 
   private count(txn: string, lease: Ticket): Ticket {

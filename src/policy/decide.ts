@@ -62,8 +62,13 @@ function unmet(rule: Rule, ctx: Context): Unmet {
   return out;
 }
 
+/** The limits a session allowed by `rule` (none: the policy's default or audit) lives under. */
+export function limitsOf(policy: Policy, rule: Rule | undefined): Limits {
+  return { ...policy.limits, ...(rule?.limits ?? {}) };
+}
+
 function obligationsFor(policy: Policy, rule: Rule | undefined, ctx: Context, attestedUntil: number | undefined): Obligations {
-  const limits: Limits = { ...policy.limits, ...(rule?.limits ?? {}) };
+  const limits = limitsOf(policy, rule);
   let expiresAt: number | undefined;
   let expiresBecause: Obligations["expiresBecause"];
   const bound = (at: number | undefined, why: NonNullable<Obligations["expiresBecause"]>) => {

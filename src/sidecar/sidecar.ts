@@ -16,6 +16,7 @@ import { ApplyError, checkSequences, handshakeLimits, type EffectiveConfig, type
 import { SessionRegistry } from "../proxy/registry.js";
 import type { ListenerState } from "../proxy/inbound/session.js";
 import { Admission } from "../limits/admission.js";
+import { AdmissionPlans } from "../limits/plan.js";
 import { HandshakeGuard } from "../limits/handshakes.js";
 import { SharedThrottles } from "../limits/throttle.js";
 import type { DecisionLog } from "../telemetry/log.js";
@@ -182,7 +183,8 @@ export class Sidecar {
     if (this.stopping) throw new ApplyError("the sidecar is stopping");
     const prev = this.current;
     checkSequences(prev, next);
-    const states = this.statesFor(next);
+    const revocations = this.revocationsOf(next);
+    const states = this.statesFor(next, revocations);
     const oldWhere = new Map(prev?.listeners.map((l) => [l.name, where(l)]) ?? []);
     const added = next.listeners.filter((l) => oldWhere.get(l.name) !== where(l));
     const fresh = new Map<string, InboundListener>();
@@ -202,7 +204,7 @@ export class Sidecar {
     // Outbound binds belong to the same transaction: a failure there releases the listeners above.
     let routes: BoundRoutes;
     try {
-      routes = await this.outbound.bind(next, this.revocationsOf(next));
+      routes = await this.outbound.bind(next, revocations);
     } catch (e) {
       for (const l of fresh.values()) l.stopAccepting();
       throw e;
@@ -235,7 +237,7 @@ export class Sidecar {
       if (!state || fresh.has(s.listener)) s.close("listener_removed");
       else s.recheck(state, next.revocationGraceMs, cause);
     }
-    this.outbound.revoke(this.revocationsOf(next), next.version);
+    this.outbound.revoke(revocations, next.version);
   }
 
   /** The configuration's revocations and the admin server's, none past its `until`. */
@@ -261,9 +263,9 @@ export class Sidecar {
   /** Re-checks every live session against the revocations in force now; returns how many ended. */
   private revokeNow(config: EffectiveConfig): number {
     const before = this.registry.all().map((s) => s.id);
-    const states = this.statesFor(config);
-    for (const [name, l] of this.listeners) l.update(states.get(name)!);
     const revocations = this.revocationsOf(config);
+    const states = this.statesFor(config, revocations);
+    for (const [name, l] of this.listeners) l.update(states.get(name)!);
     this.outbound.setRevocations(revocations);
     for (const s of this.registry.all()) {
       const state = states.get(s.listener);
@@ -291,19 +293,22 @@ export class Sidecar {
     return this.outbound.connections();
   }
 
-  private statesFor(config: EffectiveConfig): Map<string, ListenerState> {
+  /** `revocations`: the list in force (revocationsOf), when the caller has built it already. */
+  private statesFor(config: EffectiveConfig, revocations = this.revocationsOf(config)): Map<string, ListenerState> {
     const verifier = new SvidVerifier(config.bundles, { maxChainLength: config.maxChainLength, ...config.svidVerification, counters: this.svidWork });
     const base = {
       verifier,
       attestations: config.attestations,
-      revocations: this.revocationsOf(config),
+      revocations,
       maxChainLength: config.maxChainLength,
       limits: config.limits,
       ownId: config.identity.id.toString(),
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
       ...(this.failReason ? { failClosed: this.failReason } : {}),
     };
-    return new Map(config.listeners.map((l) => [l.name, { ...base, config: l }]));
+    return new Map(
+      config.listeners.map((l) => [l.name, { ...base, config: l, admission: new AdmissionPlans(l.policy, l.maxSessions, config.limits.maxSessions) }]),
+    );
   }
 
   /** The control plane's staleness: fails closed with `config_stale`, or (undefined) ends that. */

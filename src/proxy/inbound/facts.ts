@@ -2,6 +2,7 @@
 // decides on it under a listener's state: first decisions and every re-check go through `evaluate`.
 import type { TLSSocket } from "node:tls";
 import type { ListenerConfig, SidecarLimits } from "../../config/resources.js";
+import type { AdmissionPlans } from "../../limits/plan.js";
 import type { NegotiationSettings } from "../../negotiation/settings.js";
 import type { Negotiated } from "../../negotiation/negotiate.js";
 import type { AttestationRecord, AttestationStore } from "../../policy/attestation.js";
@@ -22,6 +23,8 @@ export interface ListenerState {
   readonly revocations: RevocationList;
   readonly maxChainLength: number;
   readonly limits: SidecarLimits;
+  /** The admission bounds of each rule of the listener's policy under `limits` and the listener's own. */
+  readonly admission: AdmissionPlans;
   /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
   readonly negotiation?: NegotiationSettings;
   readonly ownId: string;

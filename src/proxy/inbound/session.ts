@@ -126,8 +126,7 @@ export class InboundSession implements LiveSession {
       listener: this.listener,
       txn: this.negotiated?.approval?.txn,
       limits: v.decision.obligations,
-      maxPerListener: this.state.config.maxSessions,
-      maxGlobal: this.state.limits.maxSessions,
+      plan: this.state.admission.of(v.decision.rule),
     });
     if (admitted.ok) return { ...v, heldMs: admitted.waitedMs, ticket: admitted.ticket };
     this.deny({ ...v, decision: denyAdmission(v.decision, admitted.reason, admitted.detail), heldMs: admitted.waitedMs });
