@@ -129,7 +129,7 @@ stream {
 }
 
 interface Target {
-  name: "parley" | "pipe" | "nginx" | Exclude<Variant, "parley">;
+  name: "parley" | "pipe" | "pipe-again" | "nginx" | Exclude<Variant, "parley">;
   port: number;
   proc: ChildProcess;
   /** The file V8's --trace-gc lines go to, when the target was started with it (bulk-limits). */
@@ -172,8 +172,8 @@ async function start(name: Target["name"], traceGc = false): Promise<Target | un
       ],
       { stdio: "ignore" },
     );
-  } else if (name === "pipe") {
-    gcLog = traceGc ? f("pipe.log", "") : undefined;
+  } else if (name === "pipe" || name === "pipe-again") {
+    gcLog = traceGc ? f(`${name}.log`, "") : undefined;
     const args = [...(traceGc ? [trace] : []), "bench/pipe.mjs", String(port), String(upstream), files.cert, files.key, files.ca];
     proc = spawn("bash", ["-c", `exec env ${SERVER_ENV} "${process.execPath}" ${args.map((a) => `"${a}"`).join(" ")} > "${gcLog ?? "/dev/null"}"`], {
       stdio: "ignore",
@@ -418,12 +418,13 @@ if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe
 // way of each are sent in BENCH_BULK_SLICES (8) slices, one server's slice at a time in a rotating
 // order, so that every server's CPU is measured over the same stretch of the machine's weather (one
 // whole transfer each in turn let the pipe's own figure move 1.5x between rounds). Each round's ratio
-// is CPU per GiB against the pipe's in the same round: the targets hold in every round.
+// is CPU per GiB against the pipe's in the same round: the targets hold in every round. A second,
+// identical pipe ("pipe-again") is measured alike: its ratio to the first is the run's own noise floor.
 // Then RSS per idle session (BENCH_IDLE_MIX sessions, 5,000) of parley and the pipe, each started
 // afresh, alternating, BENCH_IDLE_ROUNDS rounds.
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
 const BULK_SLICES = Number(process.env.BENCH_BULK_SLICES ?? 8);
-const BULK_VARIANTS = ["pipe", "parley-limits", "parley-bandwidth", "parley-none"] as const;
+const BULK_VARIANTS = ["pipe", "pipe-again", "parley-limits", "parley-bandwidth", "parley-none"] as const;
 type BulkRow = Record<(typeof BULK_VARIANTS)[number], BulkFigures>;
 let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
 if (FIGURES.has("bulk-limits") && BULK_ROUNDS > 0) {
