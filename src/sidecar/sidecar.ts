@@ -299,7 +299,7 @@ export class Sidecar {
       revocations: this.revocationsOf(config),
       maxChainLength: config.maxChainLength,
       limits: config.limits,
-      ownId: config.identity.id.toString(),
+      ownId: config.identity.id,
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
       ...(this.failReason ? { failClosed: this.failReason } : {}),
     };

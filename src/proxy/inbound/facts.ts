@@ -24,7 +24,7 @@ export interface ListenerState {
   readonly limits: SidecarLimits;
   /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
   readonly negotiation?: NegotiationSettings;
-  readonly ownId: string;
+  readonly ownId: SpiffeId;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
   readonly failClosed?: "config_stale" | "own_svid_expired" | "own_svid_withdrawn";
 }

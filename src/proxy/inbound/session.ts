@@ -143,7 +143,13 @@ export class InboundSession implements LiveSession {
     if (n && this.state.negotiation && !this.client.destroyed) {
       const now = this.deps.now();
       const obligations = grantObligations(this.state.negotiation, n, decision.obligations, now);
-      const g = await grantFrame(this.state.negotiation, n, { peerId: this.peerText, ownId: this.state.ownId, heldRoles: decision.roles, obligations, now });
+      const g = await grantFrame(this.state.negotiation, n, {
+        peerId: this.peerText,
+        ownId: this.state.ownId.toString(),
+        heldRoles: decision.roles,
+        obligations,
+        now,
+      });
       grant = g;
       this.granted = { id: g.id, roles: g.roles, expiresAt: g.expiresAt, expiresBecause: obligations.expiresBecause! };
       this.pendingGrant = g.frame;
