@@ -39,12 +39,18 @@ export async function negotiate(payload: Record<string, unknown>, settings: Nego
   return { request, evidence, ...(approval ? { approval } : {}), thumbprint };
 }
 
+/** A denial frame and its code, carried together so that what answers with it need not parse it again. */
+export interface Denial {
+  readonly code: DenialCode;
+  readonly frame: Buffer;
+}
+
 /**
  * A denial frame: its `code`, the decision's reason codes, the finer `rule` when one applies (the token,
  * frame or SVID rule that failed; docs/negotiation.md, "Denial") and a readable message.
  */
-export function denial(code: DenialCode, message: string, reasons: readonly string[], rule?: string): Buffer {
-  return encodeFrame(FrameType.Denial, { code, reasons, ...(rule !== undefined ? { rule } : {}), message });
+export function denial(code: DenialCode, message: string, reasons: readonly string[], rule?: string): Denial {
+  return { code, frame: encodeFrame(FrameType.Denial, { code, reasons, ...(rule !== undefined ? { rule } : {}), message }) };
 }
 
 /** What a failed negotiation answers: its denial code and the rule, for the frame and the log. */

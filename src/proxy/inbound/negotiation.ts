@@ -2,7 +2,7 @@
 // `parley-request` header): the peer's SVID must verify, then its request and tokens are read and checked. A failure is a denial with the frame that tells the
 // client why; the session logs it and closes.
 import type { DenialCode } from "../../negotiation/frame.js";
-import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
+import { denial, failureOf, negotiate, type Denial, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { ClientSide } from "./client.js";
@@ -10,7 +10,7 @@ import { evaluate, revocationOf, type ConnectionFacts, type ListenerState } from
 
 export type NegotiationOutcome =
   | { readonly ok: true; readonly negotiated: Negotiated }
-  | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
+  | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Denial; readonly rule: string };
 
 export async function negotiateStage(client: ClientSide, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
   const fail = (peer: SvidResult, code: DenialCode, rule: string, message: string): NegotiationOutcome => ({

@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import type { Ticket } from "../../limits/admission.js";
 import { admitSession, type GateDeps } from "../../limits/gate.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
-import { denial, grantFrame, grantObligations, type Negotiated } from "../../negotiation/negotiate.js";
+import { denial, grantFrame, grantObligations, type Denial, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
@@ -234,7 +234,7 @@ export class InboundSession implements LiveSession {
   }
 
   /** The one place a session is refused: logged, then closed with a last frame for a negotiating client. */
-  private deny(v: Verdict<Deny>, frame?: Buffer, negotiationRule?: string): void {
+  private deny(v: Verdict<Deny>, frame?: Denial, negotiationRule?: string): void {
     this.peer = peerIdOf(v.peer);
     this.log(v, negotiationRule);
     this.stage = { kind: "ended" };
@@ -340,7 +340,7 @@ export class InboundSession implements LiveSession {
     );
   }
 
-  private end(reason: string, detail?: string, last?: Buffer): void {
+  private end(reason: string, detail?: string, last?: Denial): void {
     const stage = this.stage;
     if (stage.kind === "ended") return;
     const counts = "counts" in stage ? stage.counts : undefined;
