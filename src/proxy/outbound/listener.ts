@@ -10,35 +10,15 @@ import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
 import { ALPN, NegotiationError } from "../../negotiation/frame.js";
-import { requestValue } from "../../negotiation/headers.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
 import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
 import type { SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
+import { routeRequestFrame, routeRequestValue } from "./request.js";
 import { OutboundSession } from "./session.js";
 
 const sessionIds = new SessionIds();
-
-type RouteRequest = NonNullable<OutboundConfig["negotiate"]>;
-
-/** Each route's `parley-request` value (or why it has none): fixed per configuration, so encoded once, not per stream. */
-const requestValues = new WeakMap<RouteRequest, string | NegotiationError>();
-
-function requestOf(n: RouteRequest): string {
-  let value = requestValues.get(n);
-  if (value === undefined) {
-    try {
-      value = requestValue(n);
-    } catch (e) {
-      if (!(e instanceof NegotiationError)) throw e;
-      value = e;
-    }
-    requestValues.set(n, value);
-  }
-  if (value instanceof NegotiationError) throw value;
-  return value;
-}
 
 export interface OutboundState {
   readonly config: OutboundConfig;
@@ -145,7 +125,7 @@ export class OutboundListener {
       // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
       if (remote.alpnProtocol !== ALPN) return void refuse("remote_not_negotiating", `the remote did not select ${ALPN}: is negotiation on at its listener?`);
       try {
-        const grant = await requestGrant(remote, config.negotiate);
+        const grant = await requestGrant(remote, routeRequestFrame(config.negotiate));
         grantId = grant.grant_id;
       } catch (e) {
         return void refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
@@ -183,7 +163,7 @@ export class OutboundListener {
       revocations: this.state.revocations,
     };
     try {
-      const request = config.negotiate && requestOf(config.negotiate);
+      const request = config.negotiate && routeRequestValue(config.negotiate);
       const { stream, remoteId, subject, grant } = await this.pool.stream(request ? { ...route, request } : route, this.now);
       const grantId = grant?.grant_id;
       this.log.outbound({
