@@ -5,7 +5,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
-import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
@@ -15,6 +15,7 @@ import { peerChain } from "../inbound/peerchain.js";
 import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
 import type { SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
+import { checkRemote } from "./remote.js";
 import { routeRequestFrame, routeRequestValue } from "./request.js";
 import { OutboundSession } from "./session.js";
 
@@ -114,16 +115,18 @@ export class OutboundListener {
     });
     if (!connected) return;
     remote.on("error", () => {});
-    const peer = verifier.verify(peerChain(remote), this.now());
-    if (!peer.ok) return void refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
-    if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
-    const remoteOf = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
-    const revoked = this.state.revocations.match(remoteOf, this.now());
-    if (revoked) return void refuse(revoked.code, revocationDetail(revoked));
+    // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
+    const protocol = config.negotiate && { wanted: ALPN, selected: remote.alpnProtocol, hint: "is negotiation on at its listener?" };
+    const checked = checkRemote(
+      peerChain(remote),
+      { verifier, expectId: config.expectId, revocations: this.state.revocations },
+      this.now(),
+      protocol || undefined,
+    );
+    if (!checked.ok) return void refuse(checked.reason, checked.detail);
+    const remoteOf = checked.subject;
     let grantId: string | undefined;
     if (config.negotiate) {
-      // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
-      if (remote.alpnProtocol !== ALPN) return void refuse("remote_not_negotiating", `the remote did not select ${ALPN}: is negotiation on at its listener?`);
       try {
         const grant = await requestGrant(remote, routeRequestFrame(config.negotiate));
         grantId = grant.grant_id;
@@ -131,12 +134,12 @@ export class OutboundListener {
         return void refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
       }
     }
-    this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
+    this.log.outbound({ ...base, decision: "allow", remote_id: remoteOf.peer.toString(), ...(grantId ? { grant_id: grantId } : {}) });
     const subject = { ...remoteOf, ...(grantId ? { grant: grantId } : {}) };
     const facts = {
       id,
       listener: config.name,
-      remoteId: peer.svid.id.toString(),
+      remoteId: remoteOf.peer.toString(),
       source: `${app.remoteAddress}:${app.remotePort}`,
       startedAt: started,
       subject,
