@@ -1,14 +1,14 @@
 // A negotiating session's peer is verified once, by its negotiation, and the decision takes that
 // verification on (inbound/negotiation.ts, facts.ts): these tests hold that no chain that fails, and
 // none that stops being valid between the negotiation and the decision, ever reaches the workload.
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority, type Issued } from "../src/certs/issue.js";
 import { connect, DeniedError } from "../src/negotiation/client.js";
 import { decodeFrame, encodeFrame, FrameType } from "../src/negotiation/frame.js";
 import { ManualClock } from "../testkit/clock.js";
 import { startHarness, type Harness } from "../testkit/harness.js";
-import { AGENT, negotiationKeys, negotiationPolicies } from "../testkit/negotiation.js";
+import { AGENT, dialParley, negotiationKeys, negotiationPolicies } from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 const MINUTE = 60_000;
@@ -27,15 +27,7 @@ const opts = (creds: Issued) => ({ host: "127.0.0.1", port: h.port, cert: creds.
 
 /** A parley/1 connection whose handshake the sidecar has finished (its session ticket arrived), no request sent yet. */
 async function handshaken(creds: Issued): Promise<TLSSocket> {
-  const s = tlsConnect({
-    host: "127.0.0.1",
-    port: h.port,
-    servername: "localhost",
-    ca: pki.a.certPem,
-    cert: creds.chainPem,
-    key: creds.keyPem,
-    ALPNProtocols: ["parley/1"],
-  });
+  const s = dialParley(h.port, pki.a.certPem, creds);
   // TLS 1.3: the server sends its ticket once it has read the client's Finished, and the sidecar starts
   // the session (reads its clock for the negotiation) in that same turn.
   await new Promise((r) => s.once("session", r));
