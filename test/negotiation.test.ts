@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { createServer } from "node:net";
-import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { importSPKI, jwtVerify, SignJWT, UnsecuredJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
@@ -11,6 +11,7 @@ import { decodeFrame, duplicateName, encodeFrame, FrameType, MAX_PAYLOAD } from 
 import { plaintextExchange as plaintext, readAll, startHarness, writeFiles, type Harness, waitFor } from "../testkit/harness.js";
 import {
   AGENT,
+  dialParley,
   negotiationKeys,
   negotiationPolicies,
   type NegotiationKeys,
@@ -202,15 +203,7 @@ describe("tokens that are refused", () => {
 
 /** A TLS connection as the agent, offering ALPN parley/1 (the handshake completes asynchronously). */
 function dialParley1() {
-  return tlsConnect({
-    host: "127.0.0.1",
-    port: h.port,
-    servername: "localhost",
-    ca: pki.a.certPem,
-    cert: agent.chainPem,
-    key: agent.keyPem,
-    ALPNProtocols: ["parley/1"],
-  });
+  return dialParley(h.port, pki.a.certPem, agent);
 }
 
 describe("bad frames", () => {
@@ -301,15 +294,7 @@ describe("the protocol as documented (docs/negotiation.md)", () => {
     return Buffer.concat([head, body]);
   };
   async function answer(bytes: Buffer, creds: Issued = agent): Promise<Record<string, unknown>> {
-    const s = tlsConnect({
-      host: "127.0.0.1",
-      port: h.port,
-      servername: "localhost",
-      ca: pki.a.certPem,
-      cert: creds.chainPem,
-      key: creds.keyPem,
-      ALPNProtocols: ["parley/1"],
-    });
+    const s = dialParley(h.port, pki.a.certPem, creds);
     await new Promise((r) => s.once("secureConnect", r));
     const got = readAll(s);
     s.end(bytes);

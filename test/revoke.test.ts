@@ -3,7 +3,7 @@
 // reloads), outbound routes refusing and ending sessions to a revoked remote, and `parley check`
 // deciding with the revocations. Real TLS sessions through real sidecars; the CLI is dist/cli.js.
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, watch, writeFileSync } from "node:fs";
 import { connect as tcp, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -128,6 +128,23 @@ revocations:
     expect(readFileSync(f["broken.yaml"]!, "utf8")).not.toContain("revocations");
     const boot = parley("revoke", "--config", f["boot.yaml"]!, ...args);
     expect([boot.status, boot.stderr]).toEqual([2, expect.stringMatching(/is a bootstrap file/)]);
+  });
+
+  it("checks the edited file without writing anything: a refused entry leaves its directory untouched", async () => {
+    const f = writeFiles({ "broken.yaml": "identity: { cert: /nonexistent.pem, key: /nonexistent.key }\npolicies: {}\n" });
+    const seen: string[] = [];
+    const watcher = watch(f.dir, (_event, name) => seen.push(String(name)));
+    try {
+      const broken = parley("revoke", "--config", f["broken.yaml"]!, "--name", "n", "--reason", "r", "--until", "1h", "--txn", "t");
+      expect([broken.status, broken.stderr]).toEqual([2, expect.stringMatching(/broken\.yaml would not load with the entry: /)]);
+      // Events come in order: once this one is seen, any the command caused have been seen too.
+      writeFileSync(join(f.dir, "sentinel"), "");
+      await waitFor(() => seen.includes("sentinel"));
+      expect(seen.filter((n) => n !== "sentinel")).toEqual([]);
+    } finally {
+      watcher.close();
+    }
+    expect(readdirSync(f.dir).sort()).toEqual(["broken.yaml", "sentinel"]);
   });
 });
 

@@ -2,6 +2,7 @@
 // the sidecar's grant key (file and public PEM), a policy that needs attestation for `writer` and
 // grants `reader` to its trust domain, and the tokens those keys sign for an agent's certificate.
 import { createHash, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import type { Issued } from "../src/certs/issue.js";
 import { writeFiles } from "./harness.js";
@@ -84,4 +85,9 @@ export function signApproval(key: KeyPair["privateKey"], scope: string, exp: num
     .setAudience(OWN)
     .setExpirationTime(exp)
     .sign(key);
+}
+
+/** A TLS connection as `creds` to the sidecar on `port` (its CA `ca`), offering ALPN parley/1; the handshake completes asynchronously. */
+export function dialParley(port: number, ca: string, creds: Issued): TLSSocket {
+  return tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ca, cert: creds.chainPem, key: creds.keyPem, ALPNProtocols: ["parley/1"] });
 }

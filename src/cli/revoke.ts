@@ -1,8 +1,9 @@
 // `parley revoke`: writes one revocation entry where sidecars take it from, a control plane's
 // directory (DIR/revocations.yaml, or one node's file) or a sidecar's configuration file. The entry is
 // validated by the configuration's own rules (config/revocation.ts) and the file edited as a YAML
-// document, so its comments and layout stay; entries of it past their `until` are dropped. The file is
-// replaced atomically (a temporary file in the same directory, renamed over it): a watcher never reads
+// document, so its comments and layout stay; entries of it past their `until` are dropped. The edited
+// text is checked as its reader would load it, read-only: nothing is written before it passes. The
+// file is replaced atomically (a temporary file in the same directory, renamed over it): a watcher never reads
 // half a file. Bad input of any kind exits 2 with one line naming the flag or file at fault. Longer
 // than most commands: the flags' mapping to a checked entry, the edit and the write belong together.
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -233,16 +234,12 @@ function dropExpired(section: YAMLMap, now: number): string[] {
 async function check(command: Command, target: Target, text: string): Promise<void> {
   if (target.kind === "config") {
     // Loaded only here: the sidecar's whole loader is not needed to write into a control plane's directory.
-    const { loadConfig } = await import("../config/load.js");
-    const probe = tempName(target.file);
-    writeFileSync(probe, text, { mode: 0o600 });
+    const { loadConfigText } = await import("../config/load.js");
     try {
-      loadConfig(probe);
+      // The new text as the file would load, read-only: nothing is written until it passes.
+      loadConfigText(target.file, text);
     } catch (e) {
-      const lines = errorLines(e).map((l) => l.split(probe).join(target.file));
-      throw new UsageError(`${target.file} would not load with the entry: ${lines.join("; ")}`, command.name);
-    } finally {
-      rmSync(probe, { force: true });
+      throw new UsageError(`${target.file} would not load with the entry: ${errorLines(e).join("; ")}`, command.name);
     }
     return;
   }

@@ -58,7 +58,19 @@ function workloadApiSettings(c: CompileContext, w: WorkloadApiSettings): Workloa
 }
 
 export function loadConfig(file: string, now: number = Date.now()): SidecarConfig {
-  const src = YamlSource.read(file);
+  return compileConfig(YamlSource.read(file), now);
+}
+
+/**
+ * What `file` would load as were it to hold `text`, without writing it (relative paths resolve from
+ * its directory, the files it names are read): a check of an edit before it is made.
+ */
+export function loadConfigText(file: string, text: string, now: number = Date.now()): SidecarConfig {
+  return compileConfig(YamlSource.fromText(file, text), now);
+}
+
+function compileConfig(src: YamlSource, now: number): SidecarConfig {
+  const file = src.file;
   const raw = parseWith(configSchema, src.toJS(), src);
   const files = [resolve(file)];
   const c = fileContext(src, files);

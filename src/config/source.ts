@@ -97,6 +97,14 @@ export class YamlSource implements IssueLocator {
     }
   }
 
+  /** `text` as the file `file` would hold it once written (nothing is): under the same bound as `read`. */
+  static fromText(file: string, text: string): YamlSource {
+    const size = Buffer.byteLength(text, "utf8");
+    if (size > MAX_CONFIG_BYTES)
+      throw new ConfigError([{ file, line: 0, column: 0, path: "", message: `file is ${size} bytes, over the limit of ${MAX_CONFIG_BYTES}` }]);
+    return YamlSource.parse(file, text);
+  }
+
   static parse(file: string, text: string): YamlSource {
     const lines = new LineCounter();
     let doc: Document;

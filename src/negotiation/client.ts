@@ -51,12 +51,17 @@ export interface GrantRequest {
   readonly approvalToken?: string;
 }
 
+/** The request frame for `r`; throws NegotiationError when its payload is over the bound. */
+export function requestFrame(r: GrantRequest): Buffer {
+  return encodeFrame(FrameType.Request, requestPayload(r));
+}
+
 /**
- * On an established parley/1 connection: sends the request frame and waits for the answer. Resolves
- * with the grant (the socket paused, any bytes after the frame put back), or rejects (DeniedError for
- * a denial) after destroying the socket.
+ * On an established parley/1 connection: sends `request` (a request frame, requestFrame) and waits for
+ * the answer. Resolves with the grant (the socket paused, any bytes after the frame put back), or
+ * rejects (DeniedError for a denial) after destroying the socket.
  */
-export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 5000): Promise<Grant> {
+export function requestGrant(socket: TLSSocket, request: Buffer, timeoutMs = 5000): Promise<Grant> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
     const timer = setTimeout(() => fail(new Error(`no answer from parley within ${timeoutMs} ms`)), timeoutMs);
@@ -100,7 +105,7 @@ export function requestGrant(socket: TLSSocket, r: GrantRequest, timeoutMs = 500
     socket.on("data", onData);
     socket.once("close", onClose);
     socket.once("error", fail);
-    socket.write(encodeFrame(FrameType.Request, requestPayload(r)));
+    socket.write(request);
   });
 }
 
@@ -134,6 +139,8 @@ export function requestPayload(r: GrantRequest): Record<string, unknown> {
  */
 export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: Grant }> {
   return new Promise((resolve, reject) => {
+    // A request over the bound rejects here, before any connection is opened.
+    const request = requestFrame(o);
     const socket = tlsConnect({
       host: o.host,
       port: o.port,
@@ -151,7 +158,7 @@ export function connect(o: ConnectOptions): Promise<{ socket: TLSSocket; grant: 
         socket.destroy();
         return void reject(new Error(`the server did not select ${ALPN}`));
       }
-      requestGrant(socket, o, o.timeoutMs).then((grant) => resolve({ socket, grant }), reject);
+      requestGrant(socket, request, o.timeoutMs).then((grant) => resolve({ socket, grant }), reject);
     });
   });
 }

@@ -4,7 +4,7 @@
 // visible ASCII whatever the JSON holds (RFC 9110 §5.5, RFC 9113 §8.2.1), and the payload checks
 // (UTF-8, JSON, repeated names) run on the very bytes a frame would carry. Pure: no sockets.
 import { deniedBy, grantPayload, requestPayload, type DeniedError, type Grant, type GrantRequest } from "./client.js";
-import { HEADER_BYTES, NegotiationError, parsePayload, type DenialCode } from "./frame.js";
+import { HEADER_BYTES, NegotiationError, parsePayload } from "./frame.js";
 
 /** Field names, lowercase as HTTP/2 requires (RFC 9113 §8.2.1). */
 export const REQUEST_HEADER = "parley-request";
@@ -44,11 +44,6 @@ export function fieldValues(raw: readonly string[], name: string): string[] {
 /** The value carrying a frame's payload (the bytes after its 10-byte header). */
 export function payloadValue(frame: Buffer): string {
   return frame.subarray(HEADER_BYTES).toString("base64url");
-}
-
-/** A denial frame's `code` (ours, so well-formed), which chooses a stream's status. */
-export function denialCodeOf(frame: Buffer): DenialCode {
-  return (JSON.parse(frame.subarray(HEADER_BYTES).toString("utf8")) as { code: DenialCode }).code;
 }
 
 /** The `parley-request` value for `r`; throws NegotiationError when it would be over the bound. */

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import type { NegotiationSettings } from "./settings.js";
 import type { AttestationRecord } from "../policy/attestation.js";
 import { obligationsRecord, type Obligations } from "../policy/decision.js";
-import { SpiffeId } from "../spiffe/spiffeid.js";
+import type { SpiffeId } from "../spiffe/spiffeid.js";
 import { encodeFrame, FrameType, NegotiationError, readRequest, type DenialCode, type RequestFrame } from "./frame.js";
 import { signGrant } from "./grant.js";
 import { verifyApproval, verifyAttestation } from "./evidence.js";
@@ -20,7 +20,8 @@ export interface Negotiated {
 export interface NegotiationPeer {
   readonly id: string;
   readonly leafDer: Buffer;
-  readonly ownId: string;
+  /** The sidecar's own SPIFFE ID (the tokens' audience), parsed once per own SVID, not per session. */
+  readonly ownId: SpiffeId;
   readonly now: number;
 }
 
@@ -32,18 +33,24 @@ export interface NegotiationPeer {
 export async function negotiate(payload: Record<string, unknown>, settings: NegotiationSettings, peer: NegotiationPeer): Promise<Negotiated> {
   const request = readRequest(payload);
   const thumbprint = createHash("sha256").update(peer.leafDer).digest("base64url");
-  const ctx = { audience: peer.ownId, trustDomain: SpiffeId.parse(peer.ownId).trustDomain.name, subject: peer.id, thumbprint, now: peer.now };
+  const ctx = { audience: peer.ownId.toString(), trustDomain: peer.ownId.trustDomain.name, subject: peer.id, thumbprint, now: peer.now };
   const evidence = request.attestation_token ? [await verifyAttestation(request.attestation_token, settings, ctx)] : [];
   const approval = request.approval_token ? await verifyApproval(request.approval_token, settings, ctx, request.roles) : undefined;
   return { request, evidence, ...(approval ? { approval } : {}), thumbprint };
+}
+
+/** A denial frame and its code, carried together so that what answers with it need not parse it again. */
+export interface Denial {
+  readonly code: DenialCode;
+  readonly frame: Buffer;
 }
 
 /**
  * A denial frame: its `code`, the decision's reason codes, the finer `rule` when one applies (the token,
  * frame or SVID rule that failed; docs/negotiation.md, "Denial") and a readable message.
  */
-export function denial(code: DenialCode, message: string, reasons: readonly string[], rule?: string): Buffer {
-  return encodeFrame(FrameType.Denial, { code, reasons, ...(rule !== undefined ? { rule } : {}), message });
+export function denial(code: DenialCode, message: string, reasons: readonly string[], rule?: string): Denial {
+  return { code, frame: encodeFrame(FrameType.Denial, { code, reasons, ...(rule !== undefined ? { rule } : {}), message }) };
 }
 
 /** What a failed negotiation answers: its denial code and the rule, for the frame and the log. */

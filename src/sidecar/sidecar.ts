@@ -302,7 +302,7 @@ export class Sidecar {
       revocations,
       maxChainLength: config.maxChainLength,
       limits: config.limits,
-      ownId: config.identity.id.toString(),
+      ownId: config.identity.id,
       ...(config.negotiation ? { negotiation: config.negotiation } : {}),
       ...(this.failReason ? { failClosed: this.failReason } : {}),
     };

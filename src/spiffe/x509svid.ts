@@ -114,6 +114,14 @@ function checkWindow(svid: VerifiedSvid, now: number): SvidResult {
   return { ok: true, svid };
 }
 
+/**
+ * A verification's `result` as of `now`: its time-independent part stands (it depends on the chain and
+ * the bundles alone), its validity window is checked again, as `SvidVerifier.verify` would at `now`.
+ */
+export function resultAt(result: SvidResult, now: number): SvidResult {
+  return result.ok ? checkWindow(result.svid, now) : result;
+}
+
 function describe(svid: VerifiedSvid, i: number): string {
   if (i === 0) return "leaf certificate";
   return i === svid.path.length - 1 ? "root certificate" : `intermediate certificate #${i}`;
@@ -173,7 +181,7 @@ export class SvidVerifier {
       result = this.verifyStatic(chain, fingerprints);
       this.results.set(key, result);
     }
-    return result.ok ? checkWindow(result.svid, now) : result;
+    return resultAt(result, now);
   }
 
   private parse(der: Buffer, fingerprint: string): CertFacts {

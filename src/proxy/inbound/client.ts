@@ -6,6 +6,7 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { ALPN } from "../../negotiation/frame.js";
 import { readRequestFrame } from "../../negotiation/read.js";
+import type { Denial } from "../../negotiation/negotiate.js";
 import type { Deny } from "../../policy/decision.js";
 import { factsOf, type ConnectionFacts } from "./facts.js";
 
@@ -22,7 +23,7 @@ export interface ClientSide {
   /** Its parley/1 request payload (a frame read within `timeoutMs`, or the header); throws NegotiationError. */
   readRequest(timeoutMs: number): Promise<Record<string, unknown>>;
   /** Refuses the session with its last words (a parley/1 denial frame, or a response status), then closes. */
-  refuse(decision: Deny, frame: Buffer | undefined): void;
+  refuse(decision: Deny, denial: Denial | undefined): void;
   /** Whether `grant` (a parley/1 grant frame) can be told to this client (a stream's header is bounded). */
   carries(grant: Buffer): boolean;
   /**
@@ -31,7 +32,7 @@ export interface ClientSide {
    */
   accept(grant?: Buffer): void;
   /** Ends the client side now; `reason` is the session's end reason, `last` a parley/1 frame to send first. */
-  close(reason: string, last?: Buffer): void;
+  close(reason: string, last?: Denial): void;
 }
 
 /** A session that is its own TLS connection (plain mTLS, or parley/1). */
@@ -43,15 +44,15 @@ export function socketSide(socket: TLSSocket): ClientSide {
     facts,
     negotiates: facts.alpn === ALPN,
     readRequest: (timeoutMs) => readRequestFrame(socket, timeoutMs),
-    refuse(_decision, frame) {
-      closeAfter(socket, frame);
+    refuse(_decision, denial) {
+      closeAfter(socket, denial?.frame);
     },
     carries: () => true,
     accept(grant) {
       if (grant) socket.write(grant);
     },
     close(_reason, last) {
-      closeAfter(socket, last);
+      closeAfter(socket, last?.frame);
     },
   };
 }

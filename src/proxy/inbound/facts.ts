@@ -10,7 +10,7 @@ import { decide } from "../../policy/decide.js";
 import { denyOutsidePolicy, type Decision, type Deny } from "../../policy/decision.js";
 import { revocationDenial, type RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
-import type { SvidResult, SvidVerifier } from "../../spiffe/x509svid.js";
+import { resultAt, type SvidResult, type SvidVerifier } from "../../spiffe/x509svid.js";
 import { tcpOf } from "../tcp.js";
 import { PeerCertificates } from "./peerchain.js";
 
@@ -27,7 +27,7 @@ export interface ListenerState {
   readonly admission: AdmissionPlans;
   /** Negotiation settings when configured, and the sidecar's own SPIFFE ID (the tokens' audience). */
   readonly negotiation?: NegotiationSettings;
-  readonly ownId: string;
+  readonly ownId: SpiffeId;
   /** Set while the sidecar fails closed: every session is denied with this reason. */
   readonly failClosed?: "config_stale" | "own_svid_expired" | "own_svid_withdrawn";
 }
@@ -81,19 +81,38 @@ export function revocationOf(
   return revocationDenial(state.revocations, state.config.policy, subject, now);
 }
 
+/** A verification of a connection's chain, and the verifier (of one listener state) that made it. */
+export interface PeerVerification {
+  readonly verifier: SvidVerifier;
+  readonly result: SvidResult;
+}
+
+/** Verifies the peer's chain under `state` at `now`. */
+export function verifyPeer(state: ListenerState, facts: ConnectionFacts, now: number): PeerVerification {
+  return { verifier: state.verifier, result: facts.certs.verify(state.verifier, now) };
+}
+
+/** What a session knows when it decides: a negotiation's proof, its grant (re-checks), its peer's verification. */
+export interface Known {
+  readonly negotiated?: Negotiated | undefined;
+  readonly grantId?: string | undefined;
+  /**
+   * The chain verified earlier in the session (its negotiation): taken as of `now` (its validity window
+   * checked again) when made by this state's verifier; any other (a re-check under new bundles) is
+   * ignored and the chain verified anew. Fail closed either way.
+   */
+  readonly verified?: PeerVerification | undefined;
+}
+
 /**
- * Verifies and decides on `facts` under `state`, with what a negotiation proved, if any, and the id of
- * the grant the session was given (re-checks). A revocation is checked before the policy, like failing
- * closed: no rule can admit what it names.
+ * Verifies (unless `known.verified` holds this state's verification) and decides on `facts` under
+ * `state`, with what a negotiation proved, if any, and the id of the grant the session was given
+ * (re-checks). A revocation is checked before the policy, like failing closed: no rule can admit what
+ * it names.
  */
-export function evaluate(
-  state: ListenerState,
-  facts: ConnectionFacts,
-  now: number,
-  negotiated?: Negotiated,
-  grantId?: string,
-): { peer: SvidResult; decision: Decision } {
-  const peer = facts.certs.verify(state.verifier, now);
+export function evaluate(state: ListenerState, facts: ConnectionFacts, now: number, known: Known = {}): { peer: SvidResult; decision: Decision } {
+  const { negotiated, grantId, verified } = known;
+  const peer = verified?.verifier === state.verifier ? resultAt(verified.result, now) : facts.certs.verify(state.verifier, now);
   const { policy } = state.config;
   if (state.failClosed) return { peer, decision: denyOutsidePolicy(policy, "fail_closed", [state.failClosed]) };
   const stored = peer.ok ? state.attestations.for(peer.svid.id.toString()) : [];

@@ -2,15 +2,16 @@
 // `parley-request` header): the peer's SVID must verify, then its request and tokens are read and checked. A failure is a denial with the frame that tells the
 // client why; the session logs it and closes.
 import type { DenialCode } from "../../negotiation/frame.js";
-import { denial, failureOf, negotiate, type Negotiated } from "../../negotiation/negotiate.js";
+import { denial, failureOf, negotiate, type Denial, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyOutsidePolicy, type Deny } from "../../policy/decision.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
 import type { ClientSide } from "./client.js";
-import { evaluate, revocationOf, type ConnectionFacts, type ListenerState } from "./facts.js";
+import { evaluate, revocationOf, verifyPeer, type ConnectionFacts, type ListenerState, type PeerVerification } from "./facts.js";
 
 export type NegotiationOutcome =
-  | { readonly ok: true; readonly negotiated: Negotiated }
-  | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Buffer; readonly rule: string };
+  /** `verified`: the peer's chain, verified once here, for the session's decision to take on. */
+  | { readonly ok: true; readonly negotiated: Negotiated; readonly verified: PeerVerification }
+  | { readonly ok: false; readonly peer: SvidResult; readonly decision: Deny; readonly frame: Denial; readonly rule: string };
 
 export async function negotiateStage(client: ClientSide, state: ListenerState, facts: ConnectionFacts, now: number): Promise<NegotiationOutcome> {
   const fail = (peer: SvidResult, code: DenialCode, rule: string, message: string): NegotiationOutcome => ({
@@ -23,9 +24,10 @@ export async function negotiateStage(client: ClientSide, state: ListenerState, f
   const settings = state.negotiation;
   // A peer whose SVID fails (or a sidecar failing closed) is refused as on the plain path, with the same
   // reason codes, before its request is read.
-  const peer = facts.certs.verify(state.verifier, now);
+  const verified = verifyPeer(state, facts, now);
+  const peer = verified.result;
   if (!peer.ok || state.failClosed) {
-    const deny = evaluate(state, facts, now).decision as Deny;
+    const deny = evaluate(state, facts, now, { verified }).decision as Deny;
     const rule = deny.svidRule ?? deny.reasons[0]!;
     return { ok: false, peer, decision: deny, frame: denial("denied", deny.detail ?? rule, deny.reasons, rule), rule };
   }
@@ -36,6 +38,7 @@ export async function negotiateStage(client: ClientSide, state: ListenerState, f
   try {
     return {
       ok: true,
+      verified,
       negotiated: await negotiate(await client.readRequest(settings.frameTimeoutMs), settings, {
         id: peer.svid.id.toString(),
         leafDer: peer.svid.leaf.der,

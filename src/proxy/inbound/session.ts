@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import type { Ticket } from "../../limits/admission.js";
 import { admitSession, type GateDeps } from "../../limits/gate.js";
 import type { SharedThrottles } from "../../limits/throttle.js";
-import { denial, grantFrame, grantObligations, type Negotiated } from "../../negotiation/negotiate.js";
+import { denial, grantFrame, grantObligations, type Denial, type Negotiated } from "../../negotiation/negotiate.js";
 import { denyAdmission, type Allow, type Deny, type Obligations } from "../../policy/decision.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidResult } from "../../spiffe/x509svid.js";
@@ -23,7 +23,7 @@ import { dial, DialError } from "../upstream.js";
 import { callerRecord, proxyHeaderOf, type Caller, type CallerRecord, type Grant } from "./caller.js";
 import type { ClientIo, ClientSide } from "./client.js";
 import { Enforcement } from "./enforce.js";
-import { evaluate, peerIdOf, type ConnectionFacts, type ListenerState } from "./facts.js";
+import { evaluate, peerIdOf, type ConnectionFacts, type ListenerState, type PeerVerification } from "./facts.js";
 import { negotiateStage } from "./negotiation.js";
 
 export type { ListenerState } from "./facts.js";
@@ -96,12 +96,14 @@ export class InboundSession implements LiveSession {
 
   /** Runs the session to the point where socket events take over (pumping) or it has been refused. */
   async start(): Promise<void> {
+    let verified: PeerVerification | undefined;
     if (this.side.negotiates) {
       const n = await negotiateStage(this.side, this.state, this.facts, this.deps.now());
       if (!n.ok) return void this.deny({ peer: n.peer, decision: n.decision, decisionUs: 0 }, n.frame, n.rule);
       this.negotiated = n.negotiated;
+      verified = n.verified;
     }
-    const verdict = this.decide();
+    const verdict = this.decide(verified);
     if (verdict.decision.decision === "deny") return void this.deny(verdict as Verdict<Deny>);
     const admitted = await this.admit(verdict as Verdict<Allow>);
     if (!admitted) return;
@@ -110,10 +112,11 @@ export class InboundSession implements LiveSession {
     this.dial(admitted.ticket, obligations, admitted.peer);
   }
 
-  private decide(): Verdict<Allow | Deny> {
+  /** The first decision; a negotiated session's peer was verified by its negotiation (`verified`), not again. */
+  private decide(verified: PeerVerification | undefined): Verdict<Allow | Deny> {
     const t0 = process.hrtime.bigint();
     this.decidedAt = this.deps.now();
-    const { peer, decision } = evaluate(this.state, this.facts, this.decidedAt, this.negotiated);
+    const { peer, decision } = evaluate(this.state, this.facts, this.decidedAt, { negotiated: this.negotiated, verified });
     this.peer = peerIdOf(peer);
     return { peer, decision, decisionUs: Number(process.hrtime.bigint() - t0) / 1000 };
   }
@@ -142,7 +145,13 @@ export class InboundSession implements LiveSession {
     if (n && this.state.negotiation && !this.client.destroyed) {
       const now = this.deps.now();
       const obligations = grantObligations(this.state.negotiation, n, decision.obligations, now);
-      const g = await grantFrame(this.state.negotiation, n, { peerId: this.peerText, ownId: this.state.ownId, heldRoles: decision.roles, obligations, now });
+      const g = await grantFrame(this.state.negotiation, n, {
+        peerId: this.peerText,
+        ownId: this.state.ownId.toString(),
+        heldRoles: decision.roles,
+        obligations,
+        now,
+      });
       grant = g;
       this.granted = { id: g.id, roles: g.roles, expiresAt: g.expiresAt, expiresBecause: obligations.expiresBecause! };
       this.pendingGrant = g.frame;
@@ -227,7 +236,7 @@ export class InboundSession implements LiveSession {
   }
 
   /** The one place a session is refused: logged, then closed with a last frame for a negotiating client. */
-  private deny(v: Verdict<Deny>, frame?: Buffer, negotiationRule?: string): void {
+  private deny(v: Verdict<Deny>, frame?: Denial, negotiationRule?: string): void {
     this.peer = peerIdOf(v.peer);
     this.log(v, negotiationRule);
     this.stage = { kind: "ended" };
@@ -245,7 +254,7 @@ export class InboundSession implements LiveSession {
   recheck(state: ListenerState, graceMs: number, cause?: RevocationCause): void {
     if (this.stage.kind === "ended" || this.revokeTimer) return;
     const oldVersion = this.state.config.policy.version;
-    const { decision } = evaluate(state, this.facts, this.deps.now(), this.negotiated, this.granted?.id);
+    const { decision } = evaluate(state, this.facts, this.deps.now(), { negotiated: this.negotiated, grantId: this.granted?.id });
     if (decision.decision === "deny") {
       // A revocation ends the session at once: no grace.
       if (decision.cause === "revoked") graceMs = 0;
@@ -333,7 +342,7 @@ export class InboundSession implements LiveSession {
     );
   }
 
-  private end(reason: string, detail?: string, last?: Buffer): void {
+  private end(reason: string, detail?: string, last?: Denial): void {
     const stage = this.stage;
     if (stage.kind === "ended") return;
     const counts = "counts" in stage ? stage.counts : undefined;

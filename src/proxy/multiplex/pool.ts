@@ -17,13 +17,14 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { MultiplexConfig } from "../../config/resources.js";
 import { ParleyError } from "../../errors/catalogue.js";
 import { formatHostPort, type HostPort } from "../../config/units.js";
-import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { SpiffeId } from "../../spiffe/spiffeid.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { Grant } from "../../negotiation/client.js";
 import { DENIAL_HEADER, denialOf, GRANT_HEADER, grantOf, REQUEST_HEADER } from "../../negotiation/headers.js";
 import { peerChain } from "../inbound/peerchain.js";
+import { checkRemote, type RemoteSubject } from "../outbound/remote.js";
 import {
   clientOptions,
   CONNECTION_WINDOW,
@@ -59,7 +60,7 @@ export interface PoolRoute {
 export interface PooledStream {
   readonly stream: ClientHttp2Stream;
   readonly remoteId: string;
-  readonly subject: { readonly peer: SpiffeId; readonly certFingerprint: string };
+  readonly subject: RemoteSubject;
   /** The grant the 200 carried, when the route negotiates. */
   readonly grant?: Grant;
 }
@@ -83,8 +84,8 @@ interface Connection {
   idle?: NodeJS.Timeout;
   /** Set once the remote's SETTINGS came: it speaks HTTP/2. */
   settled?: true;
-  /** The remote selected parley-mux/1: parley itself reads the streams, so a request may be sent. */
-  readonly negotiable: boolean;
+  /** The protocol the remote selected: parley-mux/1 says parley itself reads the streams, so a request may be sent. */
+  readonly alpn: TLSSocket["alpnProtocol"];
 }
 
 export class ConnectionPool {
@@ -108,22 +109,17 @@ export class ConnectionPool {
 
   private async attempt(r: PoolRoute, now: () => number): Promise<PooledStream> {
     const c = await this.acquire(r);
-    const peer = r.verifier.verify(c.chain, now());
-    const fail = (reason: string, detail: string) => {
-      this.drain(c);
+    // Over plain h2 the streams may be a workload's (a listener without multiplex): a request's tokens are not sent.
+    const protocol = r.request !== undefined ? { wanted: MUX_ALPN, selected: c.alpn, hint: "is multiplex set on its listener?" } : undefined;
+    const checked = checkRemote(c.chain, r, now(), protocol);
+    if (!checked.ok) {
+      // A remote that is not (or no longer) the one expected takes no more streams; one that only does
+      // not negotiate still serves the routes that do not.
+      if (checked.reason !== "remote_not_negotiating") this.drain(c);
       this.release(c, r);
-      return new StreamRefused(reason, detail);
-    };
-    if (!peer.ok) throw fail("remote_invalid_svid", `${peer.message} (${peer.rule})`);
-    if (!peer.svid.id.equals(r.expectId)) throw fail("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${r.expectId}`);
-    const subject = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
-    const revoked = r.revocations.match(subject, now());
-    if (revoked) throw fail(revoked.code, revocationDetail(revoked));
-    if (r.request && !c.negotiable) {
-      // Over plain h2 the streams may be a workload's (a listener without multiplex): its tokens are not sent.
-      this.release(c, r);
-      throw new StreamRefused("remote_not_negotiating", `the remote did not select ${MUX_ALPN}: is multiplex set on its listener?`);
+      throw new StreamRefused(checked.reason, checked.detail);
     }
+    const { subject } = checked;
     // The request holds tokens: never put in the HPACK table (RFC 7541 §7.1.3), so no compression oracle reads them.
     const negotiation = r.request ? { [REQUEST_HEADER]: r.request, [sensitiveHeaders]: [REQUEST_HEADER] } : {};
     const headers = { [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: r.target, ...negotiation };
@@ -137,9 +133,10 @@ export class ConnectionPool {
       if (c.settled || !(e instanceof StreamRefused)) throw e;
       throw new StreamRefused("remote_not_multiplexed", "the remote does not answer HTTP/2: is multiplex set on its listener?");
     });
-    if (!r.request) return { stream, remoteId: peer.svid.id.toString(), subject };
+    const remoteId = subject.peer.toString();
+    if (!r.request) return { stream, remoteId, subject };
     try {
-      return { stream, remoteId: peer.svid.id.toString(), subject, grant: grantOf(response[GRANT_HEADER]) };
+      return { stream, remoteId, subject, grant: grantOf(response[GRANT_HEADER]) };
     } catch (e) {
       stream.close(NGHTTP2_CANCEL);
       throw new StreamRefused("negotiation_failed", (e as Error).message);
@@ -183,7 +180,7 @@ export class ConnectionPool {
   private async open(r: PoolRoute, key: string): Promise<Connection> {
     const socket = await handshake(r);
     const session = h2connect(`https://${formatHostPort(r.remote)}`, { ...clientOptions(r.bounds.maxStreams), createConnection: () => socket });
-    const c: Connection = { session, chain: peerChain(socket), identity: r.identity.fingerprint, streams: 0, negotiable: socket.alpnProtocol === MUX_ALPN };
+    const c: Connection = { session, chain: peerChain(socket), identity: r.identity.fingerprint, streams: 0, alpn: socket.alpnProtocol };
     session.on("error", () => {});
     session.once("goaway", () => this.drain(c));
     session.once("remoteSettings", () => (c.settled = true));

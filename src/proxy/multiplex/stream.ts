@@ -8,7 +8,8 @@ import type { TLSSocket } from "node:tls";
 import type { Deny } from "../../policy/decision.js";
 import type { ClientSide } from "../inbound/client.js";
 import type { ConnectionFacts } from "../inbound/facts.js";
-import { DENIAL_HEADER, decodeRequestField, denialCodeOf, GRANT_HEADER, MAX_ANSWER_VALUE, payloadValue } from "../../negotiation/headers.js";
+import { DENIAL_HEADER, decodeRequestField, GRANT_HEADER, MAX_ANSWER_VALUE, payloadValue } from "../../negotiation/headers.js";
+import type { Denial } from "../../negotiation/negotiate.js";
 import { denialStatus, endStatus, HTTP2_HEADER_STATUS, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, REASON_HEADER } from "./wire.js";
 
 /** What a stream tells its connection. */
@@ -50,10 +51,10 @@ export class StreamSide implements ClientSide {
   }
 
   /** A malformed request is 400, like any malformed request; every other refusal by its decision. */
-  refuse(decision: Deny, frame: Buffer | undefined): void {
+  refuse(decision: Deny, denial: Denial | undefined): void {
     this.refused();
-    const status = frame && denialCodeOf(frame) === "bad_frame" ? 400 : denialStatus(decision);
-    this.answer(status, decision.reasons.join(","), frame);
+    const status = denial?.code === "bad_frame" ? 400 : denialStatus(decision);
+    this.answer(status, decision.reasons.join(","), denial);
   }
 
   carries(grant: Buffer): boolean {
@@ -67,7 +68,7 @@ export class StreamSide implements ClientSide {
   }
 
   /** Before its 200 the stream is answered with a status; after, reset (RST_STREAM CANCEL) if still open. */
-  close(reason: string, last?: Buffer): void {
+  close(reason: string, last?: Denial): void {
     // Every stream of the connection is decided on the same certificate: no new one would be admitted.
     if (PEER_GONE.has(reason)) this.told.peerGone();
     // Ended before its 200 (reset by the client, the workload gone, a grant too large): it cost a
@@ -89,9 +90,9 @@ export class StreamSide implements ClientSide {
    * A complete response, then RST_STREAM NO_ERROR: RFC 9113 §8.1 lets a server that has answered ask the
    * client to stop sending its request this way.
    */
-  private answer(status: number, reason: string, denial?: Buffer): void {
+  private answer(status: number, reason: string, denial?: Denial): void {
     if (this.io.destroyed) return;
-    const value = denial && payloadValue(denial);
+    const value = denial && payloadValue(denial.frame);
     // A denial too long for a header (a message naming a long token) goes without it: the status and reason say enough.
     const carried = value !== undefined && value.length <= MAX_ANSWER_VALUE ? { [DENIAL_HEADER]: value } : {};
     this.io.respond({ [HTTP2_HEADER_STATUS]: status, [REASON_HEADER]: reason, ...carried }, { endStream: true });

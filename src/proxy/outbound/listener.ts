@@ -5,40 +5,21 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { OutboundConfig } from "../../config/resources.js";
-import { revocationDetail, type RevocationList } from "../../policy/revocation.js";
+import type { RevocationList } from "../../policy/revocation.js";
 import type { OwnSvid } from "../../workloadapi/client.js";
 import type { SvidVerifier } from "../../spiffe/x509svid.js";
 import { DeniedError, requestGrant } from "../../negotiation/client.js";
 import { ALPN, NegotiationError } from "../../negotiation/frame.js";
-import { requestValue } from "../../negotiation/headers.js";
 import type { DecisionLog } from "../../telemetry/log.js";
 import { peerChain } from "../inbound/peerchain.js";
 import { StreamRefused, type ConnectionPool } from "../multiplex/pool.js";
 import type { SessionRegistry } from "../registry.js";
 import { SessionIds } from "../sessionid.js";
+import { checkRemote } from "./remote.js";
+import { routeRequestFrame, routeRequestValue } from "./request.js";
 import { OutboundSession } from "./session.js";
 
 const sessionIds = new SessionIds();
-
-type RouteRequest = NonNullable<OutboundConfig["negotiate"]>;
-
-/** Each route's `parley-request` value (or why it has none): fixed per configuration, so encoded once, not per stream. */
-const requestValues = new WeakMap<RouteRequest, string | NegotiationError>();
-
-function requestOf(n: RouteRequest): string {
-  let value = requestValues.get(n);
-  if (value === undefined) {
-    try {
-      value = requestValue(n);
-    } catch (e) {
-      if (!(e instanceof NegotiationError)) throw e;
-      value = e;
-    }
-    requestValues.set(n, value);
-  }
-  if (value instanceof NegotiationError) throw value;
-  return value;
-}
 
 export interface OutboundState {
   readonly config: OutboundConfig;
@@ -134,29 +115,31 @@ export class OutboundListener {
     });
     if (!connected) return;
     remote.on("error", () => {});
-    const peer = verifier.verify(peerChain(remote), this.now());
-    if (!peer.ok) return void refuse("remote_invalid_svid", `${peer.message} (${peer.rule})`);
-    if (!peer.svid.id.equals(config.expectId)) return void refuse("remote_id_mismatch", `the remote is ${peer.svid.id}, not ${config.expectId}`);
-    const remoteOf = { peer: peer.svid.id, certFingerprint: peer.svid.leaf.fingerprint };
-    const revoked = this.state.revocations.match(remoteOf, this.now());
-    if (revoked) return void refuse(revoked.code, revocationDetail(revoked));
+    // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
+    const protocol = config.negotiate && { wanted: ALPN, selected: remote.alpnProtocol, hint: "is negotiation on at its listener?" };
+    const checked = checkRemote(
+      peerChain(remote),
+      { verifier, expectId: config.expectId, revocations: this.state.revocations },
+      this.now(),
+      protocol || undefined,
+    );
+    if (!checked.ok) return void refuse(checked.reason, checked.detail);
+    const remoteOf = checked.subject;
     let grantId: string | undefined;
     if (config.negotiate) {
-      // Never send the request (its tokens) to a listener that did not take parley/1: its workload would read it.
-      if (remote.alpnProtocol !== ALPN) return void refuse("remote_not_negotiating", `the remote did not select ${ALPN}: is negotiation on at its listener?`);
       try {
-        const grant = await requestGrant(remote, config.negotiate);
+        const grant = await requestGrant(remote, routeRequestFrame(config.negotiate));
         grantId = grant.grant_id;
       } catch (e) {
         return void refuse(e instanceof DeniedError ? "remote_denied" : "negotiation_failed", (e as Error).message);
       }
     }
-    this.log.outbound({ ...base, decision: "allow", remote_id: peer.svid.id.toString(), ...(grantId ? { grant_id: grantId } : {}) });
+    this.log.outbound({ ...base, decision: "allow", remote_id: remoteOf.peer.toString(), ...(grantId ? { grant_id: grantId } : {}) });
     const subject = { ...remoteOf, ...(grantId ? { grant: grantId } : {}) };
     const facts = {
       id,
       listener: config.name,
-      remoteId: peer.svid.id.toString(),
+      remoteId: remoteOf.peer.toString(),
       source: `${app.remoteAddress}:${app.remotePort}`,
       startedAt: started,
       subject,
@@ -183,7 +166,7 @@ export class OutboundListener {
       revocations: this.state.revocations,
     };
     try {
-      const request = config.negotiate && requestOf(config.negotiate);
+      const request = config.negotiate && routeRequestValue(config.negotiate);
       const { stream, remoteId, subject, grant } = await this.pool.stream(request ? { ...route, request } : route, this.now);
       const grantId = grant?.grant_id;
       this.log.outbound({
