@@ -1,7 +1,7 @@
 // `GET /config` in the configuration file's own terms: a configuration using every section renders with
 // snake_case keys only, durations in ms under `_ms`, shorthands expanded, and no secret anywhere.
 import { join } from "node:path";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { exportJWK, generateKeyPair } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/load.js";
@@ -32,7 +32,7 @@ async function everything(): Promise<string> {
     "att.jwt": SECRETS.attestation,
     "appr.jwt": SECRETS.approval,
   });
-  grantPem = (await import("node:fs")).readFileSync(keys.grantKeyFile, "utf8");
+  grantPem = readFileSync(keys.grantKeyFile, "utf8");
   const limits = `{ max_duration: 1h, idle_timeout: 30s, byte_budget: 1MiB, bandwidth: 64KiB/s, identity_bandwidth: 128KiB/s,
       rate: { per_second: 2, scope: shared }, max_sessions: 4, max_wait: 250ms, per_task: { max_sessions: 2, per_minute: 7 } }`;
   return `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
