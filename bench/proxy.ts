@@ -415,7 +415,7 @@ if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe
 // Bulk under limits, interleaved: the pipe and parley with a realistic rule (idle timeout, rate,
 // concurrency), with the same and a bandwidth far above the link, and with no limits at all, all
 // running, BENCH_BULK_ROUNDS rounds. In a round each server has one session, and the BULK_MIB each
-// way of each are sent in BENCH_BULK_SLICES (8) slices, one server's slice at a time in a rotating
+// way of each are sent in BENCH_BULK_SLICES (32) slices, one server's slice at a time in a rotating
 // order, so that every server's CPU is measured over the same stretch of the machine's weather (one
 // whole transfer each in turn let the pipe's own figure move 1.5x between rounds). Each round's ratio
 // is CPU per GiB against the pipe's in the same round: the targets hold in every round. A second,
@@ -423,7 +423,7 @@ if (FIGURES.has("sweep") && TARGETS.includes("parley") && TARGETS.includes("pipe
 // Then RSS per idle session (BENCH_IDLE_MIX sessions, 5,000) of parley and the pipe, each started
 // afresh, alternating, BENCH_IDLE_ROUNDS rounds.
 const BULK_ROUNDS = Number(process.env.BENCH_BULK_ROUNDS ?? 5);
-const BULK_SLICES = Number(process.env.BENCH_BULK_SLICES ?? 8);
+const BULK_SLICES = Number(process.env.BENCH_BULK_SLICES ?? 32);
 const BULK_VARIANTS = ["pipe", "pipe-again", "parley-limits", "parley-bandwidth", "parley-none"] as const;
 type BulkRow = Record<(typeof BULK_VARIANTS)[number], BulkFigures>;
 let bulkLimits: { rounds: BulkRow[]; ratios: Record<string, number[]> } | undefined;
