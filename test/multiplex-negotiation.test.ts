@@ -8,21 +8,18 @@ import { createServer as createTlsServer } from "node:tls";
 import { importSPKI, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Issued } from "../src/certs/issue.js";
-import { loadConfig } from "../src/config/load.js";
-import { Sidecar } from "../src/sidecar/sidecar.js";
-import {
-  dialTls,
-  plaintextExchange as plaintext,
-  freePort,
-  MemoryLog,
-  startHarness,
-  waitFor,
-  writeFiles,
-  type Harness,
-  type LogRecord,
-} from "../testkit/harness.js";
+import { dialTls, plaintextExchange as plaintext, freePort, startHarness, waitFor, writeFiles, type Harness, type LogRecord } from "../testkit/harness.js";
 import { h2Peer, openConnect, type Opened } from "../testkit/h2peer.js";
-import { negotiationKeys, negotiationPolicies, type NegotiationKeys, nowSeconds, signApproval, signAttestation, thumbprint } from "../testkit/negotiation.js";
+import {
+  negotiationKeys,
+  negotiationPolicies,
+  type NegotiationKeys,
+  nowSeconds,
+  signApproval,
+  signAttestation,
+  startOutboundAgent,
+  thumbprint,
+} from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
 
 const OWN = "spiffe://a.test/sidecar";
@@ -279,22 +276,8 @@ describe("inbound: the sidecar's other answers over a stream", () => {
 });
 
 describe("outbound: transport multiplexed with negotiate", () => {
-  async function outboundSidecar(negotiate: string, remotePort = h.port) {
-    const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": pki.a.certPem });
-    const cfg = writeFiles({
-      "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
-trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
-outbound:
-  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${remotePort}", expect_id: ${OWN}, transport: multiplexed, target: "orders.test:8080", negotiate: ${negotiate} }
-policies: {}
-admin: { listen: false }
-`,
-    })["out.yaml"]!;
-    const logs = new MemoryLog();
-    const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
-    await sidecar.start();
-    return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
-  }
+  const outboundSidecar = (negotiate: string, remotePort = h.port) =>
+    startOutboundAgent(agent, pki.a.certPem, remotePort, `expect_id: ${OWN}, transport: multiplexed, target: "orders.test:8080", negotiate: ${negotiate}`);
 
   it("each local connection is one negotiated stream of a pooled connection: its own grant, logged on both sides", async () => {
     const out = await outboundSidecar("{ roles: [reader, writer], purpose: legacy app }");

@@ -19,6 +19,7 @@ import {
   OWN,
   signApproval,
   signAttestation,
+  startOutboundAgent,
   thumbprint,
 } from "../testkit/negotiation.js";
 import { makePki, type TestPki } from "../testkit/pki.js";
@@ -437,25 +438,8 @@ describe("parley connect", () => {
 });
 
 describe("outbound mode", () => {
-  async function outboundSidecar(expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }", remotePort = h.port) {
-    const { loadConfig } = await import("../src/config/load.js");
-    const { Sidecar } = await import("../src/sidecar/sidecar.js");
-    const { MemoryLog } = await import("../testkit/harness.js");
-    const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": pki.a.certPem });
-    const cfg = writeFiles({
-      "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
-trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
-outbound:
-  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${remotePort}", expect_id: ${expectId}, negotiate: ${negotiate} }
-policies: {}
-admin: { listen: false }
-`,
-    })["out.yaml"]!;
-    const logs = new MemoryLog();
-    const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
-    await sidecar.start();
-    return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
-  }
+  const outboundSidecar = (expectId: string, negotiate = "{ roles: [reader], purpose: legacy app }", remotePort = h.port) =>
+    startOutboundAgent(agent, pki.a.certPem, remotePort, `expect_id: ${expectId}, negotiate: ${negotiate}`);
 
   it("outbound → inbound: a legacy app's plaintext crosses a negotiated mTLS hop both ways", async () => {
     const out = await outboundSidecar(OWN);

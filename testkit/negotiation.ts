@@ -5,7 +5,9 @@ import { createHash, generateKeyPairSync, type KeyObject, X509Certificate } from
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import type { Issued } from "../src/certs/issue.js";
-import { writeFiles } from "./harness.js";
+import { loadConfig } from "../src/config/load.js";
+import { Sidecar } from "../src/sidecar/sidecar.js";
+import { MemoryLog, writeFiles } from "./harness.js";
 
 export const OWN = "spiffe://a.test/sidecar";
 export const AGENT = "spiffe://a.test/agent";
@@ -90,4 +92,25 @@ export function signApproval(key: KeyPair["privateKey"], scope: string, exp: num
 /** A TLS connection as `creds` to the sidecar on `port` (its CA `ca`), offering ALPN parley/1; the handshake completes asynchronously. */
 export function dialParley(port: number, ca: string, creds: Issued): TLSSocket {
   return tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ca, cert: creds.chainPem, key: creds.keyPem, ALPNProtocols: ["parley/1"] });
+}
+
+/**
+ * An outbound sidecar as `agent` (trusting `bundlePem` for a.test) with one route, `to-main`, to
+ * 127.0.0.1:`remotePort`; `route` holds the rest of the route's keys (expect_id, transport, negotiate…).
+ */
+export async function startOutboundAgent(agent: Issued, bundlePem: string, remotePort: number, route: string) {
+  const f = writeFiles({ "cert.pem": agent.chainPem, "key.pem": agent.keyPem, "a.pem": bundlePem });
+  const cfg = writeFiles({
+    "out.yaml": `identity: { cert: ${f["cert.pem"]}, key: ${f["key.pem"]} }
+trust_domains: { a.test: { bundle: ${f["a.pem"]} } }
+outbound:
+  - { name: to-main, listen: "127.0.0.1:0", remote: "127.0.0.1:${remotePort}", ${route} }
+policies: {}
+admin: { listen: false }
+`,
+  })["out.yaml"]!;
+  const logs = new MemoryLog();
+  const sidecar = new Sidecar(loadConfig(cfg), { log: logs.log });
+  await sidecar.start();
+  return { sidecar, logs, port: sidecar.outboundAddresses()["to-main"]!.port };
 }
